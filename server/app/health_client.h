@@ -1,0 +1,26 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace traffik {
+
+// Asks the standard gRPC health service (grpc.health.v1.Health/Check) at
+// `address` (host:port, insecure channel) about `service` ("" = the whole
+// server), waiting at most `timeout` for the answer.
+//
+// Returns true for SERVING and false for NOT_SERVING, UNKNOWN and
+// SERVICE_UNKNOWN. A failed RPC becomes an error with the gRPC code mapped to
+// the absl code of the same name (e.g. NOT_FOUND for a service the server does
+// not know, DEADLINE_EXCEEDED, UNAVAILABLE when nothing listens) and a message
+// naming the address. A malformed answer is kDataLoss.
+//
+// The messages are encoded by hand and sent through grpc::GenericStub, so no
+// second copy of the health .proto descriptor is linked next to grpc++'s own.
+// Thread-safe; each call uses its own channel.
+absl::StatusOr<bool> CheckHealth(const std::string& address, const std::string& service,
+                                 std::chrono::milliseconds timeout);
+
+}  // namespace traffik

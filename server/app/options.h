@@ -1,0 +1,29 @@
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace traffik {
+
+// traffikd's command line. Flags take `--flag value` or `--flag=value`.
+struct Options {
+  std::optional<std::string> config_path;     // --config PATH
+  std::optional<std::string> listen;          // --listen HOST:PORT (overrides the config)
+  std::optional<std::string> metrics_listen;  // --metrics-listen HOST:PORT ("" disables)
+  bool check_config = false;                  // --check-config: validate and exit
+  std::optional<std::string> health_check;    // --health-check ADDR: probe and exit
+  std::string health_service;                 // --health-service NAME (with --health-check)
+  bool help = false;                          // --help / -h
+  bool version = false;                       // --version
+};
+
+// Parses argv. Errors (kInvalidArgument) name the flag: unknown flag, missing
+// value, a value given to a switch, a stray argument.
+absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv);
+
+// The --help text.
+std::string Usage();
+
+}  // namespace traffik

@@ -1,0 +1,110 @@
+#include "app/server.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
+
+namespace traffik {
+namespace {
+
+// "host:port" -> "host" (keeps IPv6 brackets).
+std::string HostOf(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, const Clock& clock) {
+  std::unique_ptr<Server> server(new Server());
+  server->metrics_ = std::make_unique<Metrics>();
+
+  MemoryBackendOptions memory_options;
+  memory_options.max_buckets = config.memory.max_buckets;
+  memory_options.sweep_interval_ms = config.memory.sweep_interval_ms;
+  server->memory_ = std::make_unique<MemoryBackend>(clock, memory_options);
+  MemoryBackend* memory = server->memory_.get();
+  server->metrics_->AddBucketSource(
+      "memory", [memory] { return memory->bucket_count(); },
+      [memory] { return memory->evictions(); });
+
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(
+      config,
+      [memory](const TenantConfig& tenant) -> absl::StatusOr<Backend*> {
+        if (tenant.backend == "memory") return memory;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tenant '", tenant.name, "': unknown backend '", tenant.backend, "'"));
+      },
+      *server->metrics_);
+  if (!snapshot.ok()) return snapshot.status();
+  server->engine_ = std::make_unique<Engine>(*std::move(snapshot));
+  server->service_ = std::make_unique<ThrottleServiceImpl>(*server->engine_, *server->metrics_);
+
+  if (!config.metrics_listen.empty()) {
+    try {
+      server->exposer_ = std::make_unique<prometheus::Exposer>(config.metrics_listen, 2);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ",
+                                                 config.metrics_listen, ": ", e.what()));
+    }
+    for (const auto& collectable : server->metrics_->Collectables()) {
+      server->exposer_->RegisterCollectable(collectable);
+    }
+    const std::vector<int> ports = server->exposer_->GetListeningPorts();
+    if (ports.empty()) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", config.metrics_listen));
+    }
+    server->metrics_address_ = absl::StrCat(HostOf(config.metrics_listen), ":", ports.front());
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  // Without this a second server binds the same port silently and the kernel
+  // splits connections between them; a taken port must be a startup error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.RegisterService(server->service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || port == 0) {
+    if (server->grpc_server_ != nullptr) server->grpc_server_->Shutdown();
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for gRPC on ", config.listen,
+        ": the address is invalid or already in use"));
+  }
+  server->grpc_address_ = absl::StrCat(HostOf(config.listen), ":", port);
+  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(kThrottleServiceName, true);
+  return server;
+}
+
+Server::~Server() {
+  if (grpc_server_ != nullptr) Shutdown(std::chrono::milliseconds(0));
+}
+
+void Server::Drain() {
+  if (grpc_server_ == nullptr) return;
+  grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(kThrottleServiceName, false);
+  health->SetServingStatus(false);
+}
+
+void Server::Shutdown(std::chrono::milliseconds grace) {
+  if (grpc_server_ == nullptr) return;
+  Drain();
+  grpc_server_->Shutdown(std::chrono::system_clock::now() + grace);
+  grpc_server_->Wait();
+  grpc_server_.reset();
+  exposer_.reset();
+}
+
+}  // namespace traffik

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "backend/memory/memory_backend.h"
+#include "clock/clock.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "metrics/metrics.h"
+#include "service/throttle_service.h"
+
+namespace grpc {
+class Server;
+}
+namespace prometheus {
+class Exposer;
+}
+
+namespace traffik {
+
+// The fully wired service: backends, engine, gRPC server (ThrottleService,
+// health, reflection) and the Prometheus exposer. Start() either returns a
+// serving instance or an error with nothing left listening.
+//
+// Thread-safe: Drain/Shutdown may be called from any thread, once each.
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, const Clock& clock);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The bound addresses, with the real ports (even when 0 was asked for).
+  const std::string& grpc_address() const { return grpc_address_; }
+  // Empty when metrics are disabled.
+  const std::string& metrics_address() const { return metrics_address_; }
+
+  // Health turns NOT_SERVING ("" and traffik.v1.ThrottleService); calls are
+  // still answered.
+  void Drain();
+  // Stops accepting calls, lets in-flight calls finish for up to `grace`,
+  // then cancels the rest. Returns when the server has stopped.
+  void Shutdown(std::chrono::milliseconds grace);
+
+  Metrics& metrics() { return *metrics_; }
+
+ private:
+  Server() = default;
+
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<MemoryBackend> memory_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ThrottleServiceImpl> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string grpc_address_;
+  std::string metrics_address_;
+};
+
+// The gRPC service name reported by the health service.
+inline constexpr char kThrottleServiceName[] = "traffik.v1.ThrottleService";
+
+}  // namespace traffik

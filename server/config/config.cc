@@ -1,0 +1,809 @@
+#include "config/config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/numeric/int128.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "yaml-cpp/yaml.h"
+
+namespace traffik {
+namespace {
+
+constexpr size_t kMaxThrottleUidBytes = 256;
+constexpr uint64_t kMaxIdentifierBytesLimit = 1 << 20;  // 1 MiB
+constexpr uint64_t kMaxBatchSizeLimit = 100'000;
+// A bucket's capacity * period_ms must be exactly representable as a double
+// (the token arithmetic is done in doubles).
+constexpr uint64_t kMaxCapacityTimesPeriod = uint64_t{1} << 53;
+// Refuse absurdly large config files instead of reading them into memory.
+constexpr size_t kMaxConfigFileBytes = 16 << 20;  // 16 MiB
+// Longest user-supplied string quoted verbatim in an error message.
+constexpr size_t kMaxQuotedBytes = 80;
+
+constexpr std::string_view kTopLevel = "top level";
+
+// Debian's abseil is built with its own absl::string_view (not std's).
+absl::string_view Absl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+// Quotes a user-supplied string for an error message: C-escaped (so control
+// characters stay visible) and truncated if very long.
+std::string Quote(std::string_view s) {
+  if (s.size() > kMaxQuotedBytes) {
+    return absl::StrCat("'", absl::CHexEscape(Absl(s.substr(0, kMaxQuotedBytes))),
+                        "...'");
+  }
+  return absl::StrCat("'", absl::CHexEscape(Absl(s)), "'");
+}
+
+bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
+
+// Returns the first control character in `s`, if any.
+std::optional<unsigned char> FindControl(std::string_view s) {
+  for (unsigned char c : s) {
+    if (IsControl(c)) return c;
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------
+// Durations.
+
+struct DurationUnit {
+  std::string_view name;
+  int64_t ms;
+};
+
+constexpr DurationUnit kDurationUnits[] = {
+    {"ms", 1}, {"s", 1'000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000},
+};
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// ---------------------------------------------------------------------------
+// YAML walking. Every error carries "<source>:<line>:<col>: <path>: <problem>".
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "null";
+    case YAML::NodeType::Scalar:
+      return Quote(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+// Where a (throttle / tenant) entry was defined, for cross-entry errors.
+struct Located {
+  std::string path;
+  YAML::Mark mark;
+};
+
+class Parser {
+ public:
+  explicit Parser(std::string_view source) : source_(source) {}
+
+  absl::StatusOr<Config> Parse(const YAML::Node& root);
+
+ private:
+  absl::Status Error(const YAML::Mark& mark, std::string_view path,
+                     std::string_view problem) const {
+    // yaml-cpp marks are 0-based; a null mark (-1) has no position.
+    int line = mark.is_null() ? 1 : mark.line + 1;
+    int col = mark.is_null() ? 1 : mark.column + 1;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d:%d: %s: %s", source_, line, col, path, problem));
+  }
+  // A null value (`key:` or `key: ~`) is reported at its key: yaml-cpp marks an
+  // omitted value at the start of the next token, which may be lines later.
+  absl::Status Error(const YAML::Node& node, std::string_view path,
+                     std::string_view problem) const {
+    bool use_key = node.IsNull() || node.Mark().is_null();
+    return Error(use_key ? current_key_mark_ : node.Mark(), path, problem);
+  }
+
+  // Iterates a map, rejecting non-string keys, duplicate keys and keys not in
+  // `allowed`; calls `fn(key, key_node, value_node)` for each entry.
+  template <typename Fn>
+  absl::Status ForEachEntry(const YAML::Node& map, std::string_view path,
+                            const std::vector<std::string>& allowed, Fn fn) const;
+
+  absl::StatusOr<std::string> GetString(const YAML::Node& node,
+                                        std::string_view path) const;
+  absl::StatusOr<uint64_t> GetUint(const YAML::Node& node, std::string_view path,
+                                   uint64_t min, uint64_t max) const;
+  absl::StatusOr<bool> GetBool(const YAML::Node& node, std::string_view path) const;
+  absl::StatusOr<double> GetPositiveDouble(const YAML::Node& node,
+                                           std::string_view path) const;
+  absl::StatusOr<int64_t> GetDuration(const YAML::Node& node, std::string_view path,
+                                      int64_t min_ms) const;
+  absl::StatusOr<std::string> GetAddress(const YAML::Node& node, std::string_view path,
+                                         bool allow_empty) const;
+
+  absl::Status ParseMemory(const YAML::Node& node, MemoryConfig& memory) const;
+  absl::Status ParseThrottles(const YAML::Node& node, Config& config);
+  absl::Status ParseTenants(const YAML::Node& node, Config& config);
+  absl::Status CheckCapacities(const Config& config) const;
+
+  std::string source_;
+  std::vector<Located> throttle_locs_;  // parallel to Config::throttles
+  // Mark of the map key whose value is being read (see Error()).
+  mutable YAML::Mark current_key_mark_;
+};
+
+template <typename Fn>
+absl::Status Parser::ForEachEntry(const YAML::Node& map, std::string_view path,
+                                  const std::vector<std::string>& allowed, Fn fn) const {
+  if (!map.IsMap()) {
+    return Error(map, path, absl::StrCat("expected a map, got ", Describe(map)));
+  }
+  std::vector<std::string> seen;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    const YAML::Node& key = it->first;
+    const YAML::Node& value = it->second;
+    if (!key.IsScalar()) {
+      return Error(key, path, absl::StrCat("keys must be strings, got ", Describe(key)));
+    }
+    const std::string& name = key.Scalar();
+    bool known = false;
+    for (const std::string& a : allowed) known = known || a == name;
+    if (!known) {
+      return Error(key, path,
+                   absl::StrCat("unknown key ", Quote(name), " (expected one of: ",
+                                absl::StrJoin(allowed, ", "), ")"));
+    }
+    for (const std::string& s : seen) {
+      if (s == name) return Error(key, path, absl::StrCat("duplicate key ", Quote(name)));
+    }
+    seen.push_back(name);
+    current_key_mark_ = key.Mark();
+    if (absl::Status s = fn(name, key, value); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Parser::GetString(const YAML::Node& node,
+                                              std::string_view path) const {
+  if (!node.IsScalar()) {
+    return Error(node, path, absl::StrCat("expected a string, got ", Describe(node)));
+  }
+  return node.Scalar();
+}
+
+absl::StatusOr<uint64_t> Parser::GetUint(const YAML::Node& node, std::string_view path,
+                                         uint64_t min, uint64_t max) const {
+  const char* kind = min >= 1 ? "a positive integer" : "a non-negative integer";
+  if (!node.IsScalar()) {
+    return Error(node, path, absl::StrCat("expected ", kind, ", got ", Describe(node)));
+  }
+  const std::string& text = node.Scalar();
+  uint64_t value = 0;
+  bool digits_only = !text.empty();
+  for (char c : text) digits_only = digits_only && IsDigit(c);
+  if (!digits_only) {
+    return Error(node, path, absl::StrCat("expected ", kind, ", got ", Quote(text)));
+  }
+  if (!absl::SimpleAtoi(text, &value)) {
+    return Error(node, path,
+                 absl::StrCat("integer ", Quote(text), " is too large (max ", max, ")"));
+  }
+  if (value < min || value > max) {
+    if (max == std::numeric_limits<uint64_t>::max()) {
+      return Error(node, path, absl::StrCat("must be >= ", min, ", got ", value));
+    }
+    return Error(node, path,
+                 absl::StrCat("must be between ", min, " and ", max, ", got ", value));
+  }
+  return value;
+}
+
+absl::StatusOr<bool> Parser::GetBool(const YAML::Node& node,
+                                     std::string_view path) const {
+  if (node.IsScalar()) {
+    if (node.Scalar() == "true") return true;
+    if (node.Scalar() == "false") return false;
+  }
+  return Error(node, path,
+               absl::StrCat("expected a boolean (true or false), got ", Describe(node)));
+}
+
+absl::StatusOr<double> Parser::GetPositiveDouble(const YAML::Node& node,
+                                                 std::string_view path) const {
+  constexpr char kKind[] = "expected a positive finite number";
+  if (!node.IsScalar()) {
+    return Error(node, path, absl::StrCat(kKind, ", got ", Describe(node)));
+  }
+  const std::string& text = node.Scalar();
+  // Only plain decimal notation: no hex, inf, nan or surrounding whitespace.
+  bool plain = !text.empty();
+  for (char c : text) {
+    plain =
+        plain && (IsDigit(c) || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-');
+  }
+  double value = 0;
+  if (!plain || !absl::SimpleAtod(text, &value)) {
+    return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
+  }
+  if (!std::isfinite(value) || !(value > 0)) {
+    return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
+  }
+  return value;
+}
+
+absl::StatusOr<int64_t> Parser::GetDuration(const YAML::Node& node, std::string_view path,
+                                            int64_t min_ms) const {
+  if (!node.IsScalar()) {
+    return Error(node, path,
+                 absl::StrCat("expected a duration such as '30s', got ", Describe(node)));
+  }
+  absl::StatusOr<int64_t> ms = ParseDurationMs(node.Scalar());
+  if (!ms.ok()) {
+    return Error(
+        node, path,
+        absl::StrCat("bad duration ", Quote(node.Scalar()), ": ", ms.status().message()));
+  }
+  if (*ms < min_ms) {
+    return Error(node, path,
+                 absl::StrCat("duration ", Quote(node.Scalar()), " must be at least ",
+                              min_ms, "ms"));
+  }
+  return *ms;
+}
+
+absl::StatusOr<std::string> Parser::GetAddress(const YAML::Node& node,
+                                               std::string_view path,
+                                               bool allow_empty) const {
+  absl::StatusOr<std::string> text = GetString(node, path);
+  if (!text.ok()) return text.status();
+  const std::string& addr = *text;
+  if (addr.empty() && allow_empty) return addr;
+  auto bad = [&](std::string_view why) {
+    return Error(
+        node, path,
+        absl::StrCat("expected host:port, got ", Quote(addr), " (", Absl(why), ")"));
+  };
+  for (unsigned char c : addr) {
+    if (IsControl(c) || c == ' ') return bad("contains whitespace or control characters");
+  }
+  size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return bad("no ':port'");
+  std::string_view host = std::string_view(addr).substr(0, colon);
+  std::string_view port = std::string_view(addr).substr(colon + 1);
+  if (!host.empty() && host.front() == '[') {
+    // Bracketed IPv6 literal, e.g. "[::1]".
+    if (host.size() < 3 || host.back() != ']') return bad("bad [IPv6] host");
+    if (host.substr(1, host.size() - 2).find_first_of("[]") != std::string_view::npos) {
+      return bad("bad [IPv6] host");
+    }
+  } else {
+    if (host.empty()) return bad("empty host");
+    if (host.find_first_of(":[]") != std::string_view::npos) {
+      return bad("IPv6 hosts must be in brackets, e.g. '[::1]:50051'");
+    }
+  }
+  bool digits_only = !port.empty() && port.size() <= 5;
+  for (char c : port) digits_only = digits_only && IsDigit(c);
+  uint32_t port_number = 0;
+  if (!digits_only || !absl::SimpleAtoi(Absl(port), &port_number) ||
+      port_number > 65535) {
+    return bad("port must be 0-65535");
+  }
+  return addr;
+}
+
+absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) const {
+  return ForEachEntry(node, "memory", {"max_buckets", "sweep_interval"},
+                      [&](const std::string& key, const YAML::Node&,
+                          const YAML::Node& value) -> absl::Status {
+                        std::string path = absl::StrCat("memory.", key);
+                        if (key == "max_buckets") {
+                          absl::StatusOr<uint64_t> v = GetUint(
+                              value, path, 1, std::numeric_limits<uint64_t>::max());
+                          if (!v.ok()) return v.status();
+                          memory.max_buckets = *v;
+                        } else {
+                          absl::StatusOr<int64_t> v = GetDuration(value, path, 0);
+                          if (!v.ok()) return v.status();
+                          memory.sweep_interval_ms = *v;
+                        }
+                        return absl::OkStatus();
+                      });
+}
+
+absl::Status Parser::ParseThrottles(const YAML::Node& node, Config& config) {
+  if (!node.IsSequence()) {
+    return Error(node, "throttles",
+                 absl::StrCat("expected a list, got ", Describe(node)));
+  }
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    const std::string path = absl::StrCat("throttles[", i, "]");
+    ThrottleConfig throttle;
+    bool has_uid = false, has_limit = false, has_period = false;
+    absl::Status s =
+        ForEachEntry(item, path, {"uid", "limit", "period"},
+                     [&](const std::string& key, const YAML::Node&,
+                         const YAML::Node& value) -> absl::Status {
+                       std::string field = absl::StrCat(path, ".", key);
+                       if (key == "uid") {
+                         absl::StatusOr<std::string> uid = GetString(value, field);
+                         if (!uid.ok()) return uid.status();
+                         if (absl::Status v = ValidateThrottleUid(*uid); !v.ok()) {
+                           return Error(value, field, std::string(v.message()));
+                         }
+                         throttle.uid = *uid;
+                         has_uid = true;
+                       } else if (key == "limit") {
+                         absl::StatusOr<uint64_t> limit = GetUint(
+                             value, field, 1, std::numeric_limits<uint64_t>::max());
+                         if (!limit.ok()) return limit.status();
+                         throttle.limit = *limit;
+                         has_limit = true;
+                       } else {
+                         absl::StatusOr<int64_t> period = GetDuration(value, field, 1);
+                         if (!period.ok()) return period.status();
+                         throttle.period_ms = static_cast<uint64_t>(*period);
+                         has_period = true;
+                       }
+                       return absl::OkStatus();
+                     });
+    if (!s.ok()) return s;
+    for (auto [present, key] : {std::pair{has_uid, "uid"}, std::pair{has_limit, "limit"},
+                                std::pair{has_period, "period"}}) {
+      if (!present) {
+        return Error(item, path, absl::StrCat("missing required key '", key, "'"));
+      }
+    }
+    for (size_t j = 0; j < config.throttles.size(); ++j) {
+      if (config.throttles[j].uid == throttle.uid) {
+        const YAML::Mark& first = throttle_locs_[j].mark;
+        return Error(
+            item, path,
+            absl::StrFormat("duplicate throttle uid %s (first defined at "
+                            "%s, line %d)",
+                            Quote(throttle.uid), throttle_locs_[j].path, first.line + 1));
+      }
+    }
+    config.throttles.push_back(std::move(throttle));
+    throttle_locs_.push_back({path, item.Mark()});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
+  if (!node.IsSequence()) {
+    return Error(node, "tenants", absl::StrCat("expected a list, got ", Describe(node)));
+  }
+  if (node.size() == 0) {
+    return Error(node, "tenants",
+                 "must list at least one tenant (omit the key to get the implicit "
+                 "'default' tenant)");
+  }
+  std::vector<Located> locs;
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    const std::string path = absl::StrCat("tenants[", i, "]");
+    TenantConfig tenant;
+    std::optional<YAML::Node> name_node;
+    std::optional<YAML::Node> prefix_node;
+    absl::Status s = ForEachEntry(
+        item, path,
+        {"name", "backend", "prefix", "quota_multiplier", "allow_inline_specs"},
+        [&](const std::string& key, const YAML::Node&,
+            const YAML::Node& value) -> absl::Status {
+          std::string field = absl::StrCat(path, ".", key);
+          if (key == "name") {
+            absl::StatusOr<std::string> name = GetString(value, field);
+            if (!name.ok()) return name.status();
+            if (name->empty()) return Error(value, field, "must not be empty");
+            if (auto c = FindControl(*name)) {
+              return Error(value, field,
+                           absl::StrFormat("tenant name %s contains control character "
+                                           "0x%02x",
+                                           Quote(*name), *c));
+            }
+            tenant.name = *name;
+            name_node = value;
+          } else if (key == "backend") {
+            absl::StatusOr<std::string> backend = GetString(value, field);
+            if (!backend.ok()) return backend.status();
+            if (*backend != "memory") {
+              return Error(value, field,
+                           absl::StrCat("unknown backend ", Quote(*backend),
+                                        " (supported: memory)"));
+            }
+            tenant.backend = *backend;
+          } else if (key == "prefix") {
+            absl::StatusOr<std::string> prefix = GetString(value, field);
+            if (!prefix.ok()) return prefix.status();
+            tenant.prefix = *prefix;
+            prefix_node = value;
+          } else if (key == "quota_multiplier") {
+            absl::StatusOr<double> m = GetPositiveDouble(value, field);
+            if (!m.ok()) return m.status();
+            tenant.quota_multiplier = *m;
+          } else {
+            absl::StatusOr<bool> b = GetBool(value, field);
+            if (!b.ok()) return b.status();
+            tenant.allow_inline_specs = *b;
+          }
+          return absl::OkStatus();
+        });
+    if (!s.ok()) return s;
+    if (!name_node) return Error(item, path, "missing required key 'name'");
+
+    // The prefix defaults to the name; either way it must be usable in a key.
+    std::string prefix_path = absl::StrCat(path, ".prefix");
+    const YAML::Node& prefix_at = prefix_node ? *prefix_node : *name_node;
+    std::string_view origin = prefix_node ? "" : " (defaulted from the name)";
+    if (!prefix_node) tenant.prefix = tenant.name;
+    if (tenant.prefix.empty()) return Error(prefix_at, prefix_path, "must not be empty");
+    if (auto c = FindControl(tenant.prefix)) {
+      return Error(prefix_at, prefix_path,
+                   absl::StrFormat("prefix %s%s contains control character 0x%02x",
+                                   Quote(tenant.prefix), origin, *c));
+    }
+    if (tenant.prefix.find_first_of("{}") != std::string::npos) {
+      return Error(prefix_at, prefix_path,
+                   absl::StrCat("prefix ", Quote(tenant.prefix), Absl(origin),
+                                " must not contain '{' or '}'"));
+    }
+
+    for (size_t j = 0; j < config.tenants.size(); ++j) {
+      const TenantConfig& other = config.tenants[j];
+      if (other.name == tenant.name) {
+        return Error(
+            *name_node, absl::StrCat(path, ".name"),
+            absl::StrFormat("duplicate tenant name %s (first defined at %s, "
+                            "line %d)",
+                            Quote(tenant.name), locs[j].path, locs[j].mark.line + 1));
+      }
+      if (other.prefix == tenant.prefix) {
+        return Error(prefix_at, prefix_path,
+                     absl::StrFormat("duplicate prefix %s%s (also used by tenant %s at "
+                                     "%s)",
+                                     Quote(tenant.prefix), origin, Quote(other.name),
+                                     locs[j].path));
+      }
+    }
+    config.tenants.push_back(std::move(tenant));
+    locs.push_back({path, item.Mark()});
+  }
+  return absl::OkStatus();
+}
+
+// Every tenant's capacity for every throttle, times the period, must stay
+// within 2^53 so the bucket arithmetic is exact.
+absl::Status Parser::CheckCapacities(const Config& config) const {
+  for (size_t i = 0; i < config.throttles.size(); ++i) {
+    const ThrottleConfig& t = config.throttles[i];
+    for (const TenantConfig& tenant : config.tenants) {
+      // long double holds any uint64 limit exactly, so a limit just above 2^53
+      // is not rounded down into range (as it would be in double).
+      long double capacity =
+          std::max(1.0L, std::floor(static_cast<long double>(t.limit) *
+                                    static_cast<long double>(tenant.quota_multiplier)));
+      bool ok = capacity <= static_cast<long double>(kMaxCapacityTimesPeriod) &&
+                static_cast<uint64_t>(capacity) <= kMaxCapacityTimesPeriod / t.period_ms;
+      if (!ok) {
+        return Error(
+            throttle_locs_[i].mark, throttle_locs_[i].path,
+            absl::StrCat("limit * period too large for tenant ", Quote(tenant.name),
+                         " (capacity*period_ms must be <= 2^53)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
+  if (root.IsNull()) return DefaultConfig();  // empty document: all defaults
+  Config config;
+  bool has_tenants = false;
+  std::optional<YAML::Node> default_tenant_node;
+  std::optional<YAML::Node> tenants_key;
+  absl::Status s = ForEachEntry(
+      root, kTopLevel,
+      {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
+       "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
+       "memory"},
+      [&](const std::string& key, const YAML::Node& key_node,
+          const YAML::Node& value) -> absl::Status {
+        if (key == "listen" || key == "metrics_listen") {
+          absl::StatusOr<std::string> addr =
+              GetAddress(value, key, /*allow_empty=*/key == "metrics_listen");
+          if (!addr.ok()) return addr.status();
+          (key == "listen" ? config.listen : config.metrics_listen) = *addr;
+        } else if (key == "throttles") {
+          return ParseThrottles(value, config);
+        } else if (key == "tenants") {
+          has_tenants = true;
+          tenants_key = key_node;
+          return ParseTenants(value, config);
+        } else if (key == "default_tenant") {
+          absl::StatusOr<std::string> name = GetString(value, key);
+          if (!name.ok()) return name.status();
+          config.default_tenant = *name;
+          default_tenant_node = value;
+        } else if (key == "max_identifier_bytes") {
+          absl::StatusOr<uint64_t> v = GetUint(value, key, 1, kMaxIdentifierBytesLimit);
+          if (!v.ok()) return v.status();
+          config.max_identifier_bytes = *v;
+        } else if (key == "max_batch_size") {
+          absl::StatusOr<uint64_t> v = GetUint(value, key, 1, kMaxBatchSizeLimit);
+          if (!v.ok()) return v.status();
+          config.max_batch_size = *v;
+        } else if (key == "shutdown_grace") {
+          absl::StatusOr<int64_t> v = GetDuration(value, key, 1);
+          if (!v.ok()) return v.status();
+          config.shutdown_grace_ms = *v;
+        } else if (key == "drain_delay") {
+          absl::StatusOr<int64_t> v = GetDuration(value, key, 0);
+          if (!v.ok()) return v.status();
+          config.drain_delay_ms = *v;
+        } else if (key == "memory") {
+          return ParseMemory(value, config.memory);
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+
+  if (!has_tenants) config.tenants = DefaultConfig().tenants;
+
+  bool found = false;
+  std::vector<std::string> names;
+  for (const TenantConfig& t : config.tenants) {
+    found = found || t.name == config.default_tenant;
+    names.push_back(t.name);
+  }
+  if (!found) {
+    std::string problem =
+        absl::StrCat("unknown tenant ", Quote(config.default_tenant),
+                     " (defined tenants: ", absl::StrJoin(names, ", "), ")");
+    if (default_tenant_node)
+      return Error(*default_tenant_node, "default_tenant", problem);
+    // Not written: the implicit "default" must then be one of `tenants`.
+    return Error(*tenants_key, "default_tenant",
+                 absl::StrCat(problem, "; define it or set default_tenant"));
+  }
+
+  if (absl::Status c = CheckCapacities(config); !c.ok()) return c;
+  return config;
+}
+
+absl::Status ReadError(const std::string& path, int err) {
+  std::string what = absl::StrCat("config file ", Quote(path), ": ");
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return absl::NotFoundError(absl::StrCat(what, "no such file"));
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(absl::StrCat(what, "permission denied"));
+    case EISDIR:
+      return absl::InvalidArgumentError(absl::StrCat(what, "is a directory"));
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(what, std::strerror(err)));
+  }
+}
+
+}  // namespace
+
+Config DefaultConfig() {
+  Config config;
+  TenantConfig tenant;
+  tenant.name = "default";
+  tenant.backend = "memory";
+  tenant.prefix = "default";
+  tenant.quota_multiplier = 1.0;
+  tenant.allow_inline_specs = true;
+  config.tenants.push_back(std::move(tenant));
+  return config;
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source) {
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    int line = e.mark.is_null() ? 1 : e.mark.line + 1;
+    int col = e.mark.is_null() ? 1 : e.mark.column + 1;
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d:%d: not valid YAML: %s", source, line, col, e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:1:1: not valid YAML: %s", source, e.what()));
+  }
+  if (docs.empty()) return DefaultConfig();
+  Parser parser(source);
+  if (docs.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s:%d:%d: %s: expected a single YAML document, got %d", source,
+        docs[1].Mark().line + 1, docs[1].Mark().column + 1, kTopLevel, docs.size()));
+  }
+  // The walk only reads already-built nodes, but yaml-cpp's accessors are
+  // declared to throw; keep any such surprise inside this function.
+  try {
+    return parser.Parse(docs[0]);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s:1:1: %s: internal error reading YAML: %s", source, kTopLevel, e.what()));
+  }
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ReadError(path, errno);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return ReadError(path, err);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    close(fd);
+    return ReadError(path, EISDIR);
+  }
+  std::string text;
+  char buf[64 * 1024];
+  while (true) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(fd);
+      return ReadError(path, err);
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigFileBytes) {
+      close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config file ", Quote(path), ": larger than ", kMaxConfigFileBytes, " bytes"));
+    }
+  }
+  close(fd);
+  return ParseConfig(text, path);
+}
+
+absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
+  constexpr int kMaxFractionDigits = 18;
+  const absl::uint128 kFractionScale = absl::uint128(1'000'000'000'000'000'000ULL);
+  const absl::uint128 kMaxMs = absl::uint128(std::numeric_limits<int64_t>::max());
+
+  if (text.empty()) return absl::InvalidArgumentError("empty duration");
+  if (text.front() == '-') {
+    return absl::InvalidArgumentError("negative durations are not allowed");
+  }
+  // total_ms + fraction / 10^18 is the exact value parsed so far.
+  absl::uint128 total_ms = 0;
+  absl::uint128 fraction = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    // Number: digits, optionally '.' and more digits.
+    size_t start = i;
+    absl::uint128 whole = 0;
+    while (i < text.size() && IsDigit(text[i])) {
+      whole = whole * 10 + (text[i] - '0');
+      if (whole > kMaxMs) return absl::InvalidArgumentError("duration overflows");
+      ++i;
+    }
+    if (i == start) {
+      if (absl::ascii_isspace(static_cast<unsigned char>(text[i]))) {
+        return absl::InvalidArgumentError("whitespace is not allowed");
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("expected a number at ", Quote(text.substr(i))));
+    }
+    std::string_view fraction_digits;
+    if (i < text.size() && text[i] == '.') {
+      size_t frac_start = ++i;
+      while (i < text.size() && IsDigit(text[i])) ++i;
+      if (i == frac_start) {
+        return absl::InvalidArgumentError("expected digits after '.'");
+      }
+      fraction_digits = text.substr(frac_start, i - frac_start);
+      while (!fraction_digits.empty() && fraction_digits.back() == '0') {
+        fraction_digits.remove_suffix(1);
+      }
+    }
+    std::string_view number = text.substr(start, i - start);
+
+    // Unit: everything up to the next number.
+    size_t unit_start = i;
+    while (i < text.size() && !IsDigit(text[i]) && text[i] != '.') ++i;
+    std::string_view unit = text.substr(unit_start, i - unit_start);
+    if (unit.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing unit after ", Quote(number), " (use ms, s, m, h or d)"));
+    }
+    for (char c : unit) {
+      if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+        return absl::InvalidArgumentError("whitespace is not allowed");
+      }
+    }
+    const DurationUnit* found = nullptr;
+    for (const DurationUnit& u : kDurationUnits) {
+      if (u.name == unit) found = &u;
+    }
+    if (found == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown unit ", Quote(unit), " (use ms, s, m, h or d)"));
+    }
+
+    total_ms += whole * found->ms;
+    if (total_ms > kMaxMs) return absl::InvalidArgumentError("duration overflows");
+    if (!fraction_digits.empty()) {
+      if (fraction_digits.size() > kMaxFractionDigits) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("not a whole number of milliseconds (too many fractional "
+                         "digits in ",
+                         Quote(number), ")"));
+      }
+      // fraction_digits / 10^k * unit_ms, scaled by 10^18.
+      absl::uint128 digits = 0;
+      for (char c : fraction_digits) digits = digits * 10 + (c - '0');
+      absl::uint128 scale = 1;
+      for (size_t k = fraction_digits.size(); k < kMaxFractionDigits; ++k) scale *= 10;
+      fraction += digits * scale * found->ms;
+      total_ms += fraction / kFractionScale;
+      fraction %= kFractionScale;
+      if (total_ms > kMaxMs) return absl::InvalidArgumentError("duration overflows");
+    }
+  }
+  if (fraction != 0) {
+    return absl::InvalidArgumentError("not a whole number of milliseconds");
+  }
+  return static_cast<int64_t>(total_ms);
+}
+
+absl::Status ValidateThrottleUid(std::string_view uid) {
+  if (uid.empty()) return absl::InvalidArgumentError("throttle uid must not be empty");
+  if (uid.size() > kMaxThrottleUidBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("throttle uid ", Quote(uid), " is ",
+                                                   uid.size(), " bytes long (max ",
+                                                   kMaxThrottleUidBytes, ")"));
+  }
+  if (auto c = FindControl(uid)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "throttle uid %s contains control character 0x%02x", Quote(uid), *c));
+  }
+  size_t bad = uid.find_first_of(":{}");
+  if (bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throttle uid ", Quote(uid), " contains '", Absl(uid.substr(bad, 1)),
+                     "' (':', '{' and '}' are reserved for bucket keys)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace traffik

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace traffik {
+
+// One configured throttle: `limit` tokens per `period_ms`.
+struct ThrottleConfig {
+  std::string uid;
+  uint64_t limit = 0;      // tokens, >= 1
+  uint64_t period_ms = 0;  // ms, >= 1
+};
+
+// One tenant: whose backend and quota a request uses.
+struct TenantConfig {
+  std::string name;
+  std::string backend = "memory";  // "memory" (the only backend so far)
+  std::string prefix;              // key prefix; defaults to `name`
+  double quota_multiplier = 1.0;   // > 0; capacity = max(1, floor(limit * multiplier))
+  bool allow_inline_specs = true;
+};
+
+// Settings of the embedded in-memory backend (YAML key `memory:`).
+struct MemoryConfig {
+  uint64_t max_buckets = 1'000'000;    // `max_buckets`, >= 1
+  int64_t sweep_interval_ms = 10'000;  // `sweep_interval` (duration); how often full buckets are dropped
+};
+
+// An immutable, validated configuration snapshot. Built only by ParseConfig /
+// LoadConfigFile / DefaultConfig, which guarantee every invariant below.
+struct Config {
+  std::string listen = "127.0.0.1:50051";        // gRPC address, host:port
+  std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; "" disables
+  std::vector<ThrottleConfig> throttles;          // unique uids
+  std::vector<TenantConfig> tenants;              // unique names, unique prefixes; >= 1
+  std::string default_tenant = "default";         // names one of `tenants`
+  uint64_t max_identifier_bytes = 4096;           // >= 1
+  uint64_t max_batch_size = 1000;                 // >= 1
+  int64_t shutdown_grace_ms = 10'000;             // `shutdown_grace` (duration)
+  int64_t drain_delay_ms = 0;                     // `drain_delay` (duration, may be 0)
+  MemoryConfig memory;
+};
+
+// The configuration used when traffikd runs without --config: the fields'
+// defaults plus one tenant `default` on the memory backend, inline specs on.
+Config DefaultConfig();
+
+// Parses and validates YAML text. `source` names the text in error messages
+// (normally the file path). Errors are kInvalidArgument with a message of the
+// form "<source>:<line>:<col>: <field path>: <problem>", e.g.
+// "traffik.yaml:7:13: throttles[1].period: bad duration '5x': unknown unit 'x'".
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source);
+
+// Reads and parses a file. A missing or unreadable file is kNotFound /
+// kPermissionDenied (kInvalidArgument for other read errors), naming the path.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// Parses a duration such as "500ms", "30s", "5m", "1h", "2d" or combinations
+// like "1h5m30.5s" (units ms, s, m, h, d; each number may have a fraction) into
+// whole milliseconds. Errors (kInvalidArgument) name the problem: empty, no
+// unit, unknown unit, not a whole number of ms, overflow.
+absl::StatusOr<int64_t> ParseDurationMs(std::string_view text);
+
+// Checks a throttle uid (configured or inline): 1..256 bytes, no control
+// characters, no ':', '{' or '}' (they delimit bucket keys). Returns
+// kInvalidArgument naming the problem.
+absl::Status ValidateThrottleUid(std::string_view uid);
+
+}  // namespace traffik

@@ -1,0 +1,240 @@
+#include "engine/engine.h"
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/key.h"
+
+namespace traffik {
+
+uint64_t ScaledCapacity(uint64_t limit, double multiplier) {
+  const long double scaled = std::floor(static_cast<long double>(limit) * multiplier);
+  if (scaled < 1) return 1;
+  if (scaled >= static_cast<long double>(std::numeric_limits<uint64_t>::max())) {
+    return std::numeric_limits<uint64_t>::max();
+  }
+  return static_cast<uint64_t>(scaled);
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& config,
+                                                                BackendResolver backends,
+                                                                Metrics& metrics) {
+  std::shared_ptr<Snapshot> snap(new Snapshot());
+  snap->max_identifier_bytes_ = config.max_identifier_bytes;
+  snap->max_batch_size_ = config.max_batch_size;
+  for (const TenantConfig& tc : config.tenants) {
+    absl::StatusOr<Backend*> backend = backends(tc);
+    if (!backend.ok()) return backend.status();
+    Tenant t;
+    t.name = tc.name;
+    t.prefix = tc.prefix.empty() ? tc.name : tc.prefix;
+    t.backend = *backend;
+    t.quota_multiplier = tc.quota_multiplier;
+    t.allow_inline_specs = tc.allow_inline_specs;
+    t.inline_counters = metrics.ForThrottle(tc.name, "inline");
+    for (const ThrottleConfig& th : config.throttles) {
+      const Rate rate{ScaledCapacity(th.limit, tc.quota_multiplier), th.period_ms};
+      if (!IsValidRate(rate)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("throttle '", th.uid, "' for tenant '", tc.name,
+                         "': capacity * period_ms exceeds 2^53"));
+      }
+      t.throttles.emplace(th.uid, Throttle{rate, metrics.ForThrottle(tc.name, th.uid)});
+    }
+    if (!snap->tenants_.emplace(tc.name, std::move(t)).second) {
+      return absl::InvalidArgumentError(absl::StrCat("duplicate tenant '", tc.name, "'"));
+    }
+  }
+  auto it = snap->tenants_.find(config.default_tenant);
+  if (it == snap->tenants_.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("default_tenant '", config.default_tenant, "' is not a tenant"));
+  }
+  snap->default_tenant_ = &it->second;
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+const Snapshot::Tenant* Snapshot::FindTenant(absl::string_view name) const {
+  if (name.empty()) return default_tenant_;
+  auto it = tenants_.find(name);
+  return it == tenants_.end() ? nullptr : &it->second;
+}
+
+absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const {
+  out->snapshot = snapshot_.load(std::memory_order_acquire);
+  const Snapshot& snap = *out->snapshot;
+
+  if (request.identifier.empty()) {
+    return absl::InvalidArgumentError("identifier is empty");
+  }
+  if (request.identifier.size() > snap.max_identifier_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("identifier is ", request.identifier.size(),
+                                                   " bytes; the limit is ",
+                                                   snap.max_identifier_bytes(), " bytes"));
+  }
+  if (absl::Status s = ValidateThrottleUid(
+          std::string_view(request.throttle_uid.data(), request.throttle_uid.size()));
+      !s.ok()) {
+    return s;
+  }
+
+  const Snapshot::Tenant* tenant = snap.FindTenant(request.tenant);
+  if (tenant == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown tenant '", request.tenant, "'"));
+  }
+
+  auto it = tenant->throttles.find(request.throttle_uid);
+  if (it != tenant->throttles.end()) {
+    // A configured throttle wins over an inline spec with the same uid.
+    out->rate = it->second.rate;
+    out->counters = &it->second.counters;
+  } else if (request.has_spec) {
+    if (!tenant->allow_inline_specs) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("throttle '", request.throttle_uid, "' is not configured and tenant '",
+                       tenant->name, "' does not allow inline specs"));
+    }
+    if (request.spec_limit == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spec.limit is 0 for throttle '", request.throttle_uid, "'; it must be at least 1"));
+    }
+    if (request.spec_period_ms == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.period_ms is 0 for throttle '",
+                                                     request.throttle_uid,
+                                                     "'; it must be at least 1"));
+    }
+    out->rate = Rate{ScaledCapacity(request.spec_limit, tenant->quota_multiplier),
+                     request.spec_period_ms};
+    if (!IsValidRate(out->rate)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec for throttle '", request.throttle_uid, "' is too large: limit (",
+                       out->rate.capacity, " after the quota multiplier) * period_ms (",
+                       request.spec_period_ms, ") must be at most 2^53"));
+    }
+    out->counters = &tenant->inline_counters;
+  } else {
+    return absl::NotFoundError(absl::StrCat("unknown throttle '", request.throttle_uid,
+                                            "': not configured and no spec given"));
+  }
+
+  out->cost = request.cost == 0 ? 1 : request.cost;
+  if (out->cost > out->rate.capacity) {
+    return absl::OutOfRangeError(absl::StrCat("cost ", out->cost, " exceeds the capacity ",
+                                              out->rate.capacity, " of throttle '",
+                                              request.throttle_uid,
+                                              "'; the hit could never be allowed"));
+  }
+  out->backend = tenant->backend;
+  BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
+  return absl::OkStatus();
+}
+
+void Engine::Record(const PreparedHit& hit, const Decision& decision) {
+  (decision.allowed ? hit.counters->allowed : hit.counters->throttled)->Increment();
+}
+
+void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) const {
+  auto hit = std::make_unique<PreparedHit>();
+  if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
+    std::move(done)(std::move(s));
+    return;
+  }
+  PreparedHit* raw = hit.get();
+  raw->backend->Decide(raw->key, raw->rate, raw->cost,
+                       [hit = std::move(hit), done = std::move(done)](
+                           absl::StatusOr<Decision> result) mutable {
+                         if (result.ok()) Record(*hit, *result);
+                         std::move(done)(std::move(result));
+                       });
+}
+
+namespace {
+
+// Collects the answers of one batch split over several backends.
+struct BatchState {
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<BucketOp> ops;
+  std::vector<const DecisionCounters*> counters;
+  std::vector<Decision> results;
+  std::atomic<int> pending{0};
+  std::atomic<bool> failed{false};
+  absl::Status error;  // written once, by the first failing group
+  BatchCallback done;
+
+  void Finish() {
+    if (failed.load()) {
+      std::move(done)(error);
+      return;
+    }
+    for (size_t i = 0; i < results.size(); ++i) {
+      (results[i].allowed ? counters[i]->allowed : counters[i]->throttled)->Increment();
+    }
+    std::move(done)(std::move(results));
+  }
+};
+
+}  // namespace
+
+void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
+                                 BatchCallback done) const {
+  auto state = std::make_shared<BatchState>();
+  state->snapshot = snapshot_.load(std::memory_order_acquire);
+  if (requests.size() > state->snapshot->max_batch_size()) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("batch has ", requests.size(), " requests; the limit is ",
+                     state->snapshot->max_batch_size())));
+    return;
+  }
+  // Prepare everything first so an invalid item takes no tokens anywhere.
+  std::vector<Backend*> backends;
+  std::vector<std::vector<size_t>> groups;  // indices per distinct backend
+  state->ops.reserve(requests.size());
+  state->counters.reserve(requests.size());
+  PreparedHit hit;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (absl::Status s = Prepare(requests[i], &hit); !s.ok()) {
+      std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+          "requests[", i, "]: ", absl::StatusCodeToString(s.code()), ": ", s.message())));
+      return;
+    }
+    size_t g = 0;
+    while (g < backends.size() && backends[g] != hit.backend) ++g;
+    if (g == backends.size()) {
+      backends.push_back(hit.backend);
+      groups.emplace_back();
+    }
+    groups[g].push_back(i);
+    state->ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
+    state->counters.push_back(hit.counters);
+  }
+  state->results.resize(requests.size());
+  state->done = std::move(done);
+  if (requests.empty()) {
+    state->Finish();
+    return;
+  }
+  state->pending.store(static_cast<int>(groups.size()));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::vector<size_t> indices = std::move(groups[g]);
+    std::vector<BucketOp> group_ops;
+    group_ops.reserve(indices.size());
+    for (size_t i : indices) group_ops.push_back(state->ops[i]);
+    backends[g]->DecideBatch(
+        group_ops, [state, indices = std::move(indices)](
+                       absl::StatusOr<std::vector<Decision>> result) mutable {
+          if (!result.ok()) {
+            if (!state->failed.exchange(true)) state->error = result.status();
+          } else {
+            for (size_t k = 0; k < indices.size() && k < result->size(); ++k) {
+              state->results[indices[k]] = (*result)[k];
+            }
+          }
+          if (state->pending.fetch_sub(1) == 1) state->Finish();
+        });
+  }
+}
+
+}  // namespace traffik

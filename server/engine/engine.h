@@ -1,0 +1,123 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "backend/backend.h"
+#include "bucket/token_bucket.h"
+#include "config/config.h"
+#include "metrics/metrics.h"
+
+namespace traffik {
+
+// One hit as the transport hands it over: views into the caller's request,
+// valid until Prepare returns.
+struct HitRequest {
+  absl::string_view identifier;
+  absl::string_view throttle_uid;
+  absl::string_view tenant;   // empty: the default tenant
+  uint32_t cost = 0;         // 0 means 1
+  bool has_spec = false;     // an inline ThrottleSpec was given
+  uint64_t spec_limit = 0;   // tokens
+  uint64_t spec_period_ms = 0;
+};
+
+// capacity = max(1, floor(limit * multiplier)), saturating at UINT64_MAX.
+uint64_t ScaledCapacity(uint64_t limit, double multiplier);
+
+// An immutable resolution table built from one Config: tenant -> backend,
+// prefix, quota; (tenant, uid) -> rate and metric counters. Swapped whole on
+// reload; requests in flight keep the snapshot they started with.
+class Snapshot {
+ public:
+  struct Throttle {
+    Rate rate;  // after the tenant's multiplier
+    DecisionCounters counters;
+  };
+  struct Tenant {
+    std::string name;
+    std::string prefix;
+    Backend* backend = nullptr;  // not owned; outlives every snapshot
+    double quota_multiplier = 1.0;
+    bool allow_inline_specs = true;
+    absl::flat_hash_map<std::string, Throttle> throttles;
+    DecisionCounters inline_counters;
+  };
+
+  // Maps a tenant's `backend` setting to a live backend.
+  using BackendResolver = absl::FunctionRef<absl::StatusOr<Backend*>(const TenantConfig&)>;
+
+  static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(const Config& config,
+                                                               BackendResolver backends,
+                                                               Metrics& metrics);
+
+  // The tenant called `name`, the default tenant for "", or nullptr.
+  const Tenant* FindTenant(absl::string_view name) const;
+
+  uint64_t max_identifier_bytes() const { return max_identifier_bytes_; }
+  uint64_t max_batch_size() const { return max_batch_size_; }
+
+ private:
+  Snapshot() = default;
+  absl::flat_hash_map<std::string, Tenant> tenants_;
+  const Tenant* default_tenant_ = nullptr;
+  uint64_t max_identifier_bytes_ = 0;
+  uint64_t max_batch_size_ = 0;
+};
+
+// A validated hit, ready for its backend. The caller owns it until the
+// backend's callback has run (the key and snapshot must stay alive).
+struct PreparedHit {
+  std::shared_ptr<const Snapshot> snapshot;
+  Backend* backend = nullptr;
+  std::string key;
+  Rate rate;
+  uint64_t cost = 0;
+  const DecisionCounters* counters = nullptr;
+};
+
+// The decision logic between the transport and the backends: validation,
+// resolution against the current Snapshot, key building, metrics.
+//
+// Thread-safe: the snapshot pointer is swapped atomically.
+class Engine {
+ public:
+  explicit Engine(std::shared_ptr<const Snapshot> snapshot) : snapshot_(std::move(snapshot)) {}
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  std::shared_ptr<const Snapshot> snapshot() const { return snapshot_.load(); }
+  void SetSnapshot(std::shared_ptr<const Snapshot> snapshot) { snapshot_.store(std::move(snapshot)); }
+
+  // Validates and resolves one hit. Errors: kInvalidArgument (identifier,
+  // uid, spec), kNotFound (tenant, throttle), kPermissionDenied (inline spec
+  // on a tenant that forbids them), kOutOfRange (cost above capacity).
+  // `*out` may be reused across calls (its key keeps its capacity).
+  absl::Status Prepare(const HitRequest& request, PreparedHit* out) const;
+
+  // Counts a finished decision in the metrics.
+  static void Record(const PreparedHit& hit, const Decision& decision);
+
+  // Prepare + backend + Record for one hit. Convenience for callers that do
+  // not keep their own PreparedHit (it is heap-allocated while in flight).
+  void ShouldThrottle(const HitRequest& request, DecisionCallback done) const;
+
+  // A batch: every item is prepared first; any invalid item rejects the whole
+  // batch with kInvalidArgument naming its index ("requests[3]: ...") and no
+  // tokens taken. Otherwise the hits run in order, one backend batch per
+  // backend, and answers come back in request order.
+  void ShouldThrottleBatch(absl::Span<const HitRequest> requests, BatchCallback done) const;
+
+ private:
+  std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+};
+
+}  // namespace traffik

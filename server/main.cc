@@ -1,0 +1,98 @@
+// traffikd: flags, config, wiring, signals. All logic lives in the library.
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "app/health_client.h"
+#include "app/options.h"
+#include "app/server.h"
+#include "clock/clock.h"
+#include "config/config.h"
+
+namespace {
+
+constexpr char kVersion[] = "traffikd 0.1.0";
+
+void Log(const std::string& line) { std::fprintf(stderr, "traffikd: %s\n", line.c_str()); }
+
+int Run(int argc, char** argv) {
+  absl::StatusOr<traffik::Options> options = traffik::ParseOptions(argc, argv);
+  if (!options.ok()) {
+    Log(std::string(options.status().message()) + " (see --help)");
+    return 2;
+  }
+  if (options->help) {
+    std::fputs(traffik::Usage().c_str(), stdout);
+    return 0;
+  }
+  if (options->version) {
+    std::puts(kVersion);
+    return 0;
+  }
+  if (options->health_check) {
+    absl::StatusOr<bool> serving = traffik::CheckHealth(
+        *options->health_check, options->health_service, std::chrono::milliseconds(2000));
+    if (!serving.ok()) {
+      Log("health check failed: " + std::string(serving.status().message()));
+      return 1;
+    }
+    std::puts(*serving ? "SERVING" : "NOT_SERVING");
+    return *serving ? 0 : 1;
+  }
+
+  const std::string source = options->config_path.value_or("(embedded default)");
+  absl::StatusOr<traffik::Config> config =
+      options->config_path ? traffik::LoadConfigFile(*options->config_path)
+                           : absl::StatusOr<traffik::Config>(traffik::DefaultConfig());
+  if (!config.ok()) {
+    Log("config error: " + std::string(config.status().message()));
+    return 1;
+  }
+  if (options->listen) config->listen = *options->listen;
+  if (options->metrics_listen) config->metrics_listen = *options->metrics_listen;
+  if (options->check_config) {
+    std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants)\n", source.c_str(),
+                config->throttles.size(), config->tenants.size());
+    return 0;
+  }
+
+  // Block the stop signals in every thread (threads inherit the mask) and
+  // take them synchronously below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<traffik::Server>> server =
+      traffik::Server::Start(*config, traffik::SteadyClock::Get());
+  if (!server.ok()) {
+    Log("cannot start: " + std::string(server.status().message()));
+    return 1;
+  }
+  Log("config " + source + ": " + std::to_string(config->throttles.size()) +
+      " throttles, " + std::to_string(config->tenants.size()) + " tenants");
+  Log("listening grpc=" + (*server)->grpc_address() + " metrics=" +
+      ((*server)->metrics_address().empty() ? "off" : (*server)->metrics_address()));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  Log(std::string("received ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") +
+      ", draining");
+  (*server)->Drain();
+  if (config->drain_delay_ms > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(config->drain_delay_ms));
+  }
+  (*server)->Shutdown(std::chrono::milliseconds(config->shutdown_grace_ms));
+  server->reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

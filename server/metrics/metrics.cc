@@ -1,0 +1,147 @@
+#include "metrics/metrics.h"
+
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "prometheus/text_serializer.h"
+
+namespace traffik {
+
+void LatencyHistogram::ObserveNanos(int64_t nanos) {
+  const double seconds = static_cast<double>(nanos) * 1e-9;
+  size_t i = 0;
+  while (i < kBoundsSeconds.size() && seconds > kBoundsSeconds[i]) ++i;
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_nanos_.fetch_add(static_cast<uint64_t>(nanos > 0 ? nanos : 0), std::memory_order_relaxed);
+}
+
+void LatencyHistogram::Snapshot(prometheus::ClientMetric* metric) const {
+  uint64_t cumulative = 0;
+  metric->histogram.bucket.clear();
+  for (size_t i = 0; i < counts_.size(); ++i) {
+    cumulative += counts_[i].load(std::memory_order_relaxed);
+    prometheus::ClientMetric::Bucket bucket;
+    bucket.cumulative_count = cumulative;
+    bucket.upper_bound = i < kBoundsSeconds.size() ? kBoundsSeconds[i]
+                                                    : std::numeric_limits<double>::infinity();
+    metric->histogram.bucket.push_back(bucket);
+  }
+  metric->histogram.sample_count = cumulative;
+  metric->histogram.sample_sum =
+      static_cast<double>(sum_nanos_.load(std::memory_order_relaxed)) * 1e-9;
+}
+
+// Renders the lock-free series at scrape time.
+class Metrics::RuntimeCollector final : public prometheus::Collectable {
+ public:
+  explicit RuntimeCollector(const std::array<LatencyHistogram, 2>* latency) : latency_(latency) {}
+
+  void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
+                       std::function<uint64_t()> evictions) {
+    absl::MutexLock lock(&mu_);
+    sources_.push_back({std::move(backend), std::move(buckets), std::move(evictions)});
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    prometheus::MetricFamily latency{
+        "traffik_decision_duration_seconds",
+        "Time from receiving a decision RPC to answering it, in seconds.",
+        prometheus::MetricType::Histogram,
+        {}};
+    const char* rpc_names[] = {"ShouldThrottle", "ShouldThrottleBatch"};
+    for (int i = 0; i < 2; ++i) {
+      prometheus::ClientMetric m;
+      m.label.push_back({"rpc", rpc_names[i]});
+      (*latency_)[i].Snapshot(&m);
+      latency.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(latency));
+
+    prometheus::MetricFamily buckets{"traffik_buckets",
+                                     "Token buckets currently stored, by backend.",
+                                     prometheus::MetricType::Gauge,
+                                     {}};
+    prometheus::MetricFamily evictions{
+        "traffik_bucket_evictions_total",
+        "Buckets dropped before they were full again because of max_buckets, by backend.",
+        prometheus::MetricType::Counter,
+        {}};
+    {
+      absl::MutexLock lock(&mu_);
+      for (const Source& s : sources_) {
+        prometheus::ClientMetric b;
+        b.label.push_back({"backend", s.backend});
+        b.gauge.value = static_cast<double>(s.buckets());
+        buckets.metric.push_back(std::move(b));
+        prometheus::ClientMetric e;
+        e.label.push_back({"backend", s.backend});
+        e.counter.value = static_cast<double>(s.evictions());
+        evictions.metric.push_back(std::move(e));
+      }
+    }
+    out.push_back(std::move(buckets));
+    out.push_back(std::move(evictions));
+    return out;
+  }
+
+ private:
+  struct Source {
+    std::string backend;
+    std::function<uint64_t()> buckets;
+    std::function<uint64_t()> evictions;
+  };
+  const std::array<LatencyHistogram, 2>* latency_;
+  mutable absl::Mutex mu_;
+  std::vector<Source> sources_ ABSL_GUARDED_BY(mu_);
+};
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      decisions_(&prometheus::BuildCounter()
+                      .Name("traffik_decisions_total")
+                      .Help("Decisions made, by tenant, throttle (configured uid, or "
+                            "\"inline\") and result (allowed or throttled).")
+                      .Register(*registry_)),
+      errors_(&prometheus::BuildCounter()
+                   .Name("traffik_errors_total")
+                   .Help("Decision RPCs answered with an error, by gRPC status code name.")
+                   .Register(*registry_)),
+      runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
+  for (int code = 1; code < static_cast<int>(error_counters_.size()); ++code) {
+    const std::string name =
+        absl::AsciiStrToUpper(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
+    error_counters_[code] = &errors_->Add({{"code", name}});
+  }
+}
+
+DecisionCounters Metrics::ForThrottle(const std::string& tenant, const std::string& throttle) {
+  DecisionCounters c;
+  c.allowed =
+      &decisions_->Add({{"tenant", tenant}, {"throttle", throttle}, {"result", "allowed"}});
+  c.throttled =
+      &decisions_->Add({{"tenant", tenant}, {"throttle", throttle}, {"result", "throttled"}});
+  return c;
+}
+
+void Metrics::CountError(absl::StatusCode code) {
+  const int i = static_cast<int>(code);
+  if (i > 0 && i < static_cast<int>(error_counters_.size())) error_counters_[i]->Increment();
+}
+
+void Metrics::AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
+                              std::function<uint64_t()> evictions) {
+  runtime_->AddBucketSource(std::move(backend), std::move(buckets), std::move(evictions));
+}
+
+std::vector<std::weak_ptr<prometheus::Collectable>> Metrics::Collectables() const {
+  return {registry_, runtime_};
+}
+
+std::string Metrics::RenderText() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (auto& f : runtime_->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace traffik

@@ -1,0 +1,95 @@
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+
+namespace traffik {
+
+// A latency histogram for the hot path: fixed buckets, one relaxed atomic
+// increment per bucket hit, no lock (prometheus-cpp's Histogram takes a mutex
+// per Observe). Thread-safe.
+class LatencyHistogram {
+ public:
+  // Upper bounds in seconds.
+  static constexpr std::array<double, 14> kBoundsSeconds = {
+      0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+      0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+
+  void ObserveNanos(int64_t nanos);
+  // Fills `metric` (a histogram ClientMetric) with cumulative counts.
+  void Snapshot(prometheus::ClientMetric* metric) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBoundsSeconds.size() + 1> counts_{};  // last: +Inf
+  std::atomic<uint64_t> sum_nanos_{0};
+};
+
+// The RPCs whose latency is measured.
+enum class Rpc { kShouldThrottle = 0, kShouldThrottleBatch = 1 };
+
+// Counters for one (tenant, throttle) pair, resolved once when a config
+// snapshot is built so a decision only increments (no label lookup).
+struct DecisionCounters {
+  prometheus::Counter* allowed = nullptr;
+  prometheus::Counter* throttled = nullptr;
+};
+
+// The server's Prometheus metrics. Series (names follow Prometheus
+// conventions; identifiers are never labels):
+//   traffik_decisions_total{tenant,throttle,result}  counter
+//   traffik_decision_duration_seconds{rpc}           histogram
+//   traffik_errors_total{code}                       counter (gRPC code names)
+//   traffik_buckets{backend}                         gauge
+//   traffik_bucket_evictions_total{backend}          counter
+//   traffik_config_info{...}                         (none yet)
+// Thread-safe; the increment paths take no lock.
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Slow path (a locked label lookup): call when building a config snapshot.
+  DecisionCounters ForThrottle(const std::string& tenant, const std::string& throttle);
+
+  void ObserveLatency(Rpc rpc, int64_t nanos) {
+    latency_[static_cast<int>(rpc)].ObserveNanos(nanos);
+  }
+  void CountError(absl::StatusCode code);
+
+  // Reports a backend's bucket count and evictions at scrape time.
+  void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
+                       std::function<uint64_t()> evictions);
+
+  // What an exposer collects: the prometheus-cpp registry and the lock-free
+  // series above.
+  std::vector<std::weak_ptr<prometheus::Collectable>> Collectables() const;
+
+  // Renders every series in the text exposition format (for tests and tools).
+  std::string RenderText() const;
+
+ private:
+  class RuntimeCollector;
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* decisions_;
+  prometheus::Family<prometheus::Counter>* errors_;
+  std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
+  std::array<LatencyHistogram, 2> latency_;
+  std::shared_ptr<RuntimeCollector> runtime_;
+};
+
+}  // namespace traffik

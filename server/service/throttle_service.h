@@ -1,0 +1,40 @@
+#pragma once
+
+#include "engine/engine.h"
+#include "metrics/metrics.h"
+#include "traffik/v1/throttle.grpc.pb.h"
+
+namespace traffik {
+
+// The traffik.v1.ThrottleService gRPC callback service: translates protos to
+// engine calls and back, records latency and errors, nothing else. A decision
+// never blocks a gRPC thread: the reactor finishes from the backend's
+// callback (inline for memory).
+//
+// Thread-safe; the engine and metrics must outlive the server.
+class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackService {
+ public:
+  ThrottleServiceImpl(const Engine& engine, Metrics& metrics) : engine_(engine), metrics_(metrics) {}
+  ThrottleServiceImpl(const ThrottleServiceImpl&) = delete;
+  ThrottleServiceImpl& operator=(const ThrottleServiceImpl&) = delete;
+
+  grpc::ServerUnaryReactor* ShouldThrottle(grpc::CallbackServerContext* context,
+                                           const traffik::v1::ShouldThrottleRequest* request,
+                                           traffik::v1::ShouldThrottleResponse* response) override;
+
+  grpc::ServerUnaryReactor* ShouldThrottleBatch(
+      grpc::CallbackServerContext* context, const traffik::v1::ShouldThrottleBatchRequest* request,
+      traffik::v1::ShouldThrottleBatchResponse* response) override;
+
+ private:
+  const Engine& engine_;
+  Metrics& metrics_;
+};
+
+// Translates the proto to the engine's view of it (no copies).
+HitRequest ToHitRequest(const traffik::v1::ShouldThrottleRequest& request);
+
+// Fills a response from a decision.
+void ToProto(const Decision& decision, traffik::v1::ShouldThrottleResponse* response);
+
+}  // namespace traffik

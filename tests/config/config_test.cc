@@ -1,0 +1,588 @@
+#include "config/config.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace traffik {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr std::string_view kExampleConfig = R"yaml(
+listen: "127.0.0.1:50051"
+metrics_listen: "127.0.0.1:9464"
+throttles:
+  - uid: api_quota
+    limit: 1000
+    period: 1h
+tenants:
+  - name: default
+    backend: memory
+  - name: gold
+    backend: memory
+    prefix: gold
+    quota_multiplier: 2
+    allow_inline_specs: false
+default_tenant: default
+)yaml";
+
+// ---------------------------------------------------------------------------
+// Valid configurations.
+
+class ParseConfigTest : public ::testing::Test {
+ protected:
+  static Config MustParse(std::string_view yaml) {
+    absl::StatusOr<Config> config = ParseConfig(yaml, "test.yaml");
+    EXPECT_TRUE(config.ok()) << config.status();
+    return config.ok() ? *config : Config{};
+  }
+};
+
+// Verifies that the documented example config parses into the expected values.
+TEST_F(ParseConfigTest, ExampleConfigParses) {
+  Config config = MustParse(kExampleConfig);
+  EXPECT_EQ(config.listen, "127.0.0.1:50051");
+  EXPECT_EQ(config.metrics_listen, "127.0.0.1:9464");
+  ASSERT_EQ(config.throttles.size(), 1u);
+  EXPECT_EQ(config.throttles[0].uid, "api_quota");
+  EXPECT_EQ(config.throttles[0].limit, 1000u);
+  EXPECT_EQ(config.throttles[0].period_ms, 3'600'000u);
+  ASSERT_EQ(config.tenants.size(), 2u);
+  EXPECT_EQ(config.tenants[0].name, "default");
+  EXPECT_EQ(config.tenants[0].prefix, "default");
+  EXPECT_EQ(config.tenants[1].name, "gold");
+  EXPECT_EQ(config.tenants[1].backend, "memory");
+  EXPECT_EQ(config.tenants[1].prefix, "gold");
+  EXPECT_DOUBLE_EQ(config.tenants[1].quota_multiplier, 2.0);
+  EXPECT_FALSE(config.tenants[1].allow_inline_specs);
+  EXPECT_EQ(config.default_tenant, "default");
+}
+
+// Verifies that omitted tenant fields take their defaults (prefix = name).
+TEST_F(ParseConfigTest, TenantDefaults) {
+  Config config = MustParse("tenants:\n  - name: acme\ndefault_tenant: acme\n");
+  ASSERT_EQ(config.tenants.size(), 1u);
+  const TenantConfig& t = config.tenants[0];
+  EXPECT_EQ(t.name, "acme");
+  EXPECT_EQ(t.backend, "memory");
+  EXPECT_EQ(t.prefix, "acme");
+  EXPECT_DOUBLE_EQ(t.quota_multiplier, 1.0);
+  EXPECT_TRUE(t.allow_inline_specs);
+}
+
+// Verifies that an empty document yields exactly DefaultConfig().
+TEST_F(ParseConfigTest, EmptyDocumentIsDefaults) {
+  for (std::string_view yaml : {"", "# only a comment\n", "~\n", "---\n"}) {
+    SCOPED_TRACE(yaml);
+    Config config = MustParse(yaml);
+    Config expected = DefaultConfig();
+    EXPECT_EQ(config.listen, expected.listen);
+    ASSERT_EQ(config.tenants.size(), 1u);
+    EXPECT_EQ(config.tenants[0].name, "default");
+    EXPECT_EQ(config.tenants[0].prefix, "default");
+    EXPECT_EQ(config.default_tenant, "default");
+    EXPECT_TRUE(config.throttles.empty());
+  }
+}
+
+// Verifies that without a `tenants` key the implicit `default` tenant exists.
+TEST_F(ParseConfigTest, ImplicitDefaultTenant) {
+  Config config = MustParse("throttles:\n  - {uid: a, limit: 1, period: 1s}\n");
+  ASSERT_EQ(config.tenants.size(), 1u);
+  EXPECT_EQ(config.tenants[0].name, "default");
+  EXPECT_EQ(config.tenants[0].backend, "memory");
+  EXPECT_TRUE(config.tenants[0].allow_inline_specs);
+  EXPECT_EQ(config.default_tenant, "default");
+}
+
+// Verifies the scalar settings, the memory section, IPv6 listen and "" metrics.
+TEST_F(ParseConfigTest, AllTopLevelSettings) {
+  Config config = MustParse(R"yaml(
+listen: "[::1]:0"
+metrics_listen: ""
+max_identifier_bytes: 128
+max_batch_size: 50
+shutdown_grace: 1.5s
+drain_delay: 0s
+memory:
+  max_buckets: 42
+  sweep_interval: 0ms
+)yaml");
+  EXPECT_EQ(config.listen, "[::1]:0");
+  EXPECT_EQ(config.metrics_listen, "");
+  EXPECT_EQ(config.max_identifier_bytes, 128u);
+  EXPECT_EQ(config.max_batch_size, 50u);
+  EXPECT_EQ(config.shutdown_grace_ms, 1500);
+  EXPECT_EQ(config.drain_delay_ms, 0);
+  EXPECT_EQ(config.memory.max_buckets, 42u);
+  EXPECT_EQ(config.memory.sweep_interval_ms, 0);
+}
+
+// Verifies that capacity * period exactly at 2^53 is accepted.
+TEST_F(ParseConfigTest, CapacityTimesPeriodAtLimit) {
+  Config config = MustParse(R"yaml(
+throttles:
+  - {uid: big, limit: 4503599627370496, period: 1ms}
+tenants:
+  - {name: gold, quota_multiplier: 2}
+default_tenant: gold
+)yaml");
+  ASSERT_EQ(config.throttles.size(), 1u);
+  EXPECT_EQ(config.throttles[0].limit, uint64_t{1} << 52);
+}
+
+// ---------------------------------------------------------------------------
+
+class DefaultConfigTest : public ::testing::Test {};
+
+// Verifies DefaultConfig: field defaults plus one memory tenant `default`.
+TEST_F(DefaultConfigTest, HasDefaultTenant) {
+  Config config = DefaultConfig();
+  EXPECT_EQ(config.listen, "127.0.0.1:50051");
+  EXPECT_EQ(config.metrics_listen, "127.0.0.1:9464");
+  EXPECT_TRUE(config.throttles.empty());
+  ASSERT_EQ(config.tenants.size(), 1u);
+  EXPECT_EQ(config.tenants[0].name, "default");
+  EXPECT_EQ(config.tenants[0].backend, "memory");
+  EXPECT_EQ(config.tenants[0].prefix, "default");
+  EXPECT_DOUBLE_EQ(config.tenants[0].quota_multiplier, 1.0);
+  EXPECT_TRUE(config.tenants[0].allow_inline_specs);
+  EXPECT_EQ(config.default_tenant, "default");
+}
+
+// ---------------------------------------------------------------------------
+
+class ParseDurationMsTest : public ::testing::Test {};
+
+// Verifies valid durations, including fractions and combinations.
+TEST_F(ParseDurationMsTest, Valid) {
+  struct Case {
+    std::string_view text;
+    int64_t ms;
+  };
+  const Case cases[] = {
+      {"500ms", 500},
+      {"30s", 30'000},
+      {"5m", 300'000},
+      {"1h", 3'600'000},
+      {"2d", 172'800'000},
+      {"1h5m30.5s", 3'930'500},
+      {"1.5s", 1'500},
+      {"0.1s", 100},
+      {"0s", 0},
+      {"0ms", 0},
+      {"1.0005h", 3'601'800},
+      {"2.50000000000000000000s", 2'500},
+      {"1m1ms", 60'001},
+      {"9223372036854775807ms", INT64_MAX},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<int64_t> ms = ParseDurationMs(c.text);
+    ASSERT_TRUE(ms.ok()) << c.text << ": " << ms.status();
+    EXPECT_EQ(*ms, c.ms) << c.text;
+  }
+}
+
+// Verifies that invalid durations fail with a message naming the problem.
+TEST_F(ParseDurationMsTest, Invalid) {
+  struct Case {
+    std::string_view text;
+    std::string_view problem;
+  };
+  const Case cases[] = {
+      {"", "empty"},
+      {"30", "missing unit"},
+      {"1h30", "missing unit"},
+      {"5x", "unknown unit 'x'"},
+      {"5sec", "unknown unit 'sec'"},
+      {"1.0005s", "not a whole number of milliseconds"},
+      {"0.5ms", "not a whole number of milliseconds"},
+      {"-5s", "negative"},
+      {"5 s", "whitespace"},
+      {" 5s", "whitespace"},
+      {"s", "expected a number"},
+      {"1.s", "digits after '.'"},
+      {"9223372036854775808ms", "overflow"},
+      {"106751991167301d", "overflow"},
+      {"99999999999999999999999999s", "overflow"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<int64_t> ms = ParseDurationMs(c.text);
+    ASSERT_FALSE(ms.ok()) << "'" << c.text << "' parsed as " << *ms;
+    EXPECT_EQ(ms.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_THAT(ms.status().message(), HasSubstr(c.problem)) << c.text;
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+class ValidateThrottleUidTest : public ::testing::Test {};
+
+// Verifies accepted uids, including the 256-byte maximum and UTF-8.
+TEST_F(ValidateThrottleUidTest, Valid) {
+  EXPECT_TRUE(ValidateThrottleUid("api_quota").ok());
+  EXPECT_TRUE(ValidateThrottleUid("a.b-c/d e").ok());
+  EXPECT_TRUE(ValidateThrottleUid("d\xC3\xA9j\xC3\xA0").ok());
+  EXPECT_TRUE(ValidateThrottleUid(std::string(256, 'u')).ok());
+}
+
+// Verifies rejected uids: empty, too long, control characters, ':', '{', '}'.
+TEST_F(ValidateThrottleUidTest, Invalid) {
+  struct Case {
+    std::string text;
+    std::string_view problem;
+  };
+  const Case cases[] = {
+      {"", "empty"},
+      {std::string(257, 'u'), "257 bytes"},
+      {"a\nb", "control character"},
+      {std::string("a\0b", 3), "control character"},
+      {"a:b", "':'"},
+      {"a{b", "'{'"},
+      {"a}b", "'}'"},
+  };
+  for (const Case& c : cases) {
+    absl::Status status = ValidateThrottleUid(c.text);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_THAT(status.message(), HasSubstr(c.problem)) << c.text;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Invalid configurations: each must be kInvalidArgument naming the source, the
+// position, the field path and the problem.
+
+class ConfigErrorTest : public ::testing::Test {
+ protected:
+  // Parses `yaml` as "test.yaml" and checks the error contains every part.
+  static void ExpectError(std::string_view yaml, const std::vector<std::string>& parts) {
+    absl::StatusOr<Config> config = ParseConfig(yaml, "test.yaml");
+    ASSERT_FALSE(config.ok()) << "unexpectedly parsed:\n" << yaml;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr("test.yaml:"));
+    for (const std::string& part : parts) {
+      EXPECT_THAT(config.status().message(), HasSubstr(part));
+    }
+  }
+};
+
+// Verifies that a YAML syntax error is reported with its position.
+TEST_F(ConfigErrorTest, NotYaml) {
+  ExpectError("listen: [unclosed\n", {"not valid YAML"});
+  ExpectError("a: b: c\n", {"test.yaml:1:", "not valid YAML"});
+}
+
+// Verifies that the top level must be a map.
+TEST_F(ConfigErrorTest, TopLevelNotAMap) {
+  ExpectError("- a\n- b\n", {"test.yaml:1:1: top level: expected a map, got a list"});
+  ExpectError("just a string\n", {"expected a map"});
+}
+
+// Verifies that a second YAML document is rejected instead of ignored.
+TEST_F(ConfigErrorTest, MultipleDocuments) {
+  ExpectError("listen: \"a:1\"\n---\nlisten: \"b:2\"\n", {"single YAML document"});
+}
+
+// Verifies that wrongly typed values name the field and the offending value.
+TEST_F(ConfigErrorTest, WrongTypes) {
+  ExpectError("throttles:\n  - {uid: a, limit: abc, period: 1s}\n",
+              {"throttles[0].limit: expected a positive integer, got 'abc'"});
+  ExpectError("throttles:\n  - {uid: a, limit: -5, period: 1s}\n",
+              {"throttles[0].limit: expected a positive integer, got '-5'"});
+  ExpectError("throttles:\n  - {uid: a, limit: 1.5, period: 1s}\n",
+              {"throttles[0].limit: expected a positive integer"});
+  ExpectError("throttles: {uid: a}\n", {"throttles: expected a list, got a map"});
+  ExpectError("throttles:\n  - just-a-string\n", {"throttles[0]: expected a map"});
+  ExpectError("listen: [a, b]\n", {"listen: expected a string, got a list"});
+  ExpectError("tenants:\n  - {name: a, allow_inline_specs: yes}\n",
+              {"tenants[0].allow_inline_specs: expected a boolean (true or false), "
+               "got 'yes'"});
+  ExpectError("tenants:\n  - {name: a, quota_multiplier: lots}\n",
+              {"tenants[0].quota_multiplier: expected a positive finite number"});
+  ExpectError("tenants:\n  - {name: a, quota_multiplier: .inf}\n",
+              {"tenants[0].quota_multiplier: expected a positive finite number"});
+  ExpectError("memory: 5\n", {"memory: expected a map"});
+  ExpectError("max_batch_size:\n",
+              {"max_batch_size: expected a positive integer, got null"});
+}
+
+// Verifies that unknown keys are rejected at the top level.
+TEST_F(ConfigErrorTest, UnknownTopLevelKey) {
+  ExpectError("listen: \"127.0.0.1:1\"\nlsiten: x\n",
+              {"test.yaml:2:1: top level: unknown key 'lsiten'"});
+}
+
+// Verifies that unknown keys are rejected inside a throttle.
+TEST_F(ConfigErrorTest, UnknownThrottleKey) {
+  ExpectError("throttles:\n  - uid: a\n    limit: 1\n    perod: 1s\n",
+              {"test.yaml:4:5: throttles[0]: unknown key 'perod'"});
+}
+
+// Verifies that unknown keys are rejected inside a tenant and in `memory`.
+TEST_F(ConfigErrorTest, UnknownTenantKey) {
+  ExpectError("tenants:\n  - name: a\n    prefx: b\ndefault_tenant: a\n",
+              {"tenants[0]: unknown key 'prefx'"});
+  ExpectError("memory:\n  max_bucket: 5\n", {"memory: unknown key 'max_bucket'"});
+}
+
+// Verifies that a key given twice in one map is rejected.
+TEST_F(ConfigErrorTest, DuplicateKey) {
+  ExpectError("listen: \"a:1\"\nlisten: \"b:2\"\n", {"duplicate key 'listen'"});
+}
+
+// Verifies that missing required throttle and tenant keys are reported.
+TEST_F(ConfigErrorTest, MissingRequiredKey) {
+  ExpectError("throttles:\n  - {uid: a, limit: 1}\n",
+              {"throttles[0]: missing required key 'period'"});
+  ExpectError("tenants:\n  - {prefix: p}\n", {"tenants[0]: missing required key 'name'"});
+}
+
+// Verifies that a bad duration names the field, the text and the problem.
+TEST_F(ConfigErrorTest, BadDuration) {
+  ExpectError("throttles:\n  - {uid: a, limit: 1, period: 5x}\n",
+              {"throttles[0].period: bad duration '5x': unknown unit 'x'"});
+  ExpectError("throttles:\n  - {uid: a, limit: 1, period: 30}\n",
+              {"throttles[0].period: bad duration '30': missing unit"});
+  ExpectError("throttles:\n  - {uid: a, limit: 1, period: 0s}\n",
+              {"throttles[0].period", "at least 1ms"});
+  ExpectError("shutdown_grace: 1.0005s\n",
+              {"shutdown_grace: bad duration", "not a whole number of milliseconds"});
+  ExpectError("memory:\n  sweep_interval: soon\n",
+              {"memory.sweep_interval: bad duration"});
+}
+
+// Verifies that the error position is the offending value's line and column.
+TEST_F(ConfigErrorTest, LineAndColumn) {
+  ExpectError(
+      R"yaml(listen: "127.0.0.1:50051"
+throttles:
+  - uid: ok
+    limit: 1
+    period: 1s
+  - uid: bad
+    limit: 1
+    period: 5x
+)yaml",
+      {"test.yaml:8:13: throttles[1].period: bad duration '5x': unknown unit 'x'"});
+}
+
+// Verifies that a duplicate throttle uid names the uid and both positions.
+TEST_F(ConfigErrorTest, DuplicateThrottleUid) {
+  ExpectError(R"yaml(throttles:
+  - {uid: api, limit: 1, period: 1s}
+  - {uid: other, limit: 1, period: 1s}
+  - {uid: api, limit: 2, period: 1m}
+)yaml",
+              {"test.yaml:4:5: throttles[2]: duplicate throttle uid 'api'",
+               "throttles[0], line 2"});
+}
+
+// Verifies that duplicate tenant names are rejected.
+TEST_F(ConfigErrorTest, DuplicateTenant) {
+  ExpectError(
+      "tenants:\n  - {name: a, prefix: p1}\n  - {name: a, prefix: p2}\n"
+      "default_tenant: a\n",
+      {"tenants[1].name: duplicate tenant name 'a'", "tenants[0]"});
+}
+
+// Verifies that duplicate prefixes, explicit or defaulted from a name, fail.
+TEST_F(ConfigErrorTest, DuplicatePrefix) {
+  ExpectError(
+      "tenants:\n  - {name: a, prefix: shared}\n  - {name: b, prefix: shared}\n"
+      "default_tenant: a\n",
+      {"tenants[1].prefix: duplicate prefix 'shared'", "tenant 'a'"});
+  ExpectError("tenants:\n  - {name: a}\n  - {name: b, prefix: a}\ndefault_tenant: a\n",
+              {"tenants[1].prefix: duplicate prefix 'a'"});
+}
+
+// Verifies that prefixes must be non-empty and free of braces and control chars.
+TEST_F(ConfigErrorTest, BadPrefix) {
+  ExpectError("tenants:\n  - {name: a, prefix: ''}\ndefault_tenant: a\n",
+              {"tenants[0].prefix: must not be empty"});
+  ExpectError("tenants:\n  - {name: a, prefix: 'x{y}'}\ndefault_tenant: a\n",
+              {"tenants[0].prefix", "'{' or '}'"});
+  ExpectError("tenants:\n  - {name: 'a{b}'}\ndefault_tenant: 'a{b}'\n",
+              {"tenants[0].prefix", "defaulted from the name"});
+  ExpectError("tenants:\n  - {name: a, prefix: \"x\\ty\"}\ndefault_tenant: a\n",
+              {"tenants[0].prefix", "control character"});
+}
+
+// Verifies that an empty tenant name is rejected.
+TEST_F(ConfigErrorTest, EmptyTenantName) {
+  ExpectError("tenants:\n  - {name: ''}\n", {"tenants[0].name: must not be empty"});
+}
+
+// Verifies that only the memory backend is accepted.
+TEST_F(ConfigErrorTest, UnknownBackend) {
+  ExpectError("tenants:\n  - name: default\n    backend: redis://localhost:6379\n",
+              {"test.yaml:3:14: tenants[0].backend: unknown backend "
+               "'redis://localhost:6379' (supported: memory)"});
+}
+
+// Verifies that default_tenant must name a defined tenant.
+TEST_F(ConfigErrorTest, DefaultTenantUnknown) {
+  ExpectError("default_tenant: nobody\n",
+              {"test.yaml:1:17: default_tenant: unknown tenant 'nobody'"});
+  ExpectError("tenants:\n  - {name: gold}\n",
+              {"default_tenant: unknown tenant 'default'", "gold"});
+}
+
+// Verifies that a present but empty tenant list is rejected.
+TEST_F(ConfigErrorTest, EmptyTenantList) {
+  ExpectError("tenants: []\n", {"tenants: must list at least one tenant"});
+}
+
+// Verifies that limit 0 is rejected.
+TEST_F(ConfigErrorTest, LimitZero) {
+  ExpectError("throttles:\n  - {uid: a, limit: 0, period: 1s}\n",
+              {"throttles[0].limit: must be >= 1, got 0"});
+}
+
+// Verifies that uids with ':' or '{' are rejected with the field path.
+TEST_F(ConfigErrorTest, BadUidCharacters) {
+  ExpectError("throttles:\n  - {uid: 'a:b', limit: 1, period: 1s}\n",
+              {"throttles[0].uid: throttle uid 'a:b' contains ':'"});
+  ExpectError("throttles:\n  - {uid: 'a{b', limit: 1, period: 1s}\n",
+              {"throttles[0].uid: throttle uid 'a{b' contains '{'"});
+}
+
+// Verifies that a zero or negative quota_multiplier is rejected.
+TEST_F(ConfigErrorTest, BadMultiplier) {
+  ExpectError(
+      "tenants:\n  - {name: default, quota_multiplier: 0}\n",
+      {"tenants[0].quota_multiplier: expected a positive finite number, got '0'"});
+  ExpectError("tenants:\n  - {name: default, quota_multiplier: -1.5}\n",
+              {"tenants[0].quota_multiplier: expected a positive finite number, got "
+               "'-1.5'"});
+}
+
+// Verifies that capacity * period above 2^53 is rejected, per tenant multiplier.
+TEST_F(ConfigErrorTest, LimitTimesPeriodTooLarge) {
+  ExpectError("throttles:\n  - {uid: a, limit: 9007199254740992, period: 2ms}\n",
+              {"throttles[0]: limit * period too large for tenant 'default'", "2^53"});
+  // Just above 2^53 with a 1ms period: must not be rounded into range.
+  ExpectError("throttles:\n  - {uid: a, limit: 9007199254740993, period: 1ms}\n",
+              {"throttles[0]: limit * period too large for tenant 'default'"});
+  // Fine for multiplier 1, too large once gold's multiplier 3 applies.
+  ExpectError(
+      R"yaml(throttles:
+  - {uid: a, limit: 4503599627370496, period: 1ms}
+tenants:
+  - {name: default}
+  - {name: gold, quota_multiplier: 3}
+)yaml",
+      {"test.yaml:2:5: throttles[0]: limit * period too large for tenant 'gold'"});
+}
+
+// Verifies range checks on the numeric top-level settings.
+TEST_F(ConfigErrorTest, NumericRanges) {
+  ExpectError("max_identifier_bytes: 0\n", {"max_identifier_bytes: must be between 1"});
+  ExpectError("max_identifier_bytes: 1048577\n", {"max_identifier_bytes"});
+  ExpectError("max_batch_size: 100001\n",
+              {"max_batch_size: must be between 1 and 100000"});
+  ExpectError("memory:\n  max_buckets: 0\n", {"memory.max_buckets: must be >= 1"});
+  ExpectError("throttles:\n  - {uid: a, limit: 99999999999999999999, period: 1s}\n",
+              {"throttles[0].limit", "too large"});
+}
+
+// Verifies that listen addresses must be host:port.
+TEST_F(ConfigErrorTest, BadListenAddress) {
+  ExpectError("listen: localhost\n", {"listen: expected host:port, got 'localhost'"});
+  ExpectError("listen: \":50051\"\n", {"listen: expected host:port", "empty host"});
+  ExpectError("listen: \"host:65536\"\n", {"listen", "port must be 0-65535"});
+  ExpectError("listen: \"::1:50051\"\n", {"listen", "brackets"});
+  ExpectError("metrics_listen: \"host:\"\n", {"metrics_listen: expected host:port"});
+  ExpectError("listen: \"\"\n", {"listen: expected host:port"});
+}
+
+// ---------------------------------------------------------------------------
+
+class LoadConfigFileTest : public ::testing::Test {
+ protected:
+  static std::string TempPath(std::string_view name) {
+    return absl::StrCat(::testing::TempDir(), "/traffik_config_test_", getpid(), "_",
+                        std::string(name));
+  }
+};
+
+// Verifies that a missing file is kNotFound naming the path.
+TEST_F(LoadConfigFileTest, MissingFile) {
+  std::string path = TempPath("does_not_exist.yaml");
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+  EXPECT_THAT(config.status().message(), HasSubstr("no such file"));
+}
+
+// Verifies that a real file is read and parsed.
+TEST_F(LoadConfigFileTest, ReadsFile) {
+  std::string path = TempPath("example.yaml");
+  {
+    std::ofstream out(path);
+    out << kExampleConfig;
+  }
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  unlink(path.c_str());
+  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_EQ(config->throttles.size(), 1u);
+  EXPECT_EQ(config->throttles[0].period_ms, 3'600'000u);
+  EXPECT_EQ(config->tenants.size(), 2u);
+}
+
+// Verifies that parse errors from a file name the file path as the source.
+TEST_F(LoadConfigFileTest, ErrorsNameThePath) {
+  std::string path = TempPath("bad.yaml");
+  {
+    std::ofstream out(path);
+    out << "listen: \"127.0.0.1:1\"\nbogus: 1\n";
+  }
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  unlink(path.c_str());
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              HasSubstr(absl::StrCat(path, ":2:1: top level: unknown key 'bogus'")));
+}
+
+// Verifies that a directory is kInvalidArgument naming the path.
+TEST_F(LoadConfigFileTest, Directory) {
+  std::string path = TempPath("dir");
+  ASSERT_EQ(mkdir(path.c_str(), 0700), 0);
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  rmdir(path.c_str());
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+// Verifies that an unreadable file is kPermissionDenied (skipped as root).
+TEST_F(LoadConfigFileTest, Unreadable) {
+  if (geteuid() == 0) GTEST_SKIP() << "root can read any file";
+  std::string path = TempPath("unreadable.yaml");
+  {
+    std::ofstream out(path);
+    out << kExampleConfig;
+  }
+  chmod(path.c_str(), 0);
+  absl::StatusOr<Config> config = LoadConfigFile(path);
+  unlink(path.c_str());
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+}  // namespace
+}  // namespace traffik

@@ -1,0 +1,254 @@
+#include "engine/engine.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "backend/memory/memory_backend.h"
+#include "clock/clock.h"
+#include "engine/key.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace traffik {
+namespace {
+
+using ::testing::HasSubstr;
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() : memory_(clock_, MemoryBackendOptions{1'000'000, 0}) {
+    config_.throttles = {{"api_quota", 10, 3'600'000}, {"burst", 3, 1000}};
+    TenantConfig def;
+    def.name = "default";
+    def.prefix = "default";
+    TenantConfig gold;
+    gold.name = "gold";
+    gold.prefix = "gold";
+    gold.quota_multiplier = 2.5;
+    gold.allow_inline_specs = false;
+    config_.tenants = {def, gold};
+    config_.default_tenant = "default";
+    config_.max_identifier_bytes = 16;
+    Rebuild();
+  }
+
+  void Rebuild() {
+    auto snap = Snapshot::Build(
+        config_,
+        [this](const TenantConfig&) -> absl::StatusOr<Backend*> { return &memory_; },
+        metrics_);
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    engine_ = std::make_unique<Engine>(*snap);
+  }
+
+  absl::StatusOr<Decision> Call(HitRequest r) {
+    absl::StatusOr<Decision> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottle(r, [&](absl::StatusOr<Decision> d) { out = std::move(d); });
+    return out;
+  }
+
+  absl::StatusOr<std::vector<Decision>> Batch(const std::vector<HitRequest>& r) {
+    absl::StatusOr<std::vector<Decision>> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottleBatch(r,
+                                 [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+    return out;
+  }
+
+  static HitRequest Req(absl::string_view id, absl::string_view uid, absl::string_view tenant = "") {
+    HitRequest r;
+    r.identifier = id;
+    r.throttle_uid = uid;
+    r.tenant = tenant;
+    return r;
+  }
+  static HitRequest Inline(absl::string_view id, absl::string_view uid, uint64_t limit,
+                           uint64_t period_ms, absl::string_view tenant = "") {
+    HitRequest r = Req(id, uid, tenant);
+    r.has_spec = true;
+    r.spec_limit = limit;
+    r.spec_period_ms = period_ms;
+    return r;
+  }
+
+  FakeClock clock_;
+  MemoryBackend memory_;
+  Metrics metrics_;
+  Config config_;
+  std::unique_ptr<Engine> engine_;
+};
+
+// Verifies a configured throttle allows `limit` hits then answers a wait.
+TEST_F(EngineTest, ConfiguredThrottle) {
+  for (int i = 0; i < 3; ++i) {
+    auto d = Call(Req("user:1", "burst"));
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_TRUE(d->allowed);
+    EXPECT_EQ(d->limit, 3u);
+  }
+  auto d = Call(Req("user:1", "burst"));
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->wait_ms, 334u);  // ceil(1000 / 3)
+}
+
+// Verifies the tenant's quota multiplier scales capacity (floor).
+TEST_F(EngineTest, QuotaMultiplier) {
+  auto d = Call(Req("user:1", "api_quota", "gold"));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->limit, 25u);
+  EXPECT_EQ(d->remaining, 24u);
+  EXPECT_EQ(ScaledCapacity(3, 0.1), 1u);  // at least 1
+  EXPECT_EQ(ScaledCapacity(3, 1.5), 4u);  // floor(4.5)
+}
+
+// Verifies buckets are keyed by (tenant, throttle, identifier).
+TEST_F(EngineTest, BucketsIndependent) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(Req("a", "burst"))->allowed);
+  EXPECT_FALSE(Call(Req("a", "burst"))->allowed);
+  EXPECT_TRUE(Call(Req("b", "burst"))->allowed);
+  EXPECT_TRUE(Call(Req("a", "api_quota"))->allowed);
+  EXPECT_TRUE(Call(Req("a", "burst", "gold"))->allowed);
+  EXPECT_TRUE(Call(Req("a", "burst", "default"))->allowed == false);  // "" = default
+}
+
+// Verifies inline specs define a throttle on the fly.
+TEST_F(EngineTest, InlineSpec) {
+  auto d = Call(Inline("x", "adhoc", 2, 500));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->limit, 2u);
+  EXPECT_EQ(d->remaining, 1u);
+  EXPECT_EQ(d->reset_ms, 250u);
+}
+
+// Verifies a configured throttle wins over an inline spec with the same uid.
+TEST_F(EngineTest, ConfiguredWinsOverSpec) {
+  auto d = Call(Inline("x", "burst", 1000, 1));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->limit, 3u);
+}
+
+// Verifies each error maps to its status code with a message naming the problem.
+TEST_F(EngineTest, Errors) {
+  auto empty = Call(Req("", "burst"));
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(empty.status().message(), HasSubstr("identifier is empty"));
+
+  auto big = Call(Req(std::string(17, 'x'), "burst"));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(big.status().message(), HasSubstr("17 bytes"));
+  EXPECT_TRUE(Call(Req(std::string(16, 'x'), "burst")).ok());
+
+  auto unknown = Call(Req("x", "nope"));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown throttle 'nope'"));
+
+  auto tenant = Call(Req("x", "burst", "silver"));
+  EXPECT_EQ(tenant.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(tenant.status().message(), HasSubstr("unknown tenant 'silver'"));
+
+  HitRequest costly = Req("x", "burst");
+  costly.cost = 4;
+  auto cost = Call(costly);
+  EXPECT_EQ(cost.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(cost.status().message(), HasSubstr("cost 4 exceeds the capacity 3"));
+
+  auto zero_limit = Call(Inline("x", "adhoc", 0, 1000));
+  EXPECT_EQ(zero_limit.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(zero_limit.status().message(), HasSubstr("spec.limit"));
+
+  auto zero_period = Call(Inline("x", "adhoc", 5, 0));
+  EXPECT_EQ(zero_period.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(zero_period.status().message(), HasSubstr("spec.period_ms"));
+
+  auto huge = Call(Inline("x", "adhoc", uint64_t{1} << 40, uint64_t{1} << 20));
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto forbidden = Call(Inline("x", "adhoc", 5, 1000, "gold"));
+  EXPECT_EQ(forbidden.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(forbidden.status().message(), HasSubstr("gold"));
+
+  auto bad_uid = Call(Inline("x", "a:b", 5, 1000));
+  EXPECT_EQ(bad_uid.status().code(), absl::StatusCode::kInvalidArgument);
+  auto empty_uid = Call(Inline("x", "", 5, 1000));
+  EXPECT_EQ(empty_uid.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Verifies cost 0 means 1 and a cost equal to capacity is allowed.
+TEST_F(EngineTest, Cost) {
+  HitRequest r = Req("x", "burst");
+  r.cost = 0;
+  EXPECT_EQ(Call(r)->remaining, 2u);
+  r.cost = 2;
+  EXPECT_EQ(Call(r)->remaining, 0u);
+  HitRequest full = Req("y", "burst");
+  full.cost = 3;
+  EXPECT_TRUE(Call(full)->allowed);
+}
+
+// Verifies batch answers come in order, as if the hits were made one by one.
+TEST_F(EngineTest, BatchInOrder) {
+  auto out = Batch({Req("a", "burst"), Req("a", "burst"), Req("a", "burst"), Req("a", "burst"),
+                    Req("a", "burst", "gold")});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 5u);
+  EXPECT_EQ((*out)[0].remaining, 2u);
+  EXPECT_EQ((*out)[2].remaining, 0u);
+  EXPECT_FALSE((*out)[3].allowed);
+  EXPECT_TRUE((*out)[4].allowed);
+  EXPECT_EQ((*out)[4].limit, 7u);
+}
+
+// Verifies an invalid item rejects the whole batch, names its index, and no
+// tokens are taken by the valid items.
+TEST_F(EngineTest, BatchRejectedWhole) {
+  auto out = Batch({Req("a", "burst"), Req("a", "burst"), Req("", "burst")});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("requests[2]"));
+  EXPECT_THAT(out.status().message(), HasSubstr("identifier is empty"));
+  auto unknown = Batch({Req("a", "burst"), Req("a", "nope")});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("requests[1]"));
+  EXPECT_THAT(unknown.status().message(), HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(Call(Req("a", "burst"))->remaining, 2u);  // nothing was taken
+}
+
+// Verifies a batch over max_batch_size is refused.
+TEST_F(EngineTest, BatchTooLarge) {
+  config_.max_batch_size = 2;
+  Rebuild();
+  auto out = Batch({Req("a", "burst"), Req("b", "burst"), Req("c", "burst")});
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(out.status().message(), HasSubstr("limit is 2"));
+  auto empty = Batch({});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
+}
+
+// Verifies decisions are counted per tenant, throttle and result.
+TEST_F(EngineTest, CountsDecisions) {
+  for (int i = 0; i < 4; ++i) (void)Call(Req("a", "burst"));
+  (void)Call(Inline("a", "adhoc", 5, 1000));
+  const std::string text = metrics_.RenderText();
+  EXPECT_THAT(text, HasSubstr(
+                        "traffik_decisions_total{result=\"allowed\",tenant=\"default\",throttle="
+                        "\"burst\"} 3"));
+  EXPECT_THAT(text, HasSubstr("traffik_decisions_total{result=\"throttled\",tenant=\"default\","
+                              "throttle=\"burst\"} 1"));
+  EXPECT_THAT(text, HasSubstr("traffik_decisions_total{result=\"allowed\",tenant=\"default\","
+                              "throttle=\"inline\"} 1"));
+}
+
+// Verifies bucket keys are unambiguous and carry the tenant prefix.
+TEST(BucketKeyTest, Format) {
+  std::string key;
+  BuildBucketKey("gold", "api", std::string("a:b\0c", 5), &key);
+  EXPECT_EQ(key, std::string("gold:{api:a:b\0c}", 16));
+  std::string other;
+  BuildBucketKey("gold", "api", "a", &other);
+  EXPECT_NE(key, other);
+}
+
+}  // namespace
+}  // namespace traffik
