@@ -17,7 +17,9 @@ namespace {
 
 constexpr char kVersion[] = "traffikd 0.1.0";
 
-void Log(const std::string& line) { std::fprintf(stderr, "traffikd: %s\n", line.c_str()); }
+void Log(const std::string& line) {
+  std::fprintf(stderr, "traffikd: %s\n", line.c_str());
+}
 
 int Run(int argc, char** argv) {
   absl::StatusOr<traffik::Options> options = traffik::ParseOptions(argc, argv);

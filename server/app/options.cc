@@ -1,9 +1,8 @@
 #include "app/options.h"
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace traffik {
 
@@ -44,10 +43,12 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
       absl::StatusOr<std::string> value = take_value();
       if (!value.ok()) return value.status();
       if (name == "--config") {
-        if (value->empty()) return absl::InvalidArgumentError("flag --config needs a path");
+        if (value->empty())
+          return absl::InvalidArgumentError("flag --config needs a path");
         options.config_path = *value;
       } else if (name == "--listen") {
-        if (value->empty()) return absl::InvalidArgumentError("flag --listen needs HOST:PORT");
+        if (value->empty())
+          return absl::InvalidArgumentError("flag --listen needs HOST:PORT");
         options.listen = *value;
       } else if (name == "--metrics-listen") {
         options.metrics_listen = *value;

@@ -14,9 +14,9 @@ struct Options {
   std::optional<std::string> metrics_listen;  // --metrics-listen HOST:PORT ("" disables)
   bool check_config = false;                  // --check-config: validate and exit
   std::optional<std::string> health_check;    // --health-check ADDR: probe and exit
-  std::string health_service;                 // --health-service NAME (with --health-check)
-  bool help = false;                          // --help / -h
-  bool version = false;                       // --version
+  std::string health_service;  // --health-service NAME (with --health-check)
+  bool help = false;           // --help / -h
+  bool version = false;        // --version
 };
 
 // Parses argv. Errors (kInvalidArgument) name the flag: unknown flag, missing

@@ -8,7 +8,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "prometheus/exposer.h"
+#include "metrics/http_exposer.h"
 
 namespace traffik {
 namespace {
@@ -21,7 +21,8 @@ std::string HostOf(const std::string& address) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, const Clock& clock) {
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
+                                                      const Clock& clock) {
   std::unique_ptr<Server> server(new Server());
   server->metrics_ = std::make_unique<Metrics>();
 
@@ -44,24 +45,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, cons
       *server->metrics_);
   if (!snapshot.ok()) return snapshot.status();
   server->engine_ = std::make_unique<Engine>(*std::move(snapshot));
-  server->service_ = std::make_unique<ThrottleServiceImpl>(*server->engine_, *server->metrics_);
+  server->service_ =
+      std::make_unique<ThrottleServiceImpl>(*server->engine_, *server->metrics_);
 
   if (!config.metrics_listen.empty()) {
-    try {
-      server->exposer_ = std::make_unique<prometheus::Exposer>(config.metrics_listen, 2);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ",
-                                                 config.metrics_listen, ": ", e.what()));
-    }
-    for (const auto& collectable : server->metrics_->Collectables()) {
-      server->exposer_->RegisterCollectable(collectable);
-    }
-    const std::vector<int> ports = server->exposer_->GetListeningPorts();
-    if (ports.empty()) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", config.metrics_listen));
-    }
-    server->metrics_address_ = absl::StrCat(HostOf(config.metrics_listen), ":", ports.front());
+    Metrics* metrics = server->metrics_.get();
+    absl::StatusOr<std::unique_ptr<HttpExposer>> exposer = HttpExposer::Start(
+        config.metrics_listen, [metrics] { return metrics->RenderText(); });
+    if (!exposer.ok()) return exposer.status();
+    server->exposer_ = *std::move(exposer);
+    server->metrics_address_ =
+        absl::StrCat(HostOf(config.metrics_listen), ":", server->exposer_->port());
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -76,12 +70,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config, cons
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || port == 0) {
     if (server->grpc_server_ != nullptr) server->grpc_server_->Shutdown();
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen for gRPC on ", config.listen,
-        ": the address is invalid or already in use"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", config.listen,
+                     ": the address is invalid or already in use"));
   }
   server->grpc_address_ = absl::StrCat(HostOf(config.listen), ":", port);
-  grpc::HealthCheckServiceInterface* health = server->grpc_server_->GetHealthCheckService();
+  grpc::HealthCheckServiceInterface* health =
+      server->grpc_server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kThrottleServiceName, true);
   return server;

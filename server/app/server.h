@@ -9,14 +9,12 @@
 #include "clock/clock.h"
 #include "config/config.h"
 #include "engine/engine.h"
+#include "metrics/http_exposer.h"
 #include "metrics/metrics.h"
 #include "service/throttle_service.h"
 
 namespace grpc {
 class Server;
-}
-namespace prometheus {
-class Exposer;
 }
 
 namespace traffik {
@@ -28,7 +26,8 @@ namespace traffik {
 // Thread-safe: Drain/Shutdown may be called from any thread, once each.
 class Server {
  public:
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config, const Clock& clock);
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const Config& config,
+                                                       const Clock& clock);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -55,7 +54,7 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_server_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;
   std::string metrics_address_;
 };

@@ -36,7 +36,9 @@ class FakeClock final : public Clock {
  public:
   explicit FakeClock(int64_t start_ms = 1'000'000) : now_ms_(start_ms) {}
   int64_t NowMs() const override { return now_ms_.load(std::memory_order_relaxed); }
-  void AdvanceMs(int64_t delta_ms) { now_ms_.fetch_add(delta_ms, std::memory_order_relaxed); }
+  void AdvanceMs(int64_t delta_ms) {
+    now_ms_.fetch_add(delta_ms, std::memory_order_relaxed);
+  }
   void SetMs(int64_t now_ms) { now_ms_.store(now_ms, std::memory_order_relaxed); }
 
  private:

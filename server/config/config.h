@@ -27,14 +27,15 @@ struct TenantConfig {
 
 // Settings of the embedded in-memory backend (YAML key `memory:`).
 struct MemoryConfig {
-  uint64_t max_buckets = 1'000'000;    // `max_buckets`, >= 1
-  int64_t sweep_interval_ms = 10'000;  // `sweep_interval` (duration); how often full buckets are dropped
+  uint64_t max_buckets = 1'000'000;  // `max_buckets`, >= 1
+  int64_t sweep_interval_ms =
+      10'000;  // `sweep_interval` (duration); how often full buckets are dropped
 };
 
 // An immutable, validated configuration snapshot. Built only by ParseConfig /
 // LoadConfigFile / DefaultConfig, which guarantee every invariant below.
 struct Config {
-  std::string listen = "127.0.0.1:50051";        // gRPC address, host:port
+  std::string listen = "127.0.0.1:50051";         // gRPC address, host:port
   std::string metrics_listen = "127.0.0.1:9464";  // Prometheus /metrics; "" disables
   std::vector<ThrottleConfig> throttles;          // unique uids
   std::vector<TenantConfig> tenants;              // unique names, unique prefixes; >= 1

@@ -71,9 +71,9 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
     return absl::InvalidArgumentError("identifier is empty");
   }
   if (request.identifier.size() > snap.max_identifier_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("identifier is ", request.identifier.size(),
-                                                   " bytes; the limit is ",
-                                                   snap.max_identifier_bytes(), " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("identifier is ", request.identifier.size(), " bytes; the limit is ",
+                     snap.max_identifier_bytes(), " bytes"));
   }
   if (absl::Status s = ValidateThrottleUid(
           std::string_view(request.throttle_uid.data(), request.throttle_uid.size()));
@@ -93,13 +93,14 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
     out->counters = &it->second.counters;
   } else if (request.has_spec) {
     if (!tenant->allow_inline_specs) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("throttle '", request.throttle_uid, "' is not configured and tenant '",
-                       tenant->name, "' does not allow inline specs"));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "throttle '", request.throttle_uid, "' is not configured and tenant '",
+          tenant->name, "' does not allow inline specs"));
     }
     if (request.spec_limit == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "spec.limit is 0 for throttle '", request.throttle_uid, "'; it must be at least 1"));
+      return absl::InvalidArgumentError(absl::StrCat("spec.limit is 0 for throttle '",
+                                                     request.throttle_uid,
+                                                     "'; it must be at least 1"));
     }
     if (request.spec_period_ms == 0) {
       return absl::InvalidArgumentError(absl::StrCat("spec.period_ms is 0 for throttle '",
@@ -109,10 +110,10 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
     out->rate = Rate{ScaledCapacity(request.spec_limit, tenant->quota_multiplier),
                      request.spec_period_ms};
     if (!IsValidRate(out->rate)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec for throttle '", request.throttle_uid, "' is too large: limit (",
-                       out->rate.capacity, " after the quota multiplier) * period_ms (",
-                       request.spec_period_ms, ") must be at most 2^53"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spec for throttle '", request.throttle_uid, "' is too large: limit (",
+          out->rate.capacity, " after the quota multiplier) * period_ms (",
+          request.spec_period_ms, ") must be at most 2^53"));
     }
     out->counters = &tenant->inline_counters;
   } else {
@@ -122,10 +123,9 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
 
   out->cost = request.cost == 0 ? 1 : request.cost;
   if (out->cost > out->rate.capacity) {
-    return absl::OutOfRangeError(absl::StrCat("cost ", out->cost, " exceeds the capacity ",
-                                              out->rate.capacity, " of throttle '",
-                                              request.throttle_uid,
-                                              "'; the hit could never be allowed"));
+    return absl::OutOfRangeError(absl::StrCat(
+        "cost ", out->cost, " exceeds the capacity ", out->rate.capacity,
+        " of throttle '", request.throttle_uid, "'; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
   BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
@@ -144,8 +144,8 @@ void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) co
   }
   PreparedHit* raw = hit.get();
   raw->backend->Decide(raw->key, raw->rate, raw->cost,
-                       [hit = std::move(hit), done = std::move(done)](
-                           absl::StatusOr<Decision> result) mutable {
+                       [hit = std::move(hit),
+                        done = std::move(done)](absl::StatusOr<Decision> result) mutable {
                          if (result.ok()) Record(*hit, *result);
                          std::move(done)(std::move(result));
                        });

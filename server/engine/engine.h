@@ -4,12 +4,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "backend/backend.h"
 #include "bucket/token_bucket.h"
@@ -23,7 +23,7 @@ namespace traffik {
 struct HitRequest {
   absl::string_view identifier;
   absl::string_view throttle_uid;
-  absl::string_view tenant;   // empty: the default tenant
+  absl::string_view tenant;  // empty: the default tenant
   uint32_t cost = 0;         // 0 means 1
   bool has_spec = false;     // an inline ThrottleSpec was given
   uint64_t spec_limit = 0;   // tokens
@@ -53,7 +53,8 @@ class Snapshot {
   };
 
   // Maps a tenant's `backend` setting to a live backend.
-  using BackendResolver = absl::FunctionRef<absl::StatusOr<Backend*>(const TenantConfig&)>;
+  using BackendResolver =
+      absl::FunctionRef<absl::StatusOr<Backend*>(const TenantConfig&)>;
 
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(const Config& config,
                                                                BackendResolver backends,
@@ -90,12 +91,15 @@ struct PreparedHit {
 // Thread-safe: the snapshot pointer is swapped atomically.
 class Engine {
  public:
-  explicit Engine(std::shared_ptr<const Snapshot> snapshot) : snapshot_(std::move(snapshot)) {}
+  explicit Engine(std::shared_ptr<const Snapshot> snapshot)
+      : snapshot_(std::move(snapshot)) {}
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   std::shared_ptr<const Snapshot> snapshot() const { return snapshot_.load(); }
-  void SetSnapshot(std::shared_ptr<const Snapshot> snapshot) { snapshot_.store(std::move(snapshot)); }
+  void SetSnapshot(std::shared_ptr<const Snapshot> snapshot) {
+    snapshot_.store(std::move(snapshot));
+  }
 
   // Validates and resolves one hit. Errors: kInvalidArgument (identifier,
   // uid, spec), kNotFound (tenant, throttle), kPermissionDenied (inline spec
@@ -114,7 +118,8 @@ class Engine {
   // batch with kInvalidArgument naming its index ("requests[3]: ...") and no
   // tokens taken. Otherwise the hits run in order, one backend batch per
   // backend, and answers come back in request order.
-  void ShouldThrottleBatch(absl::Span<const HitRequest> requests, BatchCallback done) const;
+  void ShouldThrottleBatch(absl::Span<const HitRequest> requests,
+                           BatchCallback done) const;
 
  private:
   std::atomic<std::shared_ptr<const Snapshot>> snapshot_;

@@ -2,8 +2,8 @@
 
 namespace traffik {
 
-void BuildBucketKey(absl::string_view prefix, absl::string_view uid, absl::string_view identifier,
-                    std::string* out) {
+void BuildBucketKey(absl::string_view prefix, absl::string_view uid,
+                    absl::string_view identifier, std::string* out) {
   out->clear();
   out->reserve(prefix.size() + uid.size() + identifier.size() + 4);
   out->append(prefix.data(), prefix.size());

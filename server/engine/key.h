@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+
 #include "absl/strings/string_view.h"
 
 namespace traffik {
@@ -12,7 +13,7 @@ namespace traffik {
 // uid holds no ':' (ValidateThrottleUid), so the first '{' ends the prefix and
 // the next ':' ends the uid; the identifier is arbitrary bytes. The braces form
 // a Redis Cluster hash tag.
-void BuildBucketKey(absl::string_view prefix, absl::string_view uid, absl::string_view identifier,
-                    std::string* out);
+void BuildBucketKey(absl::string_view prefix, absl::string_view uid,
+                    absl::string_view identifier, std::string* out);
 
 }  // namespace traffik

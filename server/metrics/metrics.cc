@@ -12,7 +12,8 @@ void LatencyHistogram::ObserveNanos(int64_t nanos) {
   size_t i = 0;
   while (i < kBoundsSeconds.size() && seconds > kBoundsSeconds[i]) ++i;
   counts_[i].fetch_add(1, std::memory_order_relaxed);
-  sum_nanos_.fetch_add(static_cast<uint64_t>(nanos > 0 ? nanos : 0), std::memory_order_relaxed);
+  sum_nanos_.fetch_add(static_cast<uint64_t>(nanos > 0 ? nanos : 0),
+                       std::memory_order_relaxed);
 }
 
 void LatencyHistogram::Snapshot(prometheus::ClientMetric* metric) const {
@@ -22,8 +23,9 @@ void LatencyHistogram::Snapshot(prometheus::ClientMetric* metric) const {
     cumulative += counts_[i].load(std::memory_order_relaxed);
     prometheus::ClientMetric::Bucket bucket;
     bucket.cumulative_count = cumulative;
-    bucket.upper_bound = i < kBoundsSeconds.size() ? kBoundsSeconds[i]
-                                                    : std::numeric_limits<double>::infinity();
+    bucket.upper_bound = i < kBoundsSeconds.size()
+                             ? kBoundsSeconds[i]
+                             : std::numeric_limits<double>::infinity();
     metric->histogram.bucket.push_back(bucket);
   }
   metric->histogram.sample_count = cumulative;
@@ -34,7 +36,8 @@ void LatencyHistogram::Snapshot(prometheus::ClientMetric* metric) const {
 // Renders the lock-free series at scrape time.
 class Metrics::RuntimeCollector final : public prometheus::Collectable {
  public:
-  explicit RuntimeCollector(const std::array<LatencyHistogram, 2>* latency) : latency_(latency) {}
+  explicit RuntimeCollector(const std::array<LatencyHistogram, 2>* latency)
+      : latency_(latency) {}
 
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions) {
@@ -103,39 +106,38 @@ Metrics::Metrics()
                       .Help("Decisions made, by tenant, throttle (configured uid, or "
                             "\"inline\") and result (allowed or throttled).")
                       .Register(*registry_)),
-      errors_(&prometheus::BuildCounter()
-                   .Name("traffik_errors_total")
-                   .Help("Decision RPCs answered with an error, by gRPC status code name.")
-                   .Register(*registry_)),
+      errors_(
+          &prometheus::BuildCounter()
+               .Name("traffik_errors_total")
+               .Help("Decision RPCs answered with an error, by gRPC status code name.")
+               .Register(*registry_)),
       runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
   for (int code = 1; code < static_cast<int>(error_counters_.size()); ++code) {
-    const std::string name =
-        absl::AsciiStrToUpper(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
+    const std::string name = absl::AsciiStrToUpper(
+        absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
     error_counters_[code] = &errors_->Add({{"code", name}});
   }
 }
 
-DecisionCounters Metrics::ForThrottle(const std::string& tenant, const std::string& throttle) {
+DecisionCounters Metrics::ForThrottle(const std::string& tenant,
+                                      const std::string& throttle) {
   DecisionCounters c;
-  c.allowed =
-      &decisions_->Add({{"tenant", tenant}, {"throttle", throttle}, {"result", "allowed"}});
-  c.throttled =
-      &decisions_->Add({{"tenant", tenant}, {"throttle", throttle}, {"result", "throttled"}});
+  c.allowed = &decisions_->Add(
+      {{"tenant", tenant}, {"throttle", throttle}, {"result", "allowed"}});
+  c.throttled = &decisions_->Add(
+      {{"tenant", tenant}, {"throttle", throttle}, {"result", "throttled"}});
   return c;
 }
 
 void Metrics::CountError(absl::StatusCode code) {
   const int i = static_cast<int>(code);
-  if (i > 0 && i < static_cast<int>(error_counters_.size())) error_counters_[i]->Increment();
+  if (i > 0 && i < static_cast<int>(error_counters_.size()))
+    error_counters_[i]->Increment();
 }
 
 void Metrics::AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                               std::function<uint64_t()> evictions) {
   runtime_->AddBucketSource(std::move(backend), std::move(buckets), std::move(evictions));
-}
-
-std::vector<std::weak_ptr<prometheus::Collectable>> Metrics::Collectables() const {
-  return {registry_, runtime_};
 }
 
 std::string Metrics::RenderText() const {

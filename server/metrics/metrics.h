@@ -54,7 +54,6 @@ struct DecisionCounters {
 //   traffik_errors_total{code}                       counter (gRPC code names)
 //   traffik_buckets{backend}                         gauge
 //   traffik_bucket_evictions_total{backend}          counter
-//   traffik_config_info{...}                         (none yet)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -73,10 +72,6 @@ class Metrics {
   // Reports a backend's bucket count and evictions at scrape time.
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions);
-
-  // What an exposer collects: the prometheus-cpp registry and the lock-free
-  // series above.
-  std::vector<std::weak_ptr<prometheus::Collectable>> Collectables() const;
 
   // Renders every series in the text exposition format (for tests and tools).
   std::string RenderText() const;

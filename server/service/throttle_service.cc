@@ -21,22 +21,24 @@ int64_t NowNanos() {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
 }
 
 // One ShouldThrottle call. Owns the prepared hit (key, snapshot) until the
 // backend answers; deletes itself when gRPC is done with it.
 class DecisionReactor final : public grpc::ServerUnaryReactor {
  public:
-  DecisionReactor(const Engine& engine, Metrics& metrics, const ShouldThrottleRequest& request,
-                  ShouldThrottleResponse* response)
+  DecisionReactor(const Engine& engine, Metrics& metrics,
+                  const ShouldThrottleRequest& request, ShouldThrottleResponse* response)
       : metrics_(metrics), response_(response), start_ns_(NowNanos()) {
     if (absl::Status s = engine.Prepare(ToHitRequest(request), &hit_); !s.ok()) {
       Complete(s);
       return;
     }
-    hit_.backend->Decide(hit_.key, hit_.rate, hit_.cost,
-                         [this](absl::StatusOr<Decision> result) { OnDecision(std::move(result)); });
+    hit_.backend->Decide(
+        hit_.key, hit_.rate, hit_.cost,
+        [this](absl::StatusOr<Decision> result) { OnDecision(std::move(result)); });
   }
 
   void OnDone() override { delete this; }
@@ -100,20 +102,20 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(
   const int64_t start_ns = NowNanos();
   std::vector<HitRequest> hits;
   hits.reserve(request->requests_size());
-  for (const ShouldThrottleRequest& r : request->requests()) hits.push_back(ToHitRequest(r));
+  for (const ShouldThrottleRequest& r : request->requests())
+    hits.push_back(ToHitRequest(r));
   Metrics& metrics = metrics_;
-  engine_.ShouldThrottleBatch(
-      hits, [reactor, response, start_ns, &metrics](
-                absl::StatusOr<std::vector<Decision>> result) {
-        if (result.ok()) {
-          response->mutable_responses()->Reserve(static_cast<int>(result->size()));
-          for (const Decision& d : *result) ToProto(d, response->add_responses());
-        } else {
-          metrics.CountError(result.status().code());
-        }
-        metrics.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);
-        reactor->Finish(ToGrpcStatus(result.status()));
-      });
+  engine_.ShouldThrottleBatch(hits, [reactor, response, start_ns, &metrics](
+                                        absl::StatusOr<std::vector<Decision>> result) {
+    if (result.ok()) {
+      response->mutable_responses()->Reserve(static_cast<int>(result->size()));
+      for (const Decision& d : *result) ToProto(d, response->add_responses());
+    } else {
+      metrics.CountError(result.status().code());
+    }
+    metrics.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);
+    reactor->Finish(ToGrpcStatus(result.status()));
+  });
   return reactor;
 }
 

@@ -14,16 +14,19 @@ namespace traffik {
 // Thread-safe; the engine and metrics must outlive the server.
 class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackService {
  public:
-  ThrottleServiceImpl(const Engine& engine, Metrics& metrics) : engine_(engine), metrics_(metrics) {}
+  ThrottleServiceImpl(const Engine& engine, Metrics& metrics)
+      : engine_(engine), metrics_(metrics) {}
   ThrottleServiceImpl(const ThrottleServiceImpl&) = delete;
   ThrottleServiceImpl& operator=(const ThrottleServiceImpl&) = delete;
 
-  grpc::ServerUnaryReactor* ShouldThrottle(grpc::CallbackServerContext* context,
-                                           const traffik::v1::ShouldThrottleRequest* request,
-                                           traffik::v1::ShouldThrottleResponse* response) override;
+  grpc::ServerUnaryReactor* ShouldThrottle(
+      grpc::CallbackServerContext* context,
+      const traffik::v1::ShouldThrottleRequest* request,
+      traffik::v1::ShouldThrottleResponse* response) override;
 
   grpc::ServerUnaryReactor* ShouldThrottleBatch(
-      grpc::CallbackServerContext* context, const traffik::v1::ShouldThrottleBatchRequest* request,
+      grpc::CallbackServerContext* context,
+      const traffik::v1::ShouldThrottleBatchRequest* request,
       traffik::v1::ShouldThrottleBatchResponse* response) override;
 
  private:

@@ -76,7 +76,8 @@ TEST_F(MemoryBackendTest, AsyncDecideCompletesInline) {
 TEST_F(MemoryBackendTest, BatchInOrder) {
   MemoryBackend backend(clock_, Options());
   const Rate rate{2, 60'000};
-  std::vector<BucketOp> ops = {{"k", rate, 1}, {"k", rate, 1}, {"k", rate, 1}, {"j", rate, 2}};
+  std::vector<BucketOp> ops = {
+      {"k", rate, 1}, {"k", rate, 1}, {"k", rate, 1}, {"j", rate, 2}};
   std::vector<Decision> out;
   backend.DecideBatch(ops, [&](absl::StatusOr<std::vector<Decision>> r) {
     ASSERT_TRUE(r.ok());
@@ -96,7 +97,7 @@ TEST_F(MemoryBackendTest, BatchInOrder) {
 TEST_F(MemoryBackendTest, SweepDropsFullBuckets) {
   MemoryBackend backend(clock_, Options());
   const Rate rate{10, 1000};
-  backend.DecideNow("short", rate, 1);           // full again after 100 ms
+  backend.DecideNow("short", rate, 1);              // full again after 100 ms
   backend.DecideNow("long", Rate{10, 100'000}, 1);  // after 10 s
   EXPECT_EQ(backend.bucket_count(), 2u);
   clock_.AdvanceMs(99);
@@ -166,7 +167,8 @@ TEST_F(MemoryBackendTest, ExactUnderConcurrencyManyKeys) {
     threads.emplace_back([&] {
       for (int round = 0; round < 3; ++round) {
         for (int k = 0; k < kKeys; ++k) {
-          if (backend.DecideNow(absl::StrCat("k", k), rate, 1).allowed) allowed[k].fetch_add(1);
+          if (backend.DecideNow(absl::StrCat("k", k), rate, 1).allowed)
+            allowed[k].fetch_add(1);
         }
       }
     });

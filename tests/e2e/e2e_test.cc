@@ -468,6 +468,29 @@ TEST_F(ErrorTest, BadThrottleUid) {
       << colon.status.error_message();
 }
 
+// Limits set in the config file.
+class ConfigLimitsTest : public TraffikdTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(StartServer("max_identifier_bytes: 8\n"));
+  }
+};
+
+// Verifies max_identifier_bytes from the config bounds identifiers, in singles and
+// batches.
+TEST_F(ConfigLimitsTest, MaxIdentifierBytes) {
+  ExpectError(InlineRequest("123456789", 5, kHourMs), grpc::StatusCode::INVALID_ARGUMENT,
+              "identifier");
+  const auto reply = Decide(InlineRequest("12345678", 5, kHourMs));
+  EXPECT_TRUE(reply.status.ok()) << reply.status.error_message();
+
+  const auto batch = DecideBatch(
+      {InlineRequest("12345678", 5, kHourMs), InlineRequest("123456789", 5, kHourMs)});
+  EXPECT_EQ(batch.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << batch.status.error_message();
+  EXPECT_THAT(batch.status.error_message(), HasSubstr("requests[1]"));
+}
+
 // ------------------------------------------------------------------- batch
 
 // Batches against the YAML config, with max_batch_size 4.
@@ -901,6 +924,41 @@ TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossThreads) {
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(allowed.load(), 100);
   EXPECT_EQ(refused.load(), kThreads * kCallsPerThread - 100);
+}
+
+// Verifies concurrent batches on one key with limit 100 allow exactly 100 items.
+TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossBatches) {
+  constexpr int kThreads = 8;
+  constexpr int kBatchesPerThread = 5;
+  constexpr int kBatchSize = 10;
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto stub = NewStub(t + 1);
+      v1::ShouldThrottleBatchRequest batch;
+      for (int i = 0; i < kBatchSize; ++i) {
+        *batch.add_requests() = InlineRequest("shared-batch-key", 100, kHourMs);
+      }
+      for (int b = 0; b < kBatchesPerThread; ++b) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+        v1::ShouldThrottleBatchResponse response;
+        if (!stub->ShouldThrottleBatch(&context, batch, &response).ok() ||
+            response.responses_size() != kBatchSize) {
+          ++failed;
+          continue;
+        }
+        for (const auto& item : response.responses()) {
+          if (item.wait_ms() == 0) ++allowed;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 100);
 }
 
 }  // namespace

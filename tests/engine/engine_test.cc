@@ -51,12 +51,13 @@ class EngineTest : public ::testing::Test {
 
   absl::StatusOr<std::vector<Decision>> Batch(const std::vector<HitRequest>& r) {
     absl::StatusOr<std::vector<Decision>> out = absl::InternalError("callback not run");
-    engine_->ShouldThrottleBatch(r,
-                                 [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+    engine_->ShouldThrottleBatch(
+        r, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
     return out;
   }
 
-  static HitRequest Req(absl::string_view id, absl::string_view uid, absl::string_view tenant = "") {
+  static HitRequest Req(absl::string_view id, absl::string_view uid,
+                        absl::string_view tenant = "") {
     HitRequest r;
     r.identifier = id;
     r.throttle_uid = uid;
@@ -189,8 +190,8 @@ TEST_F(EngineTest, Cost) {
 
 // Verifies batch answers come in order, as if the hits were made one by one.
 TEST_F(EngineTest, BatchInOrder) {
-  auto out = Batch({Req("a", "burst"), Req("a", "burst"), Req("a", "burst"), Req("a", "burst"),
-                    Req("a", "burst", "gold")});
+  auto out = Batch({Req("a", "burst"), Req("a", "burst"), Req("a", "burst"),
+                    Req("a", "burst"), Req("a", "burst", "gold")});
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_EQ(out->size(), 5u);
   EXPECT_EQ((*out)[0].remaining, 2u);
@@ -231,13 +232,16 @@ TEST_F(EngineTest, CountsDecisions) {
   for (int i = 0; i < 4; ++i) (void)Call(Req("a", "burst"));
   (void)Call(Inline("a", "adhoc", 5, 1000));
   const std::string text = metrics_.RenderText();
-  EXPECT_THAT(text, HasSubstr(
-                        "traffik_decisions_total{result=\"allowed\",tenant=\"default\",throttle="
-                        "\"burst\"} 3"));
-  EXPECT_THAT(text, HasSubstr("traffik_decisions_total{result=\"throttled\",tenant=\"default\","
-                              "throttle=\"burst\"} 1"));
-  EXPECT_THAT(text, HasSubstr("traffik_decisions_total{result=\"allowed\",tenant=\"default\","
-                              "throttle=\"inline\"} 1"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("traffik_decisions_total{result=\"allowed\",tenant=\"default\",throttle="
+                "\"burst\"} 3"));
+  EXPECT_THAT(text,
+              HasSubstr("traffik_decisions_total{result=\"throttled\",tenant=\"default\","
+                        "throttle=\"burst\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("traffik_decisions_total{result=\"allowed\",tenant=\"default\","
+                        "throttle=\"inline\"} 1"));
 }
 
 // Verifies bucket keys are unambiguous and carry the tenant prefix.

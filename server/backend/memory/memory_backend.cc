@@ -38,7 +38,8 @@ void MemoryBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback do
   std::move(done)(std::move(out));
 }
 
-Decision MemoryBackend::DecideNow(absl::string_view key, const Rate& rate, uint64_t cost) {
+Decision MemoryBackend::DecideNow(absl::string_view key, const Rate& rate,
+                                  uint64_t cost) {
   const size_t hash = absl::Hash<absl::string_view>{}(key);
   // flat_hash_map uses the hash's low bits: pick the shard from the high ones.
   Shard& shard = (*shards_)[static_cast<uint64_t>(hash) >> (64 - kShardBits)];
@@ -68,7 +69,8 @@ void MemoryBackend::MakeRoom(Shard& shard, int64_t now_ms) {
   auto& buckets = shard.buckets;
   // First the free drops: buckets that are full again.
   const size_t before = buckets.size();
-  absl::erase_if(buckets, [now_ms](const auto& kv) { return kv.second.full_at_ms <= now_ms; });
+  absl::erase_if(buckets,
+                 [now_ms](const auto& kv) { return kv.second.full_at_ms <= now_ms; });
   size_t dropped = before - buckets.size();
   if (buckets.size() < per_shard_cap_) {
     bucket_count_.fetch_sub(dropped, std::memory_order_relaxed);
@@ -100,8 +102,9 @@ uint64_t MemoryBackend::SweepExpired() {
   for (Shard& shard : *shards_) {
     const int64_t now_ms = clock_.NowMs();
     absl::MutexLock lock(&shard.mu);
-    total += absl::erase_if(shard.buckets,
-                            [now_ms](const auto& kv) { return kv.second.full_at_ms <= now_ms; });
+    total += absl::erase_if(shard.buckets, [now_ms](const auto& kv) {
+      return kv.second.full_at_ms <= now_ms;
+    });
   }
   bucket_count_.fetch_sub(total, std::memory_order_relaxed);
   return total;
