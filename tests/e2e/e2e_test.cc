@@ -10,6 +10,7 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,7 +19,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -725,9 +725,21 @@ TEST_F(ShutdownTest, SigintExitsZero) {
   EXPECT_THAT(process_->StderrText(), HasSubstr("traffikd: stopped"));
 }
 
+// Verifies an open, idle client connection does not hold the exit past shutdown_grace.
+TEST_F(ShutdownTest, ExitsWithinShutdownGrace) {
+  ASSERT_NO_FATAL_FAILURE(StartServer("shutdown_grace: 1s\n"));
+  const auto reply = Decide(InlineRequest("uma", 5, kHourMs));  // connects stub_
+  ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+  ASSERT_TRUE(process_->SendSignal(SIGTERM));
+  // Grace plus a generous margin for a loaded machine.
+  const std::optional<int> status = process_->WaitExit(std::chrono::seconds(4));
+  ASSERT_TRUE(status.has_value()) << "still running:\n" << process_->StderrText();
+  EXPECT_EQ(*status, 0) << process_->StderrText();
+}
+
 // Verifies that during drain_delay health is NOT_SERVING while decisions still work.
 TEST_F(ShutdownTest, DrainDelayReportsNotServing) {
-  ASSERT_NO_FATAL_FAILURE(StartServer("drain_delay: 2s\n"));
+  ASSERT_NO_FATAL_FAILURE(StartServer("drain_delay: 2s\nshutdown_grace: 1s\n"));
   const std::string address = process_->grpc_address();
   const auto signalled = std::chrono::steady_clock::now();
   ASSERT_TRUE(process_->SendSignal(SIGTERM));
