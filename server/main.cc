@@ -62,6 +62,9 @@ int Run(int argc, char** argv) {
     return 0;
   }
 
+  // Peers that vanish mid-write (Redis, scrapers) must not kill the process.
+  signal(SIGPIPE, SIG_IGN);
+
   // Block the stop signals in every thread (threads inherit the mask) and
   // take them synchronously below.
   sigset_t stop_signals;

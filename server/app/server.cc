@@ -35,9 +35,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
       "memory", [memory] { return memory->bucket_count(); },
       [memory] { return memory->evictions(); });
 
+  // One Redis backend per distinct connection settings, shared by the
+  // tenants that name the same Redis.
+  for (const TenantConfig& tenant : config.tenants) {
+    if (!tenant.redis.has_value()) continue;
+    const std::string identity = tenant.redis->IdentityKey();
+    if (server->redis_.contains(identity)) continue;
+    absl::StatusOr<std::unique_ptr<RedisBackend>> redis =
+        RedisBackend::Create(*tenant.redis);
+    if (!redis.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tenant '", tenant.name, "': ", redis.status().message()));
+    }
+    server->redis_.emplace(identity, *std::move(redis));
+  }
   absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(
       config,
-      [memory](const TenantConfig& tenant) -> absl::StatusOr<Backend*> {
+      [&server, memory](const TenantConfig& tenant) -> absl::StatusOr<Backend*> {
+        if (tenant.redis.has_value()) {
+          return server->redis_.at(tenant.redis->IdentityKey()).get();
+        }
         if (tenant.backend == "memory") return memory;
         return absl::InvalidArgumentError(absl::StrCat(
             "tenant '", tenant.name, "': unknown backend '", tenant.backend, "'"));

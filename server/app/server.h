@@ -4,8 +4,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "backend/memory/memory_backend.h"
+#include "backend/redis/redis_backend.h"
 #include "clock/clock.h"
 #include "config/config.h"
 #include "engine/engine.h"
@@ -51,6 +53,8 @@ class Server {
 
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<MemoryBackend> memory_;
+  absl::flat_hash_map<std::string, std::unique_ptr<RedisBackend>>
+      redis_;  // by IdentityKey
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_server_;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -22,10 +23,12 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "backend/redis/redis_options.h"
 #include "yaml-cpp/yaml.h"
 
 namespace traffik {
@@ -82,6 +85,44 @@ constexpr DurationUnit kDurationUnits[] = {
 };
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// ---------------------------------------------------------------------------
+// Backends.
+
+constexpr uint64_t kMaxRedisPoolSize = 64;
+
+// True for "<scheme>://..." where the scheme starts with "redis" (redis,
+// redis+cluster, and the unsupported rediss / redis+sentinel, which
+// ParseRedisUrl rejects by name).
+bool LooksLikeRedisUrl(std::string_view s) {
+  size_t sep = s.find("://");
+  if (sep == std::string_view::npos) return false;
+  return absl::StartsWithIgnoreCase(Absl(s.substr(0, sep)), "redis");
+}
+
+// Hides the password of "scheme://user:password@host..." (and the whole
+// userinfo of "scheme://x@host", where x may be a password) for messages.
+std::string MaskPassword(std::string_view s) {
+  size_t sep = s.find("://");
+  if (sep == std::string_view::npos) return std::string(s);
+  size_t start = sep + 3;
+  size_t at = s.rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(s);
+  std::string_view userinfo = s.substr(start, at - start);
+  size_t colon = userinfo.find(':');
+  size_t hide_from = colon == std::string_view::npos ? start : start + colon + 1;
+  return absl::StrCat(Absl(s.substr(0, hide_from)), "***", Absl(s.substr(at)));
+}
+
+// A tenant's `redis:` map, applied to the parsed backend URL afterwards.
+struct RedisSettings {
+  std::optional<int64_t> timeout_ms;
+  std::optional<int64_t> connect_timeout_ms;
+  std::optional<int> pool_size;
+  std::optional<std::string> username;
+  YAML::Mark username_mark;
+  std::optional<std::string> password;  // read from `password_env`
+};
 
 // ---------------------------------------------------------------------------
 // YAML walking. Every error carries "<source>:<line>:<col>: <path>: <problem>".
@@ -149,7 +190,15 @@ class Parser {
   absl::StatusOr<std::string> GetAddress(const YAML::Node& node, std::string_view path,
                                          bool allow_empty) const;
 
+  absl::StatusOr<BackendErrorPolicy> GetBackendErrorPolicy(const YAML::Node& node,
+                                                           std::string_view path) const;
+
   absl::Status ParseMemory(const YAML::Node& node, MemoryConfig& memory) const;
+  absl::Status ParseRedisSettings(const YAML::Node& node, std::string_view path,
+                                  RedisSettings& settings) const;
+  absl::Status ApplyRedisSettings(const RedisSettings& settings,
+                                  std::string_view tenant_path,
+                                  RedisOptions& options) const;
   absl::Status ParseThrottles(const YAML::Node& node, Config& config);
   absl::Status ParseTenants(const YAML::Node& node, Config& config);
   absl::Status CheckCapacities(const Config& config) const;
@@ -339,6 +388,87 @@ absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) c
                       });
 }
 
+absl::StatusOr<BackendErrorPolicy> Parser::GetBackendErrorPolicy(
+    const YAML::Node& node, std::string_view path) const {
+  if (node.IsScalar()) {
+    if (node.Scalar() == "deny") return BackendErrorPolicy::kDeny;
+    if (node.Scalar() == "allow") return BackendErrorPolicy::kAllow;
+  }
+  return Error(node, path,
+               absl::StrCat("expected 'allow' or 'deny', got ", Describe(node)));
+}
+
+absl::Status Parser::ParseRedisSettings(const YAML::Node& node, std::string_view path,
+                                        RedisSettings& settings) const {
+  return ForEachEntry(
+      node, path, {"timeout", "connect_timeout", "pool_size", "username", "password_env"},
+      [&](const std::string& key, const YAML::Node&,
+          const YAML::Node& value) -> absl::Status {
+        std::string field = absl::StrCat(Absl(path), ".", key);
+        if (key == "timeout" || key == "connect_timeout") {
+          absl::StatusOr<int64_t> ms = GetDuration(value, field, 1);
+          if (!ms.ok()) return ms.status();
+          (key == "timeout" ? settings.timeout_ms : settings.connect_timeout_ms) = *ms;
+        } else if (key == "pool_size") {
+          absl::StatusOr<uint64_t> n = GetUint(value, field, 1, kMaxRedisPoolSize);
+          if (!n.ok()) return n.status();
+          settings.pool_size = static_cast<int>(*n);
+        } else if (key == "username") {
+          absl::StatusOr<std::string> user = GetString(value, field);
+          if (!user.ok()) return user.status();
+          if (auto c = FindControl(*user)) {
+            return Error(
+                value, field,
+                absl::StrFormat("username contains control character 0x%02x", *c));
+          }
+          settings.username = *user;
+          settings.username_mark = value.Mark();
+        } else {
+          absl::StatusOr<std::string> name = GetString(value, field);
+          if (!name.ok()) return name.status();
+          if (name->empty() ||
+              name->find_first_of(std::string_view("=\0", 2)) != std::string::npos) {
+            return Error(value, field,
+                         absl::StrCat("expected an environment variable name, got ",
+                                      Quote(*name)));
+          }
+          // Read once, at parse time: the password itself never appears in the
+          // file, and a missing variable is a config error, not a runtime one.
+          const char* password = std::getenv(name->c_str());
+          if (password == nullptr) {
+            return Error(
+                value, field,
+                absl::StrCat("environment variable ", Quote(*name), " is not set"));
+          }
+          if (*password == '\0') {
+            return Error(
+                value, field,
+                absl::StrCat("environment variable ", Quote(*name), " is empty"));
+          }
+          settings.password = password;
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::Status Parser::ApplyRedisSettings(const RedisSettings& settings,
+                                        std::string_view tenant_path,
+                                        RedisOptions& options) const {
+  if (settings.timeout_ms) options.timeout_ms = *settings.timeout_ms;
+  if (settings.connect_timeout_ms) {
+    options.connect_timeout_ms = *settings.connect_timeout_ms;
+  }
+  if (settings.pool_size) options.pool_size = *settings.pool_size;
+  if (settings.username) options.username = *settings.username;
+  if (settings.password) options.password = *settings.password;
+  if (settings.username && !options.username.empty() && options.password.empty()) {
+    return Error(settings.username_mark,
+                 absl::StrCat(Absl(tenant_path), ".redis.username"),
+                 "a username needs a password (in the backend URL or via password_env)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Parser::ParseThrottles(const YAML::Node& node, Config& config) {
   if (!node.IsSequence()) {
     return Error(node, "throttles",
@@ -415,10 +545,13 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
     TenantConfig tenant;
     std::optional<YAML::Node> name_node;
     std::optional<YAML::Node> prefix_node;
+    std::optional<YAML::Mark> redis_key_mark;
+    RedisSettings redis_settings;
     absl::Status s = ForEachEntry(
         item, path,
-        {"name", "backend", "prefix", "quota_multiplier", "allow_inline_specs"},
-        [&](const std::string& key, const YAML::Node&,
+        {"name", "backend", "prefix", "quota_multiplier", "allow_inline_specs",
+         "on_backend_error", "redis"},
+        [&](const std::string& key, const YAML::Node& key_node,
             const YAML::Node& value) -> absl::Status {
           std::string field = absl::StrCat(path, ".", key);
           if (key == "name") {
@@ -436,10 +569,19 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
           } else if (key == "backend") {
             absl::StatusOr<std::string> backend = GetString(value, field);
             if (!backend.ok()) return backend.status();
-            if (*backend != "memory") {
+            if (*backend == "memory") {
+              tenant.redis.reset();
+            } else if (LooksLikeRedisUrl(*backend)) {
+              absl::StatusOr<RedisOptions> redis = ParseRedisUrl(Absl(*backend));
+              if (!redis.ok()) {
+                return Error(value, field, std::string(redis.status().message()));
+              }
+              tenant.redis = *std::move(redis);
+            } else {
               return Error(value, field,
-                           absl::StrCat("unknown backend ", Quote(*backend),
-                                        " (supported: memory)"));
+                           absl::StrCat("unknown backend ", Quote(MaskPassword(*backend)),
+                                        " (supported: memory, redis://..., "
+                                        "redis+cluster://...)"));
             }
             tenant.backend = *backend;
           } else if (key == "prefix") {
@@ -451,15 +593,36 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
             absl::StatusOr<double> m = GetPositiveDouble(value, field);
             if (!m.ok()) return m.status();
             tenant.quota_multiplier = *m;
-          } else {
+          } else if (key == "allow_inline_specs") {
             absl::StatusOr<bool> b = GetBool(value, field);
             if (!b.ok()) return b.status();
             tenant.allow_inline_specs = *b;
+          } else if (key == "on_backend_error") {
+            absl::StatusOr<BackendErrorPolicy> policy =
+                GetBackendErrorPolicy(value, field);
+            if (!policy.ok()) return policy.status();
+            tenant.on_backend_error = *policy;
+          } else {
+            redis_key_mark = key_node.Mark();
+            return ParseRedisSettings(value, field, redis_settings);
           }
           return absl::OkStatus();
         });
     if (!s.ok()) return s;
     if (!name_node) return Error(item, path, "missing required key 'name'");
+
+    // The `redis:` map refines the backend URL, so it is applied once both are
+    // known, whatever their order in the file.
+    if (redis_key_mark) {
+      if (!tenant.redis) {
+        return Error(*redis_key_mark, absl::StrCat(path, ".redis"),
+                     "only for a Redis backend");
+      }
+      if (absl::Status a = ApplyRedisSettings(redis_settings, path, *tenant.redis);
+          !a.ok()) {
+        return a;
+      }
+    }
 
     // The prefix defaults to the name; either way it must be usable in a key.
     std::string prefix_path = absl::StrCat(path, ".prefix");

@@ -1,11 +1,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "backend/redis/redis_options.h"
 
 namespace traffik {
 
@@ -16,13 +18,25 @@ struct ThrottleConfig {
   uint64_t period_ms = 0;  // ms, >= 1
 };
 
+// What a tenant's decisions do when its backend fails (unreachable, timeout).
+enum class BackendErrorPolicy {
+  kDeny,   // the call fails with UNAVAILABLE naming the backend (default)
+  kAllow,  // the hit is allowed (fail open) and counted in a metric
+};
+
 // One tenant: whose backend and quota a request uses.
 struct TenantConfig {
   std::string name;
-  std::string backend = "memory";  // "memory" (the only backend so far)
+  // "memory", or the Redis URL as written in the file (it may hold a
+  // password: never log it; use redis->Name()).
+  std::string backend = "memory";
+  // Set iff the backend is Redis: the parsed URL plus the tenant's `redis:`
+  // map (timeout, connect_timeout, pool_size, username, password_env).
+  std::optional<RedisOptions> redis;
   std::string prefix;              // key prefix; defaults to `name`
   double quota_multiplier = 1.0;   // > 0; capacity = max(1, floor(limit * multiplier))
   bool allow_inline_specs = true;
+  BackendErrorPolicy on_backend_error = BackendErrorPolicy::kDeny;  // `on_backend_error: allow|deny`
 };
 
 // Settings of the embedded in-memory backend (YAML key `memory:`).

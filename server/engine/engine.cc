@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/key.h"
 
@@ -34,6 +35,10 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
     t.backend = *backend;
     t.quota_multiplier = tc.quota_multiplier;
     t.allow_inline_specs = tc.allow_inline_specs;
+    t.on_backend_error = tc.on_backend_error;
+    t.backend_errors = metrics.ForBackendErrors(
+        tc.name, std::string(t.backend->Name()),
+        tc.on_backend_error == BackendErrorPolicy::kAllow ? "allow" : "deny");
     t.inline_counters = metrics.ForThrottle(tc.name, "inline");
     for (const ThrottleConfig& th : config.throttles) {
       const Rate rate{ScaledCapacity(th.limit, tc.quota_multiplier), th.period_ms};
@@ -128,12 +133,45 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
         " of throttle '", request.throttle_uid, "'; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
+  out->tenant = tenant;
   BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
   return absl::OkStatus();
 }
 
-void Engine::Record(const PreparedHit& hit, const Decision& decision) {
-  (decision.allowed ? hit.counters->allowed : hit.counters->throttled)->Increment();
+namespace {
+
+// The answer given when a backend fails and the tenant fails open.
+Decision FailOpenDecision(const Rate& rate, uint64_t cost) {
+  Decision d;
+  d.allowed = true;
+  d.limit = rate.capacity;
+  d.remaining = rate.capacity - cost;  // what a fresh bucket would say
+  return d;
+}
+
+// Applies a tenant's on_backend_error policy to a backend error.
+absl::StatusOr<Decision> OnBackendError(const Snapshot::Tenant& tenant, const Rate& rate,
+                                        uint64_t cost, const absl::Status& error) {
+  tenant.backend_errors->Increment();
+  if (tenant.on_backend_error == BackendErrorPolicy::kAllow) {
+    return FailOpenDecision(rate, cost);
+  }
+  // Backend messages start with the backend's name; keep it visible.
+  if (absl::StartsWith(error.message(), tenant.backend->Name())) {
+    return absl::UnavailableError(error.message());
+  }
+  return absl::UnavailableError(
+      absl::StrCat("backend ", tenant.backend->Name(), ": ", error.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<Decision> Engine::Finish(const PreparedHit& hit,
+                                        absl::StatusOr<Decision> result) {
+  if (!result.ok())
+    return OnBackendError(*hit.tenant, hit.rate, hit.cost, result.status());
+  (result->allowed ? hit.counters->allowed : hit.counters->throttled)->Increment();
+  return result;
 }
 
 void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) const {
@@ -146,8 +184,7 @@ void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) co
   raw->backend->Decide(raw->key, raw->rate, raw->cost,
                        [hit = std::move(hit),
                         done = std::move(done)](absl::StatusOr<Decision> result) mutable {
-                         if (result.ok()) Record(*hit, *result);
-                         std::move(done)(std::move(result));
+                         std::move(done)(Finish(*hit, std::move(result)));
                        });
 }
 
@@ -158,7 +195,9 @@ struct BatchState {
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<BucketOp> ops;
   std::vector<const DecisionCounters*> counters;
+  std::vector<const Snapshot::Tenant*> tenants;
   std::vector<Decision> results;
+  std::vector<char> fail_open;  // 1: allowed by an on_backend_error: allow policy
   std::atomic<int> pending{0};
   std::atomic<bool> failed{false};
   absl::Status error;  // written once, by the first failing group
@@ -170,6 +209,7 @@ struct BatchState {
       return;
     }
     for (size_t i = 0; i < results.size(); ++i) {
+      if (fail_open[i]) continue;  // counted as a backend error
       (results[i].allowed ? counters[i]->allowed : counters[i]->throttled)->Increment();
     }
     std::move(done)(std::move(results));
@@ -209,8 +249,10 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     groups[g].push_back(i);
     state->ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
     state->counters.push_back(hit.counters);
+    state->tenants.push_back(hit.tenant);
   }
   state->results.resize(requests.size());
+  state->fail_open.assign(requests.size(), 0);
   state->done = std::move(done);
   if (requests.empty()) {
     state->Finish();
@@ -226,7 +268,19 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
         group_ops, [state, indices = std::move(indices)](
                        absl::StatusOr<std::vector<Decision>> result) mutable {
           if (!result.ok()) {
-            if (!state->failed.exchange(true)) state->error = result.status();
+            // Each item follows its own tenant's policy: fail-open items are
+            // allowed, and any fail-closed item fails the whole batch.
+            for (size_t i : indices) {
+              const BucketOp& op = state->ops[i];
+              absl::StatusOr<Decision> d =
+                  OnBackendError(*state->tenants[i], op.rate, op.cost, result.status());
+              if (d.ok()) {
+                state->results[i] = *d;
+                state->fail_open[i] = true;
+              } else if (!state->failed.exchange(true)) {
+                state->error = d.status();
+              }
+            }
           } else {
             for (size_t k = 0; k < indices.size() && k < result->size(); ++k) {
               state->results[indices[k]] = (*result)[k];

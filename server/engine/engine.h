@@ -48,8 +48,10 @@ class Snapshot {
     Backend* backend = nullptr;  // not owned; outlives every snapshot
     double quota_multiplier = 1.0;
     bool allow_inline_specs = true;
+    BackendErrorPolicy on_backend_error = BackendErrorPolicy::kDeny;
     absl::flat_hash_map<std::string, Throttle> throttles;
     DecisionCounters inline_counters;
+    prometheus::Counter* backend_errors = nullptr;
   };
 
   // Maps a tenant's `backend` setting to a live backend.
@@ -78,6 +80,7 @@ class Snapshot {
 // backend's callback has run (the key and snapshot must stay alive).
 struct PreparedHit {
   std::shared_ptr<const Snapshot> snapshot;
+  const Snapshot::Tenant* tenant = nullptr;
   Backend* backend = nullptr;
   std::string key;
   Rate rate;
@@ -107,10 +110,14 @@ class Engine {
   // `*out` may be reused across calls (its key keeps its capacity).
   absl::Status Prepare(const HitRequest& request, PreparedHit* out) const;
 
-  // Counts a finished decision in the metrics.
-  static void Record(const PreparedHit& hit, const Decision& decision);
+  // Turns what the backend answered into the caller's answer and counts it:
+  // a decision is counted by result; a backend error is counted and, by the
+  // tenant's on_backend_error policy, becomes an allowed hit (allow) or a
+  // kUnavailable error naming the backend (deny).
+  static absl::StatusOr<Decision> Finish(const PreparedHit& hit,
+                                         absl::StatusOr<Decision> result);
 
-  // Prepare + backend + Record for one hit. Convenience for callers that do
+  // Prepare + backend + Finish for one hit. Convenience for callers that do
   // not keep their own PreparedHit (it is heap-allocated while in flight).
   void ShouldThrottle(const HitRequest& request, DecisionCallback done) const;
 

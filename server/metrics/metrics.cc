@@ -111,6 +111,13 @@ Metrics::Metrics()
                .Name("traffik_errors_total")
                .Help("Decision RPCs answered with an error, by gRPC status code name.")
                .Register(*registry_)),
+      backend_errors_(
+          &prometheus::BuildCounter()
+               .Name("traffik_backend_errors_total")
+               .Help("Decisions whose backend failed (unreachable, timed out), by "
+                     "tenant, backend and the tenant's on_backend_error policy "
+                     "(allow: the hit was allowed; deny: the call failed).")
+               .Register(*registry_)),
       runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
   for (int code = 1; code < static_cast<int>(error_counters_.size()); ++code) {
     const std::string name = absl::AsciiStrToUpper(
@@ -127,6 +134,13 @@ DecisionCounters Metrics::ForThrottle(const std::string& tenant,
   c.throttled = &decisions_->Add(
       {{"tenant", tenant}, {"throttle", throttle}, {"result", "throttled"}});
   return c;
+}
+
+prometheus::Counter* Metrics::ForBackendErrors(const std::string& tenant,
+                                               const std::string& backend,
+                                               const std::string& policy) {
+  return &backend_errors_->Add(
+      {{"tenant", tenant}, {"backend", backend}, {"policy", policy}});
 }
 
 void Metrics::CountError(absl::StatusCode code) {

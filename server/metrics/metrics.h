@@ -52,6 +52,7 @@ struct DecisionCounters {
 //   traffik_decisions_total{tenant,throttle,result}  counter
 //   traffik_decision_duration_seconds{rpc}           histogram
 //   traffik_errors_total{code}                       counter (gRPC code names)
+//   traffik_backend_errors_total{tenant,backend,policy} counter
 //   traffik_buckets{backend}                         gauge
 //   traffik_bucket_evictions_total{backend}          counter
 // Thread-safe; the increment paths take no lock.
@@ -69,6 +70,12 @@ class Metrics {
   }
   void CountError(absl::StatusCode code);
 
+  // Slow path: the counter of decisions whose backend failed, for one tenant.
+  // `policy` is "allow" or "deny"; `backend` is the backend's Name().
+  prometheus::Counter* ForBackendErrors(const std::string& tenant,
+                                        const std::string& backend,
+                                        const std::string& policy);
+
   // Reports a backend's bucket count and evictions at scrape time.
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions);
@@ -82,6 +89,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* decisions_;
   prometheus::Family<prometheus::Counter>* errors_;
+  prometheus::Family<prometheus::Counter>* backend_errors_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
   std::array<LatencyHistogram, 2> latency_;
   std::shared_ptr<RuntimeCollector> runtime_;

@@ -45,11 +45,11 @@ class DecisionReactor final : public grpc::ServerUnaryReactor {
 
  private:
   void OnDecision(absl::StatusOr<Decision> result) {
+    result = Engine::Finish(hit_, std::move(result));
     if (!result.ok()) {
       Complete(result.status());
       return;
     }
-    Engine::Record(hit_, *result);
     ToProto(*result, response_);
     Complete(absl::OkStatus());
   }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@ namespace traffik {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr std::string_view kExampleConfig = R"yaml(
 listen: "127.0.0.1:50051"
@@ -141,6 +143,146 @@ default_tenant: gold
 )yaml");
   ASSERT_EQ(config.throttles.size(), 1u);
   EXPECT_EQ(config.throttles[0].limit, uint64_t{1} << 52);
+}
+
+// Verifies a tenant on Redis with the `redis:` map and on_backend_error: allow.
+TEST_F(ParseConfigTest, RedisTenantWithSettings) {
+  Config config = MustParse(R"yaml(
+tenants:
+  - name: acme
+    backend: "redis://:urlpw@cache.internal:6380/2"
+    on_backend_error: allow
+    redis:
+      timeout: 50ms
+      connect_timeout: 2s
+      pool_size: 8
+      username: svc
+default_tenant: acme
+)yaml");
+  ASSERT_EQ(config.tenants.size(), 1u);
+  const TenantConfig& t = config.tenants[0];
+  EXPECT_EQ(t.backend, "redis://:urlpw@cache.internal:6380/2");
+  EXPECT_EQ(t.on_backend_error, BackendErrorPolicy::kAllow);
+  ASSERT_TRUE(t.redis.has_value());
+  EXPECT_FALSE(t.redis->cluster);
+  ASSERT_EQ(t.redis->endpoints.size(), 1u);
+  EXPECT_EQ(t.redis->endpoints[0], (RedisEndpoint{"cache.internal", 6380}));
+  EXPECT_EQ(t.redis->db, 2);
+  EXPECT_EQ(t.redis->username, "svc");
+  EXPECT_EQ(t.redis->password, "urlpw");
+  EXPECT_EQ(t.redis->timeout_ms, 50);
+  EXPECT_EQ(t.redis->connect_timeout_ms, 2000);
+  EXPECT_EQ(t.redis->pool_size, 8);
+  EXPECT_EQ(t.redis->Name(), "redis://cache.internal:6380/2");
+}
+
+// Verifies that the `redis:` map may come before `backend:` in a tenant.
+TEST_F(ParseConfigTest, RedisMapBeforeBackend) {
+  Config config = MustParse(R"yaml(
+tenants:
+  - name: acme
+    redis: {pool_size: 3}
+    backend: "redis+cluster://n1:7000,n2:7001"
+default_tenant: acme
+)yaml");
+  ASSERT_TRUE(config.tenants[0].redis.has_value());
+  EXPECT_TRUE(config.tenants[0].redis->cluster);
+  EXPECT_EQ(config.tenants[0].redis->endpoints.size(), 2u);
+  EXPECT_EQ(config.tenants[0].redis->pool_size, 3);
+}
+
+// Verifies the defaults of a Redis tenant: deny, 250ms, 1s, pool of 2; and
+// that memory tenants have no Redis options.
+TEST_F(ParseConfigTest, RedisTenantDefaults) {
+  Config config = MustParse(R"yaml(
+tenants:
+  - {name: acme, backend: "redis://localhost"}
+  - {name: mem}
+default_tenant: acme
+)yaml");
+  ASSERT_EQ(config.tenants.size(), 2u);
+  const TenantConfig& t = config.tenants[0];
+  EXPECT_EQ(t.on_backend_error, BackendErrorPolicy::kDeny);
+  ASSERT_TRUE(t.redis.has_value());
+  EXPECT_EQ(t.redis->endpoints[0], (RedisEndpoint{"localhost", 6379}));
+  EXPECT_EQ(t.redis->db, 0);
+  EXPECT_EQ(t.redis->timeout_ms, 250);
+  EXPECT_EQ(t.redis->connect_timeout_ms, 1000);
+  EXPECT_EQ(t.redis->pool_size, 2);
+  EXPECT_EQ(t.redis->username, "");
+  EXPECT_EQ(t.redis->password, "");
+  EXPECT_FALSE(config.tenants[1].redis.has_value());
+  EXPECT_EQ(config.tenants[1].on_backend_error, BackendErrorPolicy::kDeny);
+  EXPECT_FALSE(DefaultConfig().tenants[0].redis.has_value());
+}
+
+// Verifies on_backend_error on a memory tenant: accepted, deny and allow.
+TEST_F(ParseConfigTest, OnBackendErrorValues) {
+  Config config = MustParse(R"yaml(
+tenants:
+  - {name: a, on_backend_error: deny}
+  - {name: b, on_backend_error: allow}
+default_tenant: a
+)yaml");
+  EXPECT_EQ(config.tenants[0].on_backend_error, BackendErrorPolicy::kDeny);
+  EXPECT_EQ(config.tenants[1].on_backend_error, BackendErrorPolicy::kAllow);
+}
+
+// Verifies that password_env reads the password at parse time and overrides
+// a password given in the URL.
+TEST_F(ParseConfigTest, RedisPasswordEnv) {
+  ASSERT_EQ(setenv("TRAFFIK_CONFIG_TEST_REDIS_PW", "from-env", 1), 0);
+  Config config = MustParse(R"yaml(
+tenants:
+  - name: acme
+    backend: "redis://:from-url@localhost:6379/0"
+    redis:
+      username: svc
+      password_env: TRAFFIK_CONFIG_TEST_REDIS_PW
+default_tenant: acme
+)yaml");
+  unsetenv("TRAFFIK_CONFIG_TEST_REDIS_PW");
+  ASSERT_TRUE(config.tenants[0].redis.has_value());
+  EXPECT_EQ(config.tenants[0].redis->password, "from-env");
+  EXPECT_EQ(config.tenants[0].redis->username, "svc");
+}
+
+// Verifies the multi-tenant example: enterprise on Redis, free on memory.
+TEST_F(ParseConfigTest, MultiTenantRedisAndMemory) {
+  Config config = MustParse(R"yaml(
+listen: "127.0.0.1:50051"
+throttles:
+  - uid: api_quota
+    limit: 1000
+    period: 1h
+tenants:
+  - name: enterprise
+    backend: "redis://127.0.0.1:6379/0"
+    on_backend_error: allow
+    quota_multiplier: 10
+    redis:
+      timeout: 100ms
+  - name: free
+    backend: memory
+    prefix: f
+default_tenant: free
+)yaml");
+  ASSERT_EQ(config.tenants.size(), 2u);
+  const TenantConfig& enterprise = config.tenants[0];
+  EXPECT_EQ(enterprise.name, "enterprise");
+  EXPECT_EQ(enterprise.prefix, "enterprise");
+  EXPECT_EQ(enterprise.backend, "redis://127.0.0.1:6379/0");
+  ASSERT_TRUE(enterprise.redis.has_value());
+  EXPECT_EQ(enterprise.redis->Name(), "redis://127.0.0.1:6379/0");
+  EXPECT_EQ(enterprise.redis->timeout_ms, 100);
+  EXPECT_EQ(enterprise.on_backend_error, BackendErrorPolicy::kAllow);
+  EXPECT_DOUBLE_EQ(enterprise.quota_multiplier, 10.0);
+  const TenantConfig& free = config.tenants[1];
+  EXPECT_EQ(free.backend, "memory");
+  EXPECT_EQ(free.prefix, "f");
+  EXPECT_FALSE(free.redis.has_value());
+  EXPECT_EQ(free.on_backend_error, BackendErrorPolicy::kDeny);
+  EXPECT_EQ(config.default_tenant, "free");
 }
 
 // ---------------------------------------------------------------------------
@@ -267,13 +409,18 @@ TEST_F(ValidateThrottleUidTest, Invalid) {
 class ConfigErrorTest : public ::testing::Test {
  protected:
   // Parses `yaml` as "test.yaml" and checks the error contains every part.
-  static void ExpectError(std::string_view yaml, const std::vector<std::string>& parts) {
+  // A non-empty `secret` must not appear in the message.
+  static void ExpectError(std::string_view yaml, const std::vector<std::string>& parts,
+                          const std::string& secret = "") {
     absl::StatusOr<Config> config = ParseConfig(yaml, "test.yaml");
     ASSERT_FALSE(config.ok()) << "unexpectedly parsed:\n" << yaml;
     EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(config.status().message(), HasSubstr("test.yaml:"));
     for (const std::string& part : parts) {
       EXPECT_THAT(config.status().message(), HasSubstr(part));
+    }
+    if (!secret.empty()) {
+      EXPECT_THAT(config.status().message(), Not(HasSubstr(secret)));
     }
   }
 };
@@ -424,11 +571,137 @@ TEST_F(ConfigErrorTest, EmptyTenantName) {
   ExpectError("tenants:\n  - {name: ''}\n", {"tenants[0].name: must not be empty"});
 }
 
-// Verifies that only the memory backend is accepted.
+// Verifies that a backend other than memory or a Redis URL is rejected, with
+// any password in a URL-like value masked.
 TEST_F(ConfigErrorTest, UnknownBackend) {
-  ExpectError("tenants:\n  - name: default\n    backend: redis://localhost:6379\n",
-              {"test.yaml:3:14: tenants[0].backend: unknown backend "
-               "'redis://localhost:6379' (supported: memory)"});
+  ExpectError("tenants:\n  - name: default\n    backend: memcached\n",
+              {"test.yaml:3:14: tenants[0].backend: unknown backend 'memcached' "
+               "(supported: memory, redis://..., redis+cluster://...)"});
+  ExpectError("tenants:\n  - name: default\n    backend: Memory\n",
+              {"unknown backend 'Memory'"});
+  ExpectError("tenants:\n  - name: default\n    backend: \"http://u:hunter2@h:1\"\n",
+              {"unknown backend 'http://u:***@h:1'"}, "hunter2");
+  ExpectError("tenants:\n  - name: default\n    backend: \"memcache://hunter2@h\"\n",
+              {"unknown backend 'memcache://***@h'"}, "hunter2");
+}
+
+// Verifies that a bad Redis URL is reported at tenants[i].backend without the
+// password.
+TEST_F(ConfigErrorTest, BadRedisUrl) {
+  ExpectError(
+      R"yaml(tenants:
+  - name: a
+  - name: b
+    backend: "redis://:hunter2@cache:99999/0"
+default_tenant: a
+)yaml",
+      {"test.yaml:4:14: tenants[1].backend: bad Redis URL: bad port '99999'"}, "hunter2");
+  ExpectError(
+      "tenants:\n  - {name: a, backend: \"rediss://:hunter2@h\"}\n"
+      "default_tenant: a\n",
+      {"tenants[0].backend", "TLS (rediss://) is not supported"}, "hunter2");
+  ExpectError(
+      "tenants:\n  - {name: a, backend: \"redis://:hunter2@h?db=1\"}\n"
+      "default_tenant: a\n",
+      {"tenants[0].backend", "query strings"}, "hunter2");
+  ExpectError("tenants:\n  - {name: a, backend: \"redis://a,b\"}\ndefault_tenant: a\n",
+              {"tenants[0].backend", "redis+cluster://"});
+}
+
+// Verifies that a `redis:` map on a memory tenant (explicit or default) fails.
+TEST_F(ConfigErrorTest, RedisMapOnMemoryTenant) {
+  ExpectError(
+      R"yaml(tenants:
+  - name: a
+  - name: b
+    backend: memory
+    redis:
+      timeout: 1s
+default_tenant: a
+)yaml",
+      {"test.yaml:5:5: tenants[1].redis: only for a Redis backend"});
+  ExpectError("tenants:\n  - {name: a, redis: {pool_size: 2}}\ndefault_tenant: a\n",
+              {"tenants[0].redis: only for a Redis backend"});
+}
+
+// Verifies the checks inside the `redis:` map: ranges, types, unknown keys.
+TEST_F(ConfigErrorTest, BadRedisSettings) {
+  auto tenant = [](const std::string& redis) {
+    return absl::StrCat(
+        "tenants:\n  - name: a\n    backend: \"redis://localhost\"\n    redis: ", redis,
+        "\ndefault_tenant: a\n");
+  };
+  ExpectError(tenant("{timeout: 0ms}"), {"tenants[0].redis.timeout", "at least 1ms"});
+  ExpectError(tenant("{timeout: 5x}"),
+              {"tenants[0].redis.timeout: bad duration '5x': unknown unit 'x'"});
+  ExpectError(tenant("{connect_timeout: 0s}"),
+              {"tenants[0].redis.connect_timeout", "at least 1ms"});
+  ExpectError(tenant("{pool_size: 0}"),
+              {"tenants[0].redis.pool_size: must be between 1 and 64, got 0"});
+  ExpectError(tenant("{pool_size: 65}"),
+              {"tenants[0].redis.pool_size: must be between 1 and 64, got 65"});
+  ExpectError(tenant("{pool_size: many}"),
+              {"tenants[0].redis.pool_size: expected a positive integer"});
+  ExpectError(tenant("{username: [a]}"),
+              {"tenants[0].redis.username: expected a string, got a list"});
+  ExpectError(tenant("{password: x}"), {"tenants[0].redis: unknown key 'password'",
+                                        "timeout, connect_timeout, pool_size, "
+                                        "username, password_env"});
+  ExpectError(tenant("5"), {"tenants[0].redis: expected a map, got '5'"});
+  ExpectError(tenant(""), {"tenants[0].redis: expected a map, got null"});
+  ExpectError(tenant("{timeout: 1s, timeout: 2s}"), {"duplicate key 'timeout'"});
+  ExpectError(tenant("{password_env: ''}"),
+              {"tenants[0].redis.password_env: expected an environment variable name"});
+  ExpectError(tenant("{username: svc}"),
+              {"tenants[0].redis.username: a username needs a password"});
+}
+
+// Verifies that password_env naming an unset variable is an error at the field.
+TEST_F(ConfigErrorTest, RedisPasswordEnvUnset) {
+  unsetenv("TRAFFIK_CONFIG_TEST_UNSET_PW");
+  ExpectError(R"yaml(tenants:
+  - name: a
+    backend: "redis://localhost"
+    redis:
+      password_env: TRAFFIK_CONFIG_TEST_UNSET_PW
+default_tenant: a
+)yaml",
+              {"test.yaml:5:21: tenants[0].redis.password_env: environment variable "
+               "'TRAFFIK_CONFIG_TEST_UNSET_PW' is not set"});
+}
+
+// Verifies that password_env naming an empty variable is rejected, and that
+// the password from the URL never appears in such errors.
+TEST_F(ConfigErrorTest, RedisPasswordEnvEmpty) {
+  ASSERT_EQ(setenv("TRAFFIK_CONFIG_TEST_EMPTY_PW", "", 1), 0);
+  ExpectError(R"yaml(tenants:
+  - name: a
+    backend: "redis://:hunter2@localhost"
+    redis: {password_env: TRAFFIK_CONFIG_TEST_EMPTY_PW}
+default_tenant: a
+)yaml",
+              {"tenants[0].redis.password_env: environment variable "
+               "'TRAFFIK_CONFIG_TEST_EMPTY_PW' is empty"},
+              "hunter2");
+  unsetenv("TRAFFIK_CONFIG_TEST_EMPTY_PW");
+}
+
+// Verifies that on_backend_error accepts only allow or deny.
+TEST_F(ConfigErrorTest, BadOnBackendError) {
+  ExpectError("tenants:\n  - {name: a, on_backend_error: open}\ndefault_tenant: a\n",
+              {"tenants[0].on_backend_error: expected 'allow' or 'deny', got 'open'"});
+  ExpectError("tenants:\n  - {name: a, on_backend_error: [allow]}\ndefault_tenant: a\n",
+              {"tenants[0].on_backend_error: expected 'allow' or 'deny', got a list"});
+}
+
+// Verifies that the prefix rules still apply across Redis and memory tenants.
+TEST_F(ConfigErrorTest, DuplicatePrefixAcrossBackends) {
+  ExpectError(R"yaml(tenants:
+  - {name: a, backend: "redis://localhost", prefix: p}
+  - {name: b, prefix: p}
+default_tenant: a
+)yaml",
+              {"tenants[1].prefix: duplicate prefix 'p'", "tenant 'a'"});
 }
 
 // Verifies that default_tenant must name a defined tenant.

@@ -1,0 +1,815 @@
+#include "backend/redis/redis_backend.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <utility>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "backend/redis/bucket_script.h"
+#include "backend/redis/key_slot.h"
+
+namespace traffik {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "traffikd: %s\n", line.c_str());
+}
+
+constexpr int kMaxRedirects = 5;
+constexpr int64_t kMinBackoffMs = 50;
+constexpr int64_t kMaxBackoffMs = 2000;
+constexpr int64_t kSlotRefreshIntervalMs = 10'000;
+
+}  // namespace
+
+// Where an operation's answer goes: a single caller, or one slot of a batch.
+struct RedisBackend::Completion {
+  virtual ~Completion() = default;
+  // Called exactly once per operation, on the I/O thread (or the caller's
+  // thread when the backend is stopping).
+  virtual void Deliver(size_t index, absl::StatusOr<Decision> result) = 0;
+};
+
+namespace {
+
+class SingleCompletion final : public RedisBackend::Completion {
+ public:
+  explicit SingleCompletion(DecisionCallback done) : done_(std::move(done)) {}
+  void Deliver(size_t /*index*/, absl::StatusOr<Decision> result) override {
+    std::move(done_)(std::move(result));
+    delete this;
+  }
+
+ private:
+  DecisionCallback done_;
+};
+
+class BatchCompletion final : public RedisBackend::Completion {
+ public:
+  BatchCompletion(size_t n, BatchCallback done)
+      : results_(n), pending_(n), done_(std::move(done)) {}
+  void Deliver(size_t index, absl::StatusOr<Decision> result) override {
+    if (result.ok()) {
+      results_[index] = *result;
+    } else {
+      absl::MutexLock lock(&mu_);
+      if (error_.ok()) error_ = result.status();
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    absl::Status error;
+    {
+      absl::MutexLock lock(&mu_);
+      error = error_;
+    }
+    if (error.ok()) {
+      std::move(done_)(std::move(results_));
+    } else {
+      std::move(done_)(error);
+    }
+    delete this;
+  }
+
+ private:
+  std::vector<Decision> results_;
+  std::atomic<size_t> pending_;
+  absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  BatchCallback done_;
+};
+
+}  // namespace
+
+// One bucket operation on its way through Redis.
+struct RedisBackend::Op {
+  std::string key;
+  Rate rate;
+  uint64_t cost = 0;
+  Completion* completion = nullptr;
+  size_t index = 0;
+  int64_t deadline_ms = 0;  // steady clock
+  int redirects = 0;
+  bool use_eval = false;  // the server lost the script (NOSCRIPT): send it whole
+  std::string ask_node;   // one-shot ASK redirect target ("host:port")
+  bool done = false;      // answer delivered; whoever holds the op only frees it
+
+  void Complete(absl::StatusOr<Decision> result) {
+    if (done) return;
+    done = true;
+    completion->Deliver(index, std::move(result));
+  }
+};
+
+// The I/O thread: owns every hiredis context, the slot map and the queue.
+class RedisBackend::Loop {
+ public:
+  Loop(RedisBackend* owner, const RedisOptions& options);
+  ~Loop();
+
+  // Any thread. Takes ownership of the ops.
+  void Enqueue(std::vector<Op*> ops);
+
+ private:
+  struct Node;
+  enum class State { kDown, kConnecting, kUp };
+  struct Conn {
+    Loop* loop = nullptr;
+    Node* node = nullptr;
+    redisAsyncContext* ac = nullptr;
+    State state = State::kDown;
+    int64_t since_ms = 0;         // when the current connect attempt started
+    int64_t next_attempt_ms = 0;  // when kDown: next connect attempt
+    int64_t backoff_ms = 0;
+    bool was_up = false;       // for logging transitions once
+    std::deque<Op*> inflight;  // sent, in reply order
+  };
+  struct Node {
+    std::string address;  // "host:port"
+    RedisEndpoint endpoint;
+    std::vector<std::unique_ptr<Conn>> conns;
+    size_t next = 0;
+    std::deque<Op*> waiting;  // parked while a connection is being made
+    std::string last_error;
+  };
+
+  void Run();
+  static void OnWake(evutil_socket_t fd, short what, void* arg);
+  static void OnTick(evutil_socket_t fd, short what, void* arg);
+  static void OnConnect(const redisAsyncContext* ac, int status);
+  static void OnDisconnect(const redisAsyncContext* ac, int status);
+  static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnHandshakeReply(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnScriptLoaded(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnClusterSlots(redisAsyncContext* ac, void* reply, void* privdata);
+
+  void Drain();
+  void Tick();
+  void Dispatch(Op* op);
+  Node* Route(const Op& op);
+  Conn* PickUp(Node* node, size_t preferred);
+  bool AnyConnecting(const Node* node) const;
+  bool Send(Conn* conn, Op* op);
+  Node* NodeFor(const std::string& address);
+  void Connect(Conn* conn);
+  void ConnectFailed(Conn* conn, const std::string& reason);
+  void Drop(Conn* conn, const std::string& reason);
+  void Backoff(Conn* conn);
+  void FailWaiting(Node* node, const std::string& reason);
+  void MaybeRefreshSlots(int64_t now_ms);
+  void Fail(Op* op, const std::string& reason);
+  void Shutdown();
+
+  RedisBackend* const owner_;
+  const RedisOptions options_;
+  const std::string& name_;
+  event_base* base_ = nullptr;
+  event* wake_event_ = nullptr;
+  event* tick_event_ = nullptr;
+  int wake_fd_ = -1;
+
+  absl::Mutex mu_;
+  std::vector<Op*> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+
+  // I/O thread only.
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::array<Node*, kRedisClusterSlots> slots_{};
+  std::string sha_;  // the bucket script's SHA1 once loaded
+  bool refresh_wanted_ = false;
+  bool refresh_inflight_ = false;
+  int64_t refresh_sent_ms_ = 0;
+  int64_t last_refresh_ms_ = 0;
+
+  std::thread thread_;
+};
+
+RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options)
+    : owner_(owner), options_(options), name_(owner->name_) {
+  base_ = event_base_new();
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Loop::OnWake, this);
+  event_add(wake_event_, nullptr);
+  tick_event_ = event_new(base_, -1, EV_PERSIST, &Loop::OnTick, this);
+  const int64_t tick_ms = std::clamp<int64_t>(options_.timeout_ms / 5, 5, 50);
+  timeval tv{static_cast<time_t>(tick_ms / 1000),
+             static_cast<suseconds_t>((tick_ms % 1000) * 1000)};
+  event_add(tick_event_, &tv);
+  for (const RedisEndpoint& ep : options_.endpoints) {
+    const bool v6 = ep.host.find(':') != std::string::npos;
+    NodeFor(v6 ? absl::StrCat("[", ep.host, "]:", ep.port)
+               : absl::StrCat(ep.host, ":", ep.port));
+  }
+  thread_ = std::thread([this] { Run(); });
+}
+
+RedisBackend::Loop::~Loop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+  thread_.join();
+  event_free(wake_event_);
+  event_free(tick_event_);
+  event_base_free(base_);
+  ::close(wake_fd_);
+}
+
+void RedisBackend::Loop::Run() {
+  event_base_dispatch(base_);
+  Shutdown();
+}
+
+void RedisBackend::Loop::Shutdown() {
+  std::vector<Op*> queued;
+  {
+    absl::MutexLock lock(&mu_);
+    queued.swap(queue_);
+  }
+  for (Op* op : queued) Fail(op, "backend is shutting down");
+  for (auto& node : nodes_) {
+    for (auto& conn : node->conns) {
+      if (conn->ac != nullptr) Drop(conn.get(), "backend is shutting down");
+    }
+    FailWaiting(node.get(), "backend is shutting down");
+  }
+}
+
+void RedisBackend::Loop::Enqueue(std::vector<Op*> ops) {
+  bool wake = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      wake = queue_.empty();
+      queue_.insert(queue_.end(), ops.begin(), ops.end());
+      ops.clear();
+    }
+  }
+  for (Op* op : ops) Fail(op, "backend is shutting down");  // stopping
+  if (wake) {
+    const uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof(one));
+  }
+}
+
+void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
+  auto* loop = static_cast<Loop*>(arg);
+  uint64_t value;
+  (void)!::read(fd, &value, sizeof(value));
+  {
+    absl::MutexLock lock(&loop->mu_);
+    if (loop->stopping_) {
+      event_base_loopbreak(loop->base_);
+      return;
+    }
+  }
+  loop->Drain();
+}
+
+void RedisBackend::Loop::Drain() {
+  std::vector<Op*> ops;
+  {
+    absl::MutexLock lock(&mu_);
+    ops.swap(queue_);
+  }
+  // Everything sent here leaves in one write per connection when control
+  // returns to libevent: the pipelining.
+  for (Op* op : ops) Dispatch(op);
+}
+
+void RedisBackend::Loop::Fail(Op* op, const std::string& reason) {
+  op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
+  delete op;
+}
+
+RedisBackend::Loop::Node* RedisBackend::Loop::NodeFor(const std::string& address) {
+  for (auto& node : nodes_) {
+    if (node->address == address) return node.get();
+  }
+  auto node = std::make_unique<Node>();
+  node->address = address;
+  const size_t colon = address.rfind(':');
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  node->endpoint.host = host;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &node->endpoint.port))
+    node->endpoint.port = 0;
+  for (int i = 0; i < options_.pool_size; ++i) {
+    auto conn = std::make_unique<Conn>();
+    conn->loop = this;
+    conn->node = node.get();
+    node->conns.push_back(std::move(conn));
+  }
+  Node* raw = node.get();
+  nodes_.push_back(std::move(node));
+  for (auto& conn : raw->conns) Connect(conn.get());
+  return raw;
+}
+
+void RedisBackend::Loop::Connect(Conn* conn) {
+  // hiredis 0.14 resolves names synchronously here; addresses are instant.
+  redisAsyncContext* ac =
+      redisAsyncConnect(conn->node->endpoint.host.c_str(), conn->node->endpoint.port);
+  if (ac == nullptr || ac->err != 0) {
+    const std::string reason = ac != nullptr ? ac->errstr : "out of memory";
+    if (ac != nullptr) redisAsyncFree(ac);
+    ConnectFailed(conn, reason);
+    return;
+  }
+  ac->data = conn;
+  redisLibeventAttach(ac, base_);
+  redisAsyncSetConnectCallback(ac, &Loop::OnConnect);
+  redisAsyncSetDisconnectCallback(ac, &Loop::OnDisconnect);
+  conn->ac = ac;
+  conn->state = State::kConnecting;
+  conn->since_ms = NowMs();
+}
+
+void RedisBackend::Loop::Backoff(Conn* conn) {
+  conn->backoff_ms =
+      std::clamp<int64_t>(conn->backoff_ms * 2, kMinBackoffMs, kMaxBackoffMs);
+  conn->next_attempt_ms = NowMs() + conn->backoff_ms;
+}
+
+void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
+  Node* node = conn->node;
+  conn->ac = nullptr;
+  conn->state = State::kDown;
+  if (node->last_error != reason || conn->was_up) {
+    Log(absl::StrCat(name_, ": cannot connect to ", node->address, ": ", reason,
+                     "; retrying with backoff"));
+  }
+  conn->was_up = false;
+  node->last_error = reason;
+  Backoff(conn);
+  if (PickUp(node, 0) == nullptr && !AnyConnecting(node)) {
+    FailWaiting(node, absl::StrCat("cannot connect to ", node->address, ": ", reason));
+  }
+  if (options_.cluster) refresh_wanted_ = true;
+}
+
+void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
+  auto* ac = const_cast<redisAsyncContext*>(cac);
+  auto* conn = static_cast<Conn*>(ac->data);
+  Loop* loop = conn->loop;
+  if (conn->ac != ac) return;
+  if (status != REDIS_OK) {
+    // hiredis frees the context after this callback.
+    loop->ConnectFailed(conn, ac->errstr[0] != '\0' ? ac->errstr : "connection failed");
+    return;
+  }
+  Node* node = conn->node;
+  conn->state = State::kUp;
+  conn->backoff_ms = 0;
+  if (!conn->was_up && !node->last_error.empty()) {
+    Log(absl::StrCat(loop->name_, ": connected to ", node->address));
+  }
+  conn->was_up = true;
+  node->last_error.clear();
+  loop->owner_->connected_count_.fetch_add(1, std::memory_order_relaxed);
+
+  const RedisOptions& o = loop->options_;
+  if (!o.password.empty()) {
+    if (o.username.empty()) {
+      const char* argv[] = {"AUTH", o.password.c_str()};
+      const size_t lens[] = {4, o.password.size()};
+      redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 2, argv, lens);
+    } else {
+      const char* argv[] = {"AUTH", o.username.c_str(), o.password.c_str()};
+      const size_t lens[] = {4, o.username.size(), o.password.size()};
+      redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 3, argv, lens);
+    }
+  }
+  if (o.db != 0 && !o.cluster) {
+    const std::string db = absl::StrCat(o.db);
+    const char* argv[] = {"SELECT", db.c_str()};
+    const size_t lens[] = {6, db.size()};
+    redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 2, argv, lens);
+  }
+  if (loop->sha_.empty()) {
+    const std::string& script = RedisBucketScript();
+    const char* argv[] = {"SCRIPT", "LOAD", script.c_str()};
+    const size_t lens[] = {6, 4, script.size()};
+    redisAsyncCommandArgv(ac, &Loop::OnScriptLoaded, loop, 3, argv, lens);
+  }
+  if (o.cluster && loop->last_refresh_ms_ == 0) loop->refresh_wanted_ = true;
+
+  // Operations parked while this node had no connection go out now.
+  std::deque<Op*> waiting;
+  waiting.swap(node->waiting);
+  for (Op* op : waiting) loop->Dispatch(op);
+}
+
+void RedisBackend::Loop::OnHandshakeReply(redisAsyncContext* ac, void* r,
+                                          void* privdata) {
+  auto* reply = static_cast<redisReply*>(r);
+  auto* conn = static_cast<Conn*>(privdata);
+  if (reply == nullptr || conn->ac != ac) return;
+  if (reply->type == REDIS_REPLY_ERROR) {
+    Log(absl::StrCat(
+        conn->loop->name_, ": ", conn->node->address,
+        " refused the connection setup: ", std::string(reply->str, reply->len)));
+    conn->node->last_error = std::string(reply->str, reply->len);
+    redisAsyncDisconnect(ac);
+  }
+}
+
+void RedisBackend::Loop::OnScriptLoaded(redisAsyncContext* /*ac*/, void* r,
+                                        void* privdata) {
+  auto* reply = static_cast<redisReply*>(r);
+  auto* loop = static_cast<Loop*>(privdata);
+  if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
+    loop->sha_.assign(reply->str, reply->len);
+  }
+}
+
+void RedisBackend::Loop::OnDisconnect(const redisAsyncContext* cac, int /*status*/) {
+  auto* ac = const_cast<redisAsyncContext*>(cac);
+  auto* conn = static_cast<Conn*>(ac->data);
+  if (conn->ac != ac) return;  // we dropped it ourselves
+  Loop* loop = conn->loop;
+  // hiredis has already failed this context's callbacks (reply == nullptr).
+  conn->ac = nullptr;
+  if (conn->state == State::kUp) {
+    loop->owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  conn->state = State::kDown;
+  const std::string reason = ac->errstr[0] != '\0' ? ac->errstr : "connection closed";
+  Log(absl::StrCat(loop->name_, ": lost connection to ", conn->node->address, ": ",
+                   reason));
+  conn->node->last_error = reason;
+  conn->was_up = false;
+  conn->inflight.clear();
+  loop->Backoff(conn);
+  if (loop->options_.cluster) loop->refresh_wanted_ = true;
+}
+
+void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
+  redisAsyncContext* ac = conn->ac;
+  conn->ac = nullptr;
+  if (conn->state == State::kUp) {
+    owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  conn->state = State::kDown;
+  for (Op* op : conn->inflight) {
+    op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
+  }
+  conn->inflight.clear();
+  if (conn->node->last_error != reason) {
+    Log(absl::StrCat(name_, ": dropping connection to ", conn->node->address, ": ",
+                     reason));
+  }
+  conn->node->last_error = reason;
+  conn->was_up = false;
+  Backoff(conn);
+  // Runs the pending callbacks with no reply; they see their ops done and
+  // free them. Our disconnect callback ignores this context (conn->ac moved).
+  if (ac != nullptr) redisAsyncFree(ac);
+  if (options_.cluster) refresh_wanted_ = true;
+}
+
+void RedisBackend::Loop::FailWaiting(Node* node, const std::string& reason) {
+  std::deque<Op*> waiting;
+  waiting.swap(node->waiting);
+  for (Op* op : waiting) Fail(op, reason);
+}
+
+bool RedisBackend::Loop::AnyConnecting(const Node* node) const {
+  for (const auto& conn : node->conns) {
+    if (conn->state == State::kConnecting) return true;
+  }
+  return false;
+}
+
+// A live connection to `node`, starting the search at `preferred`: a key
+// always maps to the same connection while it is up, so hits on one key are
+// executed in the order they were sent (a batch's "one by one").
+RedisBackend::Loop::Conn* RedisBackend::Loop::PickUp(Node* node, size_t preferred) {
+  const size_t n = node->conns.size();
+  for (size_t i = 0; i < n; ++i) {
+    Conn* conn = node->conns[(preferred + i) % n].get();
+    if (conn->state == State::kUp) return conn;
+  }
+  return nullptr;
+}
+
+RedisBackend::Loop::Node* RedisBackend::Loop::Route(const Op& op) {
+  if (!options_.cluster) return nodes_.front().get();
+  if (!op.ask_node.empty()) return NodeFor(op.ask_node);
+  Node* node = slots_[RedisKeySlot(op.key)];
+  if (node != nullptr) return node;
+  // Slot map not known yet: any reachable node; MOVED will correct us.
+  for (auto& candidate : nodes_) {
+    if (PickUp(candidate.get(), 0) != nullptr) return candidate.get();
+  }
+  return nodes_.front().get();
+}
+
+void RedisBackend::Loop::Dispatch(Op* op) {
+  if (NowMs() >= op->deadline_ms) {
+    Fail(op, absl::StrCat("timed out after ", options_.timeout_ms, " ms"));
+    return;
+  }
+  Node* node = Route(*op);
+  Conn* conn = PickUp(node, absl::HashOf(op->key));
+  if (conn == nullptr) {
+    if (AnyConnecting(node)) {
+      node->waiting.push_back(op);
+      return;
+    }
+    Fail(op, absl::StrCat("not connected to ", node->address,
+                          node->last_error.empty() ? "" : " (" + node->last_error + ")"));
+    return;
+  }
+  if (!Send(conn, op)) Fail(op, absl::StrCat("cannot send to ", node->address));
+}
+
+bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
+  if (!op->ask_node.empty()) {
+    const char* argv[] = {"ASKING"};
+    const size_t lens[] = {6};
+    redisAsyncCommandArgv(conn->ac, nullptr, nullptr, 1, argv, lens);
+    op->ask_node.clear();
+  }
+  const std::string capacity = absl::StrCat(op->rate.capacity);
+  const std::string period = absl::StrCat(op->rate.period_ms);
+  const std::string cost = absl::StrCat(op->cost);
+  const bool eval = op->use_eval || sha_.empty();
+  const std::string& body = eval ? RedisBucketScript() : sha_;
+  const char* argv[] = {
+      eval ? "EVAL" : "EVALSHA", body.c_str(),   "1",         op->key.data(),
+      capacity.c_str(),          period.c_str(), cost.c_str()};
+  const size_t lens[] = {eval ? size_t{4} : size_t{7},
+                         body.size(),
+                         1,
+                         op->key.size(),
+                         capacity.size(),
+                         period.size(),
+                         cost.size()};
+  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, 7, argv, lens) != REDIS_OK) {
+    return false;
+  }
+  conn->inflight.push_back(op);
+  return true;
+}
+
+void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
+  auto* reply = static_cast<redisReply*>(r);
+  auto* op = static_cast<Op*>(privdata);
+  auto* conn = static_cast<Conn*>(ac->data);
+  Loop* loop = conn->loop;
+  if (conn->ac == ac) {
+    if (!conn->inflight.empty() && conn->inflight.front() == op) {
+      conn->inflight.pop_front();
+    } else {
+      auto it = std::find(conn->inflight.begin(), conn->inflight.end(), op);
+      if (it != conn->inflight.end()) conn->inflight.erase(it);
+    }
+  }
+  if (op->done) {
+    delete op;
+    return;
+  }
+  if (reply == nullptr) {
+    loop->Fail(op, absl::StrCat("lost connection to ", conn->node->address));
+    return;
+  }
+  if (reply->type == REDIS_REPLY_ERROR) {
+    const absl::string_view error(reply->str, reply->len);
+    if (absl::StartsWith(error, "NOSCRIPT") && !op->use_eval) {
+      op->use_eval = true;  // the server restarted or flushed scripts
+      loop->sha_.clear();
+      loop->Dispatch(op);
+      return;
+    }
+    const bool moved = absl::StartsWith(error, "MOVED ");
+    if ((moved || absl::StartsWith(error, "ASK ")) && loop->options_.cluster) {
+      // "MOVED <slot> <host>:<port>" / "ASK <slot> <host>:<port>"
+      std::vector<std::string> parts = absl::StrSplit(error, ' ');
+      int slot = -1;
+      if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &slot) && slot >= 0 &&
+          slot < kRedisClusterSlots && ++op->redirects <= kMaxRedirects) {
+        std::string address = parts[2];
+        if (address.front() == ':') address = conn->node->endpoint.host + address;
+        if (moved) {
+          loop->slots_[slot] = loop->NodeFor(address);
+          loop->refresh_wanted_ = true;
+        } else {
+          op->ask_node = address;
+        }
+        loop->Dispatch(op);
+        return;
+      }
+    }
+    if (absl::StartsWith(error, "CLUSTERDOWN") || absl::StartsWith(error, "TRYAGAIN")) {
+      loop->refresh_wanted_ = true;
+    }
+    loop->Fail(op, absl::StrCat(conn->node->address, " answered: ", error));
+    return;
+  }
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+    loop->Fail(op, "unexpected reply to the bucket script");
+    return;
+  }
+  long long v[4];
+  for (int i = 0; i < 4; ++i) {
+    const redisReply* e = reply->element[i];
+    if (e->type != REDIS_REPLY_INTEGER || e->integer < 0) {
+      loop->Fail(op, "unexpected reply to the bucket script");
+      return;
+    }
+    v[i] = e->integer;
+  }
+  Decision d;
+  d.allowed = v[0] == 1;
+  d.wait_ms = static_cast<uint64_t>(v[1]);
+  d.limit = op->rate.capacity;
+  d.remaining = static_cast<uint64_t>(v[2]);
+  d.reset_ms = static_cast<uint64_t>(v[3]);
+  op->Complete(d);
+  delete op;
+}
+
+void RedisBackend::Loop::OnClusterSlots(redisAsyncContext* ac, void* r, void* privdata) {
+  auto* loop = static_cast<Loop*>(privdata);
+  auto* reply = static_cast<redisReply*>(r);
+  auto* conn = static_cast<Conn*>(ac->data);
+  loop->refresh_inflight_ = false;
+  if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) return;
+  loop->last_refresh_ms_ = NowMs();
+  for (size_t i = 0; i < reply->elements; ++i) {
+    const redisReply* range = reply->element[i];
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
+    const redisReply* master = range->element[2];
+    if (range->element[0]->type != REDIS_REPLY_INTEGER ||
+        range->element[1]->type != REDIS_REPLY_INTEGER ||
+        master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
+        master->element[1]->type != REDIS_REPLY_INTEGER) {
+      continue;
+    }
+    std::string host = master->element[0]->type == REDIS_REPLY_STRING
+                           ? std::string(master->element[0]->str, master->element[0]->len)
+                           : std::string();
+    if (host.empty()) host = conn->node->endpoint.host;
+    const bool v6 = host.find(':') != std::string::npos;
+    const std::string address =
+        v6 ? absl::StrCat("[", host, "]:", master->element[1]->integer)
+           : absl::StrCat(host, ":", master->element[1]->integer);
+    Node* node = loop->NodeFor(address);
+    const long long first = std::max<long long>(0, range->element[0]->integer);
+    const long long last =
+        std::min<long long>(kRedisClusterSlots - 1, range->element[1]->integer);
+    for (long long s = first; s <= last; ++s) loop->slots_[s] = node;
+  }
+}
+
+void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
+  if (!options_.cluster) return;
+  if (refresh_inflight_ && now_ms - refresh_sent_ms_ > 4 * options_.timeout_ms) {
+    refresh_inflight_ = false;  // the node never answered; ask another
+  }
+  if (refresh_inflight_) return;
+  if (!refresh_wanted_ && now_ms - last_refresh_ms_ < kSlotRefreshIntervalMs) return;
+  // Ask a different node each time so one stale node cannot pin the map.
+  static size_t start = 0;
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    Node* node = nodes_[(start + i) % nodes_.size()].get();
+    Conn* conn = PickUp(node, 0);
+    if (conn == nullptr) continue;
+    const char* argv[] = {"CLUSTER", "SLOTS"};
+    const size_t lens[] = {7, 5};
+    if (redisAsyncCommandArgv(conn->ac, &Loop::OnClusterSlots, this, 2, argv, lens) ==
+        REDIS_OK) {
+      refresh_inflight_ = true;
+      refresh_wanted_ = false;
+      refresh_sent_ms_ = now_ms;
+      start = (start + i + 1) % nodes_.size();
+      return;
+    }
+  }
+}
+
+void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
+  static_cast<Loop*>(arg)->Tick();
+}
+
+void RedisBackend::Loop::Tick() {
+  const int64_t now = NowMs();
+  for (size_t n = 0; n < nodes_.size(); ++n) {
+    Node* node = nodes_[n].get();
+    for (auto& c : node->conns) {
+      Conn* conn = c.get();
+      switch (conn->state) {
+        case State::kUp:
+          if (!conn->inflight.empty() && conn->inflight.front()->deadline_ms <= now) {
+            Drop(conn, absl::StrCat("no reply within ", options_.timeout_ms, " ms"));
+          }
+          break;
+        case State::kConnecting:
+          if (now - conn->since_ms >= options_.connect_timeout_ms) {
+            Drop(conn, absl::StrCat("connect timed out after ",
+                                    options_.connect_timeout_ms, " ms"));
+          }
+          break;
+        case State::kDown:
+          if (now >= conn->next_attempt_ms) Connect(conn);
+          break;
+      }
+    }
+    // Parked operations never outlive their deadline.
+    while (!node->waiting.empty() && node->waiting.front()->deadline_ms <= now) {
+      Op* op = node->waiting.front();
+      node->waiting.pop_front();
+      Fail(op, absl::StrCat("no connection to ", node->address, " within ",
+                            options_.timeout_ms, " ms"));
+    }
+    if (PickUp(node, 0) == nullptr && !AnyConnecting(node) && !node->waiting.empty()) {
+      FailWaiting(node, absl::StrCat("not connected to ", node->address));
+    }
+  }
+  MaybeRefreshSlots(now);
+}
+
+absl::StatusOr<std::unique_ptr<RedisBackend>> RedisBackend::Create(RedisOptions options) {
+  if (options.endpoints.empty()) {
+    return absl::InvalidArgumentError("a Redis backend needs at least one endpoint");
+  }
+  if (!options.cluster && options.endpoints.size() != 1) {
+    return absl::InvalidArgumentError(
+        "a standalone Redis backend takes exactly one endpoint");
+  }
+  if (options.pool_size < 1 || options.timeout_ms < 1 || options.connect_timeout_ms < 1) {
+    return absl::InvalidArgumentError(
+        "pool_size, timeout and connect_timeout must be >= 1");
+  }
+  // hiredis writes with write(2): a Redis dying mid-write would raise SIGPIPE
+  // and kill the process. Ignore it unless the program installed a handler.
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+  std::unique_ptr<RedisBackend> backend(new RedisBackend(std::move(options)));
+  backend->loop_ = std::make_unique<Loop>(backend.get(), backend->options_);
+  return backend;
+}
+
+RedisBackend::RedisBackend(RedisOptions options)
+    : options_(std::move(options)), name_(options_.Name()) {}
+
+RedisBackend::~RedisBackend() { loop_.reset(); }
+
+void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost,
+                          DecisionCallback done) {
+  auto* op = new Op();
+  op->key.assign(key.data(), key.size());
+  op->rate = rate;
+  op->cost = cost;
+  op->completion = new SingleCompletion(std::move(done));
+  op->deadline_ms = NowMs() + options_.timeout_ms;
+  loop_->Enqueue({op});
+}
+
+void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) {
+  if (ops.empty()) {
+    std::move(done)(std::vector<Decision>());
+    return;
+  }
+  auto* completion = new BatchCompletion(ops.size(), std::move(done));
+  const int64_t deadline = NowMs() + options_.timeout_ms;
+  std::vector<Op*> batch;
+  batch.reserve(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto* op = new Op();
+    op->key = ops[i].key;
+    op->rate = ops[i].rate;
+    op->cost = ops[i].cost;
+    op->completion = completion;
+    op->index = i;
+    op->deadline_ms = deadline;
+    batch.push_back(op);
+  }
+  loop_->Enqueue(std::move(batch));
+}
+
+}  // namespace traffik

@@ -1,0 +1,71 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "backend/backend.h"
+#include "backend/redis/redis_options.h"
+
+struct event_base;
+struct event;
+
+namespace traffik {
+
+// A bucket store in Redis (one server, or a Redis Cluster), shared by every
+// traffikd replica that points at it. Each decision is one EVALSHA of the
+// bucket script (backend/redis/bucket_script.h), atomic in Redis and timed by
+// Redis' clock.
+//
+// Asynchronous and pipelined: callers enqueue operations and return at once;
+// one I/O thread (libevent + hiredis async) sends everything queued at each
+// wake-up as one pipelined write over `pool_size` connections per node, and
+// completes callbacks on that thread as replies arrive. So throughput grows
+// with concurrency instead of costing one round trip per caller thread.
+//
+// Faults: every operation has a deadline (`timeout_ms`); a connection whose
+// oldest operation misses it is dropped (its operations fail with
+// kUnavailable) and reconnected with exponential backoff, as is any dropped
+// connection. An operation for a node with no live connection fails at once,
+// so a dead Redis never makes callers wait. Cluster: slots are routed from
+// CLUSTER SLOTS, MOVED updates the map and retries, ASK retries once with
+// ASKING, and the map is refreshed periodically and after topology errors.
+//
+// Thread-safe. The destructor fails whatever is still in flight.
+class RedisBackend final : public Backend {
+ public:
+  // Starts the I/O thread and begins connecting; does not wait for Redis to
+  // be reachable (decisions fail with kUnavailable until it is).
+  static absl::StatusOr<std::unique_ptr<RedisBackend>> Create(RedisOptions options);
+  ~RedisBackend() override;
+  RedisBackend(const RedisBackend&) = delete;
+  RedisBackend& operator=(const RedisBackend&) = delete;
+
+  absl::string_view Name() const override { return name_; }
+  void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
+              DecisionCallback done) override;
+  void DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) override;
+
+  // True when at least one connection is up (for tests and logs).
+  bool connected() const { return connected_count_.load(std::memory_order_relaxed) > 0; }
+
+  struct Op;
+  struct Completion;
+  class Loop;
+
+ private:
+  explicit RedisBackend(RedisOptions options);
+  void Submit(std::vector<Op*> ops);
+
+  const RedisOptions options_;
+  const std::string name_;
+  std::atomic<int> connected_count_{0};
+  std::unique_ptr<Loop> loop_;
+};
+
+}  // namespace traffik

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace traffik {
+
+struct RedisEndpoint {
+  std::string host;  // name or address; IPv6 without brackets
+  int port = 6379;
+  bool operator==(const RedisEndpoint&) const = default;
+};
+
+// Where and how to reach one Redis (or one Redis Cluster). Built from a
+// tenant's `backend:` URL plus its optional `redis:` settings map.
+struct RedisOptions {
+  bool cluster = false;                  // redis+cluster://: endpoints are seeds
+  std::vector<RedisEndpoint> endpoints;  // >= 1; exactly 1 unless cluster
+  std::string username;                  // empty: AUTH with the password only
+  std::string password;                  // empty: no AUTH
+  int db = 0;                            // SELECT; always 0 for a cluster
+  int64_t timeout_ms = 250;              // per command, send to reply
+  int64_t connect_timeout_ms = 1000;     // per connection attempt
+  int pool_size = 2;                     // connections per Redis node, >= 1
+
+  // "redis://host:port/db" or "redis+cluster://h1:p1,h2:p2": for logs,
+  // metrics and error messages. Never contains credentials.
+  std::string Name() const;
+
+  // Everything that makes two tenants' settings share one backend instance
+  // (includes credentials; never log it).
+  std::string IdentityKey() const;
+
+  bool operator==(const RedisOptions&) const = default;
+};
+
+// Parses `redis://[[user]:password@]host[:port][/db]` or
+// `redis+cluster://[[user]:password@]host[:port][,host[:port]...]`.
+// Port defaults to 6379, db to 0; IPv6 hosts in brackets ("[::1]:6379");
+// user and password may be percent-encoded. Errors (kInvalidArgument) name
+// the problem without echoing a password.
+absl::StatusOr<RedisOptions> ParseRedisUrl(absl::string_view url);
+
+}  // namespace traffik

@@ -1,0 +1,430 @@
+// RedisBackend against real redis-server processes started by the harness.
+#include "backend/redis/redis_backend.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "backend/memory/memory_backend.h"
+#include "backend/redis/bucket_script.h"
+#include "backend/redis/key_slot.h"
+#include "bucket/token_bucket.h"
+#include "clock/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "redis/redis_harness.h"
+
+namespace traffik {
+namespace {
+
+using ::testing::HasSubstr;
+using testing_redis::RedisCluster;
+using testing_redis::RedisServer;
+
+absl::StatusOr<Decision> DecideSync(Backend& backend, const std::string& key,
+                                    const Rate& rate, uint64_t cost = 1) {
+  std::promise<absl::StatusOr<Decision>> promise;
+  auto future = promise.get_future();
+  backend.Decide(key, rate, cost, [&promise](absl::StatusOr<Decision> d) {
+    promise.set_value(std::move(d));
+  });
+  return future.get();
+}
+
+absl::StatusOr<std::vector<Decision>> BatchSync(Backend& backend,
+                                                std::vector<BucketOp> ops) {
+  std::promise<absl::StatusOr<std::vector<Decision>>> promise;
+  auto future = promise.get_future();
+  backend.DecideBatch(ops, [&promise](absl::StatusOr<std::vector<Decision>> d) {
+    promise.set_value(std::move(d));
+  });
+  return future.get();
+}
+
+RedisOptions OptionsFor(const RedisServer& server, int64_t timeout_ms = 250) {
+  absl::StatusOr<RedisOptions> options = ParseRedisUrl(server.url());
+  EXPECT_TRUE(options.ok()) << options.status();
+  options->timeout_ms = timeout_ms;
+  return *options;
+}
+
+// Waits (bounded) until `backend` answers a decision without error.
+bool WaitUntilServing(Backend& backend, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (DecideSync(backend, "probe:{x}", Rate{1000, 1000}).ok()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+class RedisBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = RedisServer::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    auto backend = RedisBackend::Create(OptionsFor(*server_));
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+    ASSERT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(5)));
+  }
+
+  std::unique_ptr<RedisServer> server_;
+  std::unique_ptr<RedisBackend> backend_;
+};
+
+// Verifies the Lua script gives bit-identical answers to the C++ bucket on the
+// same inputs, over random sequences of rates, costs and clock steps,
+// including rates at the 2^53 edge.
+TEST_F(RedisBackendTest, ScriptMatchesCppBucket) {
+  const std::string& script = RedisBucketScriptWithExplicitNowForTesting();
+  std::mt19937_64 rng(42);
+  const std::vector<Rate> rates = {{1, 1},
+                                   {3, 1000},
+                                   {10, 60'000},
+                                   {7861, 3'930'500},
+                                   {1000, 7},
+                                   {97, 86'400'000},
+                                   {uint64_t{1} << 23, uint64_t{1} << 30},
+                                   {(uint64_t{1} << 53) / 999'983, 999'983}};
+  int checked = 0;
+  for (size_t r = 0; r < rates.size(); ++r) {
+    const Rate rate = rates[r];
+    const std::string key = absl::StrCat("eq:{", r, "}");
+    BucketState state;
+    bool exists = false;
+    int64_t now = 1'700'000'000'000;
+    for (int step = 0; step < 60; ++step) {
+      const uint64_t cost = 1 + rng() % std::min<uint64_t>(rate.capacity, 5);
+      now += static_cast<int64_t>(rng() % (rate.period_ms / 3 + 2));
+      if (step % 17 == 5) now -= 3;  // a clock step backwards
+      BucketState next;
+      const Decision want = Decide(exists ? &state : nullptr, rate, cost, now, &next);
+      auto got = server_->Command({"EVAL", script, "1", key, absl::StrCat(rate.capacity),
+                                   absl::StrCat(rate.period_ms), absl::StrCat(cost),
+                                   absl::StrCat(now)});
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(*got, absl::StrCat(want.allowed ? 1 : 0, "\n", want.wait_ms, "\n",
+                                   want.remaining, "\n", want.reset_ms))
+          << "rate " << rate.capacity << "/" << rate.period_ms << " step " << step;
+      state = next;
+      exists = want.reset_ms > 0;  // the script deletes a full bucket
+      if (!exists) state = BucketState{};
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 480);
+}
+
+struct Step {
+  uint64_t cost;
+  bool allowed;
+  uint64_t remaining;
+  uint64_t wait_ms;  // expected within a tolerance (real time passes on Redis)
+};
+struct Scenario {
+  const char* name;
+  Rate rate;
+  std::vector<Step> steps;
+};
+
+// Verifies the same scenario table gives the same answers on the memory and
+// the Redis backends.
+TEST_F(RedisBackendTest, ScenarioTableMatchesMemory) {
+  const std::vector<Scenario> scenarios = {
+      {"burst",
+       {3, 3'600'000},
+       {{1, true, 2, 0},
+        {1, true, 1, 0},
+        {1, true, 0, 0},
+        {1, false, 0, 1'200'000},
+        {1, false, 0, 1'200'000}}},
+      {"cost",
+       {10, 600'000},
+       {{7, true, 3, 0}, {5, false, 3, 120'000}, {3, true, 0, 0}, {1, false, 0, 60'000}}},
+      {"single", {1, 86'400'000}, {{1, true, 0, 0}, {1, false, 0, 86'400'000}}},
+      {"full-cost",
+       {4, 40'000},
+       {{4, true, 0, 0}, {4, false, 0, 40'000}, {1, false, 0, 10'000}}},
+  };
+  FakeClock clock;
+  MemoryBackend memory(clock, MemoryBackendOptions{1000, 0});
+  for (const Scenario& sc : scenarios) {
+    for (Backend* backend :
+         {static_cast<Backend*>(&memory), static_cast<Backend*>(backend_.get())}) {
+      const std::string key = absl::StrCat("scenario:{", sc.name, "}");
+      for (size_t i = 0; i < sc.steps.size(); ++i) {
+        const Step& step = sc.steps[i];
+        auto d = DecideSync(*backend, key, sc.rate, step.cost);
+        ASSERT_TRUE(d.ok()) << d.status();
+        SCOPED_TRACE(absl::StrCat(sc.name, " step ", i, " on ", backend->Name()));
+        EXPECT_EQ(d->allowed, step.allowed);
+        EXPECT_EQ(d->remaining, step.remaining);
+        EXPECT_EQ(d->limit, sc.rate.capacity);
+        EXPECT_LE(d->wait_ms, step.wait_ms);
+        EXPECT_GE(d->wait_ms + 1000, step.wait_ms);  // at most 1 s of real refill
+        if (!step.allowed) {
+          EXPECT_GE(d->wait_ms, 1u);
+        }
+      }
+    }
+  }
+}
+
+// Verifies keys carry a TTL equal to the time until the bucket is full again,
+// and vanish once it is.
+TEST_F(RedisBackendTest, KeysExpireWhenFull) {
+  auto d = DecideSync(*backend_, "gold:{api:user:1}", Rate{10, 60'000}, 2);
+  ASSERT_TRUE(d.ok());
+  auto pttl = server_->Command({"PTTL", "gold:{api:user:1}"});
+  ASSERT_TRUE(pttl.ok()) << pttl.status();
+  int64_t ms = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*pttl, &ms));
+  EXPECT_GT(ms, 11'000);
+  EXPECT_LE(ms, 12'000);
+
+  ASSERT_TRUE(DecideSync(*backend_, "short:{x}", Rate{1, 150}).ok());
+  EXPECT_EQ(*server_->Command({"EXISTS", "short:{x}"}), "1");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(*server_->Command({"EXISTS", "short:{x}"}), "0");
+}
+
+// Verifies identifiers are binary-safe: NUL and high bytes make distinct keys.
+TEST_F(RedisBackendTest, BinarySafeKeys) {
+  const Rate rate{1, 3'600'000};
+  const std::string a("p:{u:a\0b}", 9), b("p:{u:a\0c}", 9), c("p:{u:\xff}", 7);
+  EXPECT_TRUE(DecideSync(*backend_, a, rate)->allowed);
+  EXPECT_TRUE(DecideSync(*backend_, b, rate)->allowed);
+  EXPECT_TRUE(DecideSync(*backend_, c, rate)->allowed);
+  EXPECT_FALSE(DecideSync(*backend_, a, rate)->allowed);
+}
+
+// Verifies a batch goes through in order as if hit one by one.
+TEST_F(RedisBackendTest, BatchInOrder) {
+  const Rate rate{2, 3'600'000};
+  auto out = BatchSync(
+      *backend_,
+      {{"b:{k}", rate, 1}, {"b:{k}", rate, 1}, {"b:{k}", rate, 1}, {"b:{j}", rate, 2}});
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 4u);
+  EXPECT_TRUE((*out)[0].allowed);
+  EXPECT_TRUE((*out)[1].allowed);
+  EXPECT_FALSE((*out)[2].allowed);
+  EXPECT_TRUE((*out)[3].allowed);
+  EXPECT_EQ((*out)[3].remaining, 0u);
+}
+
+// Verifies the backend recovers when Redis forgets the script (NOSCRIPT).
+TEST_F(RedisBackendTest, ReloadsScriptAfterFlush) {
+  ASSERT_TRUE(DecideSync(*backend_, "s:{1}", Rate{5, 60'000}).ok());
+  ASSERT_TRUE(server_->Command({"SCRIPT", "FLUSH"}).ok());
+  auto d = DecideSync(*backend_, "s:{1}", Rate{5, 60'000});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->remaining, 3u);
+  EXPECT_TRUE(DecideSync(*backend_, "s:{1}", Rate{5, 60'000}).ok());
+}
+
+// Verifies exactness under concurrency: many threads pipelining on one key,
+// exactly `limit` allowed.
+TEST_F(RedisBackendTest, ExactUnderConcurrency) {
+  const Rate rate{500, 3'600'000};
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 150;
+  std::atomic<int> allowed{0};
+  std::atomic<int> errors{0};
+  std::atomic<int> pending{kThreads * kPerThread};
+  std::promise<void> all_done;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        backend_->Decide("hot:{k}", rate, 1, [&](absl::StatusOr<Decision> d) {
+          if (!d.ok()) {
+            errors.fetch_add(1);
+          } else if (d->allowed) {
+            allowed.fetch_add(1);
+          }
+          if (pending.fetch_sub(1) == 1) all_done.set_value();
+        });
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(20)),
+            std::future_status::ready);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(allowed.load(), 500);
+}
+
+// Verifies a Redis that stops answering makes decisions fail with
+// UNAVAILABLE within about the timeout, and that service resumes after.
+TEST_F(RedisBackendTest, UnresponsiveRedisTimesOut) {
+  ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "1500", "ALL"}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  auto d = DecideSync(*backend_, "t:{1}", Rate{5, 60'000});
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(server_->url()));
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
+  EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(6)));
+}
+
+// Verifies a crashed Redis fails decisions fast, and a restarted one is
+// reconnected to without recreating the backend.
+TEST_F(RedisBackendTest, ReconnectsAfterRestart) {
+  server_->Kill();
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 20; ++i) {
+    auto d = DecideSync(*backend_, "r:{1}", Rate{5, 60'000});
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_FALSE(backend_->connected());
+  ASSERT_TRUE(server_->Restart().ok());
+  EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(5)));
+  EXPECT_TRUE(backend_->connected());
+}
+
+// Verifies nothing listening is a fast UNAVAILABLE naming the backend.
+TEST(RedisBackendDownTest, NothingListening) {
+  RedisOptions options;
+  options.endpoints = {{"127.0.0.1", testing_redis::FreeLoopbackPort()}};
+  auto backend = RedisBackend::Create(options);
+  ASSERT_TRUE(backend.ok());
+  const auto start = std::chrono::steady_clock::now();
+  auto d = DecideSync(**backend, "x:{y}", Rate{1, 1000});
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr(options.Name()));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+}
+
+// Verifies AUTH with the configured password, and a clear error with a wrong one.
+TEST(RedisBackendAuthTest, Password) {
+  RedisServer::Options server_options;
+  server_options.requirepass = "s3cret";
+  auto server = RedisServer::Start(server_options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  RedisOptions good = OptionsFor(**server);
+  good.password = "s3cret";
+  auto backend = RedisBackend::Create(good);
+  ASSERT_TRUE(backend.ok());
+  EXPECT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
+
+  RedisOptions bad = OptionsFor(**server);
+  bad.password = "wrong";
+  auto denied = RedisBackend::Create(bad);
+  ASSERT_TRUE(denied.ok());
+  auto d = DecideSync(**denied, "a:{b}", Rate{1, 1000});
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(d.status().message()), ::testing::Not(HasSubstr("wrong")));
+}
+
+// Verifies SELECT: buckets land in the configured database.
+TEST_F(RedisBackendTest, SelectsDatabase) {
+  RedisOptions options = OptionsFor(*server_);
+  options.db = 3;
+  auto backend = RedisBackend::Create(options);
+  ASSERT_TRUE(backend.ok());
+  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
+  ASSERT_TRUE(DecideSync(**backend, "db:{k}", Rate{5, 60'000}).ok());
+  EXPECT_EQ(*server_->Command({"EXISTS", "db:{k}"}), "0");
+  EXPECT_EQ(*server_->Command(
+                {"EVAL", "redis.call('SELECT', 3) return redis.call('EXISTS', KEYS[1])",
+                 "1", "db:{k}"}),
+            "1");
+}
+
+class RedisClusterBackendTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto cluster = RedisCluster::Start(3);
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = cluster->release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(cluster_, nullptr);
+    auto options = ParseRedisUrl(cluster_->seeds_url());
+    ASSERT_TRUE(options.ok()) << options.status();
+    options->timeout_ms = 500;
+    auto backend = RedisBackend::Create(*options);
+    ASSERT_TRUE(backend.ok());
+    backend_ = *std::move(backend);
+    ASSERT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(10)));
+  }
+
+  static RedisCluster* cluster_;
+  std::unique_ptr<RedisBackend> backend_;
+};
+RedisCluster* RedisClusterBackendTest::cluster_ = nullptr;
+
+// Verifies our slot function agrees with Redis' own CLUSTER KEYSLOT.
+TEST_F(RedisClusterBackendTest, KeySlotMatchesRedis) {
+  for (const std::string key : {"a", "default:{api:user:1}", "x{}y", "{a}{b}",
+                                "p:{u:\xff\x01}", "foo{bar}baz", "{", "}{"}) {
+    auto slot = cluster_->node(0).Command({"CLUSTER", "KEYSLOT", key});
+    ASSERT_TRUE(slot.ok()) << slot.status();
+    EXPECT_EQ(absl::StrCat(RedisKeySlot(key)), *slot) << key;
+  }
+}
+
+// Verifies buckets spread over all three nodes and each key is exact.
+TEST_F(RedisClusterBackendTest, SpreadsOverNodes) {
+  const Rate rate{2, 3'600'000};
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = absl::StrCat("spread:{api:user:", i, "}");
+    auto d = DecideSync(*backend_, key, rate);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d->remaining, 1u);
+  }
+  auto per_node = cluster_->KeysPerNode();
+  ASSERT_TRUE(per_node.ok());
+  for (int64_t n : *per_node) EXPECT_GT(n, 0);
+}
+
+// Verifies a batch whose keys live on different nodes answers in order.
+TEST_F(RedisClusterBackendTest, BatchAcrossNodes) {
+  const Rate rate{1, 3'600'000};
+  std::vector<BucketOp> ops;
+  for (int i = 0; i < 30; ++i)
+    ops.push_back({absl::StrCat("cb:{", i % 10, "}"), rate, 1});
+  auto out = BatchSync(*backend_, ops);
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (int i = 0; i < 30; ++i) EXPECT_EQ((*out)[i].allowed, i < 10) << i;
+}
+
+// Verifies a bucket keeps its state across a slot migration (MOVED/ASK
+// followed, slot map refreshed).
+TEST_F(RedisClusterBackendTest, StateSurvivesSlotMigration) {
+  const Rate rate{5, 3'600'000};
+  const std::string key = "mig:{api:user:42}";
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(DecideSync(*backend_, key, rate)->allowed);
+  auto owner = cluster_->NodeForKey(key);
+  ASSERT_TRUE(owner.ok());
+  const int target = (*owner + 1) % cluster_->size();
+  ASSERT_TRUE(cluster_->MigrateSlot(RedisKeySlot(key), *owner, target).ok());
+  auto d = DecideSync(*backend_, key, rate);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->remaining, 0u);
+  EXPECT_EQ(*cluster_->NodeForKey(key), target);
+  auto again = DecideSync(*backend_, key, rate);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->allowed);
+  // The other keys still work after the topology change.
+  EXPECT_TRUE(DecideSync(*backend_, "mig:{other}", rate)->allowed);
+}
+
+}  // namespace
+}  // namespace traffik
