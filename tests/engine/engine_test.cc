@@ -244,6 +244,114 @@ TEST_F(EngineTest, CountsDecisions) {
                         "throttle=\"inline\"} 1"));
 }
 
+// A backend that always fails, as an unreachable Redis does.
+class FailingBackend final : public Backend {
+ public:
+  absl::string_view Name() const override { return "redis://10.0.0.1:6379/0"; }
+  void Decide(absl::string_view, const Rate&, uint64_t, DecisionCallback done) override {
+    std::move(done)(absl::UnavailableError("redis://10.0.0.1:6379/0: not connected"));
+  }
+  void DecideBatch(absl::Span<const BucketOp>, BatchCallback done) override {
+    std::move(done)(absl::UnavailableError("redis://10.0.0.1:6379/0: not connected"));
+  }
+};
+
+class BackendErrorPolicyTest : public ::testing::Test {
+ protected:
+  BackendErrorPolicyTest() : memory_(clock_, MemoryBackendOptions{1000, 0}) {
+    config_.throttles = {{"api", 4, 60'000}};
+    TenantConfig strict;
+    strict.name = strict.prefix = "strict";
+    strict.backend = "redis://10.0.0.1:6379/0";
+    TenantConfig open = strict;
+    open.name = open.prefix = "open";
+    open.on_backend_error = BackendErrorPolicy::kAllow;
+    TenantConfig mem;
+    mem.name = mem.prefix = "mem";
+    config_.tenants = {strict, open, mem};
+    config_.default_tenant = "mem";
+    auto snap = Snapshot::Build(
+        config_,
+        [this](const TenantConfig& t) -> absl::StatusOr<Backend*> {
+          if (t.backend == "memory") return &memory_;
+          return &failing_;
+        },
+        metrics_);
+    EXPECT_TRUE(snap.ok()) << snap.status();
+    engine_ = std::make_unique<Engine>(*snap);
+  }
+
+  absl::StatusOr<Decision> Call(absl::string_view tenant) {
+    HitRequest r;
+    r.identifier = "user:1";
+    r.throttle_uid = "api";
+    r.tenant = tenant;
+    absl::StatusOr<Decision> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottle(r, [&](absl::StatusOr<Decision> d) { out = std::move(d); });
+    return out;
+  }
+
+  FakeClock clock_;
+  MemoryBackend memory_;
+  FailingBackend failing_;
+  Metrics metrics_;
+  Config config_;
+  std::unique_ptr<Engine> engine_;
+};
+
+// Verifies deny (the default) fails the call UNAVAILABLE naming the backend.
+TEST_F(BackendErrorPolicyTest, DenyFailsUnavailable) {
+  auto d = Call("strict");
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("redis://10.0.0.1:6379/0"));
+}
+
+// Verifies allow lets the hit through and counts it in a metric.
+TEST_F(BackendErrorPolicyTest, AllowFailsOpenAndCounts) {
+  auto d = Call("open");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->allowed);
+  EXPECT_EQ(d->wait_ms, 0u);
+  EXPECT_EQ(d->limit, 4u);
+  (void)Call("strict");
+  const std::string text = metrics_.RenderText();
+  EXPECT_THAT(
+      text, HasSubstr("traffik_backend_errors_total{backend=\"redis://10.0.0.1:6379/0\","
+                      "policy=\"allow\",tenant=\"open\"} 1"));
+  EXPECT_THAT(
+      text, HasSubstr("traffik_backend_errors_total{backend=\"redis://10.0.0.1:6379/0\","
+                      "policy=\"deny\",tenant=\"strict\"} 1"));
+}
+
+// Verifies a memory tenant is unaffected by another tenant's failing backend.
+TEST_F(BackendErrorPolicyTest, OtherBackendsUnaffected) {
+  auto d = Call("mem");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->remaining, 3u);
+}
+
+// Verifies in a batch each item follows its tenant's policy: fail-open items
+// are allowed; one fail-closed item fails the batch UNAVAILABLE.
+TEST_F(BackendErrorPolicyTest, BatchFollowsEachTenantsPolicy) {
+  std::vector<HitRequest> reqs(2);
+  for (auto& r : reqs) {
+    r.identifier = "user:1";
+    r.throttle_uid = "api";
+  }
+  reqs[0].tenant = "open";
+  reqs[1].tenant = "mem";
+  absl::StatusOr<std::vector<Decision>> out = absl::InternalError("not run");
+  engine_->ShouldThrottleBatch(
+      reqs, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE((*out)[0].allowed);
+  EXPECT_EQ((*out)[1].remaining, 3u);
+  reqs[1].tenant = "strict";
+  engine_->ShouldThrottleBatch(
+      reqs, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+}
+
 // Verifies bucket keys are unambiguous and carry the tenant prefix.
 TEST(BucketKeyTest, Format) {
   std::string key;
