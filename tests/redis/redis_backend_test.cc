@@ -426,5 +426,52 @@ TEST_F(RedisClusterBackendTest, StateSurvivesSlotMigration) {
   EXPECT_TRUE(DecideSync(*backend_, "mig:{other}", rate)->allowed);
 }
 
+// Verifies a key whose slot is mid-migration (source answers ASK) is decided
+// on the importing node with ASKING, keeping its state.
+TEST_F(RedisClusterBackendTest, FollowsAskDuringMigration) {
+  const Rate rate{3, 3'600'000};
+  const std::string key = "ask:{api:user:7}";
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(DecideSync(*backend_, key, rate)->allowed);
+  const int slot = RedisKeySlot(key);
+  auto from = cluster_->NodeForKey(key);
+  ASSERT_TRUE(from.ok());
+  const int to = (*from + 1) % cluster_->size();
+  const std::string slot_text = absl::StrCat(slot);
+  ASSERT_TRUE(cluster_->node(to)
+                  .Command({"CLUSTER", "SETSLOT", slot_text, "IMPORTING",
+                            cluster_->node_id(*from)})
+                  .ok());
+  ASSERT_TRUE(
+      cluster_->node(*from)
+          .Command({"CLUSTER", "SETSLOT", slot_text, "MIGRATING", cluster_->node_id(to)})
+          .ok());
+  // Move every key of the slot (earlier tests may have left some there).
+  auto keys =
+      cluster_->node(*from).Command({"CLUSTER", "GETKEYSINSLOT", slot_text, "1000"});
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  std::vector<std::string> migrate = {
+      "MIGRATE", "127.0.0.1", absl::StrCat(cluster_->node(to).port()), "", "0",
+      "5000",    "KEYS"};
+  for (absl::string_view k : absl::StrSplit(*keys, '\n', absl::SkipEmpty())) {
+    migrate.emplace_back(k);
+  }
+  auto migrated = cluster_->node(*from).Command(migrate);
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  // The source no longer has the key and answers ASK; the backend must follow.
+  auto d = DecideSync(*backend_, key, rate);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->remaining, 0u);
+  // Finish the migration: the importing node first, then the source, then the rest.
+  for (int i : {to, *from, 3 - to - *from}) {
+    auto done = cluster_->node(i).Command(
+        {"CLUSTER", "SETSLOT", slot_text, "NODE", cluster_->node_id(to)});
+    ASSERT_TRUE(done.ok()) << "node " << i << ": " << done.status();
+  }
+  auto after = DecideSync(*backend_, key, rate);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_FALSE(after->allowed);
+}
+
 }  // namespace
 }  // namespace traffik

@@ -199,6 +199,7 @@ class RedisBackend::Loop {
   bool refresh_inflight_ = false;
   int64_t refresh_sent_ms_ = 0;
   int64_t last_refresh_ms_ = 0;
+  bool shutting_down_ = false;
 
   std::thread thread_;
 };
@@ -242,6 +243,7 @@ void RedisBackend::Loop::Run() {
 }
 
 void RedisBackend::Loop::Shutdown() {
+  shutting_down_ = true;
   std::vector<Op*> queued;
   {
     absl::MutexLock lock(&mu_);
@@ -381,7 +383,8 @@ void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
   }
   Node* node = conn->node;
   conn->state = State::kUp;
-  conn->backoff_ms = 0;
+  // backoff_ms is reset by the first good reply, not here: a Redis that
+  // accepts connections but never answers keeps backing off.
   if (!conn->was_up && !node->last_error.empty()) {
     Log(absl::StrCat(loop->name_, ": connected to ", node->address));
   }
@@ -476,7 +479,7 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
     op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
   }
   conn->inflight.clear();
-  if (conn->node->last_error != reason) {
+  if (conn->node->last_error != reason && !shutting_down_) {
     Log(absl::StrCat(name_, ": dropping connection to ", conn->node->address, ": ",
                      reason));
   }
@@ -598,8 +601,9 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
   if (reply->type == REDIS_REPLY_ERROR) {
     const absl::string_view error(reply->str, reply->len);
     if (absl::StartsWith(error, "NOSCRIPT") && !op->use_eval) {
-      op->use_eval = true;  // the server restarted or flushed scripts
-      loop->sha_.clear();
+      // This node restarted, flushed its scripts or never saw them (a new
+      // cluster node): EVAL loads the script there, so later EVALSHAs hit.
+      op->use_eval = true;
       loop->Dispatch(op);
       return;
     }
@@ -641,6 +645,7 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
     }
     v[i] = e->integer;
   }
+  if (conn->ac == ac) conn->backoff_ms = 0;
   Decision d;
   d.allowed = v[0] == 1;
   d.wait_ms = static_cast<uint64_t>(v[1]);
