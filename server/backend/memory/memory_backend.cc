@@ -40,13 +40,15 @@ void MemoryBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback do
 
 Decision MemoryBackend::DecideNow(absl::string_view key, const Rate& rate,
                                   uint64_t cost) {
-  const size_t hash = absl::Hash<absl::string_view>{}(key);
-  // flat_hash_map uses the hash's low bits: pick the shard from the high ones.
+  // The map's own hash, computed once: it picks the shard (from the high
+  // bits; flat_hash_map probes with the low ones) and drives the lookup.
+  Shard& any = (*shards_)[0];
+  const size_t hash = any.hasher(key);
   Shard& shard = (*shards_)[static_cast<uint64_t>(hash) >> (64 - kShardBits)];
   const int64_t now_ms = clock_.NowMs();
 
-  absl::MutexLock lock(&shard.mu);
-  auto it = shard.buckets.find(key);
+  SpinLockGuard lock(shard.mu);
+  auto it = shard.buckets.find(key, hash);
   if (it != shard.buckets.end()) {
     Entry& entry = it->second;
     const Decision d = traffik::Decide(&entry.state, rate, cost, now_ms, &entry.state);
@@ -101,7 +103,7 @@ uint64_t MemoryBackend::SweepExpired() {
   uint64_t total = 0;
   for (Shard& shard : *shards_) {
     const int64_t now_ms = clock_.NowMs();
-    absl::MutexLock lock(&shard.mu);
+    SpinLockGuard lock(shard.mu);
     total += absl::erase_if(shard.buckets, [now_ms](const auto& kv) {
       return kv.second.full_at_ms <= now_ms;
     });

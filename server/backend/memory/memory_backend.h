@@ -18,6 +18,54 @@
 
 namespace traffik {
 
+// A test-and-test-and-set spin lock for critical sections of a few dozen
+// nanoseconds (one bucket update), where a futex-based mutex costs more than
+// the work it protects. Spins with a CPU pause, yields after a while so a
+// preempted holder can run.
+class ABSL_LOCKABLE SpinLock {
+ public:
+  static void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+
+  void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
+    for (int spins = 0;; ++spins) {
+      if (!locked_.exchange(true, std::memory_order_acquire)) return;
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (spins++ > 64) {
+          std::this_thread::yield();
+        } else {
+          CpuRelax();
+        }
+      }
+    }
+  }
+  void Unlock() ABSL_UNLOCK_FUNCTION() {
+    locked_.store(false, std::memory_order_release);
+  }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+class ABSL_SCOPED_LOCKABLE SpinLockGuard {
+ public:
+  explicit SpinLockGuard(SpinLock& lock) ABSL_EXCLUSIVE_LOCK_FUNCTION(lock)
+      : lock_(lock) {
+    lock_.Lock();
+  }
+  ~SpinLockGuard() ABSL_UNLOCK_FUNCTION() { lock_.Unlock(); }
+  SpinLockGuard(const SpinLockGuard&) = delete;
+  SpinLockGuard& operator=(const SpinLockGuard&) = delete;
+
+ private:
+  SpinLock& lock_;
+};
+
 struct MemoryBackendOptions {
   // Upper bound on stored buckets (spread evenly over the shards). Buckets that
   // have refilled to full are dropped first (no loss); beyond that the buckets
@@ -64,9 +112,11 @@ class MemoryBackend final : public Backend {
     BucketState state;
     int64_t full_at_ms;  // from then on the bucket equals a new one
   };
+  using Map = absl::flat_hash_map<std::string, Entry>;
   struct alignas(64) Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, Entry> buckets ABSL_GUARDED_BY(mu);
+    SpinLock mu;
+    Map buckets ABSL_GUARDED_BY(mu);
+    Map::hasher hasher;  // stateless; the map's hash function
   };
 
   // Makes room for one more bucket in `shard` (which is at its cap).
