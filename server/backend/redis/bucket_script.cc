@@ -26,10 +26,11 @@ local function decide(key, capacity, period, cost, now)
   local full = capacity * period
   local scaled = full
   local last = now
-  local state = redis.call('HMGET', key, 's', 't')
-  if state[1] and state[2] then
-    scaled = tonumber(state[1])
-    local stored_last = tonumber(state[2])
+  local state = redis.call('GET', key)
+  local sep = state and string.find(state, ':', 1, true)
+  if sep then
+    scaled = tonumber(string.sub(state, 1, sep - 1))
+    local stored_last = tonumber(string.sub(state, sep + 1))
     local elapsed = now - stored_last
     if elapsed > 0 then
       if elapsed >= period then
@@ -53,8 +54,7 @@ local function decide(key, capacity, period, cost, now)
   local remaining = floordiv(scaled, period)
   local reset = ceildiv(full - scaled, capacity)
   if reset > 0 then
-    redis.call('HSET', key, 's', string.format('%d', scaled), 't', string.format('%d', last))
-    redis.call('PEXPIRE', key, string.format('%d', reset))
+    redis.call('SET', key, string.format('%d:%d', scaled, last), 'PX', string.format('%d', reset))
   else
     redis.call('DEL', key)
   end
