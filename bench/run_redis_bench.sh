@@ -14,6 +14,10 @@
 # redis-server, redis-cli, redis-benchmark.
 #
 # Environment (defaults): DURATION=10s WARMUP=1s CONCURRENCIES="1 16 64 256"
+# TARGETS="noop memory redis batch10 batch100" (batchN: ShouldThrottleBatch of N
+# items on the memory tenant; its ratio is decisions/s over the single-call
+# memory figure) DATA_FILE= (if set, one TSV row per run is appended:
+# target concurrency calls_per_s decisions_per_s p50_us p99_us)
 # CHANNELS=1 THREADS=1 KEYS=1000 (distinct identifiers; 1 = one hot key)
 # RB_REQUESTS=200000 (redis-benchmark -n).
 set -euo pipefail
@@ -26,6 +30,8 @@ CHANNELS=${CHANNELS:-1}
 THREADS=${THREADS:-1}
 KEYS=${KEYS:-1000}
 RB_REQUESTS=${RB_REQUESTS:-200000}
+TARGETS=${TARGETS:-"noop memory redis batch10 batch100"}
+DATA_FILE=${DATA_FILE:-}
 
 LOADGEN="$BUILD_DIR/bench/traffik_loadgen"
 NOOP="$BUILD_DIR/bench/traffik_noop_server"
@@ -122,25 +128,30 @@ log "noop on $NOOP_ADDR, traffikd on $TRAFFIKD_ADDR"
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
 json_errors() { sed -n 's/.*"errors":{\([^}]*\)}.*/\1/p' <<<"$1" | tr -d '"'; }
 
-declare -A NOOP_RATE
+declare -A NOOP_RATE MEMORY_RATE
 ROWS=()
 for c in $CONCURRENCIES; do
-  for target in noop memory redis; do
+  for target in $TARGETS; do
+    rpc=should_throttle batch=1
     case $target in
       noop) addr=$NOOP_ADDR tenant= label="noop server (ceiling)" ;;
       memory) addr=$TRAFFIKD_ADDR tenant=mem label="traffikd memory" ;;
       redis) addr=$TRAFFIKD_ADDR tenant=default label="traffikd redis" ;;
+      batch*) addr=$TRAFFIKD_ADDR tenant=mem rpc=batch batch=${target#batch}
+        label="traffikd memory, batch of $batch" ;;
+      *) log "unknown target $target"; exit 1 ;;
     esac
     log "loadgen $target concurrency=$c ($WARMUP + $DURATION)"
     out=$("$LOADGEN" --target "$addr" --concurrency "$c" --channels "$CHANNELS" \
       --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
-      --rpc should_throttle --tenant "$tenant" --uid bench --limit 0 --keys "$KEYS" \
-      --json) || true
+      --rpc "$rpc" --batch-size "$batch" --tenant "$tenant" --uid bench --limit 0 \
+      --keys "$KEYS" --json) || true
     if [[ -z "$out" ]]; then
-      ROWS+=("| $label | $c | failed | | | | | | |")
+      ROWS+=("| $label | $c | failed | | | | | | | |")
       continue
     fi
     rate=$(json_num calls_per_s "$out")
+    decisions=$(json_num decisions_per_s "$out")
     p50=$(json_num p50 "$out")
     p99=$(json_num p99 "$out")
     p999=$(json_num p999 "$out")
@@ -148,10 +159,21 @@ for c in $CONCURRENCIES; do
     throttled=$(json_num throttled "$out")
     errs=$(json_errors "$out")
     [[ $target == noop ]] && NOOP_RATE[$c]=$rate
-    ratio=$(awk -v r="$rate" -v n="${NOOP_RATE[$c]:-0}" \
+    [[ $target == memory ]] && MEMORY_RATE[$c]=$decisions
+    if [[ $target == batch* ]]; then
+      base=${MEMORY_RATE[$c]:-0} unit="x memory single"
+    else
+      base=${NOOP_RATE[$c]:-0} unit=""
+    fi
+    ratio=$(awk -v r="$decisions" -v n="$base" \
       'BEGIN { if (n > 0) printf "%.2f", r / n; else print "-" }')
+    [[ -n $unit && $ratio != - ]] && ratio="$ratio $unit"
     [[ $target == noop ]] && allowed="-" throttled="-"
-    ROWS+=("| $label | $c | $(printf '%.0f' "$rate") | $p50 | $p99 | $p999 | ${errs:-0} | $allowed / $throttled | $ratio |")
+    ROWS+=("| $label | $c | $(printf '%.0f' "$rate") | $(printf '%.0f' "$decisions") | $p50 | $p99 | $p999 | ${errs:-0} | $allowed / $throttled | $ratio |")
+    if [[ -n $DATA_FILE ]]; then
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$rate" "$decisions" "$p50" "$p99" \
+        >>"$DATA_FILE"
+    fi
   done
 done
 
@@ -182,10 +204,11 @@ Client, server and Redis share this machine, so every number here is noisy.
 Loadgen: closed loop, ShouldThrottle on the configured throttle \`bench\` (1000000 per 1s, never
 throttles), $KEYS distinct identifiers round robin, $CHANNELS channel(s), $THREADS completion-queue
 thread(s), warmup $WARMUP, measured $DURATION, deadline 1 s. Latency in microseconds (OK calls).
-Ratio = calls/s divided by the noop server's at the same concurrency.
+Ratio = decisions/s divided by the noop server's calls/s at the same concurrency (batch
+rows: divided by the single-call memory decisions/s at the same concurrency).
 
-| target | concurrency | calls/s | p50 us | p99 us | p99.9 us | errors | allowed / throttled | ratio to noop |
-| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |
+| target | concurrency | calls/s | decisions/s | p50 us | p99 us | p99.9 us | errors | allowed / throttled | ratio |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |
 $(printf '%s\n' "${ROWS[@]}")
 
 Redis alone (\`redis-benchmark -c C -n N -P P EVALSHA <sha> 1 key 100000 1000 1\`, the script
