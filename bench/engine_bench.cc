@@ -105,6 +105,19 @@ BENCHMARK(BM_MemoryRandomKeys)
     ->UseRealTime()
     ->Unit(benchmark::kNanosecond);
 
+// An engine whose tenants all use one memory backend.
+struct EngineOnMemory {
+  explicit EngineOnMemory(const Config& config)
+      : memory(SteadyClock::Get(), NoSweep(1024)),
+        engine(*Snapshot::Build(
+            config,
+            [this](const TenantConfig&) -> absl::StatusOr<Backend*> { return &memory; },
+            metrics)) {}
+  MemoryBackend memory;
+  Metrics metrics;
+  Engine engine;
+};
+
 // Building a bucket key into a reused string.
 void BM_BuildKey(benchmark::State& state) {
   std::string key;
@@ -127,12 +140,8 @@ void BM_ConfigLookup(benchmark::State& state) {
     t.name = t.prefix = absl::StrCat("tenant_", i);
     config.tenants.push_back(t);
   }
-  MemoryBackend memory(SteadyClock::Get(), NoSweep(1024));
-  Metrics metrics;
-  auto snapshot = Snapshot::Build(
-      config, [&](const TenantConfig&) -> absl::StatusOr<Backend*> { return &memory; },
-      metrics);
-  Engine engine(*snapshot);
+  EngineOnMemory setup(config);
+  Engine& engine = setup.engine;
   HitRequest request;
   request.identifier = "203.0.113.9:/api/search";
   request.throttle_uid = "throttle_42";
@@ -150,12 +159,9 @@ BENCHMARK(BM_ConfigLookup);
 void BM_EngineDecision(benchmark::State& state) {
   Config config = DefaultConfig();
   config.throttles.push_back({"api", 1'000'000, 1000});
-  MemoryBackend memory(SteadyClock::Get(), NoSweep(1024));
-  Metrics metrics;
-  auto snapshot = Snapshot::Build(
-      config, [&](const TenantConfig&) -> absl::StatusOr<Backend*> { return &memory; },
-      metrics);
-  Engine engine(*snapshot);
+  EngineOnMemory setup(config);
+  Engine& engine = setup.engine;
+  MemoryBackend& memory = setup.memory;
   HitRequest request;
   request.identifier = "user:42";
   request.throttle_uid = "api";

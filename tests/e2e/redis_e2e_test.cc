@@ -122,26 +122,6 @@ std::string Describe(const grpc::Status& status) {
                       status.error_message());
 }
 
-// Finds the sample `name{labels...}` in Prometheus text output and returns its
-// value. Every `key="value"` in `labels` must be among the sample's labels.
-std::optional<double> SampleValue(const std::string& text, const std::string& name,
-                                  const std::map<std::string, std::string>& labels) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, name)) continue;
-    const absl::string_view rest = line.substr(name.size());
-    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
-    bool all = true;
-    for (const auto& [key, value] : labels) {
-      if (!absl::StrContains(rest, absl::StrCat(key, "=\"", value, "\""))) all = false;
-    }
-    if (!all) continue;
-    const size_t space = rest.rfind(' ');
-    double number = 0;
-    if (absl::SimpleAtod(rest.substr(space + 1), &number)) return number;
-  }
-  return std::nullopt;
-}
-
 // Splits a harness reply rendered as lines (array replies) into a set.
 std::set<std::string> Lines(const std::string& text) {
   std::set<std::string> out;

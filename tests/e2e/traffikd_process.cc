@@ -24,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 
 #ifndef TRAFFIKD_PATH
@@ -430,6 +431,24 @@ bool CanConnect(int port) {
       connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
   return connected;
+}
+
+std::optional<double> SampleValue(const std::string& text, const std::string& name,
+                                  const std::map<std::string, std::string>& labels) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, name)) continue;
+    const absl::string_view rest = line.substr(name.size());
+    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;
+    bool all = true;
+    for (const auto& [key, value] : labels) {
+      if (!absl::StrContains(rest, absl::StrCat(key, "=\"", value, "\""))) all = false;
+    }
+    if (!all) continue;
+    const size_t space = rest.rfind(' ');
+    double number = 0;
+    if (absl::SimpleAtod(rest.substr(space + 1), &number)) return number;
+  }
+  return std::nullopt;
 }
 
 }  // namespace traffik::e2e

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,5 +154,10 @@ class HeldPort {
 
 // True if a TCP connection to 127.0.0.1:<port> succeeds.
 bool CanConnect(int port);
+
+// Finds the sample `name{labels...}` in Prometheus text output and returns its
+// value. Every `key="value"` in `labels` must be among the sample's labels.
+std::optional<double> SampleValue(const std::string& text, const std::string& name,
+                                  const std::map<std::string, std::string>& labels = {});
 
 }  // namespace traffik::e2e
