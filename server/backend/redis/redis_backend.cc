@@ -53,18 +53,6 @@ struct RedisBackend::Completion {
 
 namespace {
 
-class SingleCompletion final : public RedisBackend::Completion {
- public:
-  explicit SingleCompletion(DecisionCallback done) : done_(std::move(done)) {}
-  void Deliver(size_t /*index*/, absl::StatusOr<Decision> result) override {
-    std::move(done_)(std::move(result));
-    delete this;
-  }
-
- private:
-  DecisionCallback done_;
-};
-
 class BatchCompletion final : public RedisBackend::Completion {
  public:
   BatchCompletion(size_t n, BatchCallback done)
@@ -105,18 +93,23 @@ struct RedisBackend::Op {
   std::string key;
   Rate rate;
   uint64_t cost = 0;
-  Completion* completion = nullptr;
+  DecisionCallback done;             // a single Decide: answered directly
+  Completion* completion = nullptr;  // a batch item: answered through this
   size_t index = 0;
   int64_t deadline_ms = 0;  // steady clock
   int redirects = 0;
   bool use_eval = false;  // the server lost the script (NOSCRIPT): send it whole
   std::string ask_node;   // one-shot ASK redirect target ("host:port")
-  bool done = false;      // answer delivered; whoever holds the op only frees it
+  bool answered = false;  // answer delivered; whoever holds the op only frees it
 
   void Complete(absl::StatusOr<Decision> result) {
-    if (done) return;
-    done = true;
-    completion->Deliver(index, std::move(result));
+    if (answered) return;
+    answered = true;
+    if (completion != nullptr) {
+      completion->Deliver(index, std::move(result));
+    } else {
+      std::move(done)(std::move(result));
+    }
   }
 };
 
@@ -126,7 +119,8 @@ class RedisBackend::Loop {
   Loop(RedisBackend* owner, const RedisOptions& options);
   ~Loop();
 
-  // Any thread. Takes ownership of the ops.
+  // Any thread. Take ownership of the ops.
+  void Enqueue(Op* op);
   void Enqueue(std::vector<Op*> ops);
 
  private:
@@ -255,6 +249,23 @@ void RedisBackend::Loop::Shutdown() {
       if (conn->ac != nullptr) Drop(conn.get(), "backend is shutting down");
     }
     FailWaiting(node.get(), "backend is shutting down");
+  }
+}
+
+void RedisBackend::Loop::Enqueue(Op* op) {
+  bool wake = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      wake = queue_.empty();
+      queue_.push_back(op);
+      op = nullptr;
+    }
+  }
+  if (op != nullptr) Fail(op, "backend is shutting down");
+  if (wake) {
+    const uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof(one));
   }
 }
 
@@ -555,21 +566,28 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     redisAsyncCommandArgv(conn->ac, nullptr, nullptr, 1, argv, lens);
     op->ask_node.clear();
   }
-  const std::string capacity = absl::StrCat(op->rate.capacity);
-  const std::string period = absl::StrCat(op->rate.period_ms);
-  const std::string cost = absl::StrCat(op->cost);
+  char capacity[24], period[24], cost[24];
+  const size_t capacity_len =
+      absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
+  const size_t period_len =
+      absl::numbers_internal::FastIntToBuffer(op->rate.period_ms, period) - period;
+  const size_t cost_len = absl::numbers_internal::FastIntToBuffer(op->cost, cost) - cost;
   const bool eval = op->use_eval || sha_.empty();
   const std::string& body = eval ? RedisBucketScript() : sha_;
-  const char* argv[] = {
-      eval ? "EVAL" : "EVALSHA", body.c_str(),   "1",         op->key.data(),
-      capacity.c_str(),          period.c_str(), cost.c_str()};
+  const char* argv[] = {eval ? "EVAL" : "EVALSHA",
+                        body.c_str(),
+                        "1",
+                        op->key.data(),
+                        capacity,
+                        period,
+                        cost};
   const size_t lens[] = {eval ? size_t{4} : size_t{7},
                          body.size(),
                          1,
                          op->key.size(),
-                         capacity.size(),
-                         period.size(),
-                         cost.size()};
+                         capacity_len,
+                         period_len,
+                         cost_len};
   if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, 7, argv, lens) != REDIS_OK) {
     return false;
   }
@@ -590,7 +608,7 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
       if (it != conn->inflight.end()) conn->inflight.erase(it);
     }
   }
-  if (op->done) {
+  if (op->answered) {
     delete op;
     return;
   }
@@ -790,9 +808,9 @@ void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost
   op->key.assign(key.data(), key.size());
   op->rate = rate;
   op->cost = cost;
-  op->completion = new SingleCompletion(std::move(done));
+  op->done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
-  loop_->Enqueue({op});
+  loop_->Enqueue(op);
 }
 
 void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) {
