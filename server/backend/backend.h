@@ -37,6 +37,10 @@ class Backend {
   // without credentials, ...). Never contains secrets.
   virtual absl::string_view Name() const = 0;
 
+  // True when Decide/DecideBatch always run their callback before returning
+  // (so a caller may keep its state on the stack).
+  virtual bool CompletesInline() const { return false; }
+
   // Takes `cost` tokens from bucket `key` if it holds that many.
   virtual void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
                       DecisionCallback done) = 0;

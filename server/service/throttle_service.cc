@@ -25,45 +25,45 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-// One ShouldThrottle call. Owns the prepared hit (key, snapshot) until the
-// backend answers; deletes itself when gRPC is done with it.
+// Turns a finished decision (or error) into the response and status, and
+// records latency and errors. Returns the gRPC status to finish with.
+grpc::Status Answer(Metrics& metrics, const PreparedHit& hit,
+                    absl::StatusOr<Decision> result, ShouldThrottleResponse* response,
+                    int64_t start_ns) {
+  result = Engine::Finish(hit, std::move(result));
+  metrics.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
+  if (!result.ok()) {
+    metrics.CountError(result.status().code());
+    return ToGrpcStatus(result.status());
+  }
+  ToProto(*result, response);
+  return grpc::Status::OK;
+}
+
+// One ShouldThrottle call on a backend that answers later (network): owns the
+// prepared hit (key, snapshot) until the backend answers; deletes itself when
+// gRPC is done with it.
 class DecisionReactor final : public grpc::ServerUnaryReactor {
  public:
-  DecisionReactor(const Engine& engine, Metrics& metrics,
-                  const ShouldThrottleRequest& request, ShouldThrottleResponse* response)
-      : metrics_(metrics), response_(response), start_ns_(NowNanos()) {
-    if (absl::Status s = engine.Prepare(ToHitRequest(request), &hit_); !s.ok()) {
-      Complete(s);
-      return;
-    }
+  DecisionReactor(Metrics& metrics, PreparedHit hit, ShouldThrottleResponse* response,
+                  int64_t start_ns)
+      : metrics_(metrics),
+        hit_(std::move(hit)),
+        response_(response),
+        start_ns_(start_ns) {
     hit_.backend->Decide(
-        hit_.key, hit_.rate, hit_.cost,
-        [this](absl::StatusOr<Decision> result) { OnDecision(std::move(result)); });
+        hit_.key, hit_.rate, hit_.cost, [this](absl::StatusOr<Decision> result) {
+          Finish(Answer(metrics_, hit_, std::move(result), response_, start_ns_));
+        });
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void OnDecision(absl::StatusOr<Decision> result) {
-    result = Engine::Finish(hit_, std::move(result));
-    if (!result.ok()) {
-      Complete(result.status());
-      return;
-    }
-    ToProto(*result, response_);
-    Complete(absl::OkStatus());
-  }
-
-  void Complete(const absl::Status& status) {
-    metrics_.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns_);
-    if (!status.ok()) metrics_.CountError(status.code());
-    Finish(ToGrpcStatus(status));
-  }
-
   Metrics& metrics_;
+  PreparedHit hit_;
   ShouldThrottleResponse* response_;
   const int64_t start_ns_;
-  PreparedHit hit_;
 };
 
 }  // namespace
@@ -90,9 +90,28 @@ void ToProto(const Decision& decision, ShouldThrottleResponse* response) {
 }
 
 grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
-    grpc::CallbackServerContext* /*context*/, const ShouldThrottleRequest* request,
+    grpc::CallbackServerContext* context, const ShouldThrottleRequest* request,
     ShouldThrottleResponse* response) {
-  return new DecisionReactor(engine_, metrics_, *request, response);
+  const int64_t start_ns = NowNanos();
+  // Reused per gRPC thread: the key keeps its capacity, so a decision on the
+  // memory backend allocates nothing here.
+  thread_local PreparedHit hit;
+  if (absl::Status s = engine_.Prepare(ToHitRequest(*request), &hit); !s.ok()) {
+    metrics_.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
+    metrics_.CountError(s.code());
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  if (!hit.backend->CompletesInline()) {
+    return new DecisionReactor(metrics_, std::move(hit), response, start_ns);
+  }
+  absl::StatusOr<Decision> result = absl::InternalError("backend did not answer inline");
+  hit.backend->Decide(hit.key, hit.rate, hit.cost,
+                      [&result](absl::StatusOr<Decision> d) { result = std::move(d); });
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(Answer(metrics_, hit, std::move(result), response, start_ns));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(

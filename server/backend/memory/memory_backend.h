@@ -92,6 +92,7 @@ class MemoryBackend final : public Backend {
   MemoryBackend& operator=(const MemoryBackend&) = delete;
 
   absl::string_view Name() const override { return "memory"; }
+  bool CompletesInline() const override { return true; }
   void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
               DecisionCallback done) override;
   void DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) override;
