@@ -1,5 +1,7 @@
 #include "backend/memory/memory_backend.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
@@ -113,6 +115,7 @@ uint64_t MemoryBackend::SweepExpired() {
 }
 
 void MemoryBackend::SweepLoop() {
+  pthread_setname_np(pthread_self(), "traffik-sweep");
   std::unique_lock<std::mutex> lock(sweep_mu_);
   while (!stopping_) {
     sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms));

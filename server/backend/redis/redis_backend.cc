@@ -4,6 +4,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -232,6 +233,7 @@ RedisBackend::Loop::~Loop() {
 }
 
 void RedisBackend::Loop::Run() {
+  pthread_setname_np(pthread_self(), "traffik-redis");
   event_base_dispatch(base_);
   Shutdown();
 }
