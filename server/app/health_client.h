@@ -17,9 +17,8 @@ namespace traffik {
 // not know, DEADLINE_EXCEEDED, UNAVAILABLE when nothing listens) and a message
 // naming the address. A malformed answer is kDataLoss.
 //
-// The messages are encoded by hand and sent through grpc::GenericStub, so no
-// second copy of the health .proto descriptor is linked next to grpc++'s own.
-// Thread-safe; each call uses its own channel.
+// A thin wrapper over the client library's Client::Healthy (one place encodes
+// the health messages). Thread-safe; each call uses its own channel.
 absl::StatusOr<bool> CheckHealth(const std::string& address, const std::string& service,
                                  std::chrono::milliseconds timeout);
 

@@ -1,0 +1,144 @@
+#pragma once
+
+// The Traffik client: asks a traffikd server whether a hit may go ahead.
+//
+// Thread-safe: one Client is meant to be shared by a whole application (it
+// owns its gRPC channel(s) and its local short-circuit cache).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace traffik {
+
+// An inline throttle definition (used when the uid is not configured on the
+// server): `limit` tokens refilled continuously over `period`.
+struct ThrottleSpec {
+  uint64_t limit = 0;
+  std::chrono::milliseconds period{0};
+};
+
+// One hit to decide.
+struct ThrottleRequest {
+  std::string identifier;    // who is limited (e.g. "203.0.113.9:/api/search")
+  std::string throttle_uid;  // which throttle
+  std::string tenant;        // empty: the server's default tenant
+  uint32_t cost = 1;         // tokens this hit takes
+  std::optional<ThrottleSpec> spec;
+};
+
+// What the client does when traffikd cannot be reached or answers an error.
+enum class FailurePolicy {
+  kAllow,  // fail open: the hit is allowed
+  kDeny,   // fail closed: the hit is refused (wait = ClientOptions::deny_wait)
+  kRaise,  // the error is returned to the caller
+};
+
+// The answer for one hit.
+struct ThrottleResult {
+  bool allowed = false;
+  std::chrono::milliseconds wait{0};   // 0 when allowed
+  uint64_t limit = 0;                  // bucket capacity (0 if unknown)
+  uint64_t remaining = 0;              // whole tokens left (0 if unknown)
+  std::chrono::milliseconds reset{0};  // until the bucket is full again
+  // How the answer was reached: from traffikd, refused locally because an
+  // earlier answer said "wait" for this key and that wait has not passed, or
+  // from the failure policy.
+  enum class Source { kServer, kShortCircuit, kFailurePolicy };
+  Source source = Source::kServer;
+};
+
+struct ClientOptions {
+  std::string target = "127.0.0.1:50051";                // traffikd's gRPC address
+  std::chrono::milliseconds deadline{200};               // per RPC
+  FailurePolicy failure_policy = FailurePolicy::kRaise;  // default for calls without one
+  std::chrono::milliseconds deny_wait{1000};             // wait reported by kDeny
+  // Local short-circuit: once traffikd says "wait N ms" for a key (tenant,
+  // uid, identifier), further checks of that key are refused locally until
+  // the N ms have passed, without an RPC. Only hits costing at least as much
+  // as the refused one are refused locally (a cheaper one may fit sooner).
+  // At most this many keys are remembered (when full: expired entries are
+  // dropped first, then the soonest-expiring); 0 turns it off.
+  size_t short_circuit_max_keys = 100'000;
+  // Failure logging: the first failure of a burst (failures with no success in
+  // between) writes one line, further failures of the burst write nothing;
+  // and at most one line per `failure_log_interval` in any case.
+  std::chrono::milliseconds failure_log_interval{10'000};
+  // Where failure lines go (one call per line, without a newline); empty:
+  // stderr. Called from client threads; must be thread-safe and quick.
+  std::function<void(const std::string&)> log;
+};
+
+// Counters for observability and tests.
+struct ClientStats {
+  uint64_t rpcs = 0;             // ShouldThrottle + ShouldThrottleBatch RPCs sent
+  uint64_t short_circuited = 0;  // hits refused locally (no RPC; every item of a batch)
+  uint64_t failures = 0;         // RPCs that failed (unreachable, error status)
+  uint64_t short_circuit_keys = 0;  // keys remembered now (<= short_circuit_max_keys)
+};
+
+class Client {
+ public:
+  virtual ~Client() = default;
+
+  // Connects lazily; never blocks. Errors only for unusable options
+  // (kInvalidArgument: empty target, deadline <= 0, negative deny_wait or
+  // failure_log_interval). One gRPC channel per Client: share the Client.
+  static absl::StatusOr<std::shared_ptr<Client>> Create(ClientOptions options);
+
+  // Decides one hit. With FailurePolicy::kRaise a failure is returned as the
+  // error status (kUnavailable, kDeadlineExceeded, kInvalidArgument, ...);
+  // with kAllow/kDeny it becomes an allowed/refused result. Any failure
+  // counts: traffikd unreachable or too slow, and error statuses from it
+  // (kNotFound, kInvalidArgument, kOutOfRange, ...). Never takes longer than
+  // the deadline (plus scheduling).
+  //
+  // A short-circuited hit (see ClientOptions::short_circuit_max_keys) is
+  // answered at once without an RPC: allowed=false, wait = the time left,
+  // limit/remaining/reset 0 (unknown), source kShortCircuit.
+  virtual absl::StatusOr<ThrottleResult> Check(
+      const ThrottleRequest& request, std::optional<FailurePolicy> policy = {}) = 0;
+  // The same, without blocking: `done` runs on a client thread (or inline for
+  // a short-circuited hit). Do not call the blocking methods from `done`.
+  // The Client stays alive until every `done` has run.
+  virtual void CheckAsync(const ThrottleRequest& request,
+                          std::function<void(absl::StatusOr<ThrottleResult>)> done,
+                          std::optional<FailurePolicy> policy = {}) = 0;
+  std::future<absl::StatusOr<ThrottleResult>> CheckFuture(
+      const ThrottleRequest& request, std::optional<FailurePolicy> policy = {});
+
+  // Decides several hits in one RPC, answered in request order as if made one
+  // by one. The server rejects a batch with an invalid item whole (a failure:
+  // the policy then applies to the whole batch).
+  //
+  // Local short-circuit: if ANY item's key is short-circuited, no RPC is made
+  // and the whole batch is refused locally, so no tokens are taken from the
+  // other items (all-or-nothing, as several throttles on one request need).
+  // Every result then has source kShortCircuit and allowed=false; the
+  // short-circuited items carry their remaining wait, the others wait 0 (they
+  // were not asked). An empty batch is answered locally with no results.
+  virtual absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
+      const std::vector<ThrottleRequest>& requests,
+      std::optional<FailurePolicy> policy = {}) = 0;
+  virtual void CheckBatchAsync(
+      const std::vector<ThrottleRequest>& requests,
+      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
+      std::optional<FailurePolicy> policy = {}) = 0;
+
+  // Asks traffikd's gRPC health service (service "" unless given): true when
+  // SERVING, false for any other status. Errors (kUnavailable,
+  // kDeadlineExceeded, kNotFound for an unknown service, ...) are returned
+  // as they are; the failure policy does not apply. Bounded by the deadline.
+  virtual absl::StatusOr<bool> Healthy(const std::string& service = "") = 0;
+
+  virtual ClientStats stats() const = 0;
+};
+
+}  // namespace traffik

@@ -1,0 +1,323 @@
+#pragma once
+
+// HTTP throttling on top of traffik::Client, independent of any web framework.
+//
+// The pieces (the seed library's HTTPThrottle, identifiers, UNLIMITED,
+// handle_throttled, multiple throttles and the `throttled` decorator):
+//
+//   HttpRequest    the request facts the core needs; an adapter fills it in
+//                  (traffik/adapters/httplib.h, traffik/adapters/beast.h).
+//   HttpThrottle   one throttle: uid, inline spec or server-configured, an
+//                  identifier function, an on_throttled handler, cost, tenant
+//                  and failure policy. A cheap-to-copy, immutable handle.
+//   HttpThrottler  a Client plus the trusted proxies: decides a request
+//                  against one or several throttles and produces the 429
+//                  (or the custom response) and the RateLimit-* headers.
+//   Throttled()    the decorator: wraps a handler with throttles.
+//
+// The middleware with ordered rules is in traffik/middleware.h; WebSocket
+// message throttling is in traffik/websocket.h.
+//
+// Example:
+//
+//   auto client = traffik::Client::Create({.target = "127.0.0.1:50051"}).value();
+//   traffik::HttpThrottler throttler(client);
+//   traffik::HttpThrottle burst({.uid = "search_burst",
+//                                .spec = traffik::ThrottleSpec{10,
+//                                std::chrono::minutes(1)}});
+//   traffik::HttpThrottle sustained({.uid = "search_sustained",
+//                                    .spec = traffik::ThrottleSpec{100,
+//                                    std::chrono::hours(1)}});
+//   traffik::HttpHandler search = traffik::Throttled(throttler, SearchHandler, burst,
+//   sustained);
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "traffik/client.h"
+
+namespace traffik {
+
+// Header fields in order, as (name, value). Names compare case-insensitively.
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
+// The facts about an HTTP request that throttling needs. Adapters build one
+// per request; identifier functions, hooks and on_throttled handlers read it.
+struct HttpRequest {
+  std::string method;        // as received, e.g. "GET"
+  std::string path;          // the request path without the query string
+  std::string route;         // the matched route pattern if the framework knows it
+                             // (e.g. "/users/:id"); empty: `path` is used
+  std::string peer_address;  // the TCP peer's IP address, no port ("10.0.0.7", "::1")
+  HttpHeaders headers;       // as received
+  // The address of the client, resolved by the HttpThrottler from
+  // `peer_address` and X-Forwarded-For under its trusted proxies (see
+  // ClientAddress()). Set by HttpThrottler::Check before identifier functions
+  // run; whatever the adapter put here is overwritten.
+  std::string client_address;
+
+  // The value of header `name` (case-insensitive). Several fields with that
+  // name are joined with ", " (RFC 9110 section 5.3). nullopt when absent.
+  std::optional<std::string> Header(std::string_view name) const;
+  // `route` if set, else `path`.
+  const std::string& RouteOrPath() const { return route.empty() ? path : route; }
+};
+
+// A response the core wants sent instead of calling the handler.
+struct HttpResponse {
+  int status = 200;
+  HttpHeaders headers;  // besides Content-Type
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+
+  // Sets header `name` to `value`, replacing any field with that name.
+  void SetHeader(std::string_view name, std::string value);
+  // The first value of header `name` (case-insensitive), nullopt when absent.
+  std::optional<std::string> Header(std::string_view name) const;
+};
+
+// ---------------------------------------------------------------- identifiers
+
+// The type of kUnlimited.
+struct UnlimitedTag {
+  friend bool operator==(UnlimitedTag, UnlimitedTag) { return true; }
+};
+// Returned by an identifier function to exempt a request from a throttle: no
+// RPC is made for that throttle and it adds no headers.
+inline constexpr UnlimitedTag kUnlimited{};
+
+// What an identifier function returns: the key of the bucket ("who is
+// limited"; the server keys buckets by tenant, uid and this), or kUnlimited.
+class Identifier {
+ public:
+  Identifier(std::string value) : value_(std::move(value)) {}  // NOLINT: implicit
+  Identifier(const char* value) : value_(value) {}             // NOLINT: implicit
+  Identifier(UnlimitedTag) : unlimited_(true) {}               // NOLINT: implicit
+
+  bool unlimited() const { return unlimited_; }
+  // The key; empty when unlimited(). An empty key from a custom function is
+  // sent as is and refused by the server (kInvalidArgument -> failure policy).
+  const std::string& value() const { return value_; }
+
+ private:
+  std::string value_;
+  bool unlimited_ = false;
+};
+
+using HttpIdentifierFn = std::function<Identifier(const HttpRequest& request)>;
+
+// The default HTTP identifier: "<client address>:<route or path>", e.g.
+// "203.0.113.9:/api/search" ("unknown" when the adapter gave no address).
+Identifier DefaultHttpIdentifier(const HttpRequest& request);
+
+// ------------------------------------------------------------- trusted proxies
+
+// A set of proxy addresses whose X-Forwarded-For is believed: exact IPs and
+// CIDR blocks, IPv4 and IPv6 ("10.0.0.0/8", "192.168.1.7", "::1",
+// "fd00::/8"). IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match IPv4
+// entries. Immutable; thread-safe.
+class TrustedProxies {
+ public:
+  TrustedProxies() = default;  // empty: trusts nobody
+  // kInvalidArgument naming the bad entry.
+  static absl::StatusOr<TrustedProxies> Parse(const std::vector<std::string>& entries);
+
+  bool empty() const { return blocks_.empty(); }
+  // True if `address` (an IP in text form, optionally "[v6]" or with a
+  // ":port" after an IPv4 address) is in the set. False for non-addresses.
+  bool Contains(std::string_view address) const;
+
+ private:
+  struct Block {
+    unsigned char bytes[16];  // IPv6, or IPv4 as ::ffff:a.b.c.d
+    int prefix_bits;          // 0..128
+  };
+  std::vector<Block> blocks_;
+};
+
+// The canonical text of an IP address ("::ffff:10.0.0.1" -> "10.0.0.1",
+// "[::1]" -> "::1", "10.0.0.1:5000" -> "10.0.0.1"); nullopt if `text` is not
+// an IP address.
+std::optional<std::string> NormalizeIpAddress(std::string_view text);
+
+// The address the request comes from:
+// - the peer address, unless the peer is a trusted proxy;
+// - if it is, the X-Forwarded-For chain is read right to left (each proxy
+//   appends the address it received from) and the first entry that is not a
+//   trusted proxy is the client: the right-most untrusted address. Entries to
+//   its left were written by the client itself and are never believed.
+// - if every entry is trusted, the left-most one; if the walk meets an entry
+//   that is not an IP address, the last trusted hop before it (a garbage
+//   entry is never used as an identity).
+// With no trusted proxies X-Forwarded-For is ignored. Addresses are
+// normalized (NormalizeIpAddress); an unparsable peer address is used as is.
+std::string ClientAddress(const HttpRequest& request, const TrustedProxies& trusted);
+
+// -------------------------------------------------------------------- headers
+
+// Retry-After for `wait`: whole seconds, rounded up, at least 1.
+int64_t RetryAfterSeconds(std::chrono::milliseconds wait);
+
+// RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (seconds until the
+// bucket is full again, rounded up) for `result`; empty when the limit is
+// unknown (result.limit == 0, e.g. an answer from the failure policy).
+HttpHeaders RateLimitHeaders(const ThrottleResult& result);
+
+// The default response for a throttled request: 429 with Retry-After, the
+// RateLimit-* headers and a short text body ("rate limited; retry in 3s").
+HttpResponse TooManyRequests(const ThrottleResult& result);
+
+// ------------------------------------------------------------------ throttles
+
+// Replaces the default 429 for a refused request. `result` is the refusing
+// throttle's answer (result.wait > 0). The response is sent as returned: add
+// Retry-After yourself if you want it (RetryAfterSeconds()).
+using HttpThrottledFn =
+    std::function<HttpResponse(const HttpRequest& request, const ThrottleResult& result)>;
+
+struct HttpThrottleOptions {
+  std::string uid;  // the throttle uid on the server (required)
+  // The inline definition, used by the server when `uid` is not configured
+  // there; nullopt: the throttle must be configured on the server.
+  std::optional<ThrottleSpec> spec;
+  HttpIdentifierFn identifier;   // empty: DefaultHttpIdentifier
+  HttpThrottledFn on_throttled;  // empty: TooManyRequests
+  uint32_t cost = 1;             // tokens a request takes
+  std::string tenant;            // empty: the server's default tenant
+  // When traffikd cannot answer; nullopt: the Client's default policy.
+  std::optional<FailurePolicy> failure_policy;
+};
+
+// One throttle. A cheap-to-copy handle to immutable options; thread-safe.
+class HttpThrottle {
+ public:
+  explicit HttpThrottle(HttpThrottleOptions options);
+  const HttpThrottleOptions& options() const { return *options_; }
+  const std::string& uid() const { return options_->uid; }
+
+ private:
+  std::shared_ptr<const HttpThrottleOptions> options_;
+};
+
+// ------------------------------------------------------------------- decision
+
+// The outcome of checking one request against its throttles.
+struct HttpVerdict {
+  // False: send `response` instead of calling the handler.
+  bool allowed = true;
+  // True when no throttle applied (every identifier returned kUnlimited, or no
+  // middleware rule matched): no RPC was made.
+  bool exempt = false;
+  // The longest wait among the refusing throttles; 0 when allowed.
+  std::chrono::milliseconds wait{0};
+  // RateLimit-* for the handler's response when allowed: those of the throttle
+  // with the fewest remaining tokens (ties: the later reset). Empty when exempt
+  // or when the numbers are unknown.
+  HttpHeaders headers;
+  // Set iff !allowed: the default 429, the refusing throttle's on_throttled
+  // response, or (a kRaise failure) the HttpThrottlerOptions::on_error one.
+  std::optional<HttpResponse> response;
+  // OK, or the failure that produced an on_error response.
+  absl::Status error;
+  // The answers, one per non-exempt throttle, in the order checked.
+  std::vector<ThrottleResult> results;
+};
+
+using HttpErrorFn =
+    std::function<HttpResponse(const HttpRequest& request, const absl::Status& error)>;
+
+// The default response for a kRaise failure: 503, "rate limiter unavailable".
+HttpResponse RateLimiterUnavailable(const HttpRequest& request,
+                                    const absl::Status& error);
+
+struct HttpThrottlerOptions {
+  // Proxies whose X-Forwarded-For is believed (see ClientAddress); empty:
+  // X-Forwarded-For is ignored.
+  TrustedProxies trusted_proxies;
+  // The response when a throttle's failure policy is kRaise and traffikd
+  // could not answer; empty: RateLimiterUnavailable (503).
+  HttpErrorFn on_error;
+};
+
+// Decides HTTP requests with a Client.
+//
+// Several throttles on one request (burst + sustained): all must allow; the
+// verdict carries the longest wait and the 429 (or on_throttled response) of
+// the throttle with that wait. They are decided in ONE ShouldThrottleBatch RPC
+// (a single throttle uses ShouldThrottle). Limitation, stated plainly: the
+// server decides batch items one by one, as independent hits, and has no
+// all-or-nothing batch nor a "peek" call. So when one throttle refuses, every
+// other throttle of the same request that allowed HAS taken its tokens (the
+// refusing one takes nothing). The seed library checked throttles in sequence
+// and stopped at the first refusal, so there only the throttles before the
+// refusing one were charged; here all allowing ones are, in exchange for one
+// round trip instead of N.
+//
+// Failure policy with several throttles (one RPC, so one policy): their own if
+// all throttles agree (an unset policy means the Client's default); otherwise
+// kDeny if any says kDeny, else kRaise if any says kRaise, else the Client's
+// default (a mix of kAllow and unset).
+//
+// Thread-safe; cheap to copy (the copies share the Client).
+class HttpThrottler {
+ public:
+  explicit HttpThrottler(std::shared_ptr<Client> client,
+                         HttpThrottlerOptions options = {});
+
+  // Decides `request` against `throttles` (blocking on the RPC). Fills
+  // request.client_address first. No throttles, or all exempt: allowed, no RPC.
+  HttpVerdict Check(HttpRequest& request,
+                    const std::vector<HttpThrottle>& throttles) const;
+
+  // The same without blocking: `done` runs on a Client thread, or inline when
+  // no RPC is needed or the Client answers locally.
+  void CheckAsync(HttpRequest request, std::vector<HttpThrottle> throttles,
+                  std::function<void(HttpVerdict verdict)> done) const;
+
+  const std::shared_ptr<Client>& client() const { return client_; }
+  const TrustedProxies& trusted_proxies() const { return options_->trusted_proxies; }
+
+ private:
+  struct Prepared;
+  Prepared Prepare(HttpRequest& request,
+                   const std::vector<HttpThrottle>& throttles) const;
+  HttpVerdict Finish(const HttpRequest& request,
+                     const std::vector<HttpThrottle>& throttles, const Prepared& prepared,
+                     absl::StatusOr<std::vector<ThrottleResult>> results) const;
+
+  std::shared_ptr<Client> client_;
+  std::shared_ptr<const HttpThrottlerOptions> options_;
+};
+
+// ------------------------------------------------------------------ decorator
+
+// A framework-agnostic handler.
+using HttpHandler = std::function<HttpResponse(const HttpRequest& request)>;
+
+// Adds `headers` to `response`, replacing fields with the same names.
+void AddHeaders(const HttpHeaders& headers, HttpResponse& response);
+
+// Wraps `handler`: the request is checked against `throttles` first; when
+// refused the verdict's response is returned and `handler` is not called;
+// when allowed `handler` runs and the RateLimit-* headers are added to its
+// response. Adapters offer the same for their frameworks' handler types.
+HttpHandler Throttled(HttpThrottler throttler, HttpHandler handler,
+                      std::vector<HttpThrottle> throttles);
+
+template <typename... More>
+HttpHandler Throttled(HttpThrottler throttler, HttpHandler handler, HttpThrottle first,
+                      More... more) {
+  return Throttled(std::move(throttler), std::move(handler),
+                   std::vector<HttpThrottle>{std::move(first), std::move(more)...});
+}
+
+}  // namespace traffik

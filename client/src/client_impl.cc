@@ -1,0 +1,409 @@
+#include "client_impl.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/slice.h>
+#include <grpcpp/support/status.h>
+#include <grpcpp/support/stub_options.h>
+
+#include <future>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "health.h"
+
+namespace traffik::client_internal {
+namespace {
+
+// gRPC backs off up to 120 s between reconnection attempts by default; a rate
+// limiter that fails open or closed while traffikd restarts should notice it
+// is back within seconds.
+constexpr int kMaxReconnectBackoffMs = 5000;
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+void ToProto(const ThrottleRequest& request, v1::ShouldThrottleRequest* out) {
+  out->set_identifier(request.identifier);
+  out->set_throttle_uid(request.throttle_uid);
+  out->set_tenant(request.tenant);
+  out->set_cost(request.cost);
+  if (request.spec.has_value()) {
+    out->mutable_spec()->set_limit(request.spec->limit);
+    out->mutable_spec()->set_period_ms(
+        static_cast<uint64_t>(request.spec->period.count()));
+  }
+}
+
+ThrottleResult FromProto(const v1::ShouldThrottleResponse& response) {
+  ThrottleResult result;
+  result.allowed = response.wait_ms() == 0;
+  result.wait = std::chrono::milliseconds(response.wait_ms());
+  result.limit = response.limit();
+  result.remaining = response.remaining();
+  result.reset = std::chrono::milliseconds(response.reset_ms());
+  result.source = ThrottleResult::Source::kServer;
+  return result;
+}
+
+ThrottleResult ShortCircuitResult(std::chrono::milliseconds wait) {
+  ThrottleResult result;
+  result.allowed = false;
+  result.wait = wait;
+  result.source = ThrottleResult::Source::kShortCircuit;
+  return result;
+}
+
+// True while this thread runs one of our gRPC callbacks.
+thread_local bool t_in_callback = false;
+
+// Marks the current thread as running a gRPC callback for its lifetime.
+class CallbackScope {
+ public:
+  CallbackScope() : outer_(t_in_callback) { t_in_callback = true; }
+  ~CallbackScope() { t_in_callback = outer_; }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  const bool outer_;
+};
+
+std::string KeyOf(const ThrottleRequest& request) {
+  return ShortCircuitCache::Key(request.tenant, request.throttle_uid, request.identifier);
+}
+
+}  // namespace
+
+absl::Status ToAbslStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+absl::Status ValidateOptions(const ClientOptions& options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("target is empty");
+  if (options.deadline <= std::chrono::milliseconds::zero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("deadline must be positive, got ", options.deadline.count(), " ms"));
+  }
+  if (options.deny_wait < std::chrono::milliseconds::zero()) {
+    return absl::InvalidArgumentError(absl::StrCat("deny_wait must not be negative, got ",
+                                                   options.deny_wait.count(), " ms"));
+  }
+  if (options.failure_log_interval < std::chrono::milliseconds::zero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("failure_log_interval must not be negative, got ",
+                     options.failure_log_interval.count(), " ms"));
+  }
+  return absl::OkStatus();
+}
+
+// One ShouldThrottle in flight; owned by its gRPC callback.
+struct ClientImpl::CheckCall {
+  grpc::ClientContext context;
+  v1::ShouldThrottleRequest request;
+  v1::ShouldThrottleResponse response;
+  std::string key;  // short-circuit key ("" when the cache is off)
+  uint32_t cost = 0;
+  SteadyTime sent_at;
+  FailurePolicy policy = FailurePolicy::kRaise;
+  std::function<void(absl::StatusOr<ThrottleResult>)> done;
+};
+
+// One ShouldThrottleBatch in flight; owned by its gRPC callback.
+struct ClientImpl::BatchCall {
+  grpc::ClientContext context;
+  v1::ShouldThrottleBatchRequest request;
+  v1::ShouldThrottleBatchResponse response;
+  std::vector<std::string> keys;  // per item ("" when the cache is off)
+  std::vector<uint32_t> costs;    // per item
+  SteadyTime sent_at;
+  FailurePolicy policy = FailurePolicy::kRaise;
+  std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done;
+};
+
+std::shared_ptr<ClientImpl> ClientImpl::Make(ClientOptions options) {
+  return std::shared_ptr<ClientImpl>(new ClientImpl(std::move(options)),
+                                     &ClientImpl::Destroy);
+}
+
+void ClientImpl::Destroy(ClientImpl* client) {
+  if (!t_in_callback) {
+    delete client;
+    return;
+  }
+  // Released by a gRPC callback: destroying the channel here could be the
+  // last one and shut down the callback thread from itself.
+  std::thread([client] { delete client; }).detach();
+}
+
+ClientImpl::ClientImpl(ClientOptions options)
+    : options_(std::move(options)),
+      channel_(MakeChannel(options_.target)),
+      stub_(v1::ThrottleService::NewStub(channel_)),
+      health_stub_(channel_),
+      short_circuit_(options_.short_circuit_max_keys),
+      failure_log_(options_.target, options_.failure_log_interval, options_.log) {}
+
+std::chrono::system_clock::time_point ClientImpl::RpcDeadline() const {
+  // gRPC 1.51 takes system_clock deadlines only.
+  return std::chrono::system_clock::now() + options_.deadline;
+}
+
+absl::StatusOr<ThrottleResult> ClientImpl::Fail(const absl::Status& status,
+                                                FailurePolicy policy) {
+  failures_.fetch_add(1, std::memory_order_relaxed);
+  failure_log_.OnFailure(status, policy);
+  ThrottleResult result;
+  result.source = ThrottleResult::Source::kFailurePolicy;
+  switch (policy) {
+    case FailurePolicy::kAllow:
+      result.allowed = true;
+      return result;
+    case FailurePolicy::kDeny:
+      result.allowed = false;
+      result.wait = options_.deny_wait;
+      return result;
+    case FailurePolicy::kRaise:
+      break;
+  }
+  return status;
+}
+
+void ClientImpl::Remember(const std::string& key, uint32_t cost, SteadyTime sent_at,
+                          const ThrottleResult& result) {
+  if (result.allowed || !short_circuit_.enabled()) return;
+  // Measured from the send time: the server decided later, so the local
+  // refusal never outlasts the server's.
+  short_circuit_.Insert(key, cost, sent_at + result.wait);
+}
+
+absl::StatusOr<ThrottleResult> ClientImpl::Check(const ThrottleRequest& request,
+                                                 std::optional<FailurePolicy> policy) {
+  std::future<absl::StatusOr<ThrottleResult>> future = CheckFuture(request, policy);
+  if (future.wait_for(options_.deadline + kSyncSlack) != std::future_status::ready) {
+    return Fail(absl::DeadlineExceededError("no answer from the gRPC callback in time"),
+                policy.value_or(options_.failure_policy));
+  }
+  return future.get();
+}
+
+void ClientImpl::CheckAsync(const ThrottleRequest& request,
+                            std::function<void(absl::StatusOr<ThrottleResult>)> done,
+                            std::optional<FailurePolicy> policy) {
+  auto call = std::make_unique<CheckCall>();
+  if (short_circuit_.enabled()) {
+    call->key = KeyOf(request);
+    if (std::optional<std::chrono::milliseconds> wait =
+            short_circuit_.Lookup(call->key, request.cost)) {
+      short_circuited_.fetch_add(1, std::memory_order_relaxed);
+      done(ShortCircuitResult(*wait));
+      return;
+    }
+  }
+  ToProto(request, &call->request);
+  call->cost = request.cost;
+  call->policy = policy.value_or(options_.failure_policy);
+  call->done = std::move(done);
+  call->context.set_deadline(RpcDeadline());
+  call->sent_at = std::chrono::steady_clock::now();
+  rpcs_.fetch_add(1, std::memory_order_relaxed);
+
+  CheckCall* raw = call.release();
+  stub_->async()->ShouldThrottle(
+      &raw->context, &raw->request, &raw->response,
+      [self = shared_from_this(), raw](grpc::Status status) mutable {
+        // Destroyed in reverse order: the call (its ClientContext holds a
+        // channel reference) before the client.
+        CallbackScope scope;
+        std::shared_ptr<ClientImpl> client = std::move(self);
+        std::unique_ptr<CheckCall> owned(raw);
+        client->OnCheckDone(*owned, status);
+      });
+}
+
+void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
+  if (!status.ok()) {
+    call.done(Fail(ToAbslStatus(status), call.policy));
+    return;
+  }
+  failure_log_.OnSuccess();
+  ThrottleResult result = FromProto(call.response);
+  Remember(call.key, call.cost, call.sent_at, result);
+  call.done(std::move(result));
+}
+
+absl::StatusOr<std::vector<ThrottleResult>> ClientImpl::CheckBatch(
+    const std::vector<ThrottleRequest>& requests, std::optional<FailurePolicy> policy) {
+  auto promise =
+      std::make_shared<std::promise<absl::StatusOr<std::vector<ThrottleResult>>>>();
+  auto future = promise->get_future();
+  CheckBatchAsync(
+      requests,
+      [promise](absl::StatusOr<std::vector<ThrottleResult>> results) {
+        promise->set_value(std::move(results));
+      },
+      policy);
+  if (future.wait_for(options_.deadline + kSyncSlack) != std::future_status::ready) {
+    const FailurePolicy effective = policy.value_or(options_.failure_policy);
+    absl::StatusOr<ThrottleResult> failed =
+        Fail(absl::DeadlineExceededError("no answer from the gRPC callback in time"),
+             effective);
+    if (!failed.ok()) return failed.status();
+    return std::vector<ThrottleResult>(requests.size(), *failed);
+  }
+  return future.get();
+}
+
+void ClientImpl::CheckBatchAsync(
+    const std::vector<ThrottleRequest>& requests,
+    std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
+    std::optional<FailurePolicy> policy) {
+  if (requests.empty()) {
+    done(std::vector<ThrottleResult>());
+    return;
+  }
+  auto call = std::make_unique<BatchCall>();
+  if (short_circuit_.enabled()) {
+    call->keys.reserve(requests.size());
+    bool any_refused = false;
+    std::vector<ThrottleResult> local(requests.size(), ShortCircuitResult({}));
+    for (size_t i = 0; i < requests.size(); ++i) {
+      call->keys.push_back(KeyOf(requests[i]));
+      if (std::optional<std::chrono::milliseconds> wait =
+              short_circuit_.Lookup(call->keys.back(), requests[i].cost)) {
+        local[i].wait = *wait;
+        any_refused = true;
+      }
+    }
+    if (any_refused) {
+      // All or nothing: the items not refused are not sent either, so no
+      // tokens are taken from them.
+      short_circuited_.fetch_add(requests.size(), std::memory_order_relaxed);
+      done(std::move(local));
+      return;
+    }
+  } else {
+    call->keys.assign(requests.size(), std::string());
+  }
+  call->costs.reserve(requests.size());
+  for (const ThrottleRequest& request : requests) {
+    ToProto(request, call->request.add_requests());
+    call->costs.push_back(request.cost);
+  }
+  call->policy = policy.value_or(options_.failure_policy);
+  call->done = std::move(done);
+  call->context.set_deadline(RpcDeadline());
+  call->sent_at = std::chrono::steady_clock::now();
+  rpcs_.fetch_add(1, std::memory_order_relaxed);
+
+  BatchCall* raw = call.release();
+  stub_->async()->ShouldThrottleBatch(
+      &raw->context, &raw->request, &raw->response,
+      [self = shared_from_this(), raw](grpc::Status status) mutable {
+        CallbackScope scope;  // see CheckAsync
+        std::shared_ptr<ClientImpl> client = std::move(self);
+        std::unique_ptr<BatchCall> owned(raw);
+        client->OnBatchDone(*owned, status);
+      });
+}
+
+void ClientImpl::OnBatchDone(BatchCall& call, const grpc::Status& status) {
+  const size_t count = static_cast<size_t>(call.request.requests_size());
+  absl::Status failure;
+  if (!status.ok()) {
+    failure = ToAbslStatus(status);
+  } else if (static_cast<size_t>(call.response.responses_size()) != count) {
+    failure =
+        absl::DataLossError(absl::StrCat("batch of ", count, " answered with ",
+                                         call.response.responses_size(), " responses"));
+  }
+  if (!failure.ok()) {
+    absl::StatusOr<ThrottleResult> failed = Fail(failure, call.policy);
+    if (!failed.ok()) {
+      call.done(failed.status());
+    } else {
+      call.done(std::vector<ThrottleResult>(count, *failed));
+    }
+    return;
+  }
+  failure_log_.OnSuccess();
+  std::vector<ThrottleResult> results;
+  results.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    results.push_back(FromProto(call.response.responses(static_cast<int>(i))));
+    Remember(call.keys[i], call.costs[i], call.sent_at, results.back());
+  }
+  call.done(std::move(results));
+}
+
+absl::StatusOr<bool> ClientImpl::Healthy(const std::string& service) {
+  struct HealthCall {
+    grpc::ClientContext context;
+    grpc::ByteBuffer request;
+    grpc::ByteBuffer response;
+    std::promise<grpc::Status> done;
+  };
+  auto call = std::make_shared<HealthCall>();
+  call->context.set_deadline(RpcDeadline());
+  const std::string request_bytes = EncodeHealthCheckRequest(service);
+  grpc::Slice request_slice(request_bytes);
+  call->request = grpc::ByteBuffer(&request_slice, 1);
+  std::future<grpc::Status> future = call->done.get_future();
+  health_stub_.UnaryCall(&call->context, kHealthCheckMethod, grpc::StubOptions(),
+                         &call->request, &call->response,
+                         [self = shared_from_this(), call](grpc::Status status) mutable {
+                           CallbackScope scope;  // see CheckAsync
+                           std::shared_ptr<ClientImpl> client = std::move(self);
+                           std::shared_ptr<HealthCall> owned = std::move(call);
+                           owned->done.set_value(std::move(status));
+                         });
+  if (future.wait_for(options_.deadline + kSyncSlack) != std::future_status::ready) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("health check of ", options_.target, ": no answer in time"));
+  }
+  const grpc::Status status = future.get();
+  if (!status.ok()) {
+    return absl::Status(
+        static_cast<absl::StatusCode>(status.error_code()),
+        absl::StrCat(
+            "health check of ", options_.target, " (service \"", service, "\") failed: ",
+            status.error_message().empty()
+                ? absl::StrCat("gRPC code ", static_cast<int>(status.error_code()))
+                : status.error_message()));
+  }
+  // An empty message (status UNKNOWN) may arrive as no buffer at all.
+  grpc::Slice response_slice;
+  if (call->response.Valid() && !call->response.DumpToSingleSlice(&response_slice).ok()) {
+    return absl::DataLossError(
+        absl::StrCat("health check of ", options_.target, ": unreadable response"));
+  }
+  const std::string_view bytes(reinterpret_cast<const char*>(response_slice.begin()),
+                               response_slice.size());
+  absl::StatusOr<uint64_t> serving = DecodeHealthCheckStatus(bytes);
+  if (!serving.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("health check of ", options_.target,
+                     ": malformed response: ", serving.status().message()));
+  }
+  return *serving == kHealthServing;
+}
+
+ClientStats ClientImpl::stats() const {
+  ClientStats stats;
+  stats.rpcs = rpcs_.load(std::memory_order_relaxed);
+  stats.short_circuited = short_circuited_.load(std::memory_order_relaxed);
+  stats.failures = failures_.load(std::memory_order_relaxed);
+  stats.short_circuit_keys = short_circuit_.size();
+  return stats;
+}
+
+}  // namespace traffik::client_internal

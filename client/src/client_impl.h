@@ -1,0 +1,100 @@
+#pragma once
+
+#include <grpcpp/channel.h>
+#include <grpcpp/generic/generic_stub.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "failure_log.h"
+#include "short_circuit_cache.h"
+#include "traffik/client.h"
+#include "traffik/v1/throttle.grpc.pb.h"
+
+namespace traffik::client_internal {
+
+// The Client: one gRPC channel (and stub) per Client, every RPC made with the
+// callback API and a deadline of options.deadline; the blocking methods wait
+// on the asynchronous ones. In-flight calls hold a reference to the
+// ClientImpl, so it outlives them.
+//
+// Lifetime: create with Make() only. gRPC 1.51 aborts when the last
+// grpc::Channel is destroyed on one of its callback threads (the thread
+// joins itself), which happens when the last reference to a Client is
+// dropped by a callback. So callbacks drop their reference to the ClientImpl
+// last (after their ClientContext), inside a CallbackScope, and Make()'s
+// deleter hands a ClientImpl released inside a CallbackScope to a new thread
+// to be destroyed.
+//
+// Thread-safe: the stub is, the cache and failure log lock internally, the
+// counters are atomic.
+class ClientImpl final : public Client, public std::enable_shared_from_this<ClientImpl> {
+ public:
+  // `options` must have been validated (Client::Create does).
+  static std::shared_ptr<ClientImpl> Make(ClientOptions options);
+
+  absl::StatusOr<ThrottleResult> Check(const ThrottleRequest& request,
+                                       std::optional<FailurePolicy> policy) override;
+  void CheckAsync(const ThrottleRequest& request,
+                  std::function<void(absl::StatusOr<ThrottleResult>)> done,
+                  std::optional<FailurePolicy> policy) override;
+  absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
+      const std::vector<ThrottleRequest>& requests,
+      std::optional<FailurePolicy> policy) override;
+  void CheckBatchAsync(
+      const std::vector<ThrottleRequest>& requests,
+      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
+      std::optional<FailurePolicy> policy) override;
+  absl::StatusOr<bool> Healthy(const std::string& service) override;
+  ClientStats stats() const override;
+
+ private:
+  explicit ClientImpl(ClientOptions options);
+  // Make()'s deleter.
+  static void Destroy(ClientImpl* client);
+
+  using SteadyTime = std::chrono::steady_clock::time_point;
+  struct CheckCall;
+  struct BatchCall;
+
+  // How long a blocking method waits for its callback beyond the deadline
+  // before giving up (the deadline always ends the RPC first; this only
+  // guards against a lost callback).
+  static constexpr std::chrono::milliseconds kSyncSlack{2000};
+
+  std::chrono::system_clock::time_point RpcDeadline() const;
+  void OnCheckDone(CheckCall& call, const grpc::Status& status);
+  void OnBatchDone(BatchCall& call, const grpc::Status& status);
+  // Counts and logs a failure and applies `policy` to it.
+  absl::StatusOr<ThrottleResult> Fail(const absl::Status& status, FailurePolicy policy);
+  // Remembers a refusal from the server for the short-circuit.
+  void Remember(const std::string& key, uint32_t cost, SteadyTime sent_at,
+                const ThrottleResult& result);
+
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ThrottleService::Stub> stub_;
+  grpc::GenericStub health_stub_;
+  ShortCircuitCache short_circuit_;
+  FailureLog failure_log_;
+
+  std::atomic<uint64_t> rpcs_{0};
+  std::atomic<uint64_t> short_circuited_{0};
+  std::atomic<uint64_t> failures_{0};
+};
+
+// Validates `options` (the checks behind Client::Create).
+absl::Status ValidateOptions(const ClientOptions& options);
+
+// grpc::Status -> absl::Status (the codes share their numeric values).
+absl::Status ToAbslStatus(const grpc::Status& status);
+
+}  // namespace traffik::client_internal

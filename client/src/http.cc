@@ -1,0 +1,307 @@
+// HTTP throttling core (traffik/http.h).
+
+#include "traffik/http.h"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+#include <utility>
+
+#include "http_internal.h"
+
+namespace traffik {
+
+namespace http_internal {
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::optional<FailurePolicy> CombinePolicies(
+    const std::vector<std::optional<FailurePolicy>>& policies) {
+  if (policies.empty()) return std::nullopt;
+  if (std::all_of(policies.begin(), policies.end(),
+                  [&](const auto& p) { return p == policies.front(); })) {
+    return policies.front();
+  }
+  for (FailurePolicy strict : {FailurePolicy::kDeny, FailurePolicy::kRaise}) {
+    if (std::find(policies.begin(), policies.end(), strict) != policies.end())
+      return strict;
+  }
+  return std::nullopt;  // kAllow mixed with unset: the Client's default
+}
+
+std::string WaitText(std::chrono::milliseconds wait) {
+  return "rate limited; retry in " + std::to_string(RetryAfterSeconds(wait)) + "s";
+}
+
+}  // namespace http_internal
+
+using http_internal::EqualsIgnoreCase;
+
+// ------------------------------------------------------------ request/response
+
+std::optional<std::string> HttpRequest::Header(std::string_view name) const {
+  std::optional<std::string> value;
+  for (const auto& [field, field_value] : headers) {
+    if (!EqualsIgnoreCase(field, name)) continue;
+    if (value.has_value()) {
+      value->append(", ");
+      value->append(field_value);
+    } else {
+      value = field_value;
+    }
+  }
+  return value;
+}
+
+void HttpResponse::SetHeader(std::string_view name, std::string value) {
+  headers.erase(
+      std::remove_if(headers.begin(), headers.end(),
+                     [&](const auto& h) { return EqualsIgnoreCase(h.first, name); }),
+      headers.end());
+  headers.emplace_back(std::string(name), std::move(value));
+}
+
+std::optional<std::string> HttpResponse::Header(std::string_view name) const {
+  for (const auto& [field, value] : headers) {
+    if (EqualsIgnoreCase(field, name)) return value;
+  }
+  return std::nullopt;
+}
+
+void AddHeaders(const HttpHeaders& headers, HttpResponse& response) {
+  for (const auto& [name, value] : headers) response.SetHeader(name, value);
+}
+
+// ---------------------------------------------------------------- identifiers
+
+Identifier DefaultHttpIdentifier(const HttpRequest& request) {
+  const std::string& address =
+      request.client_address.empty() ? request.peer_address : request.client_address;
+  return (address.empty() ? std::string("unknown") : address) + ":" +
+         request.RouteOrPath();
+}
+
+// -------------------------------------------------------------------- headers
+
+int64_t RetryAfterSeconds(std::chrono::milliseconds wait) {
+  const int64_t ms = wait.count();
+  return std::max<int64_t>(1, ms <= 0 ? 1 : (ms + 999) / 1000);
+}
+
+HttpHeaders RateLimitHeaders(const ThrottleResult& result) {
+  if (result.limit == 0) return {};
+  const int64_t reset_ms = std::max<int64_t>(0, result.reset.count());
+  return {
+      {"RateLimit-Limit", std::to_string(result.limit)},
+      {"RateLimit-Remaining", std::to_string(result.remaining)},
+      {"RateLimit-Reset", std::to_string((reset_ms + 999) / 1000)},
+  };
+}
+
+HttpResponse TooManyRequests(const ThrottleResult& result) {
+  HttpResponse response;
+  response.status = 429;
+  response.SetHeader("Retry-After", std::to_string(RetryAfterSeconds(result.wait)));
+  AddHeaders(RateLimitHeaders(result), response);
+  response.body = http_internal::WaitText(result.wait) + "\n";
+  return response;
+}
+
+HttpResponse RateLimiterUnavailable(const HttpRequest& /*request*/,
+                                    const absl::Status& /*error*/) {
+  HttpResponse response;
+  response.status = 503;
+  response.body = "rate limiter unavailable\n";
+  return response;
+}
+
+// ------------------------------------------------------------------ throttles
+
+HttpThrottle::HttpThrottle(HttpThrottleOptions options)
+    : options_(std::make_shared<const HttpThrottleOptions>(std::move(options))) {}
+
+// ------------------------------------------------------------------ throttler
+
+struct HttpThrottler::Prepared {
+  std::vector<ThrottleRequest> requests;
+  std::vector<size_t> throttle_index;  // requests[i] is for throttles[throttle_index[i]]
+  std::optional<FailurePolicy> policy;
+};
+
+HttpThrottler::HttpThrottler(std::shared_ptr<Client> client, HttpThrottlerOptions options)
+    : client_(std::move(client)),
+      options_(std::make_shared<const HttpThrottlerOptions>(std::move(options))) {}
+
+HttpThrottler::Prepared HttpThrottler::Prepare(
+    HttpRequest& request, const std::vector<HttpThrottle>& throttles) const {
+  request.client_address = ClientAddress(request, options_->trusted_proxies);
+  Prepared prepared;
+  std::vector<std::optional<FailurePolicy>> policies;
+  for (size_t i = 0; i < throttles.size(); ++i) {
+    const HttpThrottleOptions& options = throttles[i].options();
+    Identifier id =
+        options.identifier ? options.identifier(request) : DefaultHttpIdentifier(request);
+    if (id.unlimited()) continue;
+    ThrottleRequest hit;
+    hit.identifier = id.value();
+    hit.throttle_uid = options.uid;
+    hit.tenant = options.tenant;
+    hit.cost = options.cost;
+    hit.spec = options.spec;
+    prepared.requests.push_back(std::move(hit));
+    prepared.throttle_index.push_back(i);
+    policies.push_back(options.failure_policy);
+  }
+  prepared.policy = http_internal::CombinePolicies(policies);
+  return prepared;
+}
+
+HttpVerdict HttpThrottler::Finish(
+    const HttpRequest& request, const std::vector<HttpThrottle>& throttles,
+    const Prepared& prepared, absl::StatusOr<std::vector<ThrottleResult>> results) const {
+  HttpVerdict verdict;
+  if (!results.ok()) {
+    verdict.allowed = false;
+    verdict.error = results.status();
+    verdict.response = options_->on_error
+                           ? options_->on_error(request, verdict.error)
+                           : RateLimiterUnavailable(request, verdict.error);
+    return verdict;
+  }
+  verdict.results = std::move(*results);
+  // The refusal with the longest wait decides the response; when all allow,
+  // the throttle closest to refusing decides the headers.
+  std::optional<size_t> refusing;
+  std::optional<size_t> tightest;
+  for (size_t i = 0; i < verdict.results.size(); ++i) {
+    const ThrottleResult& r = verdict.results[i];
+    if (!r.allowed) {
+      if (!refusing || r.wait > verdict.results[*refusing].wait) refusing = i;
+    } else if (r.limit > 0) {
+      if (!tightest) {
+        tightest = i;
+      } else {
+        const ThrottleResult& t = verdict.results[*tightest];
+        if (r.remaining < t.remaining ||
+            (r.remaining == t.remaining && r.reset > t.reset)) {
+          tightest = i;
+        }
+      }
+    }
+  }
+  if (refusing) {
+    const ThrottleResult& r = verdict.results[*refusing];
+    const HttpThrottleOptions& options =
+        throttles[prepared.throttle_index[*refusing]].options();
+    verdict.allowed = false;
+    verdict.wait = r.wait;
+    verdict.headers = RateLimitHeaders(r);
+    verdict.response =
+        options.on_throttled ? options.on_throttled(request, r) : TooManyRequests(r);
+    return verdict;
+  }
+  if (tightest) verdict.headers = RateLimitHeaders(verdict.results[*tightest]);
+  return verdict;
+}
+
+HttpVerdict HttpThrottler::Check(HttpRequest& request,
+                                 const std::vector<HttpThrottle>& throttles) const {
+  Prepared prepared = Prepare(request, throttles);
+  if (prepared.requests.empty()) {
+    HttpVerdict verdict;
+    verdict.exempt = true;
+    return verdict;
+  }
+  absl::StatusOr<std::vector<ThrottleResult>> results;
+  if (prepared.requests.size() == 1) {
+    absl::StatusOr<ThrottleResult> one =
+        client_->Check(prepared.requests[0], prepared.policy);
+    if (one.ok()) {
+      results = std::vector<ThrottleResult>{*std::move(one)};
+    } else {
+      results = one.status();
+    }
+  } else {
+    results = client_->CheckBatch(prepared.requests, prepared.policy);
+    if (results.ok() && results->size() != prepared.requests.size()) {
+      results = absl::InternalError(
+          "CheckBatch answered " + std::to_string(results->size()) + " results for " +
+          std::to_string(prepared.requests.size()) + " requests");
+    }
+  }
+  return Finish(request, throttles, prepared, std::move(results));
+}
+
+void HttpThrottler::CheckAsync(HttpRequest request, std::vector<HttpThrottle> throttles,
+                               std::function<void(HttpVerdict verdict)> done) const {
+  struct State {
+    HttpRequest request;
+    std::vector<HttpThrottle> throttles;
+    Prepared prepared;
+    std::function<void(HttpVerdict)> done;
+  };
+  auto state = std::make_shared<State>();
+  state->request = std::move(request);
+  state->throttles = std::move(throttles);
+  state->done = std::move(done);
+  state->prepared = Prepare(state->request, state->throttles);
+  if (state->prepared.requests.empty()) {
+    HttpVerdict verdict;
+    verdict.exempt = true;
+    state->done(std::move(verdict));
+    return;
+  }
+  HttpThrottler self = *this;  // keeps the options alive until the callback
+  if (state->prepared.requests.size() == 1) {
+    client_->CheckAsync(
+        state->prepared.requests[0],
+        [self, state](absl::StatusOr<ThrottleResult> one) {
+          absl::StatusOr<std::vector<ThrottleResult>> results;
+          if (one.ok()) {
+            results = std::vector<ThrottleResult>{*std::move(one)};
+          } else {
+            results = one.status();
+          }
+          state->done(self.Finish(state->request, state->throttles, state->prepared,
+                                  std::move(results)));
+        },
+        state->prepared.policy);
+    return;
+  }
+  client_->CheckBatchAsync(
+      state->prepared.requests,
+      [self, state](absl::StatusOr<std::vector<ThrottleResult>> results) {
+        if (results.ok() && results->size() != state->prepared.requests.size()) {
+          results = absl::InternalError("CheckBatch answered a wrong number of results");
+        }
+        state->done(self.Finish(state->request, state->throttles, state->prepared,
+                                std::move(results)));
+      },
+      state->prepared.policy);
+}
+
+// ------------------------------------------------------------------ decorator
+
+HttpHandler Throttled(HttpThrottler throttler, HttpHandler handler,
+                      std::vector<HttpThrottle> throttles) {
+  return [throttler = std::move(throttler), handler = std::move(handler),
+          throttles = std::move(throttles)](const HttpRequest& request) {
+    HttpRequest checked = request;
+    HttpVerdict verdict = throttler.Check(checked, throttles);
+    if (!verdict.allowed) return *std::move(verdict.response);
+    HttpResponse response = handler(checked);
+    AddHeaders(verdict.headers, response);
+    return response;
+  };
+}
+
+}  // namespace traffik

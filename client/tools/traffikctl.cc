@@ -1,0 +1,404 @@
+// traffikctl: probe a running traffikd from the command line, through the
+// Traffik client library.
+//
+//   traffikctl [--target HOST:PORT] [--deadline-ms N] [--json] COMMAND ...
+//     check UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]
+//     batch    (requests on stdin, one a line:
+//               UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS])
+//     health [--service NAME]
+//
+// Exit code: 0 allowed / serving; 1 throttled (batch: any item throttled) /
+// not serving; 2 error (bad usage, unreachable, an error from the server).
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "traffik/client.h"
+
+namespace traffik::ctl {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitThrottled = 1;
+constexpr int kExitError = 2;
+
+constexpr char kUsage[] =
+    "usage: traffikctl [--target HOST:PORT] [--deadline-ms N] [--json] COMMAND ...\n"
+    "\n"
+    "commands:\n"
+    "  check UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]\n"
+    "      decide one hit (takes its tokens when allowed)\n"
+    "  batch\n"
+    "      decide the hits read from stdin in one batch, one a line:\n"
+    "        UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS]\n"
+    "      (blank lines and lines starting with # are skipped)\n"
+    "  health [--service NAME]\n"
+    "      ask the gRPC health service\n"
+    "\n"
+    "options:\n"
+    "  --target HOST:PORT   traffikd's gRPC address (default 127.0.0.1:50051)\n"
+    "  --deadline-ms N      per-RPC deadline in milliseconds (default 1000)\n"
+    "  --json               machine-readable output on stdout\n"
+    "\n"
+    "exit code: 0 allowed / serving, 1 throttled / not serving, 2 error\n";
+
+// The parsed command line.
+struct Args {
+  std::string target = "127.0.0.1:50051";
+  int64_t deadline_ms = 1000;
+  bool json = false;
+  std::string command;
+  std::vector<std::string> positional;       // after the command
+  std::map<std::string, std::string> flags;  // command flags, without "--"
+};
+
+// Which command flags each command takes (all take a value).
+const std::map<std::string, std::set<std::string>>& CommandFlags() {
+  static const auto* flags = new std::map<std::string, std::set<std::string>>{
+      {"check", {"tenant", "cost", "limit", "period-ms"}},
+      {"batch", {}},
+      {"health", {"service"}},
+  };
+  return *flags;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned char>(c));
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += "\"";
+  return out;
+}
+
+// Reports an error (stderr; and stdout as JSON with --json); returns kExitError.
+int ReportError(bool json, const absl::Status& status) {
+  std::fprintf(stderr, "traffikctl: %s: %s\n",
+               std::string(absl::StatusCodeToString(status.code())).c_str(),
+               std::string(status.message()).c_str());
+  if (json) {
+    std::printf("{\"error\":{\"code\":%s,\"message\":%s}}\n",
+                JsonString(absl::StatusCodeToString(status.code())).c_str(),
+                JsonString(std::string(status.message())).c_str());
+  }
+  return kExitError;
+}
+
+int UsageError(bool json, const std::string& message) {
+  std::fprintf(stderr, "%s", kUsage);
+  return ReportError(json, absl::InvalidArgumentError(message));
+}
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.size() < 2 || arg.compare(0, 2, "--") != 0 || arg == "--") {
+      if (args.command.empty()) {
+        args.command = arg;
+      } else {
+        args.positional.push_back(arg);
+      }
+      continue;
+    }
+    std::string name = arg.substr(2);
+    std::optional<std::string> value;
+    if (const size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    if (name == "json") {
+      if (value.has_value()) return absl::InvalidArgumentError("--json takes no value");
+      args.json = true;
+      continue;
+    }
+    if (name == "help") return absl::CancelledError("help");
+    if (!value.has_value()) {
+      if (i + 1 >= argc)
+        return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
+      value = argv[++i];
+    }
+    if (name == "target") {
+      args.target = *value;
+    } else if (name == "deadline-ms") {
+      if (!absl::SimpleAtoi(*value, &args.deadline_ms) || args.deadline_ms <= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--deadline-ms wants a positive integer, got \"", *value, "\""));
+      }
+    } else {
+      args.flags[name] = *value;
+    }
+  }
+  if (args.command.empty()) return absl::InvalidArgumentError("no command given");
+  const auto command = CommandFlags().find(args.command);
+  if (command == CommandFlags().end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown command \"", args.command, "\""));
+  }
+  for (const auto& [name, value] : args.flags) {
+    if (command->second.count(name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name, " for ", args.command));
+    }
+  }
+  return args;
+}
+
+absl::Status ParseUint(const std::string& what, const std::string& text, uint64_t max,
+                       uint64_t* out) {
+  if (!absl::SimpleAtoi(text, out) || *out > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " wants an integer from 0 to ", max, ", got \"", text, "\""));
+  }
+  return absl::OkStatus();
+}
+
+// Fills cost and spec of `request` from textual fields (any may be absent).
+absl::Status FillRequest(const std::optional<std::string>& tenant,
+                         const std::optional<std::string>& cost,
+                         const std::optional<std::string>& limit,
+                         const std::optional<std::string>& period_ms,
+                         const std::string& limit_name, const std::string& period_name,
+                         ThrottleRequest* request) {
+  if (tenant.has_value()) request->tenant = *tenant;
+  if (cost.has_value()) {
+    uint64_t value = 0;
+    if (absl::Status s = ParseUint("cost", *cost, UINT32_MAX, &value); !s.ok()) return s;
+    request->cost = static_cast<uint32_t>(value);
+  }
+  if (limit.has_value() != period_ms.has_value()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(limit_name, " and ", period_name, " go together"));
+  }
+  if (limit.has_value()) {
+    ThrottleSpec spec;
+    uint64_t period = 0;
+    if (absl::Status s = ParseUint(limit_name, *limit, UINT64_MAX, &spec.limit);
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = ParseUint(period_name, *period_ms, INT64_MAX, &period);
+        !s.ok()) {
+      return s;
+    }
+    spec.period = std::chrono::milliseconds(static_cast<int64_t>(period));
+    request->spec = spec;
+  }
+  return absl::OkStatus();
+}
+
+std::optional<std::string> Flag(const Args& args, const std::string& name) {
+  const auto it = args.flags.find(name);
+  if (it == args.flags.end()) return std::nullopt;
+  return it->second;
+}
+
+// Retry-After in whole seconds, rounded up.
+int64_t RetryAfterSeconds(std::chrono::milliseconds wait) {
+  return (wait.count() + 999) / 1000;
+}
+
+std::string HumanResult(const ThrottleResult& result) {
+  return absl::StrCat(
+      result.allowed ? "allowed" : "throttled", " wait_ms=", result.wait.count(),
+      result.allowed ? ""
+                     : absl::StrCat(" retry_after_s=", RetryAfterSeconds(result.wait)),
+      " limit=", result.limit, " remaining=", result.remaining,
+      " reset_ms=", result.reset.count());
+}
+
+std::string JsonResultFields(const ThrottleResult& result) {
+  return absl::StrCat("\"allowed\":", result.allowed ? "true" : "false",
+                      ",\"wait_ms\":", result.wait.count(),
+                      ",\"retry_after_s\":", RetryAfterSeconds(result.wait),
+                      ",\"limit\":", result.limit, ",\"remaining\":", result.remaining,
+                      ",\"reset_ms\":", result.reset.count());
+}
+
+absl::StatusOr<std::shared_ptr<Client>> MakeClient(const Args& args) {
+  ClientOptions options;
+  options.target = args.target;
+  options.deadline = std::chrono::milliseconds(args.deadline_ms);
+  options.failure_policy = FailurePolicy::kRaise;
+  options.short_circuit_max_keys = 0;       // one-shot process: nothing to remember
+  options.log = [](const std::string&) {};  // errors are reported by main
+  return Client::Create(std::move(options));
+}
+
+int RunCheck(const Args& args, Client& client) {
+  if (args.positional.size() != 2) {
+    return UsageError(args.json, "check wants UID IDENTIFIER");
+  }
+  ThrottleRequest request;
+  request.throttle_uid = args.positional[0];
+  request.identifier = args.positional[1];
+  if (absl::Status s =
+          FillRequest(Flag(args, "tenant"), Flag(args, "cost"), Flag(args, "limit"),
+                      Flag(args, "period-ms"), "--limit", "--period-ms", &request);
+      !s.ok()) {
+    return UsageError(args.json, std::string(s.message()));
+  }
+  const absl::StatusOr<ThrottleResult> result = client.Check(request);
+  if (!result.ok()) return ReportError(args.json, result.status());
+  if (args.json) {
+    std::printf("{%s}\n", JsonResultFields(*result).c_str());
+  } else {
+    std::printf("%s\n", HumanResult(*result).c_str());
+  }
+  return result->allowed ? kExitOk : kExitThrottled;
+}
+
+// Parses one stdin line of `batch`.
+absl::StatusOr<ThrottleRequest> ParseBatchLine(absl::string_view line) {
+  std::vector<std::string> fields =
+      absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  if (fields.size() < 2)
+    return absl::InvalidArgumentError("wants UID IDENTIFIER [key=value...]");
+  ThrottleRequest request;
+  request.throttle_uid = fields[0];
+  request.identifier = fields[1];
+  std::map<std::string, std::string> named;
+  for (size_t i = 2; i < fields.size(); ++i) {
+    const size_t eq = fields[i].find('=');
+    const std::string key = fields[i].substr(0, eq);
+    if (eq == std::string::npos ||
+        (key != "tenant" && key != "cost" && key != "limit" && key != "period_ms")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown field \"", fields[i], "\" (want tenant=, cost=, limit=, period_ms=)"));
+    }
+    named[key] = fields[i].substr(eq + 1);
+  }
+  auto get = [&](const std::string& key) -> std::optional<std::string> {
+    const auto it = named.find(key);
+    if (it == named.end()) return std::nullopt;
+    return it->second;
+  };
+  if (absl::Status s = FillRequest(get("tenant"), get("cost"), get("limit"),
+                                   get("period_ms"), "limit", "period_ms", &request);
+      !s.ok()) {
+    return s;
+  }
+  return request;
+}
+
+int RunBatch(const Args& args, Client& client) {
+  if (!args.positional.empty())
+    return UsageError(args.json, "batch reads its requests from stdin");
+  std::vector<ThrottleRequest> requests;
+  std::string line;
+  for (int number = 1; std::getline(std::cin, line); ++number) {
+    const size_t start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos || line[start] == '#') continue;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    absl::StatusOr<ThrottleRequest> request = ParseBatchLine(line);
+    if (!request.ok()) {
+      return ReportError(args.json,
+                         absl::InvalidArgumentError(absl::StrCat(
+                             "stdin line ", number, ": ", request.status().message())));
+    }
+    requests.push_back(*std::move(request));
+  }
+  if (requests.empty()) {
+    return ReportError(args.json,
+                       absl::InvalidArgumentError("batch: no requests on stdin"));
+  }
+
+  const absl::StatusOr<std::vector<ThrottleResult>> results = client.CheckBatch(requests);
+  if (!results.ok()) return ReportError(args.json, results.status());
+  bool all_allowed = true;
+  for (const ThrottleResult& result : *results)
+    all_allowed = all_allowed && result.allowed;
+  if (args.json) {
+    std::string out =
+        absl::StrCat("{\"allowed\":", all_allowed ? "true" : "false", ",\"results\":[");
+    for (size_t i = 0; i < results->size(); ++i) {
+      absl::StrAppend(&out, i == 0 ? "" : ",",
+                      "{\"throttle_uid\":", JsonString(requests[i].throttle_uid),
+                      ",\"identifier\":", JsonString(requests[i].identifier), ",",
+                      JsonResultFields((*results)[i]), "}");
+    }
+    absl::StrAppend(&out, "]}");
+    std::printf("%s\n", out.c_str());
+  } else {
+    for (size_t i = 0; i < results->size(); ++i) {
+      std::printf("%s %s %s\n", requests[i].throttle_uid.c_str(),
+                  requests[i].identifier.c_str(), HumanResult((*results)[i]).c_str());
+    }
+  }
+  return all_allowed ? kExitOk : kExitThrottled;
+}
+
+int RunHealth(const Args& args, Client& client) {
+  if (!args.positional.empty()) return UsageError(args.json, "health takes no arguments");
+  const std::string service = Flag(args, "service").value_or("");
+  const absl::StatusOr<bool> serving = client.Healthy(service);
+  if (!serving.ok()) return ReportError(args.json, serving.status());
+  if (args.json) {
+    std::printf("{\"service\":%s,\"serving\":%s}\n", JsonString(service).c_str(),
+                *serving ? "true" : "false");
+  } else {
+    std::printf("%s\n", *serving ? "SERVING" : "NOT_SERVING");
+  }
+  return *serving ? kExitOk : kExitThrottled;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> args = ParseArgs(argc, argv);
+  if (!args.ok()) {
+    if (absl::IsCancelled(args.status())) {  // --help
+      std::printf("%s", kUsage);
+      return kExitOk;
+    }
+    bool json = false;
+    for (int i = 1; i < argc; ++i) json = json || std::string(argv[i]) == "--json";
+    return UsageError(json, std::string(args.status().message()));
+  }
+  absl::StatusOr<std::shared_ptr<Client>> client = MakeClient(*args);
+  if (!client.ok()) return ReportError(args->json, client.status());
+  if (args->command == "check") return RunCheck(*args, **client);
+  if (args->command == "batch") return RunBatch(*args, **client);
+  return RunHealth(*args, **client);
+}
+
+}  // namespace
+}  // namespace traffik::ctl
+
+int main(int argc, char** argv) { return traffik::ctl::Main(argc, argv); }

@@ -1,0 +1,671 @@
+// Tests of the Traffik client library (traffik::client) against the real
+// traffikd, started once for the suite on a loopback port; plus a listening
+// socket that never answers (deadlines) and a closed port (traffikd down).
+//
+// Each test uses its own identifiers, so tests sharing the server do not
+// interfere. Throttles use 1h periods unless a test needs refill.
+
+#include "traffik/client.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "e2e/traffikd_process.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace traffik {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+using ::testing::StartsWith;
+using Source = ThrottleResult::Source;
+
+constexpr milliseconds kHour{3'600'000};
+// Generous deadline for calls to the healthy local server (2 shared cores).
+constexpr milliseconds kServerDeadline{5000};
+
+// A request with an inline spec `limit` per `period`.
+ThrottleRequest Inline(const std::string& identifier, uint64_t limit,
+                       milliseconds period = kHour, uint32_t cost = 1,
+                       const std::string& uid = "client-test") {
+  ThrottleRequest request;
+  request.identifier = identifier;
+  request.throttle_uid = uid;
+  request.cost = cost;
+  request.spec = ThrottleSpec{limit, period};
+  return request;
+}
+
+// A loopback address where nothing listens (a port taken and released).
+std::string ClosedAddress() {
+  absl::StatusOr<e2e::HeldPort> held = e2e::HeldPort::Listen();
+  EXPECT_TRUE(held.ok()) << held.status();
+  const int port = held.ok() ? held->port() : 1;
+  return absl::StrCat("127.0.0.1:", port);  // `held` closes here
+}
+
+// Collects the client's failure log lines.
+struct LogLines {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  std::function<void(const std::string&)> Sink() {
+    return [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mu);
+      lines.push_back(line);
+    };
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu);
+    return lines.size();
+  }
+};
+
+class ClientTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> server =
+        e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", ""});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
+
+  // Options for the suite's server.
+  static ClientOptions ServerOptions() {
+    ClientOptions options;
+    options.target = server_->grpc_address();
+    options.deadline = kServerDeadline;
+    return options;
+  }
+
+  static std::shared_ptr<Client> MakeClient(ClientOptions options) {
+    absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(std::move(options));
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? *client : nullptr;
+  }
+
+  // An identifier unique to the running test.
+  static std::string Id(const std::string& suffix = "") {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    return absl::StrCat(info->name(), "/", suffix);
+  }
+
+  static e2e::TraffikdProcess* server_;
+};
+
+e2e::TraffikdProcess* ClientTest::server_ = nullptr;
+
+// Verifies Create rejects unusable options with kInvalidArgument and accepts the
+// defaults.
+TEST_F(ClientTest, CreateValidatesOptions) {
+  ClientOptions empty_target;
+  empty_target.target = "";
+  EXPECT_EQ(Client::Create(empty_target).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ClientOptions zero_deadline;
+  zero_deadline.deadline = milliseconds(0);
+  EXPECT_EQ(Client::Create(zero_deadline).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ClientOptions negative_deny;
+  negative_deny.deny_wait = milliseconds(-1);
+  EXPECT_EQ(Client::Create(negative_deny).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Client::Create(ClientOptions()).ok());
+}
+
+// Verifies Check returns the server's values: allowed hits, then a throttled one with its
+// wait.
+TEST_F(ClientTest, CheckReturnsServerValues) {
+  auto client = MakeClient(ServerOptions());
+  for (uint64_t i = 0; i < 3; ++i) {
+    absl::StatusOr<ThrottleResult> result = client->Check(Inline(Id(), 3));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->allowed);
+    EXPECT_EQ(result->wait, milliseconds(0));
+    EXPECT_EQ(result->limit, 3u);
+    EXPECT_EQ(result->remaining, 2 - i);
+    EXPECT_GT(result->reset, milliseconds(0));
+    EXPECT_EQ(result->source, Source::kServer);
+  }
+  absl::StatusOr<ThrottleResult> throttled = client->Check(Inline(Id(), 3));
+  ASSERT_TRUE(throttled.ok()) << throttled.status();
+  EXPECT_FALSE(throttled->allowed);
+  EXPECT_GT(throttled->wait, milliseconds(1'000'000));  // ~20 min for 1 token of 3/h
+  EXPECT_LE(throttled->wait, kHour / 3);
+  EXPECT_EQ(throttled->limit, 3u);
+  EXPECT_EQ(throttled->remaining, 0u);
+  EXPECT_EQ(throttled->source, Source::kServer);
+  EXPECT_EQ(client->stats().rpcs, 4u);
+  EXPECT_EQ(client->stats().failures, 0u);
+}
+
+// Verifies the cost is sent: a hit of cost 2 takes two tokens.
+TEST_F(ClientTest, CostIsSent) {
+  auto client = MakeClient(ServerOptions());
+  absl::StatusOr<ThrottleResult> result = client->Check(Inline(Id(), 5, kHour, 2));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->remaining, 3u);
+}
+
+// Verifies a server error is returned under kRaise with its specific code and message.
+TEST_F(ClientTest, ServerErrorRaisedWithCode) {
+  auto client = MakeClient(ServerOptions());
+  ThrottleRequest unknown;
+  unknown.identifier = Id();
+  unknown.throttle_uid = "not-configured";  // no spec
+  absl::StatusOr<ThrottleResult> result = client->Check(unknown);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("not-configured"));
+  EXPECT_EQ(client->Check(Inline(Id(), 2, kHour, 3)).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(client->stats().failures, 2u);
+  // kAllow turns the same error into an allowed hit.
+  absl::StatusOr<ThrottleResult> allowed = client->Check(unknown, FailurePolicy::kAllow);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_TRUE(allowed->allowed);
+  EXPECT_EQ(allowed->source, Source::kFailurePolicy);
+}
+
+// Verifies CheckAsync runs its callback with the answer and CheckFuture resolves.
+TEST_F(ClientTest, AsyncAndFuture) {
+  auto client = MakeClient(ServerOptions());
+  std::promise<absl::StatusOr<ThrottleResult>> promise;
+  client->CheckAsync(Inline(Id(), 2), [&promise](absl::StatusOr<ThrottleResult> result) {
+    promise.set_value(std::move(result));
+  });
+  auto first = promise.get_future();
+  ASSERT_EQ(first.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  absl::StatusOr<ThrottleResult> a = first.get();
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->allowed);
+  EXPECT_EQ(a->remaining, 1u);
+
+  auto second = client->CheckFuture(Inline(Id(), 2));
+  auto third = client->CheckFuture(Inline(Id(), 2));
+  ASSERT_EQ(second.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_EQ(third.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  absl::StatusOr<ThrottleResult> b = second.get();
+  absl::StatusOr<ThrottleResult> c = third.get();
+  ASSERT_TRUE(b.ok() && c.ok());
+  EXPECT_EQ(b->allowed + c->allowed, 1);  // one token left for two hits
+  EXPECT_EQ(client->stats().rpcs, 3u);
+}
+
+// Verifies a batch is answered in request order, as if the hits were made one by one.
+TEST_F(ClientTest, BatchInRequestOrder) {
+  auto client = MakeClient(ServerOptions());
+  const std::vector<ThrottleRequest> batch = {
+      Inline(Id("a"), 1), Inline(Id("a"), 1), Inline(Id("b"), 2),
+      Inline(Id("b"), 2), Inline(Id("b"), 2),
+  };
+  absl::StatusOr<std::vector<ThrottleResult>> results = client->CheckBatch(batch);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(*results, SizeIs(5));
+  const bool expected_allowed[] = {true, false, true, true, false};
+  const uint64_t expected_limit[] = {1, 1, 2, 2, 2};
+  const uint64_t expected_remaining[] = {0, 0, 1, 0, 0};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ((*results)[i].allowed, expected_allowed[i]) << i;
+    EXPECT_EQ((*results)[i].limit, expected_limit[i]) << i;
+    EXPECT_EQ((*results)[i].remaining, expected_remaining[i]) << i;
+    EXPECT_EQ((*results)[i].source, Source::kServer) << i;
+    EXPECT_EQ((*results)[i].wait > milliseconds(0), !expected_allowed[i]) << i;
+  }
+  EXPECT_EQ(client->stats().rpcs, 1u);
+}
+
+// Verifies CheckBatchAsync delivers the batch's results to its callback.
+TEST_F(ClientTest, BatchAsync) {
+  auto client = MakeClient(ServerOptions());
+  std::promise<absl::StatusOr<std::vector<ThrottleResult>>> promise;
+  client->CheckBatchAsync(
+      {Inline(Id("x"), 1), Inline(Id("y"), 1)},
+      [&promise](absl::StatusOr<std::vector<ThrottleResult>> results) {
+        promise.set_value(std::move(results));
+      });
+  auto future = promise.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  absl::StatusOr<std::vector<ThrottleResult>> results = future.get();
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(*results, SizeIs(2));
+  EXPECT_TRUE((*results)[0].allowed);
+  EXPECT_TRUE((*results)[1].allowed);
+}
+
+// Verifies a batch with an invalid item is rejected whole (kInvalidArgument) and takes
+// nothing.
+TEST_F(ClientTest, BatchWithInvalidItemRejectedWhole) {
+  auto client = MakeClient(ServerOptions());
+  ThrottleRequest invalid = Inline("", 1);  // empty identifier
+  absl::StatusOr<std::vector<ThrottleResult>> results =
+      client->CheckBatch({Inline(Id(), 1), invalid});
+  EXPECT_EQ(results.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(results.status().message()), StartsWith("requests[1]"));
+  absl::StatusOr<ThrottleResult> after = client->Check(Inline(Id(), 1));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(after->allowed);  // the valid item took nothing
+}
+
+// Verifies an empty batch is answered locally with no results and no RPC.
+TEST_F(ClientTest, EmptyBatch) {
+  auto client = MakeClient(ServerOptions());
+  absl::StatusOr<std::vector<ThrottleResult>> results = client->CheckBatch({});
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_TRUE(results->empty());
+  EXPECT_EQ(client->stats().rpcs, 0u);
+}
+
+// Verifies the deadline ends calls to a server that never answers, under kRaise.
+TEST_F(ClientTest, DeadlineHonouredAgainstSilentServer) {
+  absl::StatusOr<e2e::HeldPort> silent =
+      e2e::HeldPort::Listen();  // never accepts nor replies
+  ASSERT_TRUE(silent.ok()) << silent.status();
+  ClientOptions options;
+  options.target = absl::StrCat("127.0.0.1:", silent->port());
+  options.deadline = milliseconds(300);
+  options.failure_policy = FailurePolicy::kRaise;
+  auto client = MakeClient(options);
+  const auto margin = milliseconds(700);
+
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(client->Check(Inline(Id(), 1)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, options.deadline + margin);
+
+  start = std::chrono::steady_clock::now();
+  EXPECT_EQ(client->CheckBatch({Inline(Id(), 1)}).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, options.deadline + margin);
+
+  start = std::chrono::steady_clock::now();
+  auto future = client->CheckFuture(Inline(Id(), 1));
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            milliseconds(100));  // async: no wait
+  ASSERT_EQ(future.wait_for(options.deadline + margin), std::future_status::ready);
+  EXPECT_EQ(future.get().status().code(), absl::StatusCode::kDeadlineExceeded);
+
+  start = std::chrono::steady_clock::now();
+  EXPECT_EQ(client->Healthy().status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, options.deadline + margin);
+
+  // Under kDeny the same timeout is a refusal, just as quick.
+  start = std::chrono::steady_clock::now();
+  absl::StatusOr<ThrottleResult> denied =
+      client->Check(Inline(Id(), 1), FailurePolicy::kDeny);
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_FALSE(denied->allowed);
+  EXPECT_EQ(denied->source, Source::kFailurePolicy);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, options.deadline + margin);
+  EXPECT_EQ(client->stats().failures, 4u);  // health checks are not counted
+}
+
+// The three failure policies with traffikd down; each call must be quick.
+class FailurePolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    options_.target = ClosedAddress();
+    options_.deadline = milliseconds(2000);  // a refused connection fails long before
+    options_.deny_wait = milliseconds(1234);
+    options_.log = log_.Sink();
+  }
+  // Runs `call` and checks it took less than 1 s.
+  template <typename F>
+  auto Quick(F call) {
+    const auto start = std::chrono::steady_clock::now();
+    auto result = call();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, milliseconds(1000));
+    return result;
+  }
+
+  ClientOptions options_;
+  LogLines log_;
+};
+
+// Verifies kRaise returns kUnavailable quickly when traffikd is down.
+TEST_F(FailurePolicyTest, RaiseReturnsUnavailable) {
+  options_.failure_policy = FailurePolicy::kRaise;
+  auto client = *Client::Create(options_);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ThrottleResult> result =
+        Quick([&] { return client->Check(Inline("u", 1)); });
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  }
+  EXPECT_EQ(Quick([&] { return client->CheckBatch({Inline("u", 1)}); }).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client->stats().failures, 4u);
+  EXPECT_EQ(log_.size(), 1u);  // one line for the burst
+}
+
+// Verifies kAllow fails open quickly when traffikd is down, for single and batch checks.
+TEST_F(FailurePolicyTest, AllowFailsOpen) {
+  options_.failure_policy = FailurePolicy::kAllow;
+  auto client = *Client::Create(options_);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ThrottleResult> result =
+        Quick([&] { return client->Check(Inline("u", 1)); });
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->allowed);
+    EXPECT_EQ(result->wait, milliseconds(0));
+    EXPECT_EQ(result->source, Source::kFailurePolicy);
+  }
+  absl::StatusOr<std::vector<ThrottleResult>> batch = Quick([&] {
+    return client->CheckBatch({Inline("u", 1), Inline("v", 1)});
+  });
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_THAT(*batch, SizeIs(2));
+  EXPECT_TRUE((*batch)[0].allowed && (*batch)[1].allowed);
+  EXPECT_EQ((*batch)[1].source, Source::kFailurePolicy);
+  EXPECT_EQ(client->stats().failures, 4u);
+  EXPECT_EQ(log_.size(), 1u);
+}
+
+// Verifies kDeny fails closed quickly with deny_wait when traffikd is down.
+TEST_F(FailurePolicyTest, DenyFailsClosed) {
+  options_.failure_policy = FailurePolicy::kDeny;
+  auto client = *Client::Create(options_);
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ThrottleResult> result =
+        Quick([&] { return client->Check(Inline("u", 1)); });
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_FALSE(result->allowed);
+    EXPECT_EQ(result->wait, milliseconds(1234));
+    EXPECT_EQ(result->source, Source::kFailurePolicy);
+  }
+  absl::StatusOr<std::vector<ThrottleResult>> batch =
+      Quick([&] { return client->CheckBatch({Inline("u", 1)}); });
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_FALSE((*batch)[0].allowed);
+  EXPECT_EQ((*batch)[0].wait, milliseconds(1234));
+  EXPECT_EQ(client->stats().failures, 4u);
+  EXPECT_EQ(log_.size(), 1u);
+}
+
+// Verifies a per-call policy overrides the default, also for async calls.
+TEST_F(FailurePolicyTest, PerCallPolicyOverridesDefault) {
+  options_.failure_policy = FailurePolicy::kRaise;
+  auto client = *Client::Create(options_);
+  absl::StatusOr<ThrottleResult> allowed =
+      Quick([&] { return client->Check(Inline("u", 1), FailurePolicy::kAllow); });
+  ASSERT_TRUE(allowed.ok());
+  EXPECT_TRUE(allowed->allowed);
+  auto future = client->CheckFuture(Inline("u", 1), FailurePolicy::kDeny);
+  ASSERT_EQ(future.wait_for(milliseconds(1000)), std::future_status::ready);
+  absl::StatusOr<ThrottleResult> denied = future.get();
+  ASSERT_TRUE(denied.ok());
+  EXPECT_FALSE(denied->allowed);
+  EXPECT_EQ(client->Check(Inline("u", 1)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+// Verifies Healthy returns kUnavailable quickly when traffikd is down.
+TEST_F(FailurePolicyTest, HealthyUnavailable) {
+  auto client = *Client::Create(options_);
+  EXPECT_EQ(Quick([&] { return client->Healthy(); }).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+// Verifies failures are logged once per burst: a success ends a burst, the interval caps
+// lines.
+TEST_F(ClientTest, FailuresLoggedOncePerBurst) {
+  ThrottleRequest unknown;  // NOT_FOUND from the server: a failure
+  unknown.identifier = Id();
+  unknown.throttle_uid = "not-configured";
+  for (const milliseconds interval : {milliseconds(0), kHour}) {
+    LogLines log;
+    ClientOptions options = ServerOptions();
+    options.failure_policy = FailurePolicy::kAllow;
+    options.failure_log_interval = interval;
+    options.log = log.Sink();
+    auto client = MakeClient(options);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(client->Check(unknown).ok());
+    EXPECT_EQ(log.size(), 1u);
+    ASSERT_TRUE(
+        client->Check(Inline(Id(absl::StrCat(interval.count())), 100)).ok());  // success
+    for (int i = 0; i < 2; ++i) ASSERT_TRUE(client->Check(unknown).ok());
+    // A new burst logs again, unless the last line is more recent than the interval.
+    EXPECT_EQ(log.size(), interval == kHour ? 1u : 2u);
+    EXPECT_EQ(client->stats().failures, 5u);
+    std::lock_guard<std::mutex> lock(log.mu);
+    EXPECT_THAT(log.lines[0], HasSubstr("NOT_FOUND"));
+  }
+}
+
+// Verifies Healthy asks the health service: SERVING for "" and the service, kNotFound
+// otherwise.
+TEST_F(ClientTest, Healthy) {
+  auto client = MakeClient(ServerOptions());
+  absl::StatusOr<bool> overall = client->Healthy();
+  ASSERT_TRUE(overall.ok()) << overall.status();
+  EXPECT_TRUE(*overall);
+  absl::StatusOr<bool> service = client->Healthy("traffik.v1.ThrottleService");
+  ASSERT_TRUE(service.ok()) << service.status();
+  EXPECT_TRUE(*service);
+  EXPECT_EQ(client->Healthy("no.such.Service").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->stats().rpcs, 0u);  // only decisions are counted
+}
+
+// Verifies the short-circuit: after "wait 1h", 100 more checks make no RPC and are
+// refused locally.
+TEST_F(ClientTest, ShortCircuitSavesRoundTrips) {
+  auto client = MakeClient(ServerOptions());
+  ASSERT_TRUE(client->Check(Inline(Id(), 1))->allowed);
+  absl::StatusOr<ThrottleResult> throttled = client->Check(Inline(Id(), 1));
+  ASSERT_TRUE(throttled.ok()) << throttled.status();
+  ASSERT_FALSE(throttled->allowed);
+  EXPECT_EQ(throttled->source, Source::kServer);
+  EXPECT_EQ(client->stats().rpcs, 2u);
+  EXPECT_EQ(client->stats().short_circuit_keys, 1u);
+
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<ThrottleResult> local = client->Check(Inline(Id(), 1));
+    ASSERT_TRUE(local.ok()) << local.status();
+    EXPECT_FALSE(local->allowed);
+    EXPECT_EQ(local->source, Source::kShortCircuit);
+    EXPECT_GT(local->wait, kHour - milliseconds(60'000));  // the remaining wait
+    EXPECT_LE(local->wait, throttled->wait);
+  }
+  EXPECT_EQ(client->stats().rpcs, 2u);
+  EXPECT_EQ(client->stats().short_circuited, 100u);
+
+  // Async: answered inline, before CheckAsync returns.
+  bool answered = false;
+  client->CheckAsync(Inline(Id(), 1), [&answered](absl::StatusOr<ThrottleResult> result) {
+    answered = result.ok() && result->source == Source::kShortCircuit;
+  });
+  EXPECT_TRUE(answered);
+
+  // Other keys (identifier, uid, tenant) still ask the server.
+  ASSERT_TRUE(client->Check(Inline(Id("other"), 1))->allowed);
+  ASSERT_TRUE(client->Check(Inline(Id(), 1, kHour, 1, "other-uid"))->allowed);
+  EXPECT_EQ(client->stats().rpcs, 4u);
+}
+
+// Verifies the short-circuit ends when the wait has passed: an RPC is made again and
+// allowed.
+TEST_F(ClientTest, ShortCircuitExpires) {
+  auto client = MakeClient(ServerOptions());
+  const milliseconds period(500);
+  ASSERT_TRUE(client->Check(Inline(Id(), 1, period))->allowed);
+  absl::StatusOr<ThrottleResult> throttled = client->Check(Inline(Id(), 1, period));
+  ASSERT_TRUE(throttled.ok()) << throttled.status();
+  ASSERT_FALSE(throttled->allowed);
+  EXPECT_LE(throttled->wait, period);
+  EXPECT_EQ(client->Check(Inline(Id(), 1, period))->source, Source::kShortCircuit);
+  EXPECT_EQ(client->stats().rpcs, 2u);
+
+  std::this_thread::sleep_for(throttled->wait + milliseconds(50));
+  absl::StatusOr<ThrottleResult> again = client->Check(Inline(Id(), 1, period));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->source, Source::kServer);
+  EXPECT_TRUE(again->allowed);
+  EXPECT_EQ(client->stats().rpcs, 3u);
+}
+
+// Verifies a cheaper hit than the refused one still asks the server.
+TEST_F(ClientTest, ShortCircuitRespectsCost) {
+  auto client = MakeClient(ServerOptions());
+  ASSERT_TRUE(client->Check(Inline(Id(), 4, kHour, 3))->allowed);  // 1 token left
+  absl::StatusOr<ThrottleResult> big = client->Check(Inline(Id(), 4, kHour, 2));
+  ASSERT_FALSE(big->allowed);
+  EXPECT_EQ(client->Check(Inline(Id(), 4, kHour, 2))->source, Source::kShortCircuit);
+  EXPECT_EQ(client->Check(Inline(Id(), 4, kHour, 3))->source, Source::kShortCircuit);
+  absl::StatusOr<ThrottleResult> small = client->Check(Inline(Id(), 4, kHour, 1));
+  EXPECT_EQ(small->source, Source::kServer);
+  EXPECT_TRUE(small->allowed);
+  EXPECT_EQ(client->stats().rpcs, 3u);
+}
+
+// Verifies a batch with a short-circuited item makes no RPC and takes no tokens from the
+// others.
+TEST_F(ClientTest, ShortCircuitBatchIsAllOrNothing) {
+  auto client = MakeClient(ServerOptions());
+  ASSERT_TRUE(client->Check(Inline(Id("blocked"), 1))->allowed);
+  ASSERT_FALSE(client->Check(Inline(Id("blocked"), 1))->allowed);
+  const uint64_t rpcs = client->stats().rpcs;
+
+  absl::StatusOr<std::vector<ThrottleResult>> results =
+      client->CheckBatch({Inline(Id("free"), 5), Inline(Id("blocked"), 1)});
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(*results, SizeIs(2));
+  EXPECT_FALSE((*results)[0].allowed);
+  EXPECT_EQ((*results)[0].wait, milliseconds(0));  // not asked
+  EXPECT_EQ((*results)[0].source, Source::kShortCircuit);
+  EXPECT_FALSE((*results)[1].allowed);
+  EXPECT_GT((*results)[1].wait, milliseconds(0));
+  EXPECT_EQ((*results)[1].source, Source::kShortCircuit);
+  EXPECT_EQ(client->stats().rpcs, rpcs);
+  EXPECT_EQ(client->stats().short_circuited, 2u);
+
+  absl::StatusOr<ThrottleResult> free = client->Check(Inline(Id("free"), 5));
+  ASSERT_TRUE(free.ok()) << free.status();
+  EXPECT_EQ(free->remaining, 4u);  // the batch took nothing
+
+  // A refusal inside a batch answered by the server is remembered too.
+  ASSERT_TRUE(client->CheckBatch({Inline(Id("c"), 1), Inline(Id("c"), 1)}).ok());
+  EXPECT_EQ(client->Check(Inline(Id("c"), 1))->source, Source::kShortCircuit);
+}
+
+// Verifies the cache is bounded: 100 throttled keys with max 10 keep at most 10, the
+// latest.
+TEST_F(ClientTest, ShortCircuitCacheBounded) {
+  ClientOptions options = ServerOptions();
+  options.short_circuit_max_keys = 10;
+  auto client = MakeClient(options);
+  for (int i = 0; i < 100; ++i) {
+    const std::string id = Id(absl::StrCat(i));
+    ASSERT_TRUE(client->Check(Inline(id, 1))->allowed);
+    ASSERT_FALSE(client->Check(Inline(id, 1))->allowed);
+    ASSERT_LE(client->stats().short_circuit_keys, 10u);
+  }
+  EXPECT_EQ(client->stats().short_circuit_keys, 10u);
+  const uint64_t rpcs = client->stats().rpcs;
+  EXPECT_EQ(client->Check(Inline(Id("99"), 1))->source, Source::kShortCircuit);  // kept
+  EXPECT_EQ(client->stats().rpcs, rpcs);
+  EXPECT_EQ(client->Check(Inline(Id("0"), 1))->source, Source::kServer);  // evicted
+  EXPECT_EQ(client->stats().rpcs, rpcs + 1);
+}
+
+// Verifies short_circuit_max_keys 0 turns the short-circuit off.
+TEST_F(ClientTest, ShortCircuitDisabled) {
+  ClientOptions options = ServerOptions();
+  options.short_circuit_max_keys = 0;
+  auto client = MakeClient(options);
+  ASSERT_TRUE(client->Check(Inline(Id(), 1))->allowed);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(client->Check(Inline(Id(), 1))->source, Source::kServer);
+  }
+  EXPECT_EQ(client->stats().rpcs, 4u);
+  EXPECT_EQ(client->stats().short_circuit_keys, 0u);
+}
+
+// Verifies thread safety: 8 threads x 100 checks on one key allow exactly `limit`, with
+// and without the short-circuit.
+TEST_F(ClientTest, ConcurrentChecksAllowExactlyLimit) {
+  for (const size_t max_keys : {size_t{100'000}, size_t{0}}) {
+    ClientOptions options = ServerOptions();
+    options.deadline = milliseconds(20'000);
+    options.short_circuit_max_keys = max_keys;
+    auto client = MakeClient(options);
+    const std::string id = Id(absl::StrCat(max_keys));
+    constexpr uint64_t kLimit = 50;
+    std::atomic<int> allowed{0};
+    std::atomic<int> errors{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 100; ++i) {
+          absl::StatusOr<ThrottleResult> result = client->Check(Inline(id, kLimit));
+          if (!result.ok()) {
+            ++errors;
+          } else if (result->allowed) {
+            ++allowed;
+          }
+        }
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(allowed.load(), static_cast<int>(kLimit));
+    const ClientStats stats = client->stats();
+    EXPECT_EQ(stats.rpcs + stats.short_circuited, 800u);
+    if (max_keys == 0) {
+      EXPECT_EQ(stats.rpcs, 800u);
+    }
+  }
+}
+
+// Verifies a Client dropped with calls in flight stays alive until their callbacks have
+// run.
+TEST_F(ClientTest, InFlightCallsOutliveClient) {
+  absl::StatusOr<e2e::HeldPort> silent = e2e::HeldPort::Listen();
+  ASSERT_TRUE(silent.ok()) << silent.status();
+  ClientOptions options;
+  options.target = absl::StrCat("127.0.0.1:", silent->port());
+  options.deadline = milliseconds(200);
+  auto client = MakeClient(options);
+  auto future = client->CheckFuture(Inline(Id(), 1));
+  client.reset();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(2)), std::future_status::ready);
+  EXPECT_EQ(future.get().status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// Verifies dropping the last reference to a Client inside its own callback is safe (gRPC
+// must not destroy the channel on its callback thread).
+TEST_F(ClientTest, ClientReleasedInsideCallback) {
+  for (int i = 0; i < 20; ++i) {
+    auto client = MakeClient(ServerOptions());
+    Client* raw = client.get();
+    std::promise<bool> promise;
+    raw->CheckAsync(Inline(Id(absl::StrCat(i)), 5),
+                    [owner = std::move(client),
+                     &promise](absl::StatusOr<ThrottleResult> result) mutable {
+                      owner.reset();  // the application's last reference
+                      promise.set_value(result.ok() && result->allowed);
+                    });
+    auto future = promise.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(future.get());
+  }
+}
+
+}  // namespace
+}  // namespace traffik

@@ -1,0 +1,291 @@
+// Tests of the traffikctl command-line client: the real binary (TRAFFIKCTL_PATH)
+// run against the real traffikd (started once for the suite on a loopback
+// port), checking exit codes, human and --json output, batch input on stdin
+// and health.
+
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "e2e/traffikd_process.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace traffik {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::EndsWith;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// The outcome of one traffikctl run.
+struct CtlRun {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+std::string ShellQuote(const std::string& arg) {
+  std::string out = "'";
+  for (const char c : arg) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs traffikctl with `args` and `input` on stdin (bounded by `timeout` 20).
+CtlRun RunCtl(const std::vector<std::string>& args, const std::string& input = "") {
+  absl::StatusOr<e2e::TempFile> in =
+      e2e::TempFile::Create(input, ".in", "traffikctl-test");
+  absl::StatusOr<e2e::TempFile> err =
+      e2e::TempFile::Create("", ".err", "traffikctl-test");
+  CtlRun run;
+  if (!in.ok() || !err.ok()) {
+    ADD_FAILURE() << "temp files";
+    return run;
+  }
+  std::string command = absl::StrCat("timeout 20 ", ShellQuote(TRAFFIKCTL_PATH));
+  for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
+  absl::StrAppend(&command, " <", ShellQuote(in->path()), " 2>", ShellQuote(err->path()));
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "popen failed";
+    return run;
+  }
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) run.out.append(buffer, n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.err = ReadFile(err->path());
+  return run;
+}
+
+std::ostream& operator<<(std::ostream& os, const CtlRun& run) {
+  return os << "exit " << run.exit_code << "\nstdout: " << run.out
+            << "\nstderr: " << run.err;
+}
+
+class TraffikctlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> server =
+        e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", ""});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = server->release();
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
+
+  // traffikctl --target <server> args...
+  static CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {"--target", server_->grpc_address()});
+    return RunCtl(args, input);
+  }
+
+  static std::string Id(const std::string& suffix = "") {
+    return absl::StrCat(::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                        "/", suffix);
+  }
+
+  static e2e::TraffikdProcess* server_;
+};
+
+e2e::TraffikdProcess* TraffikctlTest::server_ = nullptr;
+
+// Verifies `check` prints the decision and exits 0 when allowed, 1 when throttled.
+TEST_F(TraffikctlTest, CheckAllowedThenThrottled) {
+  const std::vector<std::string> check = {"check", "ctl",         Id(),     "--limit",
+                                          "2",     "--period-ms", "3600000"};
+  CtlRun first = Ctl(check);
+  EXPECT_EQ(first.exit_code, 0) << first;
+  EXPECT_THAT(first.out, StartsWith("allowed wait_ms=0 limit=2 remaining=1 reset_ms="));
+  EXPECT_EQ(Ctl(check).exit_code, 0);
+  CtlRun throttled = Ctl(check);
+  EXPECT_EQ(throttled.exit_code, 1) << throttled;
+  EXPECT_THAT(throttled.out,
+              AllOf(StartsWith("throttled wait_ms="), HasSubstr("retry_after_s="),
+                    HasSubstr("limit=2 remaining=0")));
+}
+
+// Verifies --tenant and --cost are passed, flags may come in any order, --flag=value
+// works.
+TEST_F(TraffikctlTest, CheckFlags) {
+  CtlRun run =
+      RunCtl({"check", "--cost=3", "ctl", Id(), "--limit", "5", "--period-ms=3600000",
+              "--tenant", "default", "--target", server_->grpc_address()});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_THAT(run.out, HasSubstr("limit=5 remaining=2"));
+  CtlRun unknown_tenant = Ctl({"check", "ctl", Id("t"), "--tenant", "nope", "--limit",
+                               "5", "--period-ms", "1000"});
+  EXPECT_EQ(unknown_tenant.exit_code, 2) << unknown_tenant;
+  EXPECT_THAT(unknown_tenant.err, HasSubstr("NOT_FOUND"));
+}
+
+// Verifies --json prints one JSON object with the decision's keys.
+TEST_F(TraffikctlTest, CheckJson) {
+  CtlRun run =
+      Ctl({"--json", "check", "ctl", Id(), "--limit", "1", "--period-ms", "3600000"});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_THAT(run.out,
+              AllOf(StartsWith("{"), EndsWith("}\n"), HasSubstr("\"allowed\":true"),
+                    HasSubstr("\"wait_ms\":0"), HasSubstr("\"limit\":1"),
+                    HasSubstr("\"remaining\":0"), HasSubstr("\"reset_ms\":")));
+  CtlRun throttled =
+      Ctl({"--json", "check", "ctl", Id(), "--limit", "1", "--period-ms", "3600000"});
+  EXPECT_EQ(throttled.exit_code, 1) << throttled;
+  EXPECT_THAT(throttled.out,
+              AllOf(HasSubstr("\"allowed\":false"), HasSubstr("\"retry_after_s\":")));
+}
+
+// Verifies errors exit 2 with the server's message: unknown throttle, unreachable, bad
+// usage.
+TEST_F(TraffikctlTest, ErrorsExitTwo) {
+  CtlRun unknown = Ctl({"check", "not-configured", Id()});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown;
+  EXPECT_THAT(unknown.err, AllOf(HasSubstr("NOT_FOUND"), HasSubstr("not-configured")));
+
+  CtlRun json = Ctl({"--json", "check", "not-configured", Id()});
+  EXPECT_EQ(json.exit_code, 2) << json;
+  EXPECT_THAT(json.out,
+              AllOf(HasSubstr("\"error\""), HasSubstr("\"code\":\"NOT_FOUND\"")));
+
+  std::string closed;
+  {
+    absl::StatusOr<e2e::HeldPort> held = e2e::HeldPort::Listen();
+    ASSERT_TRUE(held.ok());
+    closed = absl::StrCat("127.0.0.1:", held->port());
+  }
+  CtlRun unreachable = RunCtl(
+      {"--target", closed, "check", "ctl", Id(), "--limit", "1", "--period-ms", "1000"});
+  EXPECT_EQ(unreachable.exit_code, 2) << unreachable;
+  EXPECT_THAT(unreachable.err, HasSubstr("UNAVAILABLE"));
+
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {},
+           {"frobnicate"},
+           {"check", "only-uid"},
+           {"check", "ctl", "id", "--limit", "5"},  // without --period-ms
+           {"check", "ctl", "id", "--cost", "x"},
+           {"check", "ctl", "id", "--service", "s"},
+           {"--deadline-ms", "0", "health"},
+           {"health", "extra"},
+       }) {
+    CtlRun run = Ctl(bad);
+    EXPECT_EQ(run.exit_code, 2) << absl::StrJoin(bad, " ") << "\n" << run;
+    EXPECT_THAT(run.err, HasSubstr("usage:")) << absl::StrJoin(bad, " ");
+  }
+}
+
+// Verifies --deadline-ms bounds the call against a server that never answers.
+TEST_F(TraffikctlTest, DeadlineBoundsCall) {
+  absl::StatusOr<e2e::HeldPort> silent = e2e::HeldPort::Listen();
+  ASSERT_TRUE(silent.ok());
+  const auto start = std::chrono::steady_clock::now();
+  CtlRun run = RunCtl({"--target", absl::StrCat("127.0.0.1:", silent->port()),
+                       "--deadline-ms", "300", "health"});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_EQ(run.exit_code, 2) << run;
+  EXPECT_THAT(run.err, HasSubstr("DEADLINE_EXCEEDED"));
+}
+
+// Verifies `batch` reads requests from stdin and exits 1 when any item is throttled.
+TEST_F(TraffikctlTest, BatchFromStdin) {
+  const std::string input =
+      absl::StrCat("# uid identifier fields\n",                      //
+                   "ctl ", Id("a"), " limit=1 period_ms=3600000\n",  //
+                   "\n",                                             //
+                   "ctl ", Id("a"), " limit=1 period_ms=3600000\n",  //
+                   "ctl ", Id("b"), " tenant=default cost=2 limit=5 period_ms=3600000\n");
+  CtlRun run = Ctl({"batch"}, input);
+  EXPECT_EQ(run.exit_code, 1) << run;
+  const std::vector<std::string> lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << run;
+  EXPECT_THAT(lines[0], StartsWith(absl::StrCat("ctl ", Id("a"), " allowed wait_ms=0")));
+  EXPECT_THAT(lines[1], StartsWith(absl::StrCat("ctl ", Id("a"), " throttled wait_ms=")));
+  EXPECT_THAT(lines[2], AllOf(StartsWith(absl::StrCat("ctl ", Id("b"), " allowed")),
+                              HasSubstr("limit=5 remaining=3")));
+
+  CtlRun all_allowed =
+      Ctl({"batch"}, absl::StrCat("ctl ", Id("c"), " limit=9 period_ms=1000\n"));
+  EXPECT_EQ(all_allowed.exit_code, 0) << all_allowed;
+}
+
+// Verifies `batch --json` prints the overall decision and one object per item, in order.
+TEST_F(TraffikctlTest, BatchJson) {
+  const std::string input = absl::StrCat("ctl ", Id("a"), " limit=1 period_ms=3600000\n",
+                                         "ctl ", Id("a"), " limit=1 period_ms=3600000\n");
+  CtlRun run = Ctl({"--json", "batch"}, input);
+  EXPECT_EQ(run.exit_code, 1) << run;
+  EXPECT_THAT(run.out, AllOf(StartsWith("{\"allowed\":false,\"results\":[{"),
+                             HasSubstr(absl::StrCat("\"identifier\":\"", Id("a"), "\"")),
+                             HasSubstr("\"throttle_uid\":\"ctl\""), EndsWith("]}\n")));
+  const size_t first = run.out.find("\"allowed\":true");
+  const size_t second = run.out.find("\"allowed\":false", run.out.find("results"));
+  EXPECT_NE(first, std::string::npos);
+  EXPECT_NE(second, std::string::npos);
+  EXPECT_LT(first, second);
+}
+
+// Verifies bad batch input exits 2 naming the line, and an invalid item rejects the
+// batch.
+TEST_F(TraffikctlTest, BatchErrors) {
+  CtlRun bad_field = Ctl({"batch"}, "ctl a limit=1 period_ms=10\nctl b color=red\n");
+  EXPECT_EQ(bad_field.exit_code, 2) << bad_field;
+  EXPECT_THAT(bad_field.err, HasSubstr("stdin line 2"));
+  CtlRun empty = Ctl({"batch"}, "# nothing\n");
+  EXPECT_EQ(empty.exit_code, 2) << empty;
+  CtlRun invalid = Ctl({"batch"}, absl::StrCat("ctl ", Id(), " limit=1 period_ms=10\n",
+                                               "ctl ", Id(), " limit=0 period_ms=10\n"));
+  EXPECT_EQ(invalid.exit_code, 2) << invalid;
+  EXPECT_THAT(invalid.err,
+              AllOf(HasSubstr("INVALID_ARGUMENT"), HasSubstr("requests[1]")));
+}
+
+// Verifies `health` exits 0 and prints SERVING, with --json too; unknown service exits 2.
+TEST_F(TraffikctlTest, Health) {
+  CtlRun run = Ctl({"health"});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_EQ(run.out, "SERVING\n");
+  CtlRun json = Ctl({"--json", "health", "--service", "traffik.v1.ThrottleService"});
+  EXPECT_EQ(json.exit_code, 0) << json;
+  EXPECT_EQ(json.out, "{\"service\":\"traffik.v1.ThrottleService\",\"serving\":true}\n");
+  CtlRun unknown = Ctl({"health", "--service", "no.such.Service"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown;
+  EXPECT_THAT(unknown.err, HasSubstr("NOT_FOUND"));
+}
+
+// Verifies --help prints the usage and exits 0.
+TEST_F(TraffikctlTest, Help) {
+  CtlRun run = RunCtl({"--help"});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_THAT(run.out, AllOf(HasSubstr("usage: traffikctl"), HasSubstr("exit code")));
+}
+
+}  // namespace
+}  // namespace traffik

@@ -1,0 +1,190 @@
+// End-to-end: the real traffikd and the real examples/beast_ws_echo as
+// processes on 127.0.0.1 (port 0), driven by a Beast WebSocket client and
+// libcurl.
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2e/traffikd_process.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "http/e2e_helpers.h"
+
+#ifndef BEAST_WS_ECHO_PATH
+#error "BEAST_WS_ECHO_PATH must name the beast_ws_echo binary"
+#endif
+
+namespace traffik::http_e2e {
+namespace {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+// A blocking WebSocket client with a read timeout.
+class WsClient {
+ public:
+  explicit WsClient(int port) : ws_(ioc_) {
+    tcp::endpoint endpoint(net::ip::make_address("127.0.0.1"),
+                           static_cast<uint16_t>(port));
+    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(5));
+    beast::get_lowest_layer(ws_).connect(endpoint);
+    ws_.handshake("127.0.0.1:" + std::to_string(port), "/ws");
+  }
+
+  // Sends `text` and reads one frame. On error, `error` is set (closed: the
+  // close reason is in reason()).
+  std::string RoundTrip(const std::string& text, beast::error_code& error) {
+    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(5));
+    ws_.text(true);
+    ws_.write(net::buffer(text), error);
+    if (error) return "";
+    beast::flat_buffer buffer;
+    ws_.read(buffer, error);
+    return beast::buffers_to_string(buffer.data());
+  }
+
+  const websocket::close_reason& reason() const { return ws_.reason(); }
+
+ private:
+  net::io_context ioc_;
+  websocket::stream<beast::tcp_stream> ws_;
+};
+
+class BeastWsEchoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> traffikd =
+        e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", ""});
+    ASSERT_TRUE(traffikd.ok()) << traffikd.status();
+    traffikd_ = std::move(*traffikd);
+  }
+
+  void StartApp(std::vector<std::string> args = {}, std::string traffikd = "") {
+    std::vector<std::string> all = {
+        "--listen", "127.0.0.1:0", "--traffikd",
+        traffikd.empty() ? traffikd_->grpc_address() : traffikd};
+    all.insert(all.end(), args.begin(), args.end());
+    absl::StatusOr<std::unique_ptr<AppProcess>> app =
+        AppProcess::Start(BEAST_WS_ECHO_PATH, all);
+    ASSERT_TRUE(app.ok()) << app.status();
+    app_ = std::move(*app);
+  }
+
+  std::unique_ptr<e2e::TraffikdProcess> traffikd_;
+  std::unique_ptr<AppProcess> app_;
+};
+
+// Verifies messages 1-3 are echoed and the 4th closes the connection with 1008
+// and a reason carrying the wait (3 per minute: about 20 s).
+TEST_F(BeastWsEchoTest, ClosesWith1008AtFourthMessage) {
+  StartApp();
+  WsClient client(app_->port());
+  beast::error_code error;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string message = "m" + std::to_string(i);
+    EXPECT_EQ(client.RoundTrip(message, error), message);
+    ASSERT_FALSE(error) << "message " << i << ": " << error.message();
+  }
+  client.RoundTrip("m4", error);
+  EXPECT_EQ(error, websocket::error::closed) << error.message();
+  EXPECT_EQ(client.reason().code, 1008);
+  EXPECT_THAT(std::string(client.reason().reason.data(), client.reason().reason.size()),
+              AnyOf("rate limited; retry in 19s", "rate limited; retry in 20s"));
+}
+
+// Verifies each connection has its own bucket: a new connection is echoed
+// after another one was closed for its rate.
+TEST_F(BeastWsEchoTest, ConnectionsHaveSeparateBuckets) {
+  StartApp({"--limit", "1"});
+  beast::error_code error;
+  {
+    WsClient first(app_->port());
+    EXPECT_EQ(first.RoundTrip("a", error), "a");
+    first.RoundTrip("b", error);
+    EXPECT_EQ(error, websocket::error::closed);
+  }
+  WsClient second(app_->port());
+  EXPECT_EQ(second.RoundTrip("c", error), "c");
+  EXPECT_FALSE(error);
+}
+
+// Verifies with --error-frames the app's handler gets the wait: a refused
+// message is answered with an error frame and the connection stays open.
+TEST_F(BeastWsEchoTest, ErrorFramesKeepConnectionOpen) {
+  StartApp({"--limit", "2", "--error-frames"});
+  WsClient client(app_->port());
+  beast::error_code error;
+  EXPECT_EQ(client.RoundTrip("1", error), "1");
+  EXPECT_EQ(client.RoundTrip("2", error), "2");
+  for (int i = 0; i < 2; ++i) {
+    const std::string reply = client.RoundTrip("3", error);
+    ASSERT_FALSE(error) << error.message();
+    EXPECT_THAT(reply,
+                MatchesRegex(R"(\{"error":"rate limited","retry_after_ms":[0-9]+\})"));
+  }
+}
+
+// Verifies the Beast HTTP route: 200 with RateLimit-* twice, then 429 with
+// Retry-After (2 per minute).
+TEST_F(BeastWsEchoTest, HttpRoute429AtThirdRequest) {
+  StartApp();
+  for (int i = 1; i <= 2; ++i) {
+    absl::StatusOr<CurlResponse> r = Curl(app_->port(), "/hello");
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "hello\n");
+    EXPECT_EQ(r->Header("ratelimit-limit"), "2");
+    EXPECT_EQ(r->Header("ratelimit-remaining"), std::to_string(2 - i));
+  }
+  absl::StatusOr<CurlResponse> r = Curl(app_->port(), "/hello");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 429);
+  EXPECT_THAT(r->Header("retry-after"), AnyOf("29", "30"));
+}
+
+// Verifies with traffikd down each policy quickly: allow echoes, deny closes
+// with 1008 (retry in 1s), raise closes with 1011.
+TEST_F(BeastWsEchoTest, TraffikdDownFailurePolicies) {
+  const std::string down = "127.0.0.1:" + std::to_string(UnusedPort());
+  beast::error_code error;
+  {
+    StartApp({"--failure-policy", "allow", "--deadline-ms", "300"}, down);
+    WsClient client(app_->port());
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(client.RoundTrip("x", error), "x");
+    EXPECT_FALSE(error);
+  }
+  {
+    StartApp({"--failure-policy", "deny", "--deadline-ms", "300"}, down);
+    WsClient client(app_->port());
+    const auto start = std::chrono::steady_clock::now();
+    client.RoundTrip("x", error);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
+    EXPECT_EQ(error, websocket::error::closed);
+    EXPECT_EQ(client.reason().code, 1008);
+    EXPECT_EQ(std::string(client.reason().reason.data(), client.reason().reason.size()),
+              "rate limited; retry in 1s");
+  }
+  {
+    StartApp({"--failure-policy", "raise", "--deadline-ms", "300"}, down);
+    WsClient client(app_->port());
+    client.RoundTrip("x", error);
+    EXPECT_EQ(error, websocket::error::closed);
+    EXPECT_EQ(client.reason().code, 1011);
+    EXPECT_THAT(std::string(client.reason().reason.data(), client.reason().reason.size()),
+                HasSubstr("unavailable"));
+  }
+}
+
+}  // namespace
+}  // namespace traffik::http_e2e

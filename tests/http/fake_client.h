@@ -1,0 +1,123 @@
+#pragma once
+
+// A scripted traffik::Client for unit tests of the HTTP/WebSocket core: no
+// network; records every call; answers with `responder` (default: allowed).
+
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "traffik/client.h"
+
+namespace traffik::testing {
+
+class FakeClient : public Client {
+ public:
+  // Answers one hit. Default: allowed, limit 10, remaining 9, reset 1 s.
+  using Responder = std::function<absl::StatusOr<ThrottleResult>(const ThrottleRequest&)>;
+
+  // One RPC as the fake saw it.
+  struct Call {
+    std::vector<ThrottleRequest> requests;  // 1 for Check, n for CheckBatch
+    bool batch = false;
+    std::optional<FailurePolicy> policy;
+  };
+
+  static ThrottleResult Allowed(
+      uint64_t limit = 10, uint64_t remaining = 9,
+      std::chrono::milliseconds reset = std::chrono::seconds(1)) {
+    ThrottleResult r;
+    r.allowed = true;
+    r.limit = limit;
+    r.remaining = remaining;
+    r.reset = reset;
+    return r;
+  }
+  static ThrottleResult Refused(
+      std::chrono::milliseconds wait, uint64_t limit = 10,
+      std::chrono::milliseconds reset = std::chrono::seconds(10)) {
+    ThrottleResult r;
+    r.allowed = false;
+    r.wait = wait;
+    r.limit = limit;
+    r.remaining = 0;
+    r.reset = reset;
+    return r;
+  }
+
+  void set_responder(Responder responder) {
+    std::lock_guard<std::mutex> lock(mu_);
+    responder_ = std::move(responder);
+  }
+  // Every RPC fails with `status` (the policy is recorded, not applied).
+  void set_failure(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failure_ = std::move(status);
+  }
+
+  std::vector<Call> calls() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  size_t rpc_count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_.size();
+  }
+
+  absl::StatusOr<ThrottleResult> Check(
+      const ThrottleRequest& request, std::optional<FailurePolicy> policy = {}) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back(Call{{request}, false, policy});
+    if (!failure_.ok()) return failure_;
+    return Answer(request);
+  }
+  void CheckAsync(const ThrottleRequest& request,
+                  std::function<void(absl::StatusOr<ThrottleResult>)> done,
+                  std::optional<FailurePolicy> policy = {}) override {
+    done(Check(request, policy));
+  }
+  absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
+      const std::vector<ThrottleRequest>& requests,
+      std::optional<FailurePolicy> policy = {}) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back(Call{requests, true, policy});
+    if (!failure_.ok()) return failure_;
+    std::vector<ThrottleResult> results;
+    for (const ThrottleRequest& request : requests) {
+      absl::StatusOr<ThrottleResult> r = Answer(request);
+      if (!r.ok()) return r.status();
+      results.push_back(*r);
+    }
+    return results;
+  }
+  void CheckBatchAsync(
+      const std::vector<ThrottleRequest>& requests,
+      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
+      std::optional<FailurePolicy> policy = {}) override {
+    done(CheckBatch(requests, policy));
+  }
+  absl::StatusOr<bool> Healthy(const std::string& /*service*/ = "") override {
+    return true;
+  }
+  ClientStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ClientStats s;
+    s.rpcs = calls_.size();
+    return s;
+  }
+
+ private:
+  absl::StatusOr<ThrottleResult> Answer(const ThrottleRequest& request) const {
+    return responder_ ? responder_(request) : Allowed();
+  }
+
+  mutable std::mutex mu_;
+  Responder responder_;
+  absl::Status failure_;
+  std::vector<Call> calls_;
+};
+
+}  // namespace traffik::testing

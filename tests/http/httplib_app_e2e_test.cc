@@ -1,0 +1,224 @@
+// End-to-end: the real traffikd and the real examples/httplib_app as
+// processes on 127.0.0.1 (port 0), driven with libcurl.
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2e/traffikd_process.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "http/e2e_helpers.h"
+
+#ifndef HTTPLIB_APP_PATH
+#error "HTTPLIB_APP_PATH must name the httplib_app binary"
+#endif
+
+namespace traffik::http_e2e {
+namespace {
+
+using std::chrono::milliseconds;
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+
+class HttplibAppTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> traffikd =
+        e2e::TraffikdProcess::Start(
+            {"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"});
+    ASSERT_TRUE(traffikd.ok()) << traffikd.status();
+    traffikd_ = std::move(*traffikd);
+  }
+
+  // Starts the app against this test's traffikd (or `traffikd` if given).
+  void StartApp(std::vector<std::string> args = {}, std::string traffikd = "") {
+    std::vector<std::string> all = {
+        "--listen", "127.0.0.1:0", "--traffikd",
+        traffikd.empty() ? traffikd_->grpc_address() : traffikd};
+    all.insert(all.end(), args.begin(), args.end());
+    absl::StatusOr<std::unique_ptr<AppProcess>> app =
+        AppProcess::Start(HTTPLIB_APP_PATH, all);
+    ASSERT_TRUE(app.ok()) << app.status();
+    app_ = std::move(*app);
+  }
+
+  CurlResponse Get(const std::string& path, const std::vector<std::string>& headers = {},
+                   const std::string& method = "GET") {
+    absl::StatusOr<CurlResponse> r = Curl(app_->port(), path, headers, method);
+    EXPECT_TRUE(r.ok()) << r.status() << "\napp output:\n" << app_->Output();
+    return r.ok() ? *r : CurlResponse{};
+  }
+
+  double Decisions() {
+    absl::StatusOr<double> total = DecisionsTotal(traffikd_->metrics_port());
+    EXPECT_TRUE(total.ok()) << total.status();
+    return total.value_or(-1);
+  }
+
+  std::unique_ptr<e2e::TraffikdProcess> traffikd_;
+  std::unique_ptr<AppProcess> app_;
+};
+
+// Verifies the decorated route answers 429 at the 4th request (burst 3/min) with
+// Retry-After and RateLimit-* headers, and RateLimit-* on the allowed ones.
+TEST_F(HttplibAppTest, DecoratedRoute429AtFourthRequestWithHeaders) {
+  StartApp();
+  for (int i = 1; i <= 3; ++i) {
+    CurlResponse r = Get("/search?q=x");
+    ASSERT_EQ(r.status, 200) << "request " << i << ": " << r.body;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "3");
+    EXPECT_EQ(r.Header("ratelimit-remaining"), std::to_string(3 - i));
+    EXPECT_FALSE(r.Header("ratelimit-reset").empty());
+  }
+  CurlResponse r = Get("/search?q=x");
+  EXPECT_EQ(r.status, 429);
+  // One token per 20 s: the wait is just under 20 s, rounded up.
+  EXPECT_THAT(r.Header("retry-after"), AnyOf("19", "20"));
+  EXPECT_EQ(r.Header("ratelimit-limit"), "3");
+  EXPECT_EQ(r.Header("ratelimit-remaining"), "0");
+  EXPECT_THAT(r.body, HasSubstr("rate limited; retry in"));
+}
+
+// Verifies a kUnlimited identifier (admin key) bypasses the limit with no RPC to
+// traffikd, while a normal request makes one batch RPC (2 decisions).
+TEST_F(HttplibAppTest, UnlimitedBypassesWithoutRpc) {
+  StartApp();
+  const double before = Decisions();
+  for (int i = 0; i < 6; ++i) {
+    CurlResponse r = Get("/search", {"X-Api-Key: admin-key"});
+    ASSERT_EQ(r.status, 200) << "request " << i;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "");
+  }
+  EXPECT_EQ(Decisions(), before);
+  EXPECT_EQ(Get("/search", {"X-Api-Key: k1"}).status, 200);
+  EXPECT_EQ(Decisions(), before + 2);  // burst + sustained, one batch
+}
+
+// Verifies a trusted proxy's X-Forwarded-For picks the bucket (right-most
+// untrusted entry), so a forged left-most entry does not escape the limit.
+TEST_F(HttplibAppTest, TrustedProxyForwardedFor) {
+  StartApp({"--trusted-proxy", "127.0.0.1"});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(Get("/search", {"X-Forwarded-For: 198.51.100.1"}).status, 200);
+  }
+  EXPECT_EQ(Get("/search", {"X-Forwarded-For: 198.51.100.1"}).status, 429);
+  EXPECT_EQ(Get("/search", {"X-Forwarded-For: 198.51.100.2"}).status, 200);
+  EXPECT_EQ(Get("/search", {"X-Forwarded-For: 203.0.113.66, 198.51.100.1"}).status, 429);
+}
+
+// Verifies X-Forwarded-For is ignored from an untrusted peer: a client cannot
+// get fresh buckets by forging it.
+TEST_F(HttplibAppTest, UntrustedPeerForwardedForIgnored) {
+  StartApp({"--trusted-proxy", "10.0.0.0/8"});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(Get("/search", {"X-Forwarded-For: 198.51.100." + std::to_string(i)}).status,
+              200);
+  }
+  EXPECT_EQ(Get("/search", {"X-Forwarded-For: 198.51.100.99"}).status, 429);
+}
+
+// Verifies the path-prefix rule limits /api/ (5/min) and a path no rule matches
+// is never throttled and carries no RateLimit-* headers.
+TEST_F(HttplibAppTest, MiddlewarePrefixRuleAndUnmatchedPath) {
+  StartApp();
+  for (int i = 1; i <= 5; ++i) {
+    CurlResponse r = Get("/api/items");
+    ASSERT_EQ(r.status, 200) << "request " << i;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+    EXPECT_EQ(r.Header("ratelimit-remaining"), std::to_string(5 - i));
+  }
+  CurlResponse refused = Get("/api/items");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_THAT(refused.Header("retry-after"), AnyOf("11", "12"));
+  const double before = Decisions();
+  for (int i = 0; i < 8; ++i) {
+    CurlResponse r = Get("/health");
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.Header("ratelimit-limit"), "");
+  }
+  EXPECT_EQ(Decisions(), before);
+}
+
+// Verifies all-match (default): a POST to /api/ is checked by "writes" (2/min)
+// and "api" (5/min) together; the refused 3rd POST still charged "api".
+TEST_F(HttplibAppTest, MiddlewareAllMatch) {
+  StartApp();
+  for (int i = 1; i <= 2; ++i) {
+    CurlResponse r = Get("/api/orders", {}, "POST");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "2");  // the tighter of the two
+  }
+  CurlResponse refused = Get("/api/orders", {}, "POST");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_EQ(refused.Header("ratelimit-limit"), "2");
+  CurlResponse get = Get("/api/orders");
+  EXPECT_EQ(get.status, 200);
+  EXPECT_EQ(get.Header("ratelimit-limit"), "5");
+  EXPECT_EQ(get.Header("ratelimit-remaining"), "1");  // 3 POSTs + this GET
+}
+
+// Verifies first-match: a POST to /api/ is checked by "writes" only, so "api"
+// is not charged by the POSTs.
+TEST_F(HttplibAppTest, MiddlewareFirstMatch) {
+  StartApp({"--first-match"});
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(Get("/api/orders", {}, "POST").status, 200);
+  EXPECT_EQ(Get("/api/orders", {}, "POST").status, 429);
+  CurlResponse get = Get("/api/orders");
+  EXPECT_EQ(get.status, 200);
+  EXPECT_EQ(get.Header("ratelimit-limit"), "5");
+  EXPECT_EQ(get.Header("ratelimit-remaining"), "4");
+}
+
+// Verifies the regex rule (^/static/, 10/min) and the hook rule (X-Expensive,
+// 1/min) match as documented.
+TEST_F(HttplibAppTest, MiddlewareRegexAndHookRules) {
+  StartApp();
+  CurlResponse asset = Get("/static/app.css");
+  EXPECT_EQ(asset.status, 200);
+  EXPECT_EQ(asset.Header("ratelimit-limit"), "10");
+  EXPECT_EQ(Get("/api/report", {"X-Expensive: 1"}).status, 200);
+  CurlResponse refused = Get("/api/report", {"X-Expensive: 1"});
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_EQ(refused.Header("ratelimit-limit"), "1");
+  EXPECT_THAT(refused.Header("retry-after"), AnyOf("59", "60"));
+  EXPECT_EQ(Get("/api/report").status, 200);  // without the header the hook rule is off
+}
+
+// Verifies with traffikd down each failure policy answers quickly: allow ->
+// 200, deny -> 429 with Retry-After, raise -> 503.
+TEST_F(HttplibAppTest, TraffikdDownFailurePolicies) {
+  const std::string down = "127.0.0.1:" + std::to_string(UnusedPort());
+  struct Case {
+    std::string policy;
+    long status;
+  };
+  for (const Case& c : {Case{"allow", 200}, Case{"deny", 429}, Case{"raise", 503}}) {
+    SCOPED_TRACE(c.policy);
+    StartApp({"--failure-policy", c.policy, "--deadline-ms", "300"}, down);
+    for (int i = 0; i < 3; ++i) {
+      CurlResponse r = Get("/search");
+      EXPECT_EQ(r.status, c.status) << r.body;
+      EXPECT_LT(r.elapsed, milliseconds(1500));
+      if (c.policy == "deny") {
+        EXPECT_EQ(r.Header("retry-after"), "1");
+      }
+    }
+  }
+}
+
+// Verifies a traffikd that accepts TCP but never answers is bounded by the
+// client deadline (raise -> 503 within about the deadline).
+TEST_F(HttplibAppTest, HungTraffikdBoundedByDeadline) {
+  absl::StatusOr<e2e::HeldPort> held = e2e::HeldPort::Listen();
+  ASSERT_TRUE(held.ok()) << held.status();
+  StartApp({"--failure-policy", "raise", "--deadline-ms", "300"},
+           "127.0.0.1:" + std::to_string(held->port()));
+  CurlResponse r = Get("/search");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_LT(r.elapsed, milliseconds(1500));
+}
+
+}  // namespace
+}  // namespace traffik::http_e2e
