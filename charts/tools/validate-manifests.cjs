@@ -1,0 +1,409 @@
+#!/usr/bin/env node
+// Validates manifests rendered by `helm template` (used by .ci/chart-test).
+//
+// Usage: node validate-manifests.cjs [--external-secret NAME]... [--extract DIR] FILE.yaml...
+//
+// Three layers, each failing with a message naming the object and the field:
+//  1. Schema: every object against the Kubernetes OpenAPI schema of its
+//     apiVersion/kind (npm `kubernetes-models`, `@kubernetes-models/prometheus-operator`
+//     for ServiceMonitor): types, formats, required fields.
+//  2. Strict fields: each object is type-checked by the TypeScript compiler against
+//     the same models' declarations: it rejects unknown (misspelt) fields, which
+//     the schema layer lets through, and checks types and enum values again.
+//  3. What schemas miss: names and labels valid, selectors match the pod labels,
+//     Service/ServiceMonitor/probe ports name real container ports, references
+//     (ConfigMap, Secret, ServiceAccount, HPA target) resolve, the hardening the
+//     chart promises (non-root, read-only root, no privilege escalation, no caps).
+//
+// Each FILE is one rendering (one release). With --extract DIR it writes, for each
+// FILE, what later checks need into DIR/<FILE's base name without .yaml>/: traffik.yaml
+// (the config from the ConfigMap), env (the env var names the Deployment sets, one a
+// line), dashboard.json (when the Grafana dashboard is rendered), kinds.
+// Exit status: 0 when every FILE is valid, 1 otherwise.
+// Modules are resolved through NODE_PATH (the chart-test cache).
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const YAML = require('yaml');
+const ts = require('typescript');
+
+const args = process.argv.slice(2);
+const externalSecrets = new Set();
+let extractDir = null;
+const files = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--external-secret') externalSecrets.add(args[++i]);
+  else if (args[i] === '--extract') extractDir = args[++i];
+  else files.push(args[i]);
+}
+if (files.length === 0) {
+  console.error('usage: validate-manifests.cjs [--external-secret NAME] [--extract DIR] FILE...');
+  process.exit(2);
+}
+
+const errorsByFile = new Map(files.map((f) => [f, []]));
+let errors = null;  // the current file's list
+const fail = (where, msg) => errors.push(`${where}: ${msg}`);
+const docsByFile = new Map();
+
+const id = (o) => `${o.kind || '?'}/${(o.metadata && o.metadata.name) || '?'}`;
+
+// apiVersion/kind -> [module, export] of kubernetes-models.
+function modelModule(apiVersion) {
+  if (apiVersion === 'monitoring.coreos.com/v1') {
+    return '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+  }
+  return `kubernetes-models/${apiVersion}`;
+}
+function modelFile(apiVersion, kind) {
+  return `${modelModule(apiVersion)}/${kind}`;
+}
+
+// Name and label rules of the Kubernetes API (apimachinery validation).
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const CONFIG_KEY = /^[-._a-zA-Z0-9]+$/;
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
+
+function checkQualifiedKey(where, key) {
+  const slash = key.lastIndexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : null;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== null && (prefix.length > 253 || !DNS1123_SUBDOMAIN.test(prefix))) {
+    fail(where, `key ${JSON.stringify(key)}: prefix is not a DNS subdomain`);
+  }
+  if (name.length === 0 || name.length > 63 || !QUALIFIED_NAME.test(name)) {
+    fail(where, `key ${JSON.stringify(key)}: name part is not a valid qualified name`);
+  }
+}
+function checkLabels(where, labels) {
+  for (const [k, v] of Object.entries(labels || {})) {
+    checkQualifiedKey(`${where}.labels`, k);
+    if (typeof v !== 'string' || v.length > 63 || !LABEL_VALUE.test(v)) {
+      fail(`${where}.labels`, `value of ${k} is not a valid label value: ${JSON.stringify(v)}`);
+    }
+  }
+}
+function checkAnnotations(where, ann) {
+  for (const [k, v] of Object.entries(ann || {})) {
+    checkQualifiedKey(`${where}.annotations`, k);
+    if (typeof v !== 'string') fail(`${where}.annotations`, `value of ${k} is not a string`);
+  }
+}
+function checkPortName(where, name) {
+  // IANA_SVC_NAME: 1-15 chars, lowercase letters, digits and '-', a letter, no '--'.
+  if (!(name.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) && /[a-z]/.test(name) &&
+        !name.includes('--'))) {
+    fail(where, `port name ${JSON.stringify(name)} is not a valid IANA service name`);
+  }
+}
+function matches(selector, labels) {
+  return Object.entries(selector || {}).every(([k, v]) => labels && labels[k] === v);
+}
+
+
+// Checks one rendering; problems go to errorsByFile.get(file).
+function validateFile(file) {
+  // ---- parse -------------------------------------------------------------------
+  const docs = [];
+  docsByFile.set(file, docs);
+  for (const d of YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'))) {
+    if (d.errors.length) {
+      fail(file, `YAML error: ${d.errors[0].message}`);
+      continue;
+    }
+    const obj = d.toJS();
+    if (obj == null) continue;
+    docs.push(obj);
+  }
+  if (docs.length === 0) fail(file, 'no objects rendered');
+
+  // ---- 1. schema ------------------------------------------------------------------
+  for (const o of docs) {
+    if (!o.apiVersion || !o.kind) {
+      fail(id(o), 'missing apiVersion or kind');
+      continue;
+    }
+    let Model;
+    try {
+      Model = require(modelModule(o.apiVersion))[o.kind];
+    } catch (e) {
+      Model = undefined;
+    }
+    if (!Model) {
+      fail(id(o), `no schema for ${o.apiVersion} ${o.kind} (unknown API or kind)`);
+      continue;
+    }
+    try {
+      new Model(o).validate();
+    } catch (e) {
+      fail(`${id(o)} (${o.apiVersion})`, `schema: ${e.message}`);
+    }
+  }
+
+  // ---- 3. what schemas miss -------------------------------------------------------
+  const byKind = (k) => docs.filter((o) => o.kind === k);
+  const find = (k, name) => docs.find((o) => o.kind === k && o.metadata && o.metadata.name === name);
+  const seen = new Set();
+
+  for (const o of docs) {
+    const m = o.metadata || {};
+    const where = id(o);
+    const key = `${o.kind}/${m.namespace || ''}/${m.name}`;
+    if (seen.has(key)) fail(where, 'rendered twice');
+    seen.add(key);
+    if (!m.name || m.name.length > 253 || !DNS1123_SUBDOMAIN.test(m.name)) {
+      fail(where, `metadata.name ${JSON.stringify(m.name)} is not a DNS-1123 subdomain`);
+    }
+    if (o.kind === 'Service' && (m.name.length > 63 || !DNS1035_LABEL.test(m.name))) {
+      fail(where, 'a Service name must be a DNS-1035 label (<= 63 chars)');
+    }
+    if (m.namespace !== undefined && (m.namespace.length > 63 || !DNS1123_LABEL.test(m.namespace))) {
+      fail(where, `metadata.namespace ${JSON.stringify(m.namespace)} is not a DNS-1123 label`);
+    }
+    checkLabels(`${where} metadata`, m.labels);
+    checkAnnotations(`${where} metadata`, m.annotations);
+    for (const k of Object.keys(o.data || {})) {
+      if (!CONFIG_KEY.test(k)) fail(where, `data key ${JSON.stringify(k)} is not a valid key`);
+    }
+  }
+
+  const deployments = byKind('Deployment');
+  if (deployments.length !== 1) fail(file, `expected exactly one Deployment, got ${deployments.length}`);
+  const dep = deployments[0];
+  const extracted = { config: null, env: [], dashboard: null };
+
+  if (dep) {
+    const where = id(dep);
+    const tpl = (dep.spec && dep.spec.template) || {};
+    const podLabels = (tpl.metadata && tpl.metadata.labels) || {};
+    const pod = tpl.spec || {};
+    checkLabels(`${where} pod template`, podLabels);
+    checkAnnotations(`${where} pod template`, tpl.metadata && tpl.metadata.annotations);
+    const sel = (dep.spec.selector && dep.spec.selector.matchLabels) || {};
+    if (Object.keys(sel).length === 0) fail(where, 'spec.selector.matchLabels is empty');
+    if (!matches(sel, podLabels)) fail(where, 'spec.selector.matchLabels does not match the pod template labels');
+    if (!tpl.metadata || !tpl.metadata.annotations || !/^[0-9a-f]{64}$/.test(tpl.metadata.annotations['checksum/config'] || '')) {
+      fail(where, 'pod template lacks the checksum/config annotation (sha256)');
+    }
+
+    // Security promised by the chart.
+    const psc = pod.securityContext || {};
+    if (psc.runAsNonRoot !== true) fail(where, 'pod securityContext.runAsNonRoot must be true');
+    if (!(Number.isInteger(psc.runAsUser) && psc.runAsUser > 0)) fail(where, 'pod securityContext.runAsUser must be a non-zero UID');
+
+    const volumes = new Map((pod.volumes || []).map((v) => [v.name, v]));
+    for (const v of pod.volumes || []) {
+      if (!DNS1123_LABEL.test(v.name)) fail(where, `volume name ${JSON.stringify(v.name)} is not a DNS-1123 label`);
+      if (v.configMap) {
+        const cm = find('ConfigMap', v.configMap.name);
+        if (!cm) fail(where, `volume ${v.name} names ConfigMap ${v.configMap.name}, which is not rendered`);
+        for (const it of v.configMap.items || []) {
+          if (cm && !(cm.data && it.key in cm.data)) fail(where, `volume ${v.name}: ConfigMap ${v.configMap.name} has no key ${it.key}`);
+        }
+      }
+    }
+    if (pod.serviceAccountName && byKind('ServiceAccount').length > 0 && !find('ServiceAccount', pod.serviceAccountName)) {
+      fail(where, `serviceAccountName ${pod.serviceAccountName} is not rendered`);
+    }
+    for (const c of pod.topologySpreadConstraints || []) {
+      const ls = c.labelSelector && c.labelSelector.matchLabels;
+      if (!ls || !matches(ls, podLabels)) fail(where, `topologySpreadConstraint ${c.topologyKey}: labelSelector does not select the pods`);
+    }
+
+    const containerPorts = [];
+    for (const c of pod.containers || []) {
+      const cw = `${where} container ${c.name}`;
+      if (!DNS1123_LABEL.test(c.name) || c.name.length > 63) fail(cw, 'container name is not a DNS-1123 label');
+      const ports = c.ports || [];
+      const names = new Set();
+      for (const p of ports) {
+        if (p.name) {
+          checkPortName(cw, p.name);
+          if (names.has(p.name)) fail(cw, `port name ${p.name} used twice`);
+          names.add(p.name);
+        }
+        containerPorts.push(p);
+      }
+      const numbers = new Set(ports.map((p) => p.containerPort));
+      if (numbers.size !== ports.length) fail(cw, 'two ports share a containerPort');
+      for (const kind of ['readinessProbe', 'livenessProbe', 'startupProbe']) {
+        const pr = c[kind];
+        if (!pr) continue;
+        if (pr.grpc && !numbers.has(pr.grpc.port)) fail(cw, `${kind}.grpc.port ${pr.grpc.port} is not a container port`);
+        for (const h of [pr.httpGet, pr.tcpSocket]) {
+          if (!h) continue;
+          if (typeof h.port === 'string' ? !names.has(h.port) : !numbers.has(h.port)) {
+            fail(cw, `${kind} port ${h.port} is not a container port`);
+          }
+        }
+      }
+      if (c.name === 'traffikd') {
+        if (!c.readinessProbe || !c.readinessProbe.grpc) fail(cw, 'readinessProbe must be a native gRPC probe');
+        if (!c.livenessProbe || !c.livenessProbe.grpc) fail(cw, 'livenessProbe must be a native gRPC probe');
+        if (!names.has('grpc')) fail(cw, 'no port named grpc');
+      }
+      const sc = c.securityContext || {};
+      if (sc.allowPrivilegeEscalation !== false) fail(cw, 'securityContext.allowPrivilegeEscalation must be false');
+      if (sc.readOnlyRootFilesystem !== true) fail(cw, 'securityContext.readOnlyRootFilesystem must be true');
+      if (!(sc.capabilities && (sc.capabilities.drop || []).includes('ALL'))) fail(cw, 'securityContext.capabilities.drop must include ALL');
+      if (sc.privileged === true) fail(cw, 'must not be privileged');
+      for (const vm of c.volumeMounts || []) {
+        if (!volumes.has(vm.name)) fail(cw, `volumeMount ${vm.name} names no volume`);
+      }
+      const envNames = new Set();
+      for (const e of c.env || []) {
+        if (!ENV_NAME.test(e.name)) fail(cw, `env name ${JSON.stringify(e.name)} is not valid`);
+        if (envNames.has(e.name)) fail(cw, `env ${e.name} set twice`);
+        envNames.add(e.name);
+        const ref = e.valueFrom && e.valueFrom.secretKeyRef;
+        if (ref) {
+          const s = find('Secret', ref.name);
+          if (s) {
+            if (!(s.data && ref.key in s.data)) fail(cw, `env ${e.name}: Secret ${ref.name} has no key ${ref.key}`);
+          } else if (!externalSecrets.has(ref.name)) {
+            fail(cw, `env ${e.name}: Secret ${ref.name} is neither rendered nor an expected existing secret`);
+          }
+        }
+        extracted.env.push(e.name);
+      }
+    }
+    if (dep.spec.template.spec.containers.length) {
+      // The config file the pods read.
+      const mount = (dep.spec.template.spec.containers[0].volumeMounts || []).find((v) => v.name === 'config');
+      const vol = volumes.get('config');
+      const cm = vol && vol.configMap && find('ConfigMap', vol.configMap.name);
+      if (!mount || !cm || !cm.data || !cm.data['traffik.yaml']) {
+        fail(where, 'no ConfigMap-backed config volume with traffik.yaml');
+      } else {
+        const argsv = dep.spec.template.spec.containers[0].args || [];
+        const cfgPath = argsv[argsv.indexOf('--config') + 1];
+        if (cfgPath !== `${mount.mountPath}/traffik.yaml`) fail(where, `--config ${cfgPath} is not the mounted ${mount.mountPath}/traffik.yaml`);
+        extracted.config = cm.data['traffik.yaml'];
+      }
+    }
+
+    for (const svc of byKind('Service')) {
+      const sw = id(svc);
+      if (!matches(svc.spec.selector, podLabels) || Object.keys(svc.spec.selector || {}).length === 0) {
+        fail(sw, 'spec.selector does not select the Deployment pods');
+      }
+      for (const p of svc.spec.ports || []) {
+        if (p.name) checkPortName(sw, p.name);
+        const tp = p.targetPort === undefined ? p.port : p.targetPort;
+        const ok = typeof tp === 'string' ? containerPorts.some((cp) => cp.name === tp)
+                                          : containerPorts.some((cp) => cp.containerPort === tp);
+        if (!ok) fail(sw, `port ${p.name}: targetPort ${tp} is not a container port`);
+      }
+    }
+    for (const pdb of byKind('PodDisruptionBudget')) {
+      if (!matches(pdb.spec.selector && pdb.spec.selector.matchLabels, podLabels)) fail(id(pdb), 'selector does not select the Deployment pods');
+      if ((pdb.spec.minAvailable !== undefined) === (pdb.spec.maxUnavailable !== undefined)) fail(id(pdb), 'set exactly one of minAvailable / maxUnavailable');
+    }
+    for (const hpa of byKind('HorizontalPodAutoscaler')) {
+      const ref = hpa.spec.scaleTargetRef || {};
+      if (ref.kind !== 'Deployment' || ref.name !== dep.metadata.name || ref.apiVersion !== 'apps/v1') fail(id(hpa), 'scaleTargetRef does not name the Deployment');
+      if ((hpa.spec.minReplicas || 1) > hpa.spec.maxReplicas) fail(id(hpa), 'minReplicas > maxReplicas');
+      if (dep.spec.replicas !== undefined) fail(where, 'spec.replicas is set while an HPA manages the Deployment');
+    }
+    for (const sm of byKind('ServiceMonitor')) {
+      const services = byKind('Service').filter((s) => matches(sm.spec.selector.matchLabels, s.metadata.labels));
+      if (services.length === 0) fail(id(sm), 'selector matches no rendered Service');
+      for (const ep of sm.spec.endpoints || []) {
+        if (!services.every((s) => s.spec.ports.some((p) => p.name === ep.port))) fail(id(sm), `endpoint port ${ep.port} is not a Service port name`);
+      }
+    }
+  }
+  for (const cm of byKind('ConfigMap')) {
+    if (cm.data && cm.data['traffik.json'] !== undefined) {
+      try {
+        extracted.dashboard = JSON.parse(cm.data['traffik.json']);
+      } catch (e) {
+        fail(id(cm), `dashboard JSON does not parse: ${e.message}`);
+      }
+    }
+  }
+
+  if (extractDir) {
+    const dir = path.join(extractDir, path.basename(file).replace(/\.ya?ml$/, ''));
+    fs.mkdirSync(dir, { recursive: true });
+    if (extracted.config !== null) fs.writeFileSync(path.join(dir, 'traffik.yaml'), extracted.config);
+    fs.writeFileSync(path.join(dir, 'env'), extracted.env.map((e) => `${e}\n`).join(''));
+    if (extracted.dashboard) fs.writeFileSync(path.join(dir, 'dashboard.json'), JSON.stringify(extracted.dashboard));
+    fs.writeFileSync(path.join(dir, 'kinds'), docs.map((o) => `${o.kind}/${o.metadata.name}\n`).join(''));
+  }
+}
+
+for (const file of files) {
+  errors = errorsByFile.get(file);
+  validateFile(file);
+}
+
+// ---- 2. strict fields (TypeScript excess-property and literal-type checks) ------
+// One program for all files (creating it is the slow part): FILE n becomes
+// manifests-n.ts, one typed constant per object, pretty-printed so a diagnostic's
+// line names the object.
+{
+  const tmp = fs.mkdtempSync(path.join(require('os').tmpdir(), 'traffik-tsc-'));
+  const tsFiles = new Map();  // ts path -> {file, owners}
+  files.forEach((file, fn) => {
+    const docs = docsByFile.get(file);
+    const lines = [];
+    const owners = [];  // line index -> object id
+    docs.forEach((o, n) => {
+      if (!o.apiVersion || !o.kind) return;
+      lines.push(`import { I${o.kind} as T${n} } from ${JSON.stringify(modelFile(o.apiVersion, o.kind))};`);
+      owners.push(id(o));
+    });
+    docs.forEach((o, n) => {
+      if (!o.apiVersion || !o.kind) return;
+      const body = JSON.stringify(o, null, 2).split('\n');
+      body[0] = `export const o${n}: T${n} = ${body[0]}`;
+      body[body.length - 1] += ';';
+      for (const l of body) {
+        lines.push(l);
+        owners.push(id(o));
+      }
+    });
+    const tsFile = path.join(tmp, `manifests-${fn}.ts`);
+    fs.writeFileSync(tsFile, lines.join('\n') + '\nexport {};\n');
+    tsFiles.set(tsFile.replace(/\\/g, '/'), { file, owners });
+  });
+  const program = ts.createProgram([...tsFiles.keys()], {
+    noEmit: true, strict: true, skipLibCheck: true, target: ts.ScriptTarget.ES2020,
+    module: ts.ModuleKind.CommonJS, moduleResolution: ts.ModuleResolutionKind.Node10,
+    typeRoots: [], types: [],
+    baseUrl: tmp, paths: { '*': (process.env.NODE_PATH || '').split(':').filter(Boolean).map((p) => `${p}/*`) },
+  });
+  let keep = false;
+  for (const d of ts.getPreEmitDiagnostics(program)) {
+    const msg = ts.flattenDiagnosticMessageText(d.messageText, '\n').split('\n')[0].slice(0, 400);
+    const t = d.file && tsFiles.get(d.file.fileName);
+    if (t) {
+      const { line } = d.file.getLineAndCharacterOfPosition(d.start);
+      errorsByFile.get(t.file).push(`${t.owners[line] || '?'} (line ${line + 1} of ${d.file.fileName}): strict: ${msg}`);
+      keep = true;
+    } else {
+      for (const f of files) errorsByFile.get(f).push(`typescript: ${msg}`);
+    }
+  }
+  if (!keep) fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+let failed = 0;
+for (const file of files) {
+  const errs = errorsByFile.get(file);
+  const docs = docsByFile.get(file);
+  if (errs.length) {
+    failed++;
+    for (const e of errs) console.error(`  ${file}: ${e}`);
+    console.error(`${file}: ${errs.length} problem(s) in ${docs.length} objects`);
+  } else {
+    console.log(`${file}: ${docs.length} objects valid (${docs.map((o) => o.kind).join(', ')})`);
+  }
+}
+process.exit(failed ? 1 : 0);
