@@ -126,8 +126,10 @@ struct ClientImpl::BatchCall {
   std::vector<std::string> keys;  // per item ("" when the cache is off)
   std::vector<uint32_t> costs;    // per item
   SteadyTime sent_at;
+  std::chrono::system_clock::time_point deadline;  // shared by a fall-back retry
   FailurePolicy policy = FailurePolicy::kRaise;
-  std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done;
+  bool fall_back_to_independent = false;
+  std::function<void(absl::StatusOr<BatchResult>)> done;
 };
 
 std::shared_ptr<ClientImpl> ClientImpl::Make(ClientOptions options) {
@@ -243,32 +245,56 @@ void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
 
 absl::StatusOr<std::vector<ThrottleResult>> ClientImpl::CheckBatch(
     const std::vector<ThrottleRequest>& requests, std::optional<FailurePolicy> policy) {
-  auto promise =
-      std::make_shared<std::promise<absl::StatusOr<std::vector<ThrottleResult>>>>();
-  auto future = promise->get_future();
-  CheckBatchAsync(
-      requests,
-      [promise](absl::StatusOr<std::vector<ThrottleResult>> results) {
-        promise->set_value(std::move(results));
-      },
-      policy);
-  if (future.wait_for(options_.deadline + kSyncSlack) != std::future_status::ready) {
-    const FailurePolicy effective = policy.value_or(options_.failure_policy);
-    absl::StatusOr<ThrottleResult> failed =
-        Fail(absl::DeadlineExceededError("no answer from the gRPC callback in time"),
-             effective);
-    if (!failed.ok()) return failed.status();
-    return std::vector<ThrottleResult>(requests.size(), *failed);
-  }
-  return future.get();
+  absl::StatusOr<BatchResult> result = CheckBatch(requests, BatchOptions{policy});
+  if (!result.ok()) return result.status();
+  return std::move(result->results);
 }
 
 void ClientImpl::CheckBatchAsync(
     const std::vector<ThrottleRequest>& requests,
     std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
     std::optional<FailurePolicy> policy) {
+  CheckBatchAsync(
+      requests,
+      [done = std::move(done)](absl::StatusOr<BatchResult> result) {
+        if (!result.ok()) {
+          done(result.status());
+        } else {
+          done(std::move(result->results));
+        }
+      },
+      BatchOptions{policy});
+}
+
+absl::StatusOr<BatchResult> ClientImpl::CheckBatch(
+    const std::vector<ThrottleRequest>& requests, const BatchOptions& options) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<BatchResult>>>();
+  auto future = promise->get_future();
+  CheckBatchAsync(
+      requests,
+      [promise](absl::StatusOr<BatchResult> result) {
+        promise->set_value(std::move(result));
+      },
+      options);
+  if (future.wait_for(options_.deadline + kSyncSlack) != std::future_status::ready) {
+    const FailurePolicy effective = options.policy.value_or(options_.failure_policy);
+    absl::StatusOr<ThrottleResult> failed =
+        Fail(absl::DeadlineExceededError("no answer from the gRPC callback in time"),
+             effective);
+    if (!failed.ok()) return failed.status();
+    BatchResult result;
+    result.results.assign(requests.size(), *failed);
+    result.applied = failed->allowed;
+    return result;
+  }
+  return future.get();
+}
+
+void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
+                                 std::function<void(absl::StatusOr<BatchResult>)> done,
+                                 const BatchOptions& options) {
   if (requests.empty()) {
-    done(std::vector<ThrottleResult>());
+    done(BatchResult{});
     return;
   }
   auto call = std::make_unique<BatchCall>();
@@ -288,7 +314,10 @@ void ClientImpl::CheckBatchAsync(
       // All or nothing: the items not refused are not sent either, so no
       // tokens are taken from them.
       short_circuited_.fetch_add(requests.size(), std::memory_order_relaxed);
-      done(std::move(local));
+      BatchResult result;
+      result.results = std::move(local);
+      result.applied = false;
+      done(std::move(result));
       return;
     }
   } else {
@@ -299,12 +328,18 @@ void ClientImpl::CheckBatchAsync(
     ToProto(request, call->request.add_requests());
     call->costs.push_back(request.cost);
   }
-  call->policy = policy.value_or(options_.failure_policy);
+  call->request.set_all_or_nothing(options.all_or_nothing);
+  call->fall_back_to_independent = options.fall_back_to_independent;
+  call->policy = options.policy.value_or(options_.failure_policy);
   call->done = std::move(done);
-  call->context.set_deadline(RpcDeadline());
+  call->deadline = RpcDeadline();
+  SendBatch(std::move(call));
+}
+
+void ClientImpl::SendBatch(std::unique_ptr<BatchCall> call) {
+  call->context.set_deadline(call->deadline);
   call->sent_at = std::chrono::steady_clock::now();
   rpcs_.fetch_add(1, std::memory_order_relaxed);
-
   BatchCall* raw = call.release();
   stub_->async()->ShouldThrottleBatch(
       &raw->context, &raw->request, &raw->response,
@@ -316,8 +351,36 @@ void ClientImpl::CheckBatchAsync(
       });
 }
 
+namespace {
+
+// True when traffikd refused an all_or_nothing batch only because it cannot
+// decide it all-or-nothing (items on several backends, or on several Redis
+// Cluster slots); an ordinary batch may still work.
+bool CannotBeAllOrNothing(const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) return true;
+  return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+         status.error_message().rfind("all_or_nothing batch spans several backends", 0) ==
+             0;
+}
+
+}  // namespace
+
 void ClientImpl::OnBatchDone(BatchCall& call, const grpc::Status& status) {
   const size_t count = static_cast<size_t>(call.request.requests_size());
+  const bool all_or_nothing = call.request.all_or_nothing();
+  if (!status.ok() && all_or_nothing && call.fall_back_to_independent &&
+      CannotBeAllOrNothing(status)) {
+    auto retry = std::make_unique<BatchCall>();
+    retry->request = std::move(call.request);
+    retry->request.set_all_or_nothing(false);
+    retry->keys = std::move(call.keys);
+    retry->costs = std::move(call.costs);
+    retry->deadline = call.deadline;
+    retry->policy = call.policy;
+    retry->done = std::move(call.done);
+    SendBatch(std::move(retry));
+    return;
+  }
   absl::Status failure;
   if (!status.ok()) {
     failure = ToAbslStatus(status);
@@ -331,18 +394,28 @@ void ClientImpl::OnBatchDone(BatchCall& call, const grpc::Status& status) {
     if (!failed.ok()) {
       call.done(failed.status());
     } else {
-      call.done(std::vector<ThrottleResult>(count, *failed));
+      BatchResult result;
+      result.results.assign(count, *failed);
+      result.applied = failed->allowed;
+      call.done(std::move(result));
     }
     return;
   }
   failure_log_.OnSuccess();
-  std::vector<ThrottleResult> results;
-  results.reserve(count);
+  BatchResult result;
+  result.results.reserve(count);
+  bool any_refused = false;
   for (size_t i = 0; i < count; ++i) {
-    results.push_back(FromProto(call.response.responses(static_cast<int>(i))));
-    Remember(call.keys[i], call.costs[i], call.sent_at, results.back());
+    result.results.push_back(FromProto(call.response.responses(static_cast<int>(i))));
+    Remember(call.keys[i], call.costs[i], call.sent_at, result.results.back());
+    any_refused = any_refused || !result.results.back().allowed;
   }
-  call.done(std::move(results));
+  // An ordinary batch always takes effect. An all-or-nothing one did unless
+  // the server says otherwise; a server that predates all_or_nothing answers
+  // applied=false with nothing refused (it decided independently).
+  result.all_or_nothing = all_or_nothing && (call.response.applied() || any_refused);
+  result.applied = !result.all_or_nothing || call.response.applied();
+  call.done(std::move(result));
 }
 
 absl::StatusOr<bool> ClientImpl::Healthy(const std::string& service) {

@@ -53,6 +53,11 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
       const std::vector<ThrottleRequest>& requests,
       std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
       std::optional<FailurePolicy> policy) override;
+  absl::StatusOr<BatchResult> CheckBatch(const std::vector<ThrottleRequest>& requests,
+                                         const BatchOptions& options) override;
+  void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
+                       std::function<void(absl::StatusOr<BatchResult>)> done,
+                       const BatchOptions& options) override;
   absl::StatusOr<bool> Healthy(const std::string& service) override;
   ClientStats stats() const override;
 
@@ -72,6 +77,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
 
   std::chrono::system_clock::time_point RpcDeadline() const;
   void OnCheckDone(CheckCall& call, const grpc::Status& status);
+  // Sends `call` (deadline, keys, costs, policy and done already set).
+  void SendBatch(std::unique_ptr<BatchCall> call);
   void OnBatchDone(BatchCall& call, const grpc::Status& status);
   // Counts and logs a failure and applies `policy` to it.
   absl::StatusOr<ThrottleResult> Fail(const absl::Status& status, FailurePolicy policy);

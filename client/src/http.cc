@@ -137,6 +137,30 @@ struct HttpThrottler::Prepared {
   std::optional<FailurePolicy> policy;
 };
 
+namespace {
+
+// A single Check's answer as a one-item batch result.
+absl::StatusOr<BatchResult> OneResult(absl::StatusOr<ThrottleResult> one) {
+  if (!one.ok()) return one.status();
+  BatchResult result;
+  result.applied = true;  // a single hit: the answer is its own
+  result.results.push_back(*std::move(one));
+  return result;
+}
+
+}  // namespace
+
+// Several throttles: all or nothing, so a refusal takes no tokens from the
+// others; where traffikd cannot (throttles on several backends, or several
+// identifiers on Redis Cluster) it falls back to an ordinary batch.
+BatchOptions HttpThrottler::BatchOptionsFor(const Prepared& prepared) {
+  BatchOptions options;
+  options.policy = prepared.policy;
+  options.all_or_nothing = true;
+  options.fall_back_to_independent = true;
+  return options;
+}
+
 HttpThrottler::HttpThrottler(std::shared_ptr<Client> client, HttpThrottlerOptions options)
     : client_(std::move(client)),
       options_(std::make_shared<const HttpThrottlerOptions>(std::move(options))) {}
@@ -165,10 +189,16 @@ HttpThrottler::Prepared HttpThrottler::Prepare(
   return prepared;
 }
 
-HttpVerdict HttpThrottler::Finish(
-    const HttpRequest& request, const std::vector<HttpThrottle>& throttles,
-    const Prepared& prepared, absl::StatusOr<std::vector<ThrottleResult>> results) const {
+HttpVerdict HttpThrottler::Finish(const HttpRequest& request,
+                                  const std::vector<HttpThrottle>& throttles,
+                                  const Prepared& prepared,
+                                  absl::StatusOr<BatchResult> results) const {
   HttpVerdict verdict;
+  if (results.ok() && results->results.size() != prepared.requests.size()) {
+    results = absl::InternalError(
+        "the Client answered " + std::to_string(results->results.size()) +
+        " results for " + std::to_string(prepared.requests.size()) + " requests");
+  }
   if (!results.ok()) {
     verdict.allowed = false;
     verdict.error = results.status();
@@ -177,7 +207,8 @@ HttpVerdict HttpThrottler::Finish(
                            : RateLimiterUnavailable(request, verdict.error);
     return verdict;
   }
-  verdict.results = std::move(*results);
+  const bool applied = results->applied;
+  verdict.results = std::move(results->results);
   // The refusal with the longest wait decides the response; when all allow,
   // the throttle closest to refusing decides the headers.
   std::optional<size_t> refusing;
@@ -197,6 +228,15 @@ HttpVerdict HttpThrottler::Finish(
         }
       }
     }
+  }
+  if (!applied && !refusing) {
+    // Refused as a whole with no refusing item named (never from a current
+    // Client and traffikd): the first throttle stands for the refusal.
+    refusing = 0;
+    if (verdict.results[0].wait <= std::chrono::milliseconds::zero()) {
+      verdict.results[0].wait = std::chrono::milliseconds(1);
+    }
+    verdict.results[0].allowed = false;
   }
   if (refusing) {
     const ThrottleResult& r = verdict.results[*refusing];
@@ -221,22 +261,11 @@ HttpVerdict HttpThrottler::Check(HttpRequest& request,
     verdict.exempt = true;
     return verdict;
   }
-  absl::StatusOr<std::vector<ThrottleResult>> results;
+  absl::StatusOr<BatchResult> results;
   if (prepared.requests.size() == 1) {
-    absl::StatusOr<ThrottleResult> one =
-        client_->Check(prepared.requests[0], prepared.policy);
-    if (one.ok()) {
-      results = std::vector<ThrottleResult>{*std::move(one)};
-    } else {
-      results = one.status();
-    }
+    results = OneResult(client_->Check(prepared.requests[0], prepared.policy));
   } else {
-    results = client_->CheckBatch(prepared.requests, prepared.policy);
-    if (results.ok() && results->size() != prepared.requests.size()) {
-      results = absl::InternalError(
-          "CheckBatch answered " + std::to_string(results->size()) + " results for " +
-          std::to_string(prepared.requests.size()) + " requests");
-    }
+    results = client_->CheckBatch(prepared.requests, BatchOptionsFor(prepared));
   }
   return Finish(request, throttles, prepared, std::move(results));
 }
@@ -265,28 +294,19 @@ void HttpThrottler::CheckAsync(HttpRequest request, std::vector<HttpThrottle> th
     client_->CheckAsync(
         state->prepared.requests[0],
         [self, state](absl::StatusOr<ThrottleResult> one) {
-          absl::StatusOr<std::vector<ThrottleResult>> results;
-          if (one.ok()) {
-            results = std::vector<ThrottleResult>{*std::move(one)};
-          } else {
-            results = one.status();
-          }
           state->done(self.Finish(state->request, state->throttles, state->prepared,
-                                  std::move(results)));
+                                  OneResult(std::move(one))));
         },
         state->prepared.policy);
     return;
   }
   client_->CheckBatchAsync(
       state->prepared.requests,
-      [self, state](absl::StatusOr<std::vector<ThrottleResult>> results) {
-        if (results.ok() && results->size() != state->prepared.requests.size()) {
-          results = absl::InternalError("CheckBatch answered a wrong number of results");
-        }
+      [self, state](absl::StatusOr<BatchResult> results) {
         state->done(self.Finish(state->request, state->throttles, state->prepared,
                                 std::move(results)));
       },
-      state->prepared.policy);
+      BatchOptionsFor(state->prepared));
 }
 
 // ------------------------------------------------------------------ decorator

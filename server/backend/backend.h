@@ -22,6 +22,17 @@ struct BucketOp {
 using DecisionCallback = absl::AnyInvocable<void(absl::StatusOr<Decision>) &&>;
 using BatchCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<Decision>>) &&>;
 
+// The answer to an all-or-nothing batch (Backend::DecideAllOrNothing).
+struct AllOrNothingResult {
+  // One per op, in op order.
+  std::vector<Decision> decisions;
+  // True when every op was allowed and all their tokens were taken; false
+  // when nothing was taken from any bucket.
+  bool applied = false;
+};
+using AllOrNothingCallback =
+    absl::AnyInvocable<void(absl::StatusOr<AllOrNothingResult>) &&>;
+
 // A store of token buckets. Asynchronous: each call completes its callback
 // exactly once, either inline on the calling thread (memory) or later from the
 // backend's own I/O thread (network backends), so a caller never waits on a
@@ -37,8 +48,8 @@ class Backend {
   // without credentials, ...). Never contains secrets.
   virtual absl::string_view Name() const = 0;
 
-  // True when Decide/DecideBatch always run their callback before returning
-  // (so a caller may keep its state on the stack).
+  // True when Decide/DecideBatch/DecideAllOrNothing always run their callback before
+  // returning (so a caller may keep its state on the stack).
   virtual bool CompletesInline() const { return false; }
 
   // Takes `cost` tokens from bucket `key` if it holds that many.
@@ -48,6 +59,21 @@ class Backend {
   // Applies `ops` in order, as if each were a separate Decide call; answers in
   // the same order.
   virtual void DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) = 0;
+
+  // All or nothing, atomically with respect to every other decision: `ops`
+  // are evaluated in order as if each were a separate Decide call (a repeated
+  // key sees the tokens earlier ops took). If every op is allowed, all their
+  // tokens are taken: decisions are those of the evaluation, applied = true.
+  // Otherwise no bucket changes (none is created) and applied = false; each
+  // decision then describes its bucket as it stands with nothing taken
+  // (remaining, reset_ms), with allowed/wait_ms from the in-order evaluation
+  // (so at least one op is refused). Empty `ops`: applied, no decisions.
+  //
+  // kFailedPrecondition when this backend cannot decide these keys together
+  // (Redis Cluster: keys in different hash slots); nothing is taken. Other
+  // errors as for Decide.
+  virtual void DecideAllOrNothing(absl::Span<const BucketOp> ops,
+                                  AllOrNothingCallback done) = 0;
 };
 
 }  // namespace traffik

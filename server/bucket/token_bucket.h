@@ -41,8 +41,9 @@ struct Decision {
 // `state` is the bucket's stored state, or nullptr for a bucket that does not
 // exist yet (a new bucket is full). On return `*out_state` holds the state to
 // store (it may alias `state`). Requires IsValidRate(rate) and
-// 1 <= cost <= rate.capacity. A refused hit takes nothing; the refill up to
-// `now_ms` is still applied, which changes no observable answer.
+// cost <= rate.capacity. A refused hit takes nothing; the refill up to
+// `now_ms` is still applied, which changes no observable answer. A cost of 0
+// takes nothing and describes the bucket as it stands (remaining, reset_ms).
 //
 // A clock that appears to go backwards is treated as no time passing.
 Decision Decide(const BucketState* state, const Rate& rate, uint64_t cost, int64_t now_ms,

@@ -203,42 +203,60 @@ struct BatchState {
   absl::Status error;  // written once, by the first failing group
   BatchCallback done;
 
+  // Applies each item's tenant policy to a backend error for `indices`.
+  void OnError(const std::vector<size_t>& indices, const absl::Status& status) {
+    // Each item follows its own tenant's policy: fail-open items are
+    // allowed, and any fail-closed item fails the whole batch.
+    for (size_t i : indices) {
+      const BucketOp& op = ops[i];
+      absl::StatusOr<Decision> d = OnBackendError(*tenants[i], op.rate, op.cost, status);
+      if (d.ok()) {
+        results[i] = *d;
+        fail_open[i] = true;
+      } else if (!failed.exchange(true)) {
+        error = d.status();
+      }
+    }
+  }
+
+  // Counts the decisions; only an applied decision counts as allowed.
+  void Count(bool applied) const {
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (fail_open[i]) continue;  // counted as a backend error
+      (applied && results[i].allowed ? counters[i]->allowed : counters[i]->throttled)
+          ->Increment();
+    }
+  }
+
   void Finish() {
     if (failed.load()) {
       std::move(done)(error);
       return;
     }
-    for (size_t i = 0; i < results.size(); ++i) {
-      if (fail_open[i]) continue;  // counted as a backend error
-      (results[i].allowed ? counters[i]->allowed : counters[i]->throttled)->Increment();
-    }
+    Count(/*applied=*/true);
     std::move(done)(std::move(results));
   }
 };
 
-}  // namespace
-
-void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
-                                 BatchCallback done) const {
-  auto state = std::make_shared<BatchState>();
-  state->snapshot = snapshot_.load(std::memory_order_acquire);
-  if (requests.size() > state->snapshot->max_batch_size()) {
-    std::move(done)(absl::InvalidArgumentError(
-        absl::StrCat("batch has ", requests.size(), " requests; the limit is ",
-                     state->snapshot->max_batch_size())));
-    return;
+// Checks the batch size and prepares every item into `state` (so an invalid
+// item takes no tokens anywhere), grouping the indices by backend.
+absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> requests,
+                          BatchState& state, std::vector<Backend*>& backends,
+                          std::vector<std::vector<size_t>>& groups) {
+  state.snapshot = engine.snapshot();
+  if (requests.size() > state.snapshot->max_batch_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("batch has ", requests.size(),
+                                                   " requests; the limit is ",
+                                                   state.snapshot->max_batch_size()));
   }
-  // Prepare everything first so an invalid item takes no tokens anywhere.
-  std::vector<Backend*> backends;
-  std::vector<std::vector<size_t>> groups;  // indices per distinct backend
-  state->ops.reserve(requests.size());
-  state->counters.reserve(requests.size());
+  state.ops.reserve(requests.size());
+  state.counters.reserve(requests.size());
+  state.tenants.reserve(requests.size());
   PreparedHit hit;
   for (size_t i = 0; i < requests.size(); ++i) {
-    if (absl::Status s = Prepare(requests[i], &hit); !s.ok()) {
-      std::move(done)(absl::InvalidArgumentError(absl::StrCat(
-          "requests[", i, "]: ", absl::StatusCodeToString(s.code()), ": ", s.message())));
-      return;
+    if (absl::Status s = engine.Prepare(requests[i], &hit); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "requests[", i, "]: ", absl::StatusCodeToString(s.code()), ": ", s.message()));
     }
     size_t g = 0;
     while (g < backends.size() && backends[g] != hit.backend) ++g;
@@ -247,12 +265,26 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
       groups.emplace_back();
     }
     groups[g].push_back(i);
-    state->ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
-    state->counters.push_back(hit.counters);
-    state->tenants.push_back(hit.tenant);
+    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
+    state.counters.push_back(hit.counters);
+    state.tenants.push_back(hit.tenant);
   }
-  state->results.resize(requests.size());
-  state->fail_open.assign(requests.size(), 0);
+  state.results.resize(requests.size());
+  state.fail_open.assign(requests.size(), 0);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
+                                 BatchCallback done) const {
+  auto state = std::make_shared<BatchState>();
+  std::vector<Backend*> backends;
+  std::vector<std::vector<size_t>> groups;  // indices per distinct backend
+  if (absl::Status s = PrepareBatch(*this, requests, *state, backends, groups); !s.ok()) {
+    std::move(done)(std::move(s));
+    return;
+  }
   state->done = std::move(done);
   if (requests.empty()) {
     state->Finish();
@@ -268,19 +300,7 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
         group_ops, [state, indices = std::move(indices)](
                        absl::StatusOr<std::vector<Decision>> result) mutable {
           if (!result.ok()) {
-            // Each item follows its own tenant's policy: fail-open items are
-            // allowed, and any fail-closed item fails the whole batch.
-            for (size_t i : indices) {
-              const BucketOp& op = state->ops[i];
-              absl::StatusOr<Decision> d =
-                  OnBackendError(*state->tenants[i], op.rate, op.cost, result.status());
-              if (d.ok()) {
-                state->results[i] = *d;
-                state->fail_open[i] = true;
-              } else if (!state->failed.exchange(true)) {
-                state->error = d.status();
-              }
-            }
+            state->OnError(indices, result.status());
           } else {
             for (size_t k = 0; k < indices.size() && k < result->size(); ++k) {
               state->results[indices[k]] = (*result)[k];
@@ -289,6 +309,74 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
           if (state->pending.fetch_sub(1) == 1) state->Finish();
         });
   }
+}
+
+void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
+                                 bool all_or_nothing, AllOrNothingCallback done) const {
+  if (!all_or_nothing) {
+    ShouldThrottleBatch(
+        requests,
+        [done = std::move(done)](absl::StatusOr<std::vector<Decision>> result) mutable {
+          if (!result.ok()) {
+            std::move(done)(result.status());
+            return;
+          }
+          std::move(done)(AllOrNothingResult{*std::move(result), /*applied=*/true});
+        });
+    return;
+  }
+  auto state = std::make_shared<BatchState>();
+  std::vector<Backend*> backends;
+  std::vector<std::vector<size_t>> groups;
+  if (absl::Status s = PrepareBatch(*this, requests, *state, backends, groups); !s.ok()) {
+    std::move(done)(std::move(s));
+    return;
+  }
+  if (requests.empty()) {
+    std::move(done)(AllOrNothingResult{{}, /*applied=*/true});
+    return;
+  }
+  if (backends.size() > 1) {
+    std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+        "all_or_nothing batch spans several backends: requests[0] is on backend ",
+        backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
+        backends[1]->Name(), " (tenants '", state->tenants[0]->name, "' and '",
+        state->tenants[groups[1].front()]->name,
+        "'); an all_or_nothing batch must stay on one backend")));
+    return;
+  }
+  Backend* backend = backends[0];
+  const std::vector<BucketOp>& ops = state->ops;
+  backend->DecideAllOrNothing(
+      ops,
+      [state, done = std::move(done)](absl::StatusOr<AllOrNothingResult> result) mutable {
+        if (!result.ok()) {
+          // Keys the backend cannot decide together: a property of the
+          // request, not an outage, so no failure policy applies.
+          if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
+            std::move(done)(result.status());
+            return;
+          }
+          std::vector<size_t> all(state->ops.size());
+          for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+          state->OnError(all, result.status());
+          if (state->failed.load()) {
+            std::move(done)(state->error);
+            return;
+          }
+          std::move(done)(AllOrNothingResult{std::move(state->results), true});
+          return;
+        }
+        if (result->decisions.size() != state->ops.size()) {
+          std::move(done)(absl::InternalError(
+              absl::StrCat("backend answered ", result->decisions.size(),
+                           " decisions for ", state->ops.size(), " items")));
+          return;
+        }
+        state->results = result->decisions;
+        state->Count(result->applied);
+        std::move(done)(*std::move(result));
+      });
 }
 
 }  // namespace traffik

@@ -128,6 +128,19 @@ class Engine {
   void ShouldThrottleBatch(absl::Span<const HitRequest> requests,
                            BatchCallback done) const;
 
+  // The same with the wire's all_or_nothing flag (false: the batch above,
+  // answered with applied = true). True: after the same preparation, every
+  // item must be on one backend (else kInvalidArgument "all_or_nothing batch
+  // spans several backends ..."), which decides them with
+  // Backend::DecideAllOrNothing: tokens are taken only if every item is
+  // allowed (applied); otherwise nothing is taken. A backend's
+  // kFailedPrecondition (keys it cannot decide together) is returned as is;
+  // other backend errors follow each item's tenant policy as in the batch
+  // above (all fail-open: answered allowed, applied). Metrics count an item
+  // as allowed only when it was allowed and applied.
+  void ShouldThrottleBatch(absl::Span<const HitRequest> requests, bool all_or_nothing,
+                           AllOrNothingCallback done) const;
+
  private:
   std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
 };

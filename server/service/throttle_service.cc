@@ -124,17 +124,21 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(
   for (const ShouldThrottleRequest& r : request->requests())
     hits.push_back(ToHitRequest(r));
   Metrics& metrics = metrics_;
-  engine_.ShouldThrottleBatch(hits, [reactor, response, start_ns, &metrics](
-                                        absl::StatusOr<std::vector<Decision>> result) {
-    if (result.ok()) {
-      response->mutable_responses()->Reserve(static_cast<int>(result->size()));
-      for (const Decision& d : *result) ToProto(d, response->add_responses());
-    } else {
-      metrics.CountError(result.status().code());
-    }
-    metrics.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);
-    reactor->Finish(ToGrpcStatus(result.status()));
-  });
+  engine_.ShouldThrottleBatch(
+      hits, request->all_or_nothing(),
+      [reactor, response, start_ns, &metrics](absl::StatusOr<AllOrNothingResult> result) {
+        if (result.ok()) {
+          response->mutable_responses()->Reserve(
+              static_cast<int>(result->decisions.size()));
+          for (const Decision& d : result->decisions)
+            ToProto(d, response->add_responses());
+          response->set_applied(result->applied);
+        } else {
+          metrics.CountError(result.status().code());
+        }
+        metrics.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);
+        reactor->Finish(ToGrpcStatus(result.status()));
+      });
   return reactor;
 }
 

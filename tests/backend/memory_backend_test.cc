@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "clock/clock.h"
 #include "gtest/gtest.h"
@@ -175,6 +176,110 @@ TEST_F(MemoryBackendTest, ExactUnderConcurrencyManyKeys) {
   }
   for (auto& th : threads) th.join();
   for (int k = 0; k < kKeys; ++k) EXPECT_EQ(allowed[k].load(), 7) << k;
+}
+
+// Verifies an all-or-nothing batch takes every item's tokens or none: once
+// the burst bucket refuses, the sustained bucket keeps its tokens and its
+// answer describes it as it stands.
+TEST_F(MemoryBackendTest, AllOrNothingTakesAllOrNothing) {
+  MemoryBackend backend(clock_, Options());
+  const Rate burst{2, 60'000};
+  const Rate sustained{5, 3'600'000};
+  const std::vector<BucketOp> ops = {{"burst", burst, 1}, {"sustained", sustained, 1}};
+  for (int i = 0; i < 2; ++i) {
+    const AllOrNothingResult r = backend.DecideAllOrNothingNow(ops);
+    ASSERT_TRUE(r.applied) << i;
+    ASSERT_EQ(r.decisions.size(), 2u);
+    EXPECT_TRUE(r.decisions[0].allowed);
+    EXPECT_EQ(r.decisions[1].remaining, 4u - i);
+  }
+  const AllOrNothingResult refused = backend.DecideAllOrNothingNow(ops);
+  EXPECT_FALSE(refused.applied);
+  EXPECT_FALSE(refused.decisions[0].allowed);
+  EXPECT_EQ(refused.decisions[0].wait_ms, 30'000u);
+  EXPECT_EQ(refused.decisions[0].remaining, 0u);
+  EXPECT_EQ(refused.decisions[0].reset_ms, 60'000u);
+  EXPECT_TRUE(refused.decisions[1].allowed);  // would pass alone
+  EXPECT_EQ(refused.decisions[1].wait_ms, 0u);
+  EXPECT_EQ(refused.decisions[1].limit, 5u);
+  EXPECT_EQ(refused.decisions[1].remaining, 3u);  // nothing taken
+  EXPECT_EQ(refused.decisions[1].reset_ms, 2 * 720'000u);
+  // The sustained bucket still holds 3 tokens.
+  EXPECT_EQ(backend.DecideNow("sustained", sustained, 1).remaining, 2u);
+}
+
+// Verifies items on one key see the tokens earlier items took, and a batch
+// that is not applied creates no bucket.
+TEST_F(MemoryBackendTest, AllOrNothingRepeatedKeysInOrder) {
+  MemoryBackend backend(clock_, Options());
+  const Rate rate{3, 60'000};
+  const AllOrNothingResult fits =
+      backend.DecideAllOrNothingNow({{"k", rate, 1}, {"k", rate, 1}, {"k", rate, 1}});
+  ASSERT_TRUE(fits.applied);
+  EXPECT_EQ(fits.decisions[0].remaining, 2u);
+  EXPECT_EQ(fits.decisions[1].remaining, 1u);
+  EXPECT_EQ(fits.decisions[2].remaining, 0u);
+  EXPECT_EQ(backend.bucket_count(), 1u);
+
+  const AllOrNothingResult too_many = backend.DecideAllOrNothingNow(
+      {{"j", rate, 1}, {"j", rate, 2}, {"j", rate, 1}, {"other", rate, 1}});
+  EXPECT_FALSE(too_many.applied);
+  EXPECT_EQ(too_many.decisions[0].wait_ms, 0u);
+  EXPECT_EQ(too_many.decisions[1].wait_ms, 0u);
+  // In order the third finds the bucket empty: one token is 20 s away.
+  EXPECT_FALSE(too_many.decisions[2].allowed);
+  EXPECT_EQ(too_many.decisions[2].wait_ms, 20'000u);
+  for (const Decision& d : too_many.decisions) {
+    EXPECT_EQ(d.remaining, 3u);  // every bucket as it stands: full
+    EXPECT_EQ(d.reset_ms, 0u);
+  }
+  EXPECT_EQ(backend.bucket_count(), 1u);
+  EXPECT_EQ(backend.DecideNow("j", rate, 3).remaining, 0u);
+
+  const AllOrNothingResult empty = backend.DecideAllOrNothingNow({});
+  EXPECT_TRUE(empty.applied);
+  EXPECT_TRUE(empty.decisions.empty());
+}
+
+// Verifies all-or-nothing batches are exact under concurrency: threads race
+// {burst, sustained} batches (in both orders, so shard locks are taken in
+// opposite item orders) while others hit the same keys singly; the sustained
+// bucket loses exactly one token per applied batch or single hit, never one
+// for a refused batch.
+TEST_F(MemoryBackendTest, AllOrNothingExactUnderConcurrency) {
+  MemoryBackend backend(clock_, Options());
+  const Rate burst{25, 3'600'000};
+  const Rate sustained{10'000, 3'600'000};
+  constexpr int kThreads = 6;
+  constexpr int kBatchesPerThread = 400;
+  std::atomic<int> applied{0};
+  std::atomic<int> refused{0};
+  std::atomic<int> singles{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kBatchesPerThread; ++i) {
+        std::vector<BucketOp> ops = {{"user:1/burst", burst, 1},
+                                     {"user:1/sustained", sustained, 1}};
+        if (t % 2 == 1) std::swap(ops[0], ops[1]);
+        bool ok = false;
+        backend.DecideAllOrNothing(ops, [&](absl::StatusOr<AllOrNothingResult> r) {
+          ASSERT_TRUE(r.ok());
+          ok = r->applied;
+        });
+        (ok ? applied : refused).fetch_add(1);
+        if (t == 0 && i % 4 == 0 &&
+            backend.DecideNow("user:1/sustained", sustained, 1).allowed) {
+          singles.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(applied.load(), 25);
+  EXPECT_EQ(refused.load(), kThreads * kBatchesPerThread - 25);
+  const Decision last = backend.DecideNow("user:1/sustained", sustained, 1);
+  EXPECT_EQ(last.remaining, 10'000u - 25 - singles.load() - 1);
 }
 
 }  // namespace

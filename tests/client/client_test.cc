@@ -564,6 +564,98 @@ TEST_F(ClientTest, ShortCircuitBatchIsAllOrNothing) {
   EXPECT_EQ(client->Check(Inline(Id("c"), 1))->source, Source::kShortCircuit);
 }
 
+// Verifies an all-or-nothing batch (burst + sustained): when the burst
+// throttle refuses, the sustained one keeps its tokens and applied is false.
+TEST_F(ClientTest, AllOrNothingBatch) {
+  ClientOptions options = ServerOptions();
+  options.short_circuit_max_keys = 0;  // every batch goes to the server
+  auto client = MakeClient(options);
+  const std::vector<ThrottleRequest> both = {
+      Inline(Id(), 1, kHour, 1, "client-burst"),
+      Inline(Id(), 10, kHour, 1, "client-sustained")};
+  BatchOptions aon;
+  aon.all_or_nothing = true;
+  absl::StatusOr<BatchResult> first = client->CheckBatch(both, aon);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->applied);
+  EXPECT_TRUE(first->all_or_nothing);
+  ASSERT_THAT(first->results, SizeIs(2));
+  EXPECT_EQ(first->results[1].remaining, 9u);
+
+  absl::StatusOr<BatchResult> second = client->CheckBatch(both, aon);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_FALSE(second->applied);
+  EXPECT_TRUE(second->all_or_nothing);
+  EXPECT_FALSE(second->results[0].allowed);
+  EXPECT_GT(second->results[0].wait, milliseconds(0));
+  EXPECT_TRUE(second->results[1].allowed);  // would pass alone; took nothing
+  EXPECT_EQ(second->results[1].remaining, 9u);
+
+  // The async form, and the plain (independent) batch for comparison.
+  std::promise<absl::StatusOr<BatchResult>> promise;
+  client->CheckBatchAsync(
+      both, [&](absl::StatusOr<BatchResult> r) { promise.set_value(std::move(r)); }, aon);
+  absl::StatusOr<BatchResult> third = promise.get_future().get();
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_FALSE(third->applied);
+  EXPECT_EQ(third->results[1].remaining, 9u);
+  absl::StatusOr<BatchResult> plain = client->CheckBatch(both, BatchOptions{});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->applied);
+  EXPECT_FALSE(plain->all_or_nothing);
+  EXPECT_EQ(plain->results[1].remaining, 8u);  // taken despite the refusal
+}
+
+// Verifies a batch over tenants on different backends: all_or_nothing is
+// refused INVALID_ARGUMENT, and with fall_back_to_independent the client
+// sends it again as an ordinary batch (one more RPC, not a failure).
+TEST(ClientAllOrNothingTest, FallsBackAcrossBackends) {
+  const std::string yaml = absl::StrCat(R"yaml(
+tenants:
+  - name: default
+    backend: memory
+  - name: remote
+    backend: redis://)yaml",
+                                        ClosedAddress(), R"yaml(/0
+    on_backend_error: allow
+default_tenant: default
+)yaml");
+  absl::StatusOr<e2e::TempFile> config = e2e::TempFile::Create(yaml);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> server =
+      e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", "",
+                                   "--config", config->path()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ClientOptions options;
+  options.target = (*server)->grpc_address();
+  options.deadline = kServerDeadline;
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(options);
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  std::vector<ThrottleRequest> mixed = {Inline("fallback", 5), Inline("fallback", 5)};
+  mixed[1].tenant = "remote";
+  BatchOptions aon;
+  aon.all_or_nothing = true;
+  aon.policy = FailurePolicy::kRaise;
+  absl::StatusOr<BatchResult> refused = (*client)->CheckBatch(mixed, aon);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              StartsWith("all_or_nothing batch spans several backends"));
+  EXPECT_EQ((*client)->stats().failures, 1u);
+
+  aon.fall_back_to_independent = true;
+  const uint64_t rpcs = (*client)->stats().rpcs;
+  absl::StatusOr<BatchResult> fallback = (*client)->CheckBatch(mixed, aon);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  EXPECT_TRUE(fallback->applied);
+  EXPECT_FALSE(fallback->all_or_nothing);
+  ASSERT_THAT(fallback->results, SizeIs(2));
+  EXPECT_EQ(fallback->results[0].remaining, 4u);  // memory: the first token taken
+  EXPECT_TRUE(fallback->results[1].allowed);      // Redis down, fails open
+  EXPECT_EQ((*client)->stats().rpcs, rpcs + 2);
+  EXPECT_EQ((*client)->stats().failures, 1u);
+}
+
 // Verifies the cache is bounded: 100 throttled keys with max 10 keep at most 10, the
 // latest.
 TEST_F(ClientTest, ShortCircuitCacheBounded) {

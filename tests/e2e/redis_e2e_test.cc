@@ -331,7 +331,7 @@ TEST_F(RedisE2eTest, TwoProcessesShareExactLimitBatch) {
 
 // Verifies tenants on one Redis are isolated by their key prefix: the same
 // throttle uid and identifier under prefixes `a` and `b` are independent
-// buckets, and Redis holds both `a:{uid:identifier}` and `b:{uid:identifier}`.
+// buckets, and Redis holds both `a:uid:{identifier}` and `b:uid:{identifier}`.
 TEST_F(RedisE2eTest, TenantsIsolatedByPrefix) {
   std::unique_ptr<RedisServer> redis;
   ASSERT_NO_FATAL_FAILURE(StartRedis(&redis));
@@ -373,10 +373,10 @@ default_tenant: alpha
   EXPECT_EQ(beta.response.wait_ms(), 0u);
   EXPECT_EQ(beta.response.remaining(), 2u);
 
-  absl::StatusOr<std::string> keys = redis->Command({"KEYS", "*{search:user:1}"});
+  absl::StatusOr<std::string> keys = redis->Command({"KEYS", "*:search:{user:1}"});
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(Lines(*keys),
-            (std::set<std::string>{"a:{search:user:1}", "b:{search:user:1}"}));
+            (std::set<std::string>{"a:search:{user:1}", "b:search:{user:1}"}));
 }
 
 // Verifies bucket keys in Redis carry a TTL: 0 < PTTL <= the throttle period
@@ -399,7 +399,7 @@ tenants:
   auto stub = NewStub(process->grpc_address());
   ASSERT_NO_FATAL_FAILURE(WaitUntilDecides(*stub, "default", *process));
 
-  const std::string key = "default:{search:user:ttl}";
+  const std::string key = "default:search:{user:ttl}";
   for (int hits = 1; hits <= 3; ++hits) {
     const auto reply = Decide(*stub, Request("user:ttl", "search"));
     ASSERT_TRUE(reply.status.ok()) << Describe(reply.status);
@@ -466,7 +466,7 @@ default_tenant: free
   EXPECT_EQ(count_allowed("", 1), 0);  // "" is the default tenant, free
 
   absl::StatusOr<std::string> enterprise =
-      redis->Command({"EXISTS", "enterprise:{api_quota:user:7}"});
+      redis->Command({"EXISTS", "enterprise:api_quota:{user:7}"});
   ASSERT_TRUE(enterprise.ok()) << enterprise.status();
   EXPECT_EQ(*enterprise, "1");
   absl::StatusOr<std::string> free_keys = redis->Command({"KEYS", "free:*"});
@@ -520,10 +520,10 @@ default_tenant: gold
   ASSERT_TRUE(tiny_second.status.ok()) << Describe(tiny_second.status);
   EXPECT_GT(tiny_second.response.wait_ms(), 0u);
 
-  absl::StatusOr<std::string> keys = redis->Command({"KEYS", "*{login:user:9}"});
+  absl::StatusOr<std::string> keys = redis->Command({"KEYS", "*:login:{user:9}"});
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(Lines(*keys),
-            (std::set<std::string>{"gold:{login:user:9}", "tiny:{login:user:9}"}));
+            (std::set<std::string>{"gold:login:{user:9}", "tiny:login:{user:9}"}));
 }
 
 // ------------------------------------------------------ faults
@@ -800,7 +800,7 @@ tenants:
     // Count only this test's buckets (the warm-up probe's key may or may not
     // have expired yet: its TTL is a few ms).
     absl::StatusOr<std::string> keys =
-        cluster.node(n).Command({"KEYS", "default:{api:id:*"});
+        cluster.node(n).Command({"KEYS", "default:api:{id:*"});
     ASSERT_TRUE(keys.ok()) << keys.status();
     EXPECT_GT(Lines(*keys).size(), 0u) << "node " << n;
     total += Lines(*keys).size();
@@ -808,14 +808,14 @@ tenants:
   EXPECT_EQ(total, 300u);
   // Each bucket lives on the node that owns its slot.
   for (int i : {0, 99, 299}) {
-    const std::string key = absl::StrCat("default:{api:id:", i, "}");
+    const std::string key = absl::StrCat("default:api:{id:", i, "}");
     absl::StatusOr<int> owner = cluster.NodeForKey(key);
     ASSERT_TRUE(owner.ok()) << owner.status();
     EXPECT_EQ(cluster.node(*owner).Command({"EXISTS", key}).value_or("?"), "1") << key;
   }
 
   // Exhaust K, then move its slot to another node.
-  const std::string key = "default:{small:victim}";
+  const std::string key = "default:small:{victim}";
   for (int i = 0; i < 5; ++i) {
     const auto reply = Decide(*stub, Request("victim", "small"));
     ASSERT_TRUE(reply.status.ok()) << Describe(reply.status);

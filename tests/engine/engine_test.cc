@@ -5,7 +5,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "backend/memory/memory_backend.h"
+#include "backend/redis/key_slot.h"
 #include "clock/clock.h"
 #include "engine/key.h"
 #include "gmock/gmock.h"
@@ -53,6 +55,15 @@ class EngineTest : public ::testing::Test {
     absl::StatusOr<std::vector<Decision>> out = absl::InternalError("callback not run");
     engine_->ShouldThrottleBatch(
         r, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+    return out;
+  }
+
+  absl::StatusOr<AllOrNothingResult> AllOrNothing(const std::vector<HitRequest>& r,
+                                                  bool all_or_nothing = true) {
+    absl::StatusOr<AllOrNothingResult> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottleBatch(
+        r, all_or_nothing,
+        [&](absl::StatusOr<AllOrNothingResult> d) { out = std::move(d); });
     return out;
   }
 
@@ -227,6 +238,59 @@ TEST_F(EngineTest, BatchTooLarge) {
   EXPECT_TRUE(empty->empty());
 }
 
+// Verifies an all-or-nothing batch (burst + sustained on one identifier)
+// takes nothing from the sustained throttle once the burst one refuses, and
+// counts the refused batch's items as throttled.
+TEST_F(EngineTest, AllOrNothingBurstAndSustained) {
+  const std::vector<HitRequest> both = {Req("u", "burst"), Req("u", "api_quota")};
+  for (int i = 0; i < 3; ++i) {
+    auto out = AllOrNothing(both);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(out->applied);
+    EXPECT_EQ(out->decisions[1].remaining, 9u - i);
+  }
+  auto refused = AllOrNothing(both);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->applied);
+  EXPECT_FALSE(refused->decisions[0].allowed);
+  EXPECT_GT(refused->decisions[0].wait_ms, 0u);
+  EXPECT_EQ(refused->decisions[1].wait_ms, 0u);
+  EXPECT_EQ(refused->decisions[1].remaining, 7u);
+  EXPECT_EQ(Call(Req("u", "api_quota"))->remaining, 6u);  // nothing was taken
+
+  const std::string text = metrics_.RenderText();
+  EXPECT_THAT(text,
+              HasSubstr("traffik_decisions_total{result=\"allowed\",tenant=\"default\","
+                        "throttle=\"api_quota\"} 4"));
+  EXPECT_THAT(text,
+              HasSubstr("traffik_decisions_total{result=\"throttled\",tenant=\"default\","
+                        "throttle=\"api_quota\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("traffik_decisions_total{result=\"throttled\",tenant=\"default\","
+                        "throttle=\"burst\"} 1"));
+}
+
+// Verifies all_or_nothing = false is the ordinary batch (applied), and an
+// invalid item rejects an all-or-nothing batch whole like any batch.
+TEST_F(EngineTest, AllOrNothingFlagAndValidation) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(Req("v", "burst"))->allowed);
+  auto plain = AllOrNothing({Req("v", "burst"), Req("v", "api_quota")}, false);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->applied);
+  EXPECT_FALSE(plain->decisions[0].allowed);
+  EXPECT_EQ(plain->decisions[1].remaining, 9u);  // taken despite the refusal
+
+  auto invalid = AllOrNothing({Req("w", "burst"), Req("w", "nope")});
+  EXPECT_EQ(invalid.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(invalid.status().message(), HasSubstr("requests[1]"));
+  EXPECT_EQ(Call(Req("w", "burst"))->remaining, 2u);
+
+  auto empty = AllOrNothing({});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->applied);
+  EXPECT_TRUE(empty->decisions.empty());
+}
+
 // Verifies decisions are counted per tenant, throttle and result.
 TEST_F(EngineTest, CountsDecisions) {
   for (int i = 0; i < 4; ++i) (void)Call(Req("a", "burst"));
@@ -254,6 +318,12 @@ class FailingBackend final : public Backend {
   void DecideBatch(absl::Span<const BucketOp>, BatchCallback done) override {
     std::move(done)(absl::UnavailableError("redis://10.0.0.1:6379/0: not connected"));
   }
+  void DecideAllOrNothing(absl::Span<const BucketOp>,
+                          AllOrNothingCallback done) override {
+    std::move(done)(all_or_nothing_error);
+  }
+  absl::Status all_or_nothing_error =
+      absl::UnavailableError("redis://10.0.0.1:6379/0: not connected");
 };
 
 class BackendErrorPolicyTest : public ::testing::Test {
@@ -352,14 +422,83 @@ TEST_F(BackendErrorPolicyTest, BatchFollowsEachTenantsPolicy) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
 }
 
+// Verifies an all-or-nothing batch must stay on one backend: tenants on
+// different backends are refused INVALID_ARGUMENT and nothing is taken.
+TEST_F(BackendErrorPolicyTest, AllOrNothingSpansBackends) {
+  std::vector<HitRequest> reqs(2);
+  for (auto& r : reqs) {
+    r.identifier = "user:1";
+    r.throttle_uid = "api";
+  }
+  reqs[0].tenant = "mem";
+  reqs[1].tenant = "open";
+  absl::StatusOr<AllOrNothingResult> out = absl::InternalError("not run");
+  engine_->ShouldThrottleBatch(
+      reqs, true, [&](absl::StatusOr<AllOrNothingResult> d) { out = std::move(d); });
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(out.status().message(),
+                               "all_or_nothing batch spans several backends"))
+      << out.status();
+  EXPECT_EQ(Call("mem")->remaining, 3u);  // nothing was taken
+}
+
+// Verifies backend errors in an all-or-nothing batch follow the tenants'
+// policies, except FAILED_PRECONDITION (keys the backend cannot decide
+// together), which is returned as is.
+TEST_F(BackendErrorPolicyTest, AllOrNothingBackendErrors) {
+  std::vector<HitRequest> reqs(2);
+  for (auto& r : reqs) {
+    r.identifier = "user:1";
+    r.throttle_uid = "api";
+    r.tenant = "open";
+  }
+  absl::StatusOr<AllOrNothingResult> out = absl::InternalError("not run");
+  auto run = [&] {
+    engine_->ShouldThrottleBatch(
+        reqs, true, [&](absl::StatusOr<AllOrNothingResult> d) { out = std::move(d); });
+  };
+  run();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(out->applied);
+  EXPECT_TRUE(out->decisions[0].allowed);
+  EXPECT_TRUE(out->decisions[1].allowed);
+  reqs[1].tenant = "strict";
+  run();
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+  failing_.all_or_nothing_error = absl::FailedPreconditionError("keys in several slots");
+  reqs[1].tenant = "open";
+  run();
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(out.status().message(), "keys in several slots");
+}
+
 // Verifies bucket keys are unambiguous and carry the tenant prefix.
 TEST(BucketKeyTest, Format) {
   std::string key;
   BuildBucketKey("gold", "api", std::string("a:b\0c", 5), &key);
-  EXPECT_EQ(key, std::string("gold:{api:a:b\0c}", 16));
+  EXPECT_EQ(key, std::string("gold:api:{a:b\0c}", 16));
   std::string other;
   BuildBucketKey("gold", "api", "a", &other);
   EXPECT_NE(key, other);
+  // A prefix may hold ':' (never '{'), a uid never: still distinct.
+  std::string colon_prefix;
+  BuildBucketKey("go:ld", "api", "x", &colon_prefix);
+  std::string colon_id;
+  BuildBucketKey("go", "ld", "api:x", &colon_id);
+  EXPECT_EQ(colon_prefix, "go:ld:api:{x}");
+  EXPECT_EQ(colon_id, "go:ld:{api:x}");
+}
+
+// Verifies every throttle of one identifier shares the Redis Cluster hash
+// tag (one slot, so an all-or-nothing batch is one script), in any tenant.
+TEST(BucketKeyTest, HashTagIsTheIdentifier) {
+  std::string a, b, c;
+  BuildBucketKey("gold", "burst", "user:42", &a);
+  BuildBucketKey("silver", "sustained", "user:42", &b);
+  BuildBucketKey("gold", "burst", "user:43", &c);
+  EXPECT_EQ(RedisKeySlot(a), RedisKeySlot(b));
+  EXPECT_EQ(RedisKeySlot(a), RedisKeySlot("user:42"));
+  EXPECT_EQ(RedisKeySlot(c), RedisKeySlot("user:43"));
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ class FakeClient : public Client {
     std::vector<ThrottleRequest> requests;  // 1 for Check, n for CheckBatch
     bool batch = false;
     std::optional<FailurePolicy> policy;
+    bool all_or_nothing = false;  // BatchOptions::all_or_nothing
   };
 
   static ThrottleResult Allowed(
@@ -98,6 +99,27 @@ class FakeClient : public Client {
       std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
       std::optional<FailurePolicy> policy = {}) override {
     done(CheckBatch(requests, policy));
+  }
+  // All or nothing: applied iff every answer allows (the fake takes nothing).
+  absl::StatusOr<BatchResult> CheckBatch(const std::vector<ThrottleRequest>& requests,
+                                         const BatchOptions& options) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back(Call{requests, true, options.policy, options.all_or_nothing});
+    if (!failure_.ok()) return failure_;
+    BatchResult result;
+    result.all_or_nothing = options.all_or_nothing;
+    for (const ThrottleRequest& request : requests) {
+      absl::StatusOr<ThrottleResult> r = Answer(request);
+      if (!r.ok()) return r.status();
+      if (options.all_or_nothing && !r->allowed) result.applied = false;
+      result.results.push_back(*r);
+    }
+    return result;
+  }
+  void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
+                       std::function<void(absl::StatusOr<BatchResult>)> done,
+                       const BatchOptions& options) override {
+    done(CheckBatch(requests, options));
   }
   absl::StatusOr<bool> Healthy(const std::string& /*service*/ = "") override {
     return true;

@@ -359,6 +359,7 @@ TEST_F(HttpThrottlerTest, SeveralThrottlesOneBatchLongestWait) {
   ASSERT_EQ(client_->rpc_count(), 1u);
   FakeClient::Call call = client_->calls()[0];
   EXPECT_TRUE(call.batch);
+  EXPECT_TRUE(call.all_or_nothing);  // a refusal takes nothing from the others
   ASSERT_EQ(call.requests.size(), 3u);
   EXPECT_EQ(call.requests[0].throttle_uid, "burst");
   EXPECT_EQ(call.requests[1].throttle_uid, "sustained");

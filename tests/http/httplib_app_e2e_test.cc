@@ -142,7 +142,8 @@ TEST_F(HttplibAppTest, MiddlewarePrefixRuleAndUnmatchedPath) {
 }
 
 // Verifies all-match (default): a POST to /api/ is checked by "writes" (2/min)
-// and "api" (5/min) together; the refused 3rd POST still charged "api".
+// and "api" (5/min) together, all or nothing: the 3rd POST, refused by
+// "writes", takes no token from "api".
 TEST_F(HttplibAppTest, MiddlewareAllMatch) {
   StartApp();
   for (int i = 1; i <= 2; ++i) {
@@ -156,7 +157,7 @@ TEST_F(HttplibAppTest, MiddlewareAllMatch) {
   CurlResponse get = Get("/api/orders");
   EXPECT_EQ(get.status, 200);
   EXPECT_EQ(get.Header("ratelimit-limit"), "5");
-  EXPECT_EQ(get.Header("ratelimit-remaining"), "1");  // 3 POSTs + this GET
+  EXPECT_EQ(get.Header("ratelimit-remaining"), "2");  // 2 allowed POSTs + this GET
 }
 
 // Verifies first-match: a POST to /api/ is checked by "writes" only, so "api"

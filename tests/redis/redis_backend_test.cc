@@ -4,7 +4,10 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <map>
+#include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +49,60 @@ absl::StatusOr<std::vector<Decision>> BatchSync(Backend& backend,
     promise.set_value(std::move(d));
   });
   return future.get();
+}
+
+absl::StatusOr<AllOrNothingResult> AllOrNothingSync(Backend& backend,
+                                                    std::vector<BucketOp> ops) {
+  std::promise<absl::StatusOr<AllOrNothingResult>> promise;
+  auto future = promise.get_future();
+  backend.DecideAllOrNothing(ops, [&promise](absl::StatusOr<AllOrNothingResult> d) {
+    promise.set_value(std::move(d));
+  });
+  return future.get();
+}
+
+// The all-or-nothing semantics in C++ on traffik::Decide, as the reference for
+// the script: `states` holds the buckets that exist (the script deletes a
+// bucket that is full, so the model does too).
+AllOrNothingResult ModelAllOrNothing(std::map<std::string, BucketState>& states,
+                                     const std::vector<BucketOp>& ops, int64_t now) {
+  std::map<std::string, std::optional<BucketState>> scratch;
+  std::map<std::string, uint64_t> reset;  // of the last op on each key
+  AllOrNothingResult out;
+  out.applied = true;
+  for (const BucketOp& op : ops) {
+    if (!scratch.count(op.key)) {
+      auto it = states.find(op.key);
+      scratch[op.key] =
+          it == states.end() ? std::nullopt : std::optional<BucketState>(it->second);
+    }
+    std::optional<BucketState>& st = scratch[op.key];
+    BucketState next;
+    const Decision d = Decide(st ? &*st : nullptr, op.rate, op.cost, now, &next);
+    st = next;
+    reset[op.key] = d.reset_ms;
+    out.applied = out.applied && d.allowed;
+    out.decisions.push_back(d);
+  }
+  if (out.applied) {
+    for (const auto& [key, st] : scratch) {
+      if (reset[key] > 0) {
+        states[key] = *st;
+      } else {
+        states.erase(key);
+      }
+    }
+  } else {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      auto it = states.find(ops[i].key);
+      BucketState unused;
+      const Decision as_is = Decide(it == states.end() ? nullptr : &it->second,
+                                    ops[i].rate, 0, now, &unused);
+      out.decisions[i].remaining = as_is.remaining;
+      out.decisions[i].reset_ms = as_is.reset_ms;
+    }
+  }
+  return out;
 }
 
 RedisOptions OptionsFor(const RedisServer& server, int64_t timeout_ms = 250) {
@@ -122,6 +179,139 @@ TEST_F(RedisBackendTest, ScriptMatchesCppBucket) {
     }
   }
   EXPECT_EQ(checked, 480);
+}
+
+// Verifies the all-or-nothing script gives bit-identical answers to the C++
+// model on the same inputs: random batches (repeated keys, several rates,
+// refusals in any position), clock steps forwards and backwards.
+TEST_F(RedisBackendTest, AllOrNothingScriptMatchesCppBucket) {
+  const std::string& script = RedisAllOrNothingScriptWithExplicitNowForTesting();
+  std::mt19937_64 rng(7);
+  const std::vector<Rate> rates = {{3, 1000},
+                                   {10, 60'000},
+                                   {1, 1},
+                                   {7861, 3'930'500},
+                                   {(uint64_t{1} << 53) / 999'983, 999'983}};
+  std::map<std::string, BucketState> states;
+  int64_t now = 1'700'000'000'000;
+  int applied = 0;
+  int refused = 0;
+  for (int step = 0; step < 300; ++step) {
+    now += static_cast<int64_t>(rng() % 700);
+    if (step % 23 == 11) now -= 5;  // a clock step backwards
+    std::vector<BucketOp> ops;
+    const size_t n = 1 + rng() % 5;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t k = rng() % rates.size();
+      const Rate rate = rates[k];
+      const uint64_t cost = 1 + rng() % std::min<uint64_t>(rate.capacity, 4);
+      ops.push_back({absl::StrCat("aeq:", k, ":{id}"), rate, cost});
+    }
+    const AllOrNothingResult want = ModelAllOrNothing(states, ops, now);
+    std::vector<std::string> args = {"EVAL", script, absl::StrCat(n)};
+    for (const BucketOp& op : ops) args.push_back(op.key);
+    for (const BucketOp& op : ops) {
+      args.push_back(absl::StrCat(op.rate.capacity));
+      args.push_back(absl::StrCat(op.rate.period_ms));
+      args.push_back(absl::StrCat(op.cost));
+    }
+    args.push_back(absl::StrCat(now));
+    auto got = server_->Command(args);
+    ASSERT_TRUE(got.ok()) << got.status();
+    std::string expected = want.applied ? "1" : "0";
+    for (const Decision& d : want.decisions) {
+      absl::StrAppend(&expected, "\n", d.allowed ? 1 : 0, "\n", d.wait_ms, "\n",
+                      d.remaining, "\n", d.reset_ms);
+    }
+    ASSERT_EQ(*got, expected) << "step " << step;
+    (want.applied ? applied : refused) += 1;
+  }
+  // Both outcomes were exercised.
+  EXPECT_GT(applied, 20);
+  EXPECT_GT(refused, 20);
+}
+
+// Verifies DecideAllOrNothing on Redis: tokens are taken from every bucket
+// or from none, stored buckets are untouched by a refused batch, and the
+// script is reloaded after a SCRIPT FLUSH.
+TEST_F(RedisBackendTest, AllOrNothing) {
+  const Rate burst{2, 60'000};
+  const Rate sustained{5, 3'600'000};
+  const std::vector<BucketOp> ops = {{"t:burst:{user:1}", burst, 1},
+                                     {"t:sustained:{user:1}", sustained, 1}};
+  for (int i = 0; i < 2; ++i) {
+    auto out = AllOrNothingSync(*backend_, ops);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(out->applied);
+    EXPECT_EQ(out->decisions[1].remaining, 4u - i);
+  }
+  const std::string before = *server_->Command({"GET", "t:sustained:{user:1}"});
+  auto refused = AllOrNothingSync(*backend_, ops);
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->applied);
+  EXPECT_FALSE(refused->decisions[0].allowed);
+  EXPECT_GT(refused->decisions[0].wait_ms, 29'000u);
+  EXPECT_EQ(refused->decisions[1].wait_ms, 0u);
+  EXPECT_EQ(refused->decisions[1].limit, 5u);
+  EXPECT_EQ(refused->decisions[1].remaining, 3u);
+  EXPECT_EQ(*server_->Command({"GET", "t:sustained:{user:1}"}), before);
+  // A refused batch creates no bucket.
+  auto fresh = AllOrNothingSync(
+      *backend_, {{"t:new:{user:1}", sustained, 1}, {"t:burst:{user:1}", burst, 1}});
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_FALSE(fresh->applied);
+  EXPECT_EQ(*server_->Command({"EXISTS", "t:new:{user:1}"}), "0");
+
+  ASSERT_TRUE(server_->Command({"SCRIPT", "FLUSH"}).ok());
+  auto other = AllOrNothingSync(*backend_, {{"t:burst:{user:2}", burst, 1},
+                                            {"t:burst:{user:2}", burst, 1},
+                                            {"t:sustained:{user:2}", sustained, 5}});
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_TRUE(other->applied);
+  EXPECT_EQ(other->decisions[1].remaining, 0u);
+  EXPECT_EQ(other->decisions[2].remaining, 0u);
+  auto empty = AllOrNothingSync(*backend_, {});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->applied);
+}
+
+// Verifies all-or-nothing batches are exact under concurrency on Redis: the
+// sustained bucket loses exactly one token per applied batch.
+TEST_F(RedisBackendTest, AllOrNothingExactUnderConcurrency) {
+  const Rate burst{40, 3'600'000};
+  const Rate sustained{1000, 3'600'000};
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 60;
+  std::atomic<int> applied{0};
+  std::atomic<int> errors{0};
+  std::atomic<int> pending{kThreads * kPerThread};
+  std::promise<void> all_done;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        backend_->DecideAllOrNothing(
+            std::vector<BucketOp>{{"c:burst:{u}", burst, 1},
+                                  {"c:sustained:{u}", sustained, 1}},
+            [&](absl::StatusOr<AllOrNothingResult> r) {
+              if (!r.ok()) {
+                errors.fetch_add(1);
+              } else if (r->applied) {
+                applied.fetch_add(1);
+              }
+              if (pending.fetch_sub(1) == 1) all_done.set_value();
+            });
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(20)),
+            std::future_status::ready);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(applied.load(), 40);
+  auto d = DecideSync(*backend_, "c:sustained:{u}", sustained);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->remaining, 1000u - 40 - 1);
 }
 
 struct Step {
@@ -402,6 +592,44 @@ TEST_F(RedisClusterBackendTest, BatchAcrossNodes) {
   auto out = BatchSync(*backend_, ops);
   ASSERT_TRUE(out.ok()) << out.status();
   for (int i = 0; i < 30; ++i) EXPECT_EQ((*out)[i].allowed, i < 10) << i;
+}
+
+// Verifies all-or-nothing batches on a cluster: the keys of one identifier
+// share a slot (whichever node owns it) and are decided together; keys of
+// different identifiers fail at once with FAILED_PRECONDITION, taking nothing.
+TEST_F(RedisClusterBackendTest, AllOrNothingOneIdentifier) {
+  const Rate burst{1, 3'600'000};
+  const Rate sustained{10, 3'600'000};
+  std::set<int> nodes;
+  for (int i = 0; i < 12; ++i) {
+    const std::string id = absl::StrCat("aon-user:", i);
+    const std::vector<BucketOp> ops = {
+        {absl::StrCat("p:burst:{", id, "}"), burst, 1},
+        {absl::StrCat("q:sustained:{", id, "}"), sustained, 1}};
+    auto owner = cluster_->NodeForKey(ops[0].key);
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    nodes.insert(*owner);
+    auto first = AllOrNothingSync(*backend_, ops);
+    ASSERT_TRUE(first.ok()) << id << ": " << first.status();
+    EXPECT_TRUE(first->applied);
+    EXPECT_EQ(first->decisions[1].remaining, 9u);
+    auto second = AllOrNothingSync(*backend_, ops);
+    ASSERT_TRUE(second.ok()) << id << ": " << second.status();
+    EXPECT_FALSE(second->applied);
+    EXPECT_EQ(second->decisions[1].remaining, 9u);
+    EXPECT_EQ(cluster_->node(*owner).Command({"EXISTS", ops[1].key}).value_or("?"), "1");
+  }
+  EXPECT_GT(nodes.size(), 1u);  // several nodes were exercised
+
+  // Find two identifiers in different slots.
+  const std::string a = "p:burst:{aon-a}";
+  const std::string b = "p:burst:{aon-b}";
+  ASSERT_NE(RedisKeySlot(a), RedisKeySlot(b));
+  auto split = AllOrNothingSync(*backend_, {{a, sustained, 1}, {b, sustained, 1}});
+  EXPECT_EQ(split.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(split.status().message()), HasSubstr("one hash slot"));
+  EXPECT_EQ(cluster_->node(*cluster_->NodeForKey(a)).Command({"EXISTS", a}).value_or("?"),
+            "0");
 }
 
 // Verifies a bucket keeps its state across a slot migration (MOVED/ASK

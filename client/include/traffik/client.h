@@ -55,6 +55,43 @@ struct ThrottleResult {
   Source source = Source::kServer;
 };
 
+// How a batch is decided (CheckBatch / CheckBatchAsync with BatchOptions).
+struct BatchOptions {
+  // nullopt: ClientOptions::failure_policy.
+  std::optional<FailurePolicy> policy;
+  // Ask traffikd for an all-or-nothing batch (several throttles guarding one
+  // action): the items are evaluated in order as if made one by one, and
+  // their tokens are taken only if EVERY item is allowed; if one is refused,
+  // nothing is taken from any of them (BatchResult::applied is false).
+  // traffikd can do this only when all items are on one backend (kInvalid-
+  // Argument "all_or_nothing batch spans several backends" otherwise) and, on
+  // a Redis Cluster backend, share one identifier (kFailedPrecondition
+  // otherwise): failures like any other, unless `fall_back_to_independent`.
+  bool all_or_nothing = false;
+  // With all_or_nothing: when traffikd answers one of the two errors above,
+  // send the batch again at once as an ordinary batch (items decided
+  // independently; BatchResult::all_or_nothing false) instead of failing. The
+  // retry shares the first RPC's deadline.
+  bool fall_back_to_independent = false;
+};
+
+// The answer for a batch (CheckBatch with BatchOptions).
+struct BatchResult {
+  // One per request, in request order.
+  std::vector<ThrottleResult> results;
+  // True when the answers took effect: every result with allowed=true may go
+  // ahead (traffikd took its tokens, or the failure policy kAllow allowed
+  // it). False when the batch was refused as a whole and nothing was taken:
+  // an all-or-nothing batch with a refused item (results with allowed=true
+  // there would have passed on their own, and must not go ahead either), or
+  // a batch refused locally by the short-circuit. At least one result is
+  // refused (wait > 0) whenever applied is false.
+  bool applied = true;
+  // True when traffikd decided the batch all-or-nothing (false for an
+  // ordinary batch, after a fall-back, and for answers reached locally).
+  bool all_or_nothing = false;
+};
+
 struct ClientOptions {
   std::string target = "127.0.0.1:50051";                // traffikd's gRPC address
   std::chrono::milliseconds deadline{200};               // per RPC
@@ -131,6 +168,16 @@ class Client {
       const std::vector<ThrottleRequest>& requests,
       std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
       std::optional<FailurePolicy> policy = {}) = 0;
+
+  // The same with BatchOptions (e.g. {.all_or_nothing = true}), answering
+  // whether the decisions took effect (BatchResult::applied). The
+  // short-circuit and failure policies work as above; a failure turned into
+  // results by kAllow/kDeny has applied = (policy is kAllow).
+  virtual absl::StatusOr<BatchResult> CheckBatch(
+      const std::vector<ThrottleRequest>& requests, const BatchOptions& options) = 0;
+  virtual void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
+                               std::function<void(absl::StatusOr<BatchResult>)> done,
+                               const BatchOptions& options) = 0;
 
   // Asks traffikd's gRPC health service (service "" unless given): true when
   // SERVING, false for any other status. Errors (kUnavailable,

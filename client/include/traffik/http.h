@@ -252,15 +252,19 @@ struct HttpThrottlerOptions {
 //
 // Several throttles on one request (burst + sustained): all must allow; the
 // verdict carries the longest wait and the 429 (or on_throttled response) of
-// the throttle with that wait. They are decided in ONE ShouldThrottleBatch RPC
-// (a single throttle uses ShouldThrottle). Limitation, stated plainly: the
-// server decides batch items one by one, as independent hits, and has no
-// all-or-nothing batch nor a "peek" call. So when one throttle refuses, every
-// other throttle of the same request that allowed HAS taken its tokens (the
-// refusing one takes nothing). The seed library checked throttles in sequence
-// and stopped at the first refusal, so there only the throttles before the
-// refusing one were charged; here all allowing ones are, in exchange for one
-// round trip instead of N.
+// the throttle with that wait. They are decided in ONE all-or-nothing
+// ShouldThrottleBatch RPC (BatchOptions::all_or_nothing; a single throttle
+// uses ShouldThrottle): the tokens of every throttle are taken only if all of
+// them allow, so when one refuses, NONE of the others is charged (better than
+// the seed library, which charged the throttles checked before the refusing
+// one). The verdict's results then describe each bucket as it stands.
+//
+// traffikd decides a batch all-or-nothing only when its throttles are on one
+// backend (one tenant, or tenants sharing a backend) and, on a Redis Cluster
+// backend, share one identifier (the default identifier is the same for every
+// throttle of a route). Otherwise the throttler falls back to an ordinary
+// batch in a second RPC (BatchOptions::fall_back_to_independent), where the
+// throttles that allow take their tokens even when another refuses.
 //
 // Failure policy with several throttles (one RPC, so one policy): their own if
 // all throttles agree (an unset policy means the Client's default); otherwise
@@ -290,9 +294,10 @@ class HttpThrottler {
   struct Prepared;
   Prepared Prepare(HttpRequest& request,
                    const std::vector<HttpThrottle>& throttles) const;
+  static BatchOptions BatchOptionsFor(const Prepared& prepared);
   HttpVerdict Finish(const HttpRequest& request,
                      const std::vector<HttpThrottle>& throttles, const Prepared& prepared,
-                     absl::StatusOr<std::vector<ThrottleResult>> results) const;
+                     absl::StatusOr<BatchResult> results) const;
 
   std::shared_ptr<Client> client_;
   std::shared_ptr<const HttpThrottlerOptions> options_;

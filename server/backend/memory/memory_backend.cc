@@ -40,6 +40,104 @@ void MemoryBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback do
   std::move(done)(std::move(out));
 }
 
+void MemoryBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
+                                       AllOrNothingCallback done) {
+  std::move(done)(DecideAllOrNothingNow(ops));
+}
+
+AllOrNothingResult MemoryBackend::DecideAllOrNothingNow(absl::Span<const BucketOp> ops)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // locks a run-time set of shards
+  AllOrNothingResult result;
+  result.applied = true;
+  if (ops.empty()) return result;
+
+  // One scratch copy per distinct key: the evaluation runs on these and is
+  // written back only if every op is allowed.
+  struct Scratch {
+    absl::string_view key;
+    size_t hash = 0;
+    Shard* shard = nullptr;
+    bool existed = false;  // stored when the shards were locked
+    BucketState before;    // its state then (when existed)
+    bool has_state = false;
+    BucketState state;           // as the evaluation leaves it
+    const Rate* rate = nullptr;  // of the last op on it
+  };
+  std::vector<Scratch> buckets;
+  std::vector<size_t> bucket_of(ops.size());
+  absl::flat_hash_map<absl::string_view, size_t> index;
+  const Shard& any = (*shards_)[0];
+  for (size_t i = 0; i < ops.size(); ++i) {
+    auto [it, inserted] = index.try_emplace(ops[i].key, buckets.size());
+    if (inserted) {
+      Scratch b;
+      b.key = ops[i].key;
+      b.hash = any.hasher(b.key);
+      b.shard = &(*shards_)[static_cast<uint64_t>(b.hash) >> (64 - kShardBits)];
+      buckets.push_back(b);
+    }
+    bucket_of[i] = it->second;
+  }
+  // Each shard locked once, in ascending address (= index) order.
+  std::vector<Shard*> locked;
+  locked.reserve(buckets.size());
+  for (const Scratch& b : buckets) locked.push_back(b.shard);
+  std::sort(locked.begin(), locked.end());
+  locked.erase(std::unique(locked.begin(), locked.end()), locked.end());
+
+  const int64_t now_ms = clock_.NowMs();
+  for (Shard* shard : locked) shard->mu.Lock();
+  for (Scratch& b : buckets) {
+    auto it = b.shard->buckets.find(b.key, b.hash);
+    if (it != b.shard->buckets.end()) {
+      b.existed = true;
+      b.has_state = true;
+      b.before = it->second.state;
+      b.state = b.before;
+    }
+  }
+
+  result.decisions.reserve(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Scratch& b = buckets[bucket_of[i]];
+    const Decision d = traffik::Decide(b.has_state ? &b.state : nullptr, ops[i].rate,
+                                       ops[i].cost, now_ms, &b.state);
+    b.has_state = true;
+    b.rate = &ops[i].rate;
+    if (!d.allowed) result.applied = false;
+    result.decisions.push_back(d);
+  }
+
+  if (result.applied) {
+    for (Scratch& b : buckets) {
+      Map& map = b.shard->buckets;
+      const int64_t full_at_ms = FullAtMs(b.state, *b.rate);
+      // Looked up again: making room for an earlier new bucket may have
+      // evicted this one.
+      auto it = map.find(b.key, b.hash);
+      if (it != map.end()) {
+        it->second = Entry{b.state, full_at_ms};
+      } else if (full_at_ms > now_ms) {
+        if (map.size() >= per_shard_cap_) MakeRoom(*b.shard, now_ms);
+        map.emplace(std::string(b.key), Entry{b.state, full_at_ms});
+        bucket_count_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  } else {
+    // Nothing taken: describe each bucket as it stands.
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const Scratch& b = buckets[bucket_of[i]];
+      BucketState unused;
+      const Decision as_is = traffik::Decide(b.existed ? &b.before : nullptr, ops[i].rate,
+                                             /*cost=*/0, now_ms, &unused);
+      result.decisions[i].remaining = as_is.remaining;
+      result.decisions[i].reset_ms = as_is.reset_ms;
+    }
+  }
+  for (auto it = locked.rbegin(); it != locked.rend(); ++it) (*it)->mu.Unlock();
+  return result;
+}
+
 Decision MemoryBackend::DecideNow(absl::string_view key, const Rate& rate,
                                   uint64_t cost) {
   // The map's own hash, computed once: it picks the shard (from the high

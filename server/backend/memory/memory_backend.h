@@ -96,6 +96,14 @@ class MemoryBackend final : public Backend {
   void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
               DecisionCallback done) override;
   void DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) override;
+  // Locks the shards involved (each once, in ascending order, so it cannot
+  // deadlock with another batch) for the whole evaluation: exact under any
+  // concurrency.
+  void DecideAllOrNothing(absl::Span<const BucketOp> ops,
+                          AllOrNothingCallback done) override;
+
+  // The synchronous core of DecideAllOrNothing.
+  AllOrNothingResult DecideAllOrNothingNow(absl::Span<const BucketOp> ops);
 
   // The synchronous core of Decide.
   Decision DecideNow(absl::string_view key, const Rate& rate, uint64_t cost);

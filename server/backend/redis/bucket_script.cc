@@ -3,8 +3,13 @@
 namespace traffik {
 namespace {
 
-// Shared by both scripts. floordiv/ceildiv correct the rounding of a double
+// Shared by every script. floordiv/ceildiv correct the rounding of a double
 // division so they are exact for integers below 2^53.
+//
+// The arithmetic is split as in bucket/token_bucket.cc: load() reads a stored
+// bucket, compute() is the pure decision on an in-memory state (nil: a new
+// bucket), store() writes the result back. A multi-key batch evaluates on
+// in-memory states and stores only when every item passed.
 constexpr char kCore[] = R"lua(
 local function floordiv(a, b)
   local q = math.floor(a / b)
@@ -22,15 +27,23 @@ local function ceildiv(a, b)
   return q
 end
 
-local function decide(key, capacity, period, cost, now)
+-- The stored state of `key` as {scaled, last}, or nil for a new bucket.
+local function load(key)
+  local state = redis.call('GET', key)
+  local sep = state and string.find(state, ':', 1, true)
+  if not sep then return nil end
+  return {tonumber(string.sub(state, 1, sep - 1)), tonumber(string.sub(state, sep + 1))}
+end
+
+-- token_bucket.cc Decide(): `st` is {scaled, last} or nil. Returns the answer
+-- {allowed (1/0), wait, remaining, reset} and the state to store.
+local function compute(st, capacity, period, cost, now)
   local full = capacity * period
   local scaled = full
   local last = now
-  local state = redis.call('GET', key)
-  local sep = state and string.find(state, ':', 1, true)
-  if sep then
-    scaled = tonumber(string.sub(state, 1, sep - 1))
-    local stored_last = tonumber(string.sub(state, sep + 1))
+  if st then
+    scaled = st[1]
+    local stored_last = st[2]
     local elapsed = now - stored_last
     if elapsed > 0 then
       if elapsed >= period then
@@ -53,18 +66,78 @@ local function decide(key, capacity, period, cost, now)
   end
   local remaining = floordiv(scaled, period)
   local reset = ceildiv(full - scaled, capacity)
+  return {allowed, wait, remaining, reset}, {scaled, last}
+end
+
+-- Writes `st` with an expiry at the moment the bucket is full again (`reset`
+-- ms), or deletes the key when it already is.
+local function store(key, st, reset)
   if reset > 0 then
-    redis.call('SET', key, string.format('%d:%d', scaled, last), 'PX', string.format('%d', reset))
+    redis.call('SET', key, string.format('%d:%d', st[1], st[2]), 'PX',
+               string.format('%d', reset))
   else
     redis.call('DEL', key)
   end
-  return {allowed, wait, remaining, reset}
+end
+
+local function decide(key, capacity, period, cost, now)
+  local answer, st = compute(load(key), capacity, period, cost, now)
+  store(key, st, answer[4])
+  return answer
+end
+
+-- KEYS[i] with ARGV[3i-2..3i] = capacity, period, cost. Returns
+-- {applied (1/0), then allowed, wait, remaining, reset per item}.
+local function decide_all_or_nothing(now)
+  local n = #KEYS
+  local loaded = {}   -- key -> stored state (false: new bucket)
+  local current = {}  -- key -> {state, reset, capacity} as the evaluation leaves it
+  local answers = {}
+  local applied = 1
+  for i = 1, n do
+    local key = KEYS[i]
+    local capacity = tonumber(ARGV[3 * i - 2])
+    local period = tonumber(ARGV[3 * i - 1])
+    local cost = tonumber(ARGV[3 * i])
+    if loaded[key] == nil then loaded[key] = load(key) or false end
+    local st = current[key] and current[key][1] or (loaded[key] or nil)
+    local answer, after = compute(st, capacity, period, cost, now)
+    current[key] = {after, answer[4]}
+    if answer[1] == 0 then applied = 0 end
+    answers[i] = answer
+  end
+  local out = {applied}
+  if applied == 1 then
+    local stored = {}
+    for i = 1, n do
+      local key = KEYS[i]
+      if not stored[key] then
+        stored[key] = true
+        store(key, current[key][1], current[key][2])
+      end
+    end
+  end
+  for i = 1, n do
+    local answer = answers[i]
+    if applied == 0 then
+      -- Nothing taken: the bucket as it stands.
+      local as_is = compute(loaded[KEYS[i]] or nil, tonumber(ARGV[3 * i - 2]),
+                            tonumber(ARGV[3 * i - 1]), 0, now)
+      answer[3] = as_is[3]
+      answer[4] = as_is[4]
+    end
+    for k = 1, 4 do out[#out + 1] = answer[k] end
+  end
+  return out
 end
 )lua";
 
-constexpr char kMainRedisTime[] = R"lua(
+constexpr char kRedisNow[] = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+)lua";
+
+constexpr char kMain[] = R"lua(
 return decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), now)
 )lua";
 
@@ -73,16 +146,37 @@ return decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
               tonumber(ARGV[4]))
 )lua";
 
+constexpr char kMainAllOrNothing[] = R"lua(
+return decide_all_or_nothing(now)
+)lua";
+
+constexpr char kMainAllOrNothingExplicitNow[] = R"lua(
+return decide_all_or_nothing(tonumber(ARGV[3 * #KEYS + 1]))
+)lua";
+
 }  // namespace
 
 const std::string& RedisBucketScript() {
-  static const std::string* script = new std::string(std::string(kCore) + kMainRedisTime);
+  static const std::string* script =
+      new std::string(std::string(kCore) + kRedisNow + kMain);
   return *script;
 }
 
 const std::string& RedisBucketScriptWithExplicitNowForTesting() {
   static const std::string* script =
       new std::string(std::string(kCore) + kMainExplicitNow);
+  return *script;
+}
+
+const std::string& RedisAllOrNothingScript() {
+  static const std::string* script =
+      new std::string(std::string(kCore) + kRedisNow + kMainAllOrNothing);
+  return *script;
+}
+
+const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting() {
+  static const std::string* script =
+      new std::string(std::string(kCore) + kMainAllOrNothingExplicitNow);
   return *script;
 }
 

@@ -23,4 +23,19 @@ const std::string& RedisBucketScript();
 // identical inputs; never sent by the server.
 const std::string& RedisBucketScriptWithExplicitNowForTesting();
 
+// The all-or-nothing batch (Backend::DecideAllOrNothing) as one script, with
+// the same arithmetic (shared Lua functions) and one TIME for all items.
+//
+// KEYS = the items' bucket keys, in order (repeats allowed); ARGV = capacity,
+// period_ms, cost for each item in turn (3 per key). Evaluates the items in
+// order on in-memory copies; writes every touched bucket only if all were
+// allowed. Returns {applied (1/0)} followed by {allowed, wait_ms, remaining,
+// reset_ms} per item; when not applied, remaining/reset_ms describe each
+// bucket with nothing taken. On Redis Cluster every key must be in one slot.
+const std::string& RedisAllOrNothingScript();
+
+// The same with the time passed as the last ARGV (after the 3 per key), for
+// tests only.
+const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting();
+
 }  // namespace traffik

@@ -96,6 +96,10 @@ struct RedisBackend::Op {
   uint64_t cost = 0;
   DecisionCallback done;             // a single Decide: answered directly
   Completion* completion = nullptr;  // a batch item: answered through this
+  // Non-empty: an all-or-nothing batch, one script call over these keys
+  // (`key` is items[0].key, which routes it), answered through batch_done.
+  std::vector<BucketOp> items;
+  AllOrNothingCallback batch_done;
   size_t index = 0;
   int64_t deadline_ms = 0;  // steady clock
   int redirects = 0;
@@ -103,10 +107,15 @@ struct RedisBackend::Op {
   std::string ask_node;   // one-shot ASK redirect target ("host:port")
   bool answered = false;  // answer delivered; whoever holds the op only frees it
 
+  // Answers with `result` (for an all-or-nothing batch only errors come here).
   void Complete(absl::StatusOr<Decision> result) {
     if (answered) return;
     answered = true;
-    if (completion != nullptr) {
+    if (!items.empty()) {
+      std::move(batch_done)(result.ok() ? absl::InternalError("bucket script answer "
+                                                              "for a batch")
+                                        : result.status());
+    } else if (completion != nullptr) {
       completion->Deliver(index, std::move(result));
     } else {
       std::move(done)(std::move(result));
@@ -155,6 +164,7 @@ class RedisBackend::Loop {
   static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnHandshakeReply(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnScriptLoaded(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnBatchScriptLoaded(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnClusterSlots(redisAsyncContext* ac, void* reply, void* privdata);
 
   void Drain();
@@ -164,6 +174,9 @@ class RedisBackend::Loop {
   Conn* PickUp(Node* node, size_t preferred);
   bool AnyConnecting(const Node* node) const;
   bool Send(Conn* conn, Op* op);
+  bool SendAllOrNothing(Conn* conn, Op* op);
+  // Answers and frees `op`; true when the reply was well-formed.
+  bool OnAllOrNothingReply(Op* op, const redisReply* reply);
   Node* NodeFor(const std::string& address);
   void Connect(Conn* conn);
   void ConnectFailed(Conn* conn, const std::string& reason);
@@ -189,7 +202,8 @@ class RedisBackend::Loop {
   // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
   std::array<Node*, kRedisClusterSlots> slots_{};
-  std::string sha_;  // the bucket script's SHA1 once loaded
+  std::string sha_;        // the bucket script's SHA1 once loaded
+  std::string batch_sha_;  // the all-or-nothing script's SHA1 once loaded
   bool refresh_wanted_ = false;
   bool refresh_inflight_ = false;
   int64_t refresh_sent_ms_ = 0;
@@ -429,6 +443,12 @@ void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
     const size_t lens[] = {6, 4, script.size()};
     redisAsyncCommandArgv(ac, &Loop::OnScriptLoaded, loop, 3, argv, lens);
   }
+  if (loop->batch_sha_.empty()) {
+    const std::string& script = RedisAllOrNothingScript();
+    const char* argv[] = {"SCRIPT", "LOAD", script.c_str()};
+    const size_t lens[] = {6, 4, script.size()};
+    redisAsyncCommandArgv(ac, &Loop::OnBatchScriptLoaded, loop, 3, argv, lens);
+  }
   if (o.cluster && loop->last_refresh_ms_ == 0) loop->refresh_wanted_ = true;
 
   // Operations parked while this node had no connection go out now.
@@ -457,6 +477,15 @@ void RedisBackend::Loop::OnScriptLoaded(redisAsyncContext* /*ac*/, void* r,
   auto* loop = static_cast<Loop*>(privdata);
   if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
     loop->sha_.assign(reply->str, reply->len);
+  }
+}
+
+void RedisBackend::Loop::OnBatchScriptLoaded(redisAsyncContext* /*ac*/, void* r,
+                                             void* privdata) {
+  auto* reply = static_cast<redisReply*>(r);
+  auto* loop = static_cast<Loop*>(privdata);
+  if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
+    loop->batch_sha_.assign(reply->str, reply->len);
   }
 }
 
@@ -568,6 +597,7 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     redisAsyncCommandArgv(conn->ac, nullptr, nullptr, 1, argv, lens);
     op->ask_node.clear();
   }
+  if (!op->items.empty()) return SendAllOrNothing(conn, op);
   char capacity[24], period[24], cost[24];
   const size_t capacity_len =
       absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
@@ -594,6 +624,74 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     return false;
   }
   conn->inflight.push_back(op);
+  return true;
+}
+
+bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
+  const size_t n = op->items.size();
+  const bool eval = op->use_eval || batch_sha_.empty();
+  const std::string& body = eval ? RedisAllOrNothingScript() : batch_sha_;
+  const std::string numkeys = absl::StrCat(n);
+  std::vector<std::string> numbers;  // capacity, period, cost per item
+  numbers.reserve(3 * n);
+  for (const BucketOp& item : op->items) {
+    numbers.push_back(absl::StrCat(item.rate.capacity));
+    numbers.push_back(absl::StrCat(item.rate.period_ms));
+    numbers.push_back(absl::StrCat(item.cost));
+  }
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  argv.reserve(3 + 4 * n);
+  lens.reserve(3 + 4 * n);
+  argv.push_back(eval ? "EVAL" : "EVALSHA");
+  lens.push_back(eval ? 4 : 7);
+  argv.push_back(body.data());
+  lens.push_back(body.size());
+  argv.push_back(numkeys.data());
+  lens.push_back(numkeys.size());
+  for (const BucketOp& item : op->items) {
+    argv.push_back(item.key.data());
+    lens.push_back(item.key.size());
+  }
+  for (const std::string& number : numbers) {
+    argv.push_back(number.data());
+    lens.push_back(number.size());
+  }
+  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, static_cast<int>(argv.size()),
+                            argv.data(), lens.data()) != REDIS_OK) {
+    return false;
+  }
+  conn->inflight.push_back(op);
+  return true;
+}
+
+bool RedisBackend::Loop::OnAllOrNothingReply(Op* op, const redisReply* reply) {
+  const size_t n = op->items.size();
+  auto bad = [&] {
+    Fail(op, "unexpected reply to the all-or-nothing bucket script");
+    return false;
+  };
+  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 + 4 * n) return bad();
+  std::vector<long long> v(reply->elements);
+  for (size_t i = 0; i < reply->elements; ++i) {
+    const redisReply* e = reply->element[i];
+    if (e->type != REDIS_REPLY_INTEGER || e->integer < 0) return bad();
+    v[i] = e->integer;
+  }
+  AllOrNothingResult result;
+  result.applied = v[0] == 1;
+  result.decisions.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    Decision& d = result.decisions[i];
+    d.allowed = v[1 + 4 * i] == 1;
+    d.wait_ms = static_cast<uint64_t>(v[2 + 4 * i]);
+    d.limit = op->items[i].rate.capacity;
+    d.remaining = static_cast<uint64_t>(v[3 + 4 * i]);
+    d.reset_ms = static_cast<uint64_t>(v[4 + 4 * i]);
+  }
+  op->answered = true;
+  std::move(op->batch_done)(std::move(result));
+  delete op;
   return true;
 }
 
@@ -650,6 +748,10 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
       loop->refresh_wanted_ = true;
     }
     loop->Fail(op, absl::StrCat(conn->node->address, " answered: ", error));
+    return;
+  }
+  if (!op->items.empty()) {
+    if (loop->OnAllOrNothingReply(op, reply) && conn->ac == ac) conn->backoff_ms = 0;
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
@@ -811,6 +913,37 @@ void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost
   op->rate = rate;
   op->cost = cost;
   op->done = std::move(done);
+  op->deadline_ms = NowMs() + options_.timeout_ms;
+  loop_->Enqueue(op);
+}
+
+void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
+                                      AllOrNothingCallback done) {
+  if (ops.empty()) {
+    AllOrNothingResult empty;
+    empty.applied = true;
+    std::move(done)(std::move(empty));
+    return;
+  }
+  if (options_.cluster) {
+    // One script runs on one node, over keys of one slot. Bucket keys share
+    // a slot when they share the identifier (the hash tag, see engine/key.h).
+    const int slot = RedisKeySlot(ops[0].key);
+    for (size_t i = 1; i < ops.size(); ++i) {
+      if (const int other = RedisKeySlot(ops[i].key); other != slot) {
+        std::move(done)(absl::FailedPreconditionError(absl::StrCat(
+            name_,
+            ": an all_or_nothing batch on Redis Cluster must keep its keys in one hash "
+            "slot, i.e. use one identifier; items 0 and ",
+            i, " are in slots ", slot, " and ", other)));
+        return;
+      }
+    }
+  }
+  auto* op = new Op();
+  op->key = ops[0].key;
+  op->items.assign(ops.begin(), ops.end());
+  op->batch_done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
   loop_->Enqueue(op);
 }

@@ -50,6 +50,12 @@ class RedisBackend final : public Backend {
   void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
               DecisionCallback done) override;
   void DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) override;
+  // One EVALSHA of the all-or-nothing script (bucket_script.h) with every
+  // key: atomic in Redis, one TIME. Redis Cluster: routed by the first key's
+  // slot; keys in several slots (different identifiers) fail at once with
+  // kFailedPrecondition, nothing sent.
+  void DecideAllOrNothing(absl::Span<const BucketOp> ops,
+                          AllOrNothingCallback done) override;
 
   // True when at least one connection is up (for tests and logs).
   bool connected() const { return connected_count_.load(std::memory_order_relaxed) > 0; }
