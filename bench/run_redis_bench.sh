@@ -14,6 +14,7 @@
 # redis-server, redis-cli, redis-benchmark.
 #
 # Environment (defaults): DURATION=10s WARMUP=1s CONCURRENCIES="1 16 64 256"
+# ROUNDS=3 (runs per target and concurrency, interleaved; the median is reported)
 # TARGETS="noop memory redis batch10 batch100" (batchN: ShouldThrottleBatch of N
 # items on the memory tenant; its ratio is decisions/s over the single-call
 # memory figure) DATA_FILE= (if set, one TSV row per run is appended:
@@ -31,6 +32,7 @@ THREADS=${THREADS:-1}
 KEYS=${KEYS:-1000}
 RB_REQUESTS=${RB_REQUESTS:-200000}
 TARGETS=${TARGETS:-"noop memory redis batch10 batch100"}
+ROUNDS=${ROUNDS:-3}
 DATA_FILE=${DATA_FILE:-}
 
 LOADGEN="$BUILD_DIR/bench/traffik_loadgen"
@@ -128,36 +130,54 @@ log "noop on $NOOP_ADDR, traffikd on $TRAFFIKD_ADDR"
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2"; }
 json_errors() { sed -n 's/.*"errors":{\([^}]*\)}.*/\1/p' <<<"$1" | tr -d '"'; }
 
-declare -A NOOP_RATE MEMORY_RATE
+declare -A NOOP_RATE MEMORY_RATE RUNS
 ROWS=()
+run_one() {  # $1 = target, $2 = concurrency; prints "decisions calls p50 p99 p999 errs allowed throttled"
+  local target=$1 c=$2 rpc=should_throttle batch=1 addr tenant out
+  case $target in
+    noop) addr=$NOOP_ADDR tenant= ;;
+    memory) addr=$TRAFFIKD_ADDR tenant=mem ;;
+    redis) addr=$TRAFFIKD_ADDR tenant=default ;;
+    batch*) addr=$TRAFFIKD_ADDR tenant=mem rpc=batch batch=${target#batch} ;;
+    *) log "unknown target $target"; exit 1 ;;
+  esac
+  out=$("$LOADGEN" --target "$addr" --concurrency "$c" --channels "$CHANNELS" \
+    --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
+    --rpc "$rpc" --batch-size "$batch" --tenant "$tenant" --uid bench --limit 0 \
+    --keys "$KEYS" --json) || true
+  if [[ -z "$out" ]]; then
+    echo "0 0 0 0 0 failed 0 0"
+    return
+  fi
+  local errs
+  errs=$(json_errors "$out")
+  echo "$(json_num decisions_per_s "$out") $(json_num calls_per_s "$out") $(json_num p50 "$out")" \
+    "$(json_num p99 "$out") $(json_num p999 "$out") ${errs:-0} $(json_num allowed "$out")" \
+    "$(json_num throttled "$out")"
+}
+label_of() {
+  case $1 in
+    noop) echo "noop server (ceiling)" ;;
+    memory) echo "traffikd memory" ;;
+    redis) echo "traffikd redis" ;;
+    batch*) echo "traffikd memory, batch of ${1#batch}" ;;
+  esac
+}
 for c in $CONCURRENCIES; do
+  # Interleave the targets and repeat: each figure is the median of ROUNDS runs,
+  # so a burst of noise on the shared machine moves one run, not the result.
+  for round in $(seq "$ROUNDS"); do
+    for target in $TARGETS; do
+      log "loadgen $target concurrency=$c round $round/$ROUNDS ($WARMUP + $DURATION)"
+      RUNS[$target]+="$(run_one "$target" "$c")"$'\n'
+    done
+  done
   for target in $TARGETS; do
-    rpc=should_throttle batch=1
-    case $target in
-      noop) addr=$NOOP_ADDR tenant= label="noop server (ceiling)" ;;
-      memory) addr=$TRAFFIKD_ADDR tenant=mem label="traffikd memory" ;;
-      redis) addr=$TRAFFIKD_ADDR tenant=default label="traffikd redis" ;;
-      batch*) addr=$TRAFFIKD_ADDR tenant=mem rpc=batch batch=${target#batch}
-        label="traffikd memory, batch of $batch" ;;
-      *) log "unknown target $target"; exit 1 ;;
-    esac
-    log "loadgen $target concurrency=$c ($WARMUP + $DURATION)"
-    out=$("$LOADGEN" --target "$addr" --concurrency "$c" --channels "$CHANNELS" \
-      --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
-      --rpc "$rpc" --batch-size "$batch" --tenant "$tenant" --uid bench --limit 0 \
-      --keys "$KEYS" --json) || true
-    if [[ -z "$out" ]]; then
-      ROWS+=("| $label | $c | failed | | | | | | | |")
-      continue
-    fi
-    rate=$(json_num calls_per_s "$out")
-    decisions=$(json_num decisions_per_s "$out")
-    p50=$(json_num p50 "$out")
-    p99=$(json_num p99 "$out")
-    p999=$(json_num p999 "$out")
-    allowed=$(json_num allowed "$out")
-    throttled=$(json_num throttled "$out")
-    errs=$(json_errors "$out")
+    # The run with the median decisions/s.
+    read -r decisions rate p50 p99 p999 errs allowed throttled < <(
+      printf '%s' "${RUNS[$target]}" | sed '/^$/d' | sort -n -k1,1 |
+        awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }')
+    RUNS[$target]=""
     [[ $target == noop ]] && NOOP_RATE[$c]=$rate
     [[ $target == memory ]] && MEMORY_RATE[$c]=$decisions
     if [[ $target == batch* ]]; then
@@ -169,7 +189,7 @@ for c in $CONCURRENCIES; do
       'BEGIN { if (n > 0) printf "%.2f", r / n; else print "-" }')
     [[ -n $unit && $ratio != - ]] && ratio="$ratio $unit"
     [[ $target == noop ]] && allowed="-" throttled="-"
-    ROWS+=("| $label | $c | $(printf '%.0f' "$rate") | $(printf '%.0f' "$decisions") | $p50 | $p99 | $p999 | ${errs:-0} | $allowed / $throttled | $ratio |")
+    ROWS+=("| $(label_of "$target") | $c | $(printf '%.0f' "$rate") | $(printf '%.0f' "$decisions") | $p50 | $p99 | $p999 | $errs | $allowed / $throttled | $ratio |")
     if [[ -n $DATA_FILE ]]; then
       printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$rate" "$decisions" "$p50" "$p99" \
         >>"$DATA_FILE"
@@ -203,7 +223,8 @@ Client, server and Redis share this machine, so every number here is noisy.
 
 Loadgen: closed loop, ShouldThrottle on the configured throttle \`bench\` (1000000 per 1s, never
 throttles), $KEYS distinct identifiers round robin, $CHANNELS channel(s), $THREADS completion-queue
-thread(s), warmup $WARMUP, measured $DURATION, deadline 1 s. Latency in microseconds (OK calls).
+thread(s), warmup $WARMUP, measured $DURATION, deadline 1 s; each row is the median of $ROUNDS
+interleaved runs. Latency in microseconds (OK calls).
 Ratio = decisions/s divided by the noop server's calls/s at the same concurrency (batch
 rows: divided by the single-call memory decisions/s at the same concurrency).
 
