@@ -55,11 +55,12 @@ for t in noop memory redis batch10 batch100; do
   awk -v t="$t" -F'\t' '$1 == t { print $2, $4, $6 }' "$results/throughput.tsv" \
     >"$results/$t.dat"
 done
-gnuplot <<GP
+cat >"$results/plot.gp" <<GP
 set terminal pngcairo size 1200,480 font ",10"
-set output "$results/throughput.png"
+set output "throughput.png"
 set multiplot layout 1,2 title "Traffik on $(nproc) cores (client, server and Redis on one machine)"
 set logscale x 2
+set xrange [0.8:330]
 set xtics (1, 16, 64, 256)
 set xlabel "calls in flight"
 set key left top
@@ -67,20 +68,21 @@ set grid
 set logscale y 10
 set ylabel "decisions/s"
 set title "Throughput"
-plot "$results/noop.dat" using 1:2 with linespoints title "no-op server (calls/s)", \
-     "$results/memory.dat" using 1:2 with linespoints title "traffikd memory", \
-     "$results/redis.dat" using 1:2 with linespoints title "traffikd Redis", \
-     "$results/batch10.dat" using 1:2 with linespoints title "batch of 10 (memory)", \
-     "$results/batch100.dat" using 1:2 with linespoints title "batch of 100 (memory)"
+plot "noop.dat" using 1:2 with linespoints title "no-op server (calls/s)", \
+     "memory.dat" using 1:2 with linespoints title "traffikd memory", \
+     "redis.dat" using 1:2 with linespoints title "traffikd Redis", \
+     "batch10.dat" using 1:2 with linespoints title "batch of 10 (memory)", \
+     "batch100.dat" using 1:2 with linespoints title "batch of 100 (memory)"
 set title "p99 latency per call"
 set ylabel "p99 (us)"
-plot "$results/noop.dat" using 1:3 with linespoints title "no-op server", \
-     "$results/memory.dat" using 1:3 with linespoints title "traffikd memory", \
-     "$results/redis.dat" using 1:3 with linespoints title "traffikd Redis", \
-     "$results/batch10.dat" using 1:3 with linespoints title "batch of 10", \
-     "$results/batch100.dat" using 1:3 with linespoints title "batch of 100"
+plot "noop.dat" using 1:3 with linespoints title "no-op server", \
+     "memory.dat" using 1:3 with linespoints title "traffikd memory", \
+     "redis.dat" using 1:3 with linespoints title "traffikd Redis", \
+     "batch10.dat" using 1:3 with linespoints title "batch of 10", \
+     "batch100.dat" using 1:3 with linespoints title "batch of 100"
 unset multiplot
 GP
+(cd "$results" && gnuplot plot.gp)
 
 # --- targets ---------------------------------------------------------------------
 val() {  # target concurrency column(3 calls, 4 decisions, 6 p99)
