@@ -33,10 +33,11 @@ struct TenantConfig {
   // Set iff the backend is Redis: the parsed URL plus the tenant's `redis:`
   // map (timeout, connect_timeout, pool_size, username, password_env).
   std::optional<RedisOptions> redis;
-  std::string prefix;              // key prefix; defaults to `name`
-  double quota_multiplier = 1.0;   // > 0; capacity = max(1, floor(limit * multiplier))
+  std::string prefix;             // key prefix; defaults to `name`
+  double quota_multiplier = 1.0;  // > 0; capacity = max(1, floor(limit * multiplier))
   bool allow_inline_specs = true;
-  BackendErrorPolicy on_backend_error = BackendErrorPolicy::kDeny;  // `on_backend_error: allow|deny`
+  BackendErrorPolicy on_backend_error =
+      BackendErrorPolicy::kDeny;  // `on_backend_error: allow|deny`
 };
 
 // Settings of the embedded in-memory backend (YAML key `memory:`).

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/spawn.h"
 
 #ifndef TRAFFIKD_PATH
 #error "TRAFFIKD_PATH must name the traffikd binary"
@@ -158,54 +159,14 @@ absl::StatusOr<std::unique_ptr<TraffikdProcess>> TraffikdProcess::Spawn(
   if (!output.ok()) return output.status();
   auto [output_path, output_fd] = std::move(*output);
 
-  const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0) {
-    const int error = errno;
-    close(output_fd);
-    unlink(output_path.c_str());
-    return absl::InternalError(absl::StrCat("open(/dev/null): ", ErrnoText(error)));
-  }
-
-  // Everything the child needs is prepared before fork(): after it, only
-  // async-signal-safe calls are allowed (the test process has gRPC threads).
-  std::vector<std::string> argv_storage;
-  argv_storage.reserve(args.size() + 1);
-  argv_storage.emplace_back(TraffikdPath());
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_storage) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  const pid_t parent = getpid();
-
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close(output_fd);
-    close(devnull);
-    unlink(output_path.c_str());
-    return absl::InternalError(absl::StrCat("fork: ", ErrnoText(error)));
-  }
-  if (pid == 0) {
-    // Die with the test process, so nothing is left running.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    dup2(devnull, STDIN_FILENO);
-    dup2(output_fd, STDOUT_FILENO);
-    dup2(output_fd, STDERR_FILENO);
-    // Start from default signal handling, whatever the test runner set up.
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) signal(sig, SIG_DFL);
-    execv(argv[0], argv.data());
-    static constexpr char kExecFailed[] = "traffikd_process: execv failed\n";
-    [[maybe_unused]] ssize_t ignored =
-        write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1);
-    _exit(127);
-  }
+  absl::StatusOr<pid_t> pid =
+      testing_support::SpawnChild(std::string(TraffikdPath()), args, output_fd);
   close(output_fd);
-  close(devnull);
-  return std::unique_ptr<TraffikdProcess>(new TraffikdProcess(pid, output_path));
+  if (!pid.ok()) {
+    unlink(output_path.c_str());
+    return pid.status();
+  }
+  return std::unique_ptr<TraffikdProcess>(new TraffikdProcess(*pid, output_path));
 }
 
 absl::StatusOr<std::unique_ptr<TraffikdProcess>> TraffikdProcess::Start(

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "common/spawn.h"
 #include "e2e/traffikd_process.h"
 
 namespace traffik::http_e2e {
@@ -73,36 +74,13 @@ absl::StatusOr<std::unique_ptr<AppProcess>> AppProcess::Start(
   const int fd = mkostemps(path.data(), 4, O_CLOEXEC | O_APPEND);
   if (fd < 0)
     return absl::InternalError(std::string("mkostemps: ") + std::strerror(errno));
-  const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  std::vector<std::string> storage = {binary};
-  storage.insert(storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : storage) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(fd);
-    close(devnull);
-    unlink(path.c_str());
-    return absl::InternalError(std::string("fork: ") + std::strerror(errno));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    dup2(devnull, STDIN_FILENO);
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) signal(sig, SIG_DFL);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
+  absl::StatusOr<pid_t> pid = testing_support::SpawnChild(binary, args, fd);
   close(fd);
-  close(devnull);
-  std::unique_ptr<AppProcess> app(new AppProcess(pid, path));
+  if (!pid.ok()) {
+    unlink(path.c_str());
+    return pid.status();
+  }
+  std::unique_ptr<AppProcess> app(new AppProcess(*pid, path));
   static const std::regex kListening(R"(listening on [0-9a-fA-F.:\[\]]+:([0-9]+))");
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -113,7 +91,7 @@ absl::StatusOr<std::unique_ptr<AppProcess>> AppProcess::Start(
       return app;
     }
     int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
+    if (waitpid(*pid, &status, WNOHANG) == *pid) {
       app->pid_ = -1;
       return absl::InternalError("app exited before listening: " + output);
     }

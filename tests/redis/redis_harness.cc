@@ -28,6 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "backend/redis/key_slot.h"
+#include "common/spawn.h"
 
 namespace traffik::testing_redis {
 namespace {
@@ -102,49 +103,8 @@ absl::StatusOr<pid_t> Spawn(const std::string& binary,
   if (log_fd < 0) {
     return absl::InternalError(absl::StrCat("open(", log_path, "): ", ErrnoText(errno)));
   }
-  const int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0) {
-    const int error = errno;
-    close(log_fd);
-    return absl::InternalError(absl::StrCat("open(/dev/null): ", ErrnoText(error)));
-  }
-
-  // Everything the child needs is prepared before fork(): after it, only
-  // async-signal-safe calls (the test process may have other threads).
-  std::vector<std::string> argv_storage;
-  argv_storage.reserve(args.size() + 1);
-  argv_storage.push_back(binary);
-  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& arg : argv_storage) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  const pid_t parent = getpid();
-
-  const pid_t pid = fork();
-  if (pid < 0) {
-    const int error = errno;
-    close(log_fd);
-    close(devnull);
-    return absl::InternalError(absl::StrCat("fork: ", ErrnoText(error)));
-  }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // nothing outlives the test
-    if (getppid() != parent) _exit(127);
-    dup2(devnull, STDIN_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    dup2(log_fd, STDERR_FILENO);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD}) signal(sig, SIG_DFL);
-    execv(argv[0], argv.data());
-    static constexpr char kExecFailed[] = "redis_harness: execv failed\n";
-    [[maybe_unused]] ssize_t ignored =
-        write(STDERR_FILENO, kExecFailed, sizeof(kExecFailed) - 1);
-    _exit(127);
-  }
+  absl::StatusOr<pid_t> pid = testing_support::SpawnChild(binary, args, log_fd);
   close(log_fd);
-  close(devnull);
   return pid;
 }
 
