@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "e2e/shared_traffikd.h"
 #include "e2e/traffikd_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -72,24 +73,12 @@ struct LogLines {
   }
 };
 
-class ClientTest : public ::testing::Test {
+class ClientTest : public e2e::SharedTraffikdTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> server =
-        e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", ""});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(server_, nullptr); }
-
   // Options for the suite's server.
   static ClientOptions ServerOptions() {
     ClientOptions options;
-    options.target = server_->grpc_address();
+    options.target = server().grpc_address();
     options.deadline = kServerDeadline;
     return options;
   }
@@ -105,11 +94,7 @@ class ClientTest : public ::testing::Test {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     return absl::StrCat(info->name(), "/", suffix);
   }
-
-  static e2e::TraffikdProcess* server_;
 };
-
-e2e::TraffikdProcess* ClientTest::server_ = nullptr;
 
 // Verifies Create rejects unusable options with kInvalidArgument and accepts the
 // defaults.

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "e2e/shared_traffikd.h"
 #include "e2e/traffikd_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -88,23 +89,11 @@ std::ostream& operator<<(std::ostream& os, const CtlRun& run) {
             << "\nstderr: " << run.err;
 }
 
-class TraffikctlTest : public ::testing::Test {
+class TraffikctlTest : public e2e::SharedTraffikdTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<e2e::TraffikdProcess>> server =
-        e2e::TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen", ""});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = server->release();
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(server_, nullptr); }
-
   // traffikctl --target <server> args...
   static CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
-    args.insert(args.begin(), {"--target", server_->grpc_address()});
+    args.insert(args.begin(), {"--target", server().grpc_address()});
     return RunCtl(args, input);
   }
 
@@ -112,11 +101,7 @@ class TraffikctlTest : public ::testing::Test {
     return absl::StrCat(::testing::UnitTest::GetInstance()->current_test_info()->name(),
                         "/", suffix);
   }
-
-  static e2e::TraffikdProcess* server_;
 };
-
-e2e::TraffikdProcess* TraffikctlTest::server_ = nullptr;
 
 // Verifies `check` prints the decision and exits 0 when allowed, 1 when throttled.
 TEST_F(TraffikctlTest, CheckAllowedThenThrottled) {
@@ -138,7 +123,7 @@ TEST_F(TraffikctlTest, CheckAllowedThenThrottled) {
 TEST_F(TraffikctlTest, CheckFlags) {
   CtlRun run =
       RunCtl({"check", "--cost=3", "ctl", Id(), "--limit", "5", "--period-ms=3600000",
-              "--tenant", "default", "--target", server_->grpc_address()});
+              "--tenant", "default", "--target", server().grpc_address()});
   EXPECT_EQ(run.exit_code, 0) << run;
   EXPECT_THAT(run.out, HasSubstr("limit=5 remaining=2"));
   CtlRun unknown_tenant = Ctl({"check", "ctl", Id("t"), "--tenant", "nope", "--limit",

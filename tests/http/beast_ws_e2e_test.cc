@@ -71,12 +71,9 @@ class BeastWsEchoTest : public ::testing::Test {
   }
 
   void StartApp(std::vector<std::string> args = {}, std::string traffikd = "") {
-    std::vector<std::string> all = {
-        "--listen", "127.0.0.1:0", "--traffikd",
-        traffikd.empty() ? traffikd_->grpc_address() : traffikd};
-    all.insert(all.end(), args.begin(), args.end());
-    absl::StatusOr<std::unique_ptr<AppProcess>> app =
-        AppProcess::Start(BEAST_WS_ECHO_PATH, all);
+    absl::StatusOr<std::unique_ptr<AppProcess>> app = AppProcess::StartExample(
+        BEAST_WS_ECHO_PATH, traffikd.empty() ? traffikd_->grpc_address() : traffikd,
+        args);
     ASSERT_TRUE(app.ok()) << app.status();
     app_ = std::move(*app);
   }

@@ -100,6 +100,15 @@ absl::StatusOr<std::unique_ptr<AppProcess>> AppProcess::Start(
   return absl::DeadlineExceededError("app did not print its port: " + app->Output());
 }
 
+absl::StatusOr<std::unique_ptr<AppProcess>> AppProcess::StartExample(
+    const std::string& binary, const std::string& traffikd_address,
+    const std::vector<std::string>& args) {
+  std::vector<std::string> all = {"--listen", "127.0.0.1:0", "--traffikd",
+                                  traffikd_address};
+  all.insert(all.end(), args.begin(), args.end());
+  return Start(binary, all);
+}
+
 AppProcess::~AppProcess() {
   if (pid_ > 0) {
     kill(pid_, SIGKILL);

@@ -25,6 +25,11 @@ class AppProcess {
   static absl::StatusOr<std::unique_ptr<AppProcess>> Start(
       const std::string& binary, const std::vector<std::string>& args,
       std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Starts an example app (`binary`) on 127.0.0.1:0 against traffikd at
+  // `traffikd_address`, with `args` appended.
+  static absl::StatusOr<std::unique_ptr<AppProcess>> StartExample(
+      const std::string& binary, const std::string& traffikd_address,
+      const std::vector<std::string>& args = {});
 
   AppProcess(const AppProcess&) = delete;
   AppProcess& operator=(const AppProcess&) = delete;

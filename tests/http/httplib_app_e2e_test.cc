@@ -34,12 +34,8 @@ class HttplibAppTest : public ::testing::Test {
 
   // Starts the app against this test's traffikd (or `traffikd` if given).
   void StartApp(std::vector<std::string> args = {}, std::string traffikd = "") {
-    std::vector<std::string> all = {
-        "--listen", "127.0.0.1:0", "--traffikd",
-        traffikd.empty() ? traffikd_->grpc_address() : traffikd};
-    all.insert(all.end(), args.begin(), args.end());
-    absl::StatusOr<std::unique_ptr<AppProcess>> app =
-        AppProcess::Start(HTTPLIB_APP_PATH, all);
+    absl::StatusOr<std::unique_ptr<AppProcess>> app = AppProcess::StartExample(
+        HTTPLIB_APP_PATH, traffikd.empty() ? traffikd_->grpc_address() : traffikd, args);
     ASSERT_TRUE(app.ok()) << app.status();
     app_ = std::move(*app);
   }
