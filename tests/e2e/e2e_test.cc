@@ -1037,11 +1037,14 @@ TEST_F(HostileInputTest, OtherSpecCannotRefillInlineBucket) {
   const auto small = InlineRequest("victim", 10, 60'000);
   const auto big = InlineRequest("victim", kHuge, 1);
   EXPECT_EQ(CountAllowed(small, 11), 10);
+  // Time passes, so a shared bucket would refill to (2^53, 1)'s full.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const auto one = Decide(big);
   ASSERT_TRUE(one.status.ok()) << one.status.error_message();
   EXPECT_LE(one.response.reset_ms(), 1u);
   EXPECT_EQ(CountAllowed(small, 1), 0);
   for (bool all_or_nothing : {false, true}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
     v1::ShouldThrottleBatchRequest batch;
     *batch.add_requests() = big;
     *batch.add_requests() = small;
