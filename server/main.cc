@@ -9,6 +9,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "app/health_client.h"
+#include "app/log_handlers.h"
 #include "app/options.h"
 #include "app/server.h"
 #include "clock/clock.h"
@@ -62,6 +63,10 @@ int Run(int argc, char** argv) {
                 config->throttles.size(), config->tenants.size());
     return 0;
   }
+
+  // gRPC's and protobuf's own log lines can be triggered by callers (bad
+  // frames, bad messages): rate-limit them like every such line.
+  traffik::InstallLogHandlers(traffik::ProcessLog());
 
   // Peers that vanish mid-write (Redis, scrapers) must not kill the process.
   signal(SIGPIPE, SIG_IGN);

@@ -22,7 +22,9 @@ Decision Decide(const BucketState* state, const Rate& rate, uint64_t cost, int64
   const uint64_t full = rate.capacity * rate.period_ms;
   uint64_t scaled = full;
   if (state != nullptr) {
-    scaled = state->scaled_tokens;
+    // A state stored under another rate (a reloaded limit, a changed quota
+    // multiplier) may hold more than this rate's full: it counts as full.
+    scaled = std::min(full, state->scaled_tokens);
     const int64_t elapsed = now_ms - state->last_ms;
     if (elapsed > 0) {
       // After a whole period any bucket is full; below that the product fits

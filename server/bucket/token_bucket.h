@@ -45,12 +45,15 @@ struct Decision {
 // `now_ms` is still applied, which changes no observable answer. A cost of 0
 // takes nothing and describes the bucket as it stands (remaining, reset_ms).
 //
-// A clock that appears to go backwards is treated as no time passing.
+// A clock that appears to go backwards is treated as no time passing. A state
+// written under another rate is read clamped to this rate's full
+// (capacity * period_ms), so every answer stays within the rate's bounds.
 Decision Decide(const BucketState* state, const Rate& rate, uint64_t cost, int64_t now_ms,
                 BucketState* out_state);
 
 // The clock time at which a bucket in `state` is full again: from then on the
 // bucket is indistinguishable from a new one and can be dropped at no loss.
+// (A state above the rate's full is full: `state.last_ms`.)
 int64_t FullAtMs(const BucketState& state, const Rate& rate);
 
 }  // namespace traffik

@@ -29,12 +29,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "backend/redis/redis_options.h"
+#include "base/quote.h"
+#include "base/utf8.h"
 #include "yaml-cpp/yaml.h"
 
 namespace traffik {
 namespace {
 
 constexpr size_t kMaxThrottleUidBytes = 256;
+constexpr size_t kMaxTenantNameBytes = 256;
 constexpr uint64_t kMaxIdentifierBytesLimit = 1 << 20;  // 1 MiB
 constexpr uint64_t kMaxBatchSizeLimit = 100'000;
 // A bucket's capacity * period_ms must be exactly representable as a double
@@ -558,11 +561,8 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
             absl::StatusOr<std::string> name = GetString(value, field);
             if (!name.ok()) return name.status();
             if (name->empty()) return Error(value, field, "must not be empty");
-            if (auto c = FindControl(*name)) {
-              return Error(value, field,
-                           absl::StrFormat("tenant name %s contains control character "
-                                           "0x%02x",
-                                           Quote(*name), *c));
+            if (absl::Status v = ValidateTenantName(*name); !v.ok()) {
+              return Error(value, field, std::string(v.message()));
             }
             tenant.name = *name;
             name_node = value;
@@ -950,21 +950,46 @@ absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
 }
 
 absl::Status ValidateThrottleUid(std::string_view uid) {
+  // Echoed quoted, escaped and truncated: the uid may come from a caller.
+  const absl::string_view text = Absl(uid);
   if (uid.empty()) return absl::InvalidArgumentError("throttle uid must not be empty");
   if (uid.size() > kMaxThrottleUidBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("throttle uid ", Quote(uid), " is ",
-                                                   uid.size(), " bytes long (max ",
-                                                   kMaxThrottleUidBytes, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("throttle uid ", QuoteForMessage(text), " is ", uid.size(),
+                     " bytes long (max ", kMaxThrottleUidBytes, ")"));
   }
   if (auto c = FindControl(uid)) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "throttle uid %s contains control character 0x%02x", Quote(uid), *c));
+        "throttle uid %s contains control character 0x%02x", QuoteForMessage(text), *c));
   }
   size_t bad = uid.find_first_of(":{}");
   if (bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "throttle uid ", QuoteForMessage(text), " contains '", Absl(uid.substr(bad, 1)),
+        "' (':', '{' and '}' are reserved for bucket keys)"));
+  }
+  if (!IsValidUtf8(text)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("throttle uid ", Quote(uid), " contains '", Absl(uid.substr(bad, 1)),
-                     "' (':', '{' and '}' are reserved for bucket keys)"));
+        absl::StrCat("throttle uid ", QuoteForMessage(text), " is not valid UTF-8"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTenantName(std::string_view name) {
+  const absl::string_view text = Absl(name);
+  if (name.empty()) return absl::InvalidArgumentError("tenant name must not be empty");
+  if (name.size() > kMaxTenantNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("tenant name ", QuoteForMessage(text),
+                                                   " is longer than ",
+                                                   kMaxTenantNameBytes, " bytes"));
+  }
+  if (auto c = FindControl(name)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tenant name %s contains control character 0x%02x", QuoteForMessage(text), *c));
+  }
+  if (!IsValidUtf8(text)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant name ", QuoteForMessage(text), " is not valid UTF-8"));
   }
   return absl::OkStatus();
 }

@@ -82,9 +82,15 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 // unit, unknown unit, not a whole number of ms, overflow.
 absl::StatusOr<int64_t> ParseDurationMs(std::string_view text);
 
-// Checks a throttle uid (configured or inline): 1..256 bytes, no control
-// characters, no ':', '{' or '}' (they delimit bucket keys). Returns
-// kInvalidArgument naming the problem.
+// The one home of the throttle uid rule, for configured and requested uids
+// alike: 1..256 bytes of valid UTF-8, no control characters, no ':', '{' or
+// '}' (they delimit bucket keys, see engine/key.h). Returns kInvalidArgument
+// naming the problem (the uid quoted, escaped and truncated).
 absl::Status ValidateThrottleUid(std::string_view uid);
+
+// The tenant name rule, for configured names and the `tenant` of a request
+// alike: 1..256 bytes of valid UTF-8 without control characters. Returns
+// kInvalidArgument naming the problem (the name quoted, escaped, truncated).
+absl::Status ValidateTenantName(std::string_view name);
 
 }  // namespace traffik

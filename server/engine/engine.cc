@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/quote.h"
 #include "engine/key.h"
 
 namespace traffik {
@@ -72,6 +73,8 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
   out->snapshot = snapshot_.load(std::memory_order_acquire);
   const Snapshot& snap = *out->snapshot;
 
+  // Every caller value below is echoed only through QuoteForMessage (quoted,
+  // escaped, truncated), never raw.
   if (request.identifier.empty()) {
     return absl::InvalidArgumentError("identifier is empty");
   }
@@ -85,56 +88,71 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
       !s.ok()) {
     return s;
   }
+  if (!request.tenant.empty()) {
+    if (absl::Status s = ValidateTenantName(
+            std::string_view(request.tenant.data(), request.tenant.size()));
+        !s.ok()) {
+      return s;
+    }
+  }
 
   const Snapshot::Tenant* tenant = snap.FindTenant(request.tenant);
   if (tenant == nullptr) {
-    return absl::NotFoundError(absl::StrCat("unknown tenant '", request.tenant, "'"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown tenant ", QuoteForMessage(request.tenant)));
   }
 
+  const std::string uid = QuoteForMessage(request.throttle_uid);
   auto it = tenant->throttles.find(request.throttle_uid);
+  bool is_inline = false;
   if (it != tenant->throttles.end()) {
     // A configured throttle wins over an inline spec with the same uid.
     out->rate = it->second.rate;
     out->counters = &it->second.counters;
   } else if (request.has_spec) {
     if (!tenant->allow_inline_specs) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "throttle '", request.throttle_uid, "' is not configured and tenant '",
-          tenant->name, "' does not allow inline specs"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("throttle ", uid, " is not configured and tenant ",
+                       QuoteForMessage(tenant->name), " does not allow inline specs"));
     }
     if (request.spec_limit == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("spec.limit is 0 for throttle '",
-                                                     request.throttle_uid,
-                                                     "'; it must be at least 1"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec.limit is 0 for throttle ", uid, "; it must be at least 1"));
     }
     if (request.spec_period_ms == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("spec.period_ms is 0 for throttle '",
-                                                     request.throttle_uid,
-                                                     "'; it must be at least 1"));
+      return absl::InvalidArgumentError(absl::StrCat("spec.period_ms is 0 for throttle ",
+                                                     uid, "; it must be at least 1"));
     }
     out->rate = Rate{ScaledCapacity(request.spec_limit, tenant->quota_multiplier),
                      request.spec_period_ms};
     if (!IsValidRate(out->rate)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "spec for throttle '", request.throttle_uid, "' is too large: limit (",
-          out->rate.capacity, " after the quota multiplier) * period_ms (",
-          request.spec_period_ms, ") must be at most 2^53"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("spec for throttle ", uid, " is too large: limit (",
+                       out->rate.capacity, " after the quota multiplier) * period_ms (",
+                       request.spec_period_ms, ") must be at most 2^53"));
     }
     out->counters = &tenant->inline_counters;
+    is_inline = true;
   } else {
-    return absl::NotFoundError(absl::StrCat("unknown throttle '", request.throttle_uid,
-                                            "': not configured and no spec given"));
+    return absl::NotFoundError(
+        absl::StrCat("unknown throttle ", uid, ": not configured and no spec given"));
   }
 
   out->cost = request.cost == 0 ? 1 : request.cost;
   if (out->cost > out->rate.capacity) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "cost ", out->cost, " exceeds the capacity ", out->rate.capacity,
-        " of throttle '", request.throttle_uid, "'; the hit could never be allowed"));
+    return absl::OutOfRangeError(
+        absl::StrCat("cost ", out->cost, " exceeds the capacity ", out->rate.capacity,
+                     " of throttle ", uid, "; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
   out->tenant = tenant;
-  BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
+  if (is_inline) {
+    // The raw spec (before the multiplier) is part of the bucket's identity.
+    BuildInlineBucketKey(tenant->prefix, request.throttle_uid, request.identifier,
+                         request.spec_limit, request.spec_period_ms, &out->key);
+  } else {
+    BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
+  }
   return absl::OkStatus();
 }
 
@@ -149,13 +167,28 @@ Decision FailOpenDecision(const Rate& rate, uint64_t cost) {
   return d;
 }
 
-// Applies a tenant's on_backend_error policy to a backend error.
+// True for the backend errors that mean an outage (the backend could not be
+// reached or did not answer in time): the only ones a tenant's
+// on_backend_error policy applies to.
+bool IsOutage(const absl::Status& error) {
+  return error.code() == absl::StatusCode::kUnavailable ||
+         error.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+// Applies a tenant's on_backend_error policy to a backend error, and counts
+// it. An outage fails open (allow) or becomes kUnavailable naming the backend
+// (deny). Any other error (kInternal: a malformed reply; kResourceExhausted:
+// a full store; kFailedPrecondition: keys not decidable together; ...) says
+// the backend answered and the request could not be decided: it keeps its
+// code whatever the policy, so a caller can never turn it into an allowed hit.
 absl::StatusOr<Decision> OnBackendError(const Snapshot::Tenant& tenant, const Rate& rate,
                                         uint64_t cost, const absl::Status& error) {
   tenant.backend_errors->Increment();
-  if (tenant.on_backend_error == BackendErrorPolicy::kAllow) {
+  const bool outage = IsOutage(error);
+  if (outage && tenant.on_backend_error == BackendErrorPolicy::kAllow) {
     return FailOpenDecision(rate, cost);
   }
+  if (!outage) return error;
   // Backend messages start with the backend's name; keep it visible.
   if (absl::StartsWith(error.message(), tenant.backend->Name())) {
     return absl::UnavailableError(error.message());
@@ -205,8 +238,9 @@ struct BatchState {
 
   // Applies each item's tenant policy to a backend error for `indices`.
   void OnError(const std::vector<size_t>& indices, const absl::Status& status) {
-    // Each item follows its own tenant's policy: fail-open items are
-    // allowed, and any fail-closed item fails the whole batch.
+    // On an outage each item follows its own tenant's policy: fail-open items
+    // are allowed, and any fail-closed item fails the whole batch. Any other
+    // error fails the whole batch with its own code (OnBackendError).
     for (size_t i : indices) {
       const BucketOp& op = ops[i];
       absl::StatusOr<Decision> d = OnBackendError(*tenants[i], op.rate, op.cost, status);
@@ -340,9 +374,9 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     std::move(done)(absl::InvalidArgumentError(absl::StrCat(
         "all_or_nothing batch spans several backends: requests[0] is on backend ",
         backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
-        backends[1]->Name(), " (tenants '", state->tenants[0]->name, "' and '",
-        state->tenants[groups[1].front()]->name,
-        "'); an all_or_nothing batch must stay on one backend")));
+        backends[1]->Name(), " (tenants ", QuoteForMessage(state->tenants[0]->name),
+        " and ", QuoteForMessage(state->tenants[groups[1].front()]->name),
+        "); an all_or_nothing batch must stay on one backend")));
     return;
   }
   Backend* backend = backends[0];
@@ -351,12 +385,9 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
       ops,
       [state, done = std::move(done)](absl::StatusOr<AllOrNothingResult> result) mutable {
         if (!result.ok()) {
-          // Keys the backend cannot decide together: a property of the
-          // request, not an outage, so no failure policy applies.
-          if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
-            std::move(done)(result.status());
-            return;
-          }
+          // An outage follows each item's policy; any other error (e.g.
+          // kFailedPrecondition: keys the backend cannot decide together) is
+          // returned as is.
           std::vector<size_t> all(state->ops.size());
           for (size_t i = 0; i < all.size(); ++i) all[i] = i;
           state->OnError(all, result.status());

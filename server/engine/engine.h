@@ -104,16 +104,24 @@ class Engine {
     snapshot_.store(std::move(snapshot));
   }
 
-  // Validates and resolves one hit. Errors: kInvalidArgument (identifier,
-  // uid, spec), kNotFound (tenant, throttle), kPermissionDenied (inline spec
-  // on a tenant that forbids them), kOutOfRange (cost above capacity).
-  // `*out` may be reused across calls (its key keeps its capacity).
+  // Validates and resolves one hit. Errors: kInvalidArgument (identifier
+  // empty or over max_identifier_bytes; uid not valid per ValidateThrottleUid,
+  // which includes UTF-8; tenant over 256 bytes, not UTF-8 or with control
+  // characters (ValidateTenantName); bad spec), kNotFound (unknown tenant or
+  // throttle), kPermissionDenied (inline spec on a tenant that forbids them),
+  // kOutOfRange (cost above capacity). Messages show caller values only
+  // through QuoteForMessage. An inline spec's raw values are part of its
+  // bucket key (engine/key.h). `*out` may be reused across calls (its key
+  // keeps its capacity).
   absl::Status Prepare(const HitRequest& request, PreparedHit* out) const;
 
   // Turns what the backend answered into the caller's answer and counts it:
-  // a decision is counted by result; a backend error is counted and, by the
-  // tenant's on_backend_error policy, becomes an allowed hit (allow) or a
-  // kUnavailable error naming the backend (deny).
+  // a decision is counted by result; a backend error is counted. An outage
+  // (kUnavailable, kDeadlineExceeded) follows the tenant's on_backend_error
+  // policy: an allowed hit (allow) or a kUnavailable error naming the backend
+  // (deny). Any other backend error (kInternal, kResourceExhausted,
+  // kFailedPrecondition, ...) is returned as is under either policy: fail
+  // open is for outages only.
   static absl::StatusOr<Decision> Finish(const PreparedHit& hit,
                                          absl::StatusOr<Decision> result);
 
@@ -133,10 +141,10 @@ class Engine {
   // item must be on one backend (else kInvalidArgument "all_or_nothing batch
   // spans several backends ..."), which decides them with
   // Backend::DecideAllOrNothing: tokens are taken only if every item is
-  // allowed (applied); otherwise nothing is taken. A backend's
-  // kFailedPrecondition (keys it cannot decide together) is returned as is;
-  // other backend errors follow each item's tenant policy as in the batch
-  // above (all fail-open: answered allowed, applied). Metrics count an item
+  // allowed (applied); otherwise nothing is taken. A backend outage follows
+  // each item's tenant policy as in the batch above (all fail-open: answered
+  // allowed, applied); any other backend error (e.g. kFailedPrecondition:
+  // keys it cannot decide together) is returned as is. Metrics count an item
   // as allowed only when it was allowed and applied.
   void ShouldThrottleBatch(absl::Span<const HitRequest> requests, bool all_or_nothing,
                            AllOrNothingCallback done) const;

@@ -1,24 +1,64 @@
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
 
 namespace traffik {
 
-// Builds the bucket key for (tenant prefix, throttle uid, identifier) into
-// `*out` (reusing its capacity): `prefix:uid:{identifier}`.
+// Bucket keys. Two forms:
+//
+//   configured throttle:  prefix:uid:{identifier}
+//   inline spec:          prefix:uid:{identifier}#<limit>/<period_ms>
+//
+// <limit> and <period_ms> are the spec exactly as the caller sent it (decimal,
+// no leading zeros; before the tenant's quota multiplier, so changing the
+// multiplier does not re-key a bucket). The spec is part of an inline
+// bucket's identity: a call with another spec on the same uid and identifier
+// uses another bucket and can never refill this one, and no inline key equals
+// a configured one (configured keys end in '}', inline keys in a digit).
+// Configured keys are unchanged from v0.1, so stored state stays valid.
 //
 // Unambiguous and binary-safe: a prefix holds no '{' (config validation) and a
 // uid holds no ':' or '{' (ValidateThrottleUid), so the first '{' starts the
 // identifier, the ':' before it ends the uid and the ':' before the uid ends
-// the prefix; the identifier is arbitrary bytes.
+// the prefix. The identifier is arbitrary bytes (it may hold '}' or '#'); it
+// ends at the last '}' of a configured key, and at the '}' before the
+// trailing "#<digits>/<digits>" of an inline key (digits parse unambiguously
+// from the end). ParseBucketKey inverts both.
 //
-// The braces form a Redis Cluster hash tag around the identifier alone, so
-// every throttle of one identifier (in any tenant) maps to the same hash slot
-// and an all-or-nothing batch over them runs as one script. (An identifier
-// starting with '}' makes the tag empty; Redis then hashes the whole key.)
+// The braces form a Redis Cluster hash tag around the identifier, and the
+// spec suffix stays outside it, so every throttle of one identifier (in any
+// tenant, configured or inline, any spec) maps to the same hash slot and an
+// all-or-nothing batch over them runs as one script. (An identifier holding
+// '}' shortens the tag to its part before the first '}', the same for all of
+// its keys; one starting with '}' makes the tag empty and Redis hashes the
+// whole key.)
+
+// Builds the key of a configured throttle's bucket into `*out` (reusing its
+// capacity).
 void BuildBucketKey(absl::string_view prefix, absl::string_view uid,
                     absl::string_view identifier, std::string* out);
+
+// Builds the key of an inline spec's bucket into `*out`: `limit` and
+// `period_ms` are the raw spec values from the request.
+void BuildInlineBucketKey(absl::string_view prefix, absl::string_view uid,
+                          absl::string_view identifier, uint64_t limit,
+                          uint64_t period_ms, std::string* out);
+
+// The parts of a bucket key (views into it).
+struct BucketKeyParts {
+  absl::string_view prefix;
+  absl::string_view uid;
+  absl::string_view identifier;
+  bool is_inline = false;
+  uint64_t limit = 0;  // inline only: the raw spec
+  uint64_t period_ms = 0;
+};
+
+// Splits a key built by the functions above; nullopt when `key` is not one.
+std::optional<BucketKeyParts> ParseBucketKey(absl::string_view key);
 
 }  // namespace traffik

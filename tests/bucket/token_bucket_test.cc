@@ -152,6 +152,35 @@ TEST_F(TokenBucketTest, FullAtMs) {
   EXPECT_EQ(FullAtMs(state_, rate), 500);
 }
 
+// Verifies a state written under a larger rate (another spec, a lowered
+// limit or multiplier) is read as full under the current rate: sane
+// remaining/reset_ms/wait_ms, no unsigned underflow of full - scaled.
+TEST_F(TokenBucketTest, StateFromLargerRateIsClampedToFull) {
+  const Rate huge{uint64_t{1} << 53, 1};
+  const Rate small{10, 60'000};
+  Hit(huge, 1000);  // leaves 2^53 - 1 token-ms
+  ASSERT_GT(state_.scaled_tokens, small.capacity * small.period_ms);
+  EXPECT_EQ(FullAtMs(state_, small), 1000);
+  const Decision d = Hit(small, 1000);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.limit, 10u);
+  EXPECT_EQ(d.remaining, 9u);
+  EXPECT_EQ(d.reset_ms, 6000u);
+  for (int i = 0; i < 9; ++i) EXPECT_TRUE(Hit(small, 1000).allowed);
+  const Decision refused = Hit(small, 1000);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.wait_ms, 6000u);
+  EXPECT_EQ(refused.reset_ms, 60'000u);
+
+  // Also when asking with cost 0 (describe only) and when time passed.
+  BucketState big{uint64_t{1} << 53, 0};
+  BucketState out;
+  const Decision look = Decide(&big, small, 0, 10, &out);
+  EXPECT_EQ(look.remaining, 10u);
+  EXPECT_EQ(look.reset_ms, 0u);
+  EXPECT_EQ(out.scaled_tokens, 600'000u);
+}
+
 // Verifies the rate bounds: zero values and overflowing products are invalid.
 TEST(RateTest, Validity) {
   EXPECT_TRUE(IsValidRate(Rate{1, 1}));

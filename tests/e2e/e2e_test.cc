@@ -953,5 +953,118 @@ TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossBatches) {
   EXPECT_EQ(allowed.load(), 100);
 }
 
+// ------------------------------------------- hostile input (issue 11, 3-5)
+
+// A caller sending bytes the server must refuse, or that must not change
+// another spec's bucket, or that must not flood stderr.
+class HostileInputTest : public TraffikdTest {
+ protected:
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(StartServer(kConfigYaml)); }
+
+  std::string Scrape() {
+    absl::StatusOr<HttpResponse> response = HttpGet(process_->metrics_port(), "/metrics");
+    EXPECT_TRUE(response.ok()) << response.status();
+    return response.ok() ? response->body : "";
+  }
+};
+
+// Verifies a non-UTF-8 identifier (\xff\xfe) is decided like any other: the
+// identifier is bytes on the wire.
+TEST_F(HostileInputTest, NonUtf8IdentifierIsDecided) {
+  const std::string id = "\xff\xfe";
+  EXPECT_EQ(CountAllowed(InlineRequest(id, 2, kHourMs), 3), 2);
+  EXPECT_EQ(CountAllowed(ConfiguredRequest(id, "search"), 4), 3);
+  const auto other = Decide(InlineRequest("\xff\xfd", 2, kHourMs));
+  ASSERT_TRUE(other.status.ok()) << other.status.error_message();
+  EXPECT_EQ(other.response.remaining(), 1u);
+}
+
+// Verifies a non-UTF-8 tenant or uid is INVALID_ARGUMENT with a message (not
+// UNIMPLEMENTED from a parse failure), 2000 such calls leave stderr small, and
+// every one is counted in traffik_errors_total.
+TEST_F(HostileInputTest, NonUtf8TenantAndUidAreInvalidArgument) {
+  ExpectError(ConfiguredRequest("x", "search", "gold\xff"),
+              grpc::StatusCode::INVALID_ARGUMENT,
+              "tenant name 'gold\\xff' is not valid UTF-8");
+  ExpectError(InlineRequest("x", 5, kHourMs, 0, "", "ad\xfehoc"),
+              grpc::StatusCode::INVALID_ARGUMENT,
+              "throttle uid 'ad\\xfehoc' is not valid UTF-8");
+  const size_t stderr_before = process_->StderrText().size();
+  int invalid = 2;
+  for (int i = 0; i < 1000; ++i) {
+    const auto t = Decide(ConfiguredRequest("x", "search", "\xfe\xff"));
+    const auto u = Decide(InlineRequest("\xff", 5, kHourMs, 0, "", "\xc3"));
+    invalid += t.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+    invalid += u.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+  }
+  EXPECT_EQ(invalid, 2002);
+  const std::string after = process_->StderrText();
+  EXPECT_LT(after.size() - stderr_before, 2048u) << after.substr(stderr_before, 4096);
+  EXPECT_EQ(SampleValue(Scrape(), "traffik_errors_total", {{"code", "INVALID_ARGUMENT"}}),
+            2002.0);
+}
+
+// Verifies a 2 MB tenant is refused INVALID_ARGUMENT (over the 256-byte tenant
+// cap; a default client would get RESOURCE_EXHAUSTED if it were echoed) fast,
+// with a short message, and a newline in a tenant comes back escaped.
+TEST_F(HostileInputTest, HugeAndNewlineTenantsAreQuoted) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto huge = Decide(ConfiguredRequest("x", "search", std::string(2 << 20, 't')));
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(huge.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << huge.status.error_message().substr(0, 300);
+  EXPECT_LT(huge.status.error_message().size(), 300u);
+  EXPECT_THAT(huge.status.error_message(), HasSubstr("(2097152 bytes)"));
+  EXPECT_LT(elapsed, std::chrono::seconds(2));
+
+  const auto newline = Decide(ConfiguredRequest("x", "search", "evil\nforged: line"));
+  EXPECT_EQ(newline.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(newline.status.error_message(), HasSubstr("'evil\\nforged: line'"));
+  EXPECT_EQ(newline.status.error_message().find('\n'), std::string::npos);
+
+  // A well-formed unknown tenant stays NOT_FOUND, its name cut at 64 bytes.
+  const auto unknown = Decide(ConfiguredRequest("x", "search", std::string(200, 'u')));
+  EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(unknown.status.error_message(),
+              HasSubstr(std::string(64, 'u') + "\xE2\x80\xA6' (200 bytes)"));
+}
+
+// Verifies a drained 10/min inline bucket stays drained after calls with spec
+// (2^53, 1) on the same uid and identifier (single, batch, all-or-nothing),
+// and those calls answer sane numbers.
+TEST_F(HostileInputTest, OtherSpecCannotRefillInlineBucket) {
+  const uint64_t kHuge = uint64_t{1} << 53;
+  const auto small = InlineRequest("victim", 10, 60'000);
+  const auto big = InlineRequest("victim", kHuge, 1);
+  EXPECT_EQ(CountAllowed(small, 11), 10);
+  // Time passes, so a shared bucket would refill to (2^53, 1)'s full.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const auto one = Decide(big);
+  ASSERT_TRUE(one.status.ok()) << one.status.error_message();
+  EXPECT_LE(one.response.reset_ms(), 1u);
+  EXPECT_EQ(CountAllowed(small, 1), 0);
+  for (bool all_or_nothing : {false, true}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    v1::ShouldThrottleBatchRequest batch;
+    *batch.add_requests() = big;
+    *batch.add_requests() = small;
+    *batch.add_requests() = big;
+    batch.set_all_or_nothing(all_or_nothing);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+    v1::ShouldThrottleBatchResponse response;
+    const grpc::Status status = stub_->ShouldThrottleBatch(&context, batch, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.responses_size(), 3);
+    EXPECT_GT(response.responses(1).wait_ms(), 0u);
+    EXPECT_LE(response.responses(1).wait_ms(), 6'000u);
+    EXPECT_EQ(response.responses(1).remaining(), 0u);
+    EXPECT_LE(response.responses(1).reset_ms(), 60'000u);
+    EXPECT_LE(response.responses(0).reset_ms(), 1u);
+    EXPECT_LE(response.responses(2).reset_ms(), 1u);
+  }
+  EXPECT_EQ(CountAllowed(small, 1), 0);
+}
+
 }  // namespace
 }  // namespace traffik::e2e

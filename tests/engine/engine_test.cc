@@ -308,20 +308,161 @@ TEST_F(EngineTest, CountsDecisions) {
                         "throttle=\"inline\"} 1"));
 }
 
-// A backend that always fails, as an unreachable Redis does.
+// Verifies a drained inline bucket stays drained when the same uid and
+// identifier are called with another spec, here (2^53, 1): the spec is part
+// of the bucket's identity, and the other spec's answers are sane (single
+// calls, a batch and an all-or-nothing batch).
+TEST_F(EngineTest, OtherSpecCannotRefillInlineBucket) {
+  const uint64_t kHuge = uint64_t{1} << 53;
+  for (int i = 0; i < 10; ++i)
+    ASSERT_TRUE(Call(Inline("victim", "adhoc", 10, 60'000))->allowed);
+  ASSERT_FALSE(Call(Inline("victim", "adhoc", 10, 60'000))->allowed);
+  // Time passes, so a shared bucket would refill to (2^53, 1)'s full.
+  clock_.AdvanceMs(5);
+
+  auto big = Call(Inline("victim", "adhoc", kHuge, 1));
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_TRUE(big->allowed);
+  EXPECT_EQ(big->limit, kHuge);
+  EXPECT_EQ(big->remaining, kHuge - 1);
+  EXPECT_LE(big->reset_ms, 1u);
+  auto still = Call(Inline("victim", "adhoc", 10, 60'000));
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_FALSE(still->allowed);
+  EXPECT_EQ(still->remaining, 0u);
+
+  clock_.AdvanceMs(5);
+  auto batch =
+      Batch({Inline("victim", "adhoc", kHuge, 1), Inline("victim", "adhoc", 10, 60'000),
+             Inline("victim", "adhoc", kHuge, 1), Inline("victim", "adhoc", 10, 60'000)});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  for (size_t i : {1, 3}) {
+    EXPECT_FALSE((*batch)[i].allowed) << i;
+    EXPECT_EQ((*batch)[i].remaining, 0u) << i;
+    EXPECT_LE((*batch)[i].reset_ms, 60'000u) << i;
+    EXPECT_LE((*batch)[i].wait_ms, 6'000u) << i;
+  }
+  for (size_t i : {0, 2}) {
+    EXPECT_TRUE((*batch)[i].allowed) << i;
+    EXPECT_LE((*batch)[i].remaining, kHuge) << i;
+    EXPECT_LE((*batch)[i].reset_ms, 1u) << i;
+  }
+
+  clock_.AdvanceMs(5);
+  auto all = AllOrNothing(
+      {Inline("victim", "adhoc", kHuge, 1), Inline("victim", "adhoc", 10, 60'000)});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_FALSE(all->applied);
+  EXPECT_FALSE(all->decisions[1].allowed);
+  EXPECT_EQ(all->decisions[1].remaining, 0u);
+  EXPECT_LE(all->decisions[1].reset_ms, 60'000u);
+  EXPECT_LE(all->decisions[0].reset_ms, 1u);
+  EXPECT_FALSE(Call(Inline("victim", "adhoc", 10, 60'000))->allowed);
+}
+
+// Verifies an inline bucket is keyed by the raw spec, so a changed quota
+// multiplier keeps its state (a drained bucket stays drained) instead of
+// starting a fresh bucket.
+TEST_F(EngineTest, InlineKeyUsesTheRawSpec) {
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(Call(Inline("k", "adhoc", 4, 60'000))->allowed);
+  config_.tenants[0].quota_multiplier = 2.0;
+  Rebuild();
+  auto d = Call(Inline("k", "adhoc", 4, 60'000));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->limit, 8u);
+  EXPECT_FALSE(d->allowed);
+  PreparedHit hit;
+  ASSERT_TRUE(engine_->Prepare(Inline("k", "adhoc", 4, 60'000), &hit).ok());
+  EXPECT_EQ(hit.key, "default:adhoc:{k}#4/60000");
+  ASSERT_TRUE(engine_->Prepare(Req("k", "burst"), &hit).ok());
+  EXPECT_EQ(hit.key, "default:burst:{k}");
+}
+
+// Verifies an identifier is any bytes (not UTF-8) while a uid must be UTF-8
+// and a tenant at most 256 bytes of UTF-8: INVALID_ARGUMENT with quoted,
+// escaped values; an unknown well-formed tenant stays NOT_FOUND.
+TEST_F(EngineTest, BytesValidation) {
+  auto binary = Call(Req("\xff\xfe", "burst"));
+  ASSERT_TRUE(binary.ok()) << binary.status();
+  EXPECT_TRUE(binary->allowed);
+
+  auto uid = Call(Inline("x", "ad\xffhoc", 5, 1000));
+  EXPECT_EQ(uid.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(uid.status().message(), HasSubstr("'ad\\xffhoc' is not valid UTF-8"));
+
+  auto tenant = Call(Req("x", "burst", "gold\xff"));
+  EXPECT_EQ(tenant.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tenant.status().message(), HasSubstr("'gold\\xff' is not valid UTF-8"));
+
+  const std::string long_tenant(257, 't');
+  auto too_long = Call(Req("x", "burst", long_tenant));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(), HasSubstr("longer than 256 bytes"));
+  EXPECT_THAT(too_long.status().message(), HasSubstr("(257 bytes)"));
+
+  auto newline = Call(Req("x", "burst", "a\nb"));
+  EXPECT_EQ(newline.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(newline.status().message(), HasSubstr("'a\\nb'"));
+
+  auto unknown = Call(Req("x", "burst", std::string(256, 's')));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(
+      unknown.status().message(),
+      HasSubstr("unknown tenant '" + std::string(64, 's') + "\xE2\x80\xA6' (256 bytes)"));
+  EXPECT_LT(unknown.status().message().size(), 200u);
+}
+
+// Verifies every caller value in an error message is quoted, escaped and
+// truncated: no raw newline or non-ASCII byte, bounded length, in single
+// calls and batch messages.
+TEST_F(EngineTest, MessagesQuoteCallerValues) {
+  const std::string evil = "x'\n\xff" + std::string(300, 'y');
+  const std::string evil_uid = "u\x7f" + std::string(200, 'v');
+  std::vector<absl::Status> errors = {
+      Call(Req("x", std::string(250, 'n'))).status(),  // unknown throttle
+      Call(Req("x", evil_uid)).status(),               // control character
+      Call(Req("x", evil)).status(),                   // too long + control
+      Call(Inline("x", std::string(250, 'a'), 0, 1)).status(),
+      Call(Inline("x", std::string(250, 'a'), 1, 0)).status(),
+      Call(Inline("x", std::string(250, 'a'), uint64_t{1} << 53, 2)).status(),
+      Call(Inline("x", std::string(250, 'a'), 5, 1000, "gold")).status(),
+      Batch({Req("x", "burst"), Req("x", "burst", evil)}).status(),
+  };
+  const std::string long_uid(250, 'a');
+  HitRequest costly = Req("x", long_uid);
+  costly.has_spec = true;
+  costly.spec_limit = 2;
+  costly.spec_period_ms = 1000;
+  costly.cost = 3;
+  errors.push_back(Call(costly).status());
+  for (const absl::Status& e : errors) {
+    EXPECT_FALSE(e.ok());
+    EXPECT_LT(e.message().size(), 400u) << e;
+    for (char c : e.message()) {
+      const auto u = static_cast<unsigned char>(c);
+      // Printable ASCII, or the bytes of the truncation mark "…".
+      EXPECT_TRUE((u >= 0x20 && u < 0x7f) || u == 0xE2 || u == 0x80 || u == 0xA6) << e;
+    }
+  }
+  EXPECT_EQ(errors[6].code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(errors[8].code(), absl::StatusCode::kOutOfRange);
+}
+
+// A backend that always fails, as an unreachable Redis does (`error`).
 class FailingBackend final : public Backend {
  public:
   absl::string_view Name() const override { return "redis://10.0.0.1:6379/0"; }
   void Decide(absl::string_view, const Rate&, uint64_t, DecisionCallback done) override {
-    std::move(done)(absl::UnavailableError("redis://10.0.0.1:6379/0: not connected"));
+    std::move(done)(error);
   }
   void DecideBatch(absl::Span<const BucketOp>, BatchCallback done) override {
-    std::move(done)(absl::UnavailableError("redis://10.0.0.1:6379/0: not connected"));
+    std::move(done)(error);
   }
   void DecideAllOrNothing(absl::Span<const BucketOp>,
                           AllOrNothingCallback done) override {
     std::move(done)(all_or_nothing_error);
   }
+  absl::Status error = absl::UnavailableError("redis://10.0.0.1:6379/0: not connected");
   absl::Status all_or_nothing_error =
       absl::UnavailableError("redis://10.0.0.1:6379/0: not connected");
 };
@@ -472,6 +613,49 @@ TEST_F(BackendErrorPolicyTest, AllOrNothingBackendErrors) {
   EXPECT_EQ(out.status().message(), "keys in several slots");
 }
 
+// Verifies fail open applies only to outages: with `allow`, kUnavailable and
+// kDeadlineExceeded are answered allowed, while kInternal, kResourceExhausted
+// and kFailedPrecondition are returned as is (and counted) under either
+// policy, for single calls, batches and all-or-nothing batches.
+TEST_F(BackendErrorPolicyTest, FailOpenOnlyOnOutages) {
+  failing_.error = absl::DeadlineExceededError("redis://10.0.0.1:6379/0: timeout");
+  auto late = Call("open");
+  ASSERT_TRUE(late.ok()) << late.status();
+  EXPECT_TRUE(late->allowed);
+  EXPECT_EQ(Call("strict").status().code(), absl::StatusCode::kUnavailable);
+
+  std::vector<HitRequest> reqs(2);
+  for (auto& r : reqs) {
+    r.identifier = "user:1";
+    r.throttle_uid = "api";
+    r.tenant = "open";
+  }
+  for (const absl::Status& error :
+       {absl::InternalError("redis://10.0.0.1:6379/0: unexpected reply"),
+        absl::ResourceExhaustedError("memory: budget reached"),
+        absl::FailedPreconditionError("keys in several slots")}) {
+    failing_.error = error;
+    failing_.all_or_nothing_error = error;
+    for (absl::string_view tenant : {"open", "strict"}) {
+      auto d = Call(tenant);
+      EXPECT_EQ(d.status(), error) << tenant;
+    }
+    absl::StatusOr<std::vector<Decision>> batch = absl::InternalError("not run");
+    engine_->ShouldThrottleBatch(
+        reqs, [&](absl::StatusOr<std::vector<Decision>> d) { batch = std::move(d); });
+    EXPECT_EQ(batch.status(), error);
+    absl::StatusOr<AllOrNothingResult> all = absl::InternalError("not run");
+    engine_->ShouldThrottleBatch(
+        reqs, true, [&](absl::StatusOr<AllOrNothingResult> d) { all = std::move(d); });
+    EXPECT_EQ(all.status(), error);
+  }
+  // 1 timeout + per error: 1 single + 2 batch items + 2 all-or-nothing items.
+  EXPECT_THAT(
+      metrics_.RenderText(),
+      HasSubstr("traffik_backend_errors_total{backend=\"redis://10.0.0.1:6379/0\","
+                "policy=\"allow\",tenant=\"open\"} 16"));
+}
+
 // Verifies bucket keys are unambiguous and carry the tenant prefix.
 TEST(BucketKeyTest, Format) {
   std::string key;
@@ -499,6 +683,56 @@ TEST(BucketKeyTest, HashTagIsTheIdentifier) {
   EXPECT_EQ(RedisKeySlot(a), RedisKeySlot(b));
   EXPECT_EQ(RedisKeySlot(a), RedisKeySlot("user:42"));
   EXPECT_EQ(RedisKeySlot(c), RedisKeySlot("user:43"));
+}
+
+// Verifies inline keys carry the raw spec after the hash tag, differ from the
+// configured key and from other specs, and keep the identifier's slot.
+TEST(BucketKeyTest, InlineSpecKeys) {
+  std::string configured, inline_a, inline_b;
+  BuildBucketKey("t", "api", "user:42", &configured);
+  BuildInlineBucketKey("t", "api", "user:42", 10, 60'000, &inline_a);
+  BuildInlineBucketKey("t", "api", "user:42", uint64_t{1} << 53, 1, &inline_b);
+  EXPECT_EQ(configured, "t:api:{user:42}");
+  EXPECT_EQ(inline_a, "t:api:{user:42}#10/60000");
+  EXPECT_EQ(inline_b, "t:api:{user:42}#9007199254740992/1");
+  EXPECT_NE(inline_a, configured);
+  EXPECT_NE(inline_a, inline_b);
+  EXPECT_EQ(RedisKeySlot(inline_a), RedisKeySlot(configured));
+  EXPECT_EQ(RedisKeySlot(inline_b), RedisKeySlot("user:42"));
+  // An identifier that looks like a spec suffix still yields distinct keys.
+  std::string tricky_configured, tricky_inline;
+  BuildBucketKey("t", "api", "x}#10/60000", &tricky_configured);
+  BuildInlineBucketKey("t", "api", "x", 10, 60'000, &tricky_inline);
+  EXPECT_NE(tricky_configured, tricky_inline);
+}
+
+// Verifies ParseBucketKey inverts both key forms for awkward identifiers
+// (holding '}', '#', '/', digits, ':' and binary bytes) and rejects non-keys.
+TEST(BucketKeyTest, ParseRoundTrip) {
+  const std::string ids[] = {
+      "a", "}", "x}#1/2", "9", "a:b:{c}", std::string("\0\xff}", 3), "}#12/34}", "#"};
+  for (const std::string& id : ids) {
+    std::string key;
+    BuildBucketKey("go:ld", "api", id, &key);
+    auto parts = ParseBucketKey(key);
+    ASSERT_TRUE(parts.has_value()) << key;
+    EXPECT_EQ(parts->prefix, "go:ld");
+    EXPECT_EQ(parts->uid, "api");
+    EXPECT_EQ(parts->identifier, id);
+    EXPECT_FALSE(parts->is_inline);
+    BuildInlineBucketKey("go:ld", "api", id, 7, 1000, &key);
+    parts = ParseBucketKey(key);
+    ASSERT_TRUE(parts.has_value()) << key;
+    EXPECT_EQ(parts->identifier, id);
+    EXPECT_TRUE(parts->is_inline);
+    EXPECT_EQ(parts->limit, 7u);
+    EXPECT_EQ(parts->period_ms, 1000u);
+  }
+  for (absl::string_view bad :
+       {"", "{x}", "t:{x}", "t:api:x", "t:api:{x}#1/", "t:api:{x}#01/2", "t:api:{x}1/2",
+        "t:api:{x}#1/99999999999999999999"}) {
+    EXPECT_FALSE(ParseBucketKey(bad).has_value()) << bad;
+  }
 }
 
 }  // namespace

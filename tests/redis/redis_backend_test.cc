@@ -20,6 +20,7 @@
 #include "backend/redis/key_slot.h"
 #include "bucket/token_bucket.h"
 #include "clock/clock.h"
+#include "engine/engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "redis/redis_harness.h"
@@ -229,6 +230,217 @@ TEST_F(RedisBackendTest, AllOrNothingScriptMatchesCppBucket) {
   // Both outcomes were exercised.
   EXPECT_GT(applied, 20);
   EXPECT_GT(refused, 20);
+}
+
+// Verifies both scripts match the C++ bucket when one key is hit under
+// several rates (state written under one rate, read under another: a changed
+// limit or multiplier), including (2^53, 1) over a 10/min bucket: the stored
+// state is clamped to the current rate's full on both sides.
+TEST_F(RedisBackendTest, ScriptsMatchCppBucketAcrossRates) {
+  const std::string& single = RedisBucketScriptWithExplicitNowForTesting();
+  const std::string& batch = RedisAllOrNothingScriptWithExplicitNowForTesting();
+  std::mt19937_64 rng(11);
+  const std::vector<Rate> rates = {{uint64_t{1} << 53, 1},
+                                   {10, 60'000},
+                                   {3, 1000},
+                                   {1, 1},
+                                   {(uint64_t{1} << 53) / 999'983, 999'983},
+                                   {1000, 7}};
+  const std::string key = "mix:{id}";
+  std::map<std::string, BucketState> states;  // as ModelAllOrNothing keeps it
+  int64_t now = 1'700'000'000'000;
+  int checked = 0;
+  for (int step = 0; step < 400; ++step) {
+    now += static_cast<int64_t>(rng() % 50);
+    if (step % 29 == 13) now -= 2;  // a clock step backwards
+    if (step % 2 == 0) {
+      const Rate rate = rates[rng() % rates.size()];
+      const uint64_t cost = 1 + rng() % std::min<uint64_t>(rate.capacity, 3);
+      auto it = states.find(key);
+      BucketState next;
+      const Decision want =
+          Decide(it == states.end() ? nullptr : &it->second, rate, cost, now, &next);
+      if (want.reset_ms > 0) {
+        states[key] = next;
+      } else {
+        states.erase(key);
+      }
+      auto got = server_->Command({"EVAL", single, "1", key, absl::StrCat(rate.capacity),
+                                   absl::StrCat(rate.period_ms), absl::StrCat(cost),
+                                   absl::StrCat(now)});
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(*got, absl::StrCat(want.allowed ? 1 : 0, "\n", want.wait_ms, "\n",
+                                   want.remaining, "\n", want.reset_ms))
+          << "single, rate " << rate.capacity << "/" << rate.period_ms << " step "
+          << step;
+      EXPECT_LE(want.reset_ms, rate.period_ms);
+      EXPECT_LE(want.remaining, rate.capacity);
+    } else {
+      std::vector<BucketOp> ops;
+      const size_t n = 1 + rng() % 3;
+      for (size_t i = 0; i < n; ++i) {
+        const Rate rate = rates[rng() % rates.size()];
+        ops.push_back({key, rate, 1 + rng() % std::min<uint64_t>(rate.capacity, 3)});
+      }
+      const AllOrNothingResult want = ModelAllOrNothing(states, ops, now);
+      std::vector<std::string> args = {"EVAL", batch, absl::StrCat(n)};
+      for (const BucketOp& op : ops) args.push_back(op.key);
+      for (const BucketOp& op : ops) {
+        args.push_back(absl::StrCat(op.rate.capacity));
+        args.push_back(absl::StrCat(op.rate.period_ms));
+        args.push_back(absl::StrCat(op.cost));
+      }
+      args.push_back(absl::StrCat(now));
+      auto got = server_->Command(args);
+      ASSERT_TRUE(got.ok()) << got.status();
+      std::string expected = want.applied ? "1" : "0";
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const Decision& d = want.decisions[i];
+        absl::StrAppend(&expected, "\n", d.allowed ? 1 : 0, "\n", d.wait_ms, "\n",
+                        d.remaining, "\n", d.reset_ms);
+        EXPECT_LE(d.reset_ms, ops[i].rate.period_ms);
+        EXPECT_LE(d.remaining, ops[i].rate.capacity);
+      }
+      ASSERT_EQ(*got, expected) << "all-or-nothing step " << step;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 400);
+}
+
+// Verifies the backend answers sanely (no "unexpected reply") when one key
+// is decided under (2^53, 1) and then under 10/min, singly and in one
+// all-or-nothing batch: the Lua state is clamped to the rate's full, so the
+// script never returns the negative reset_ms that was rejected as an
+// unexpected reply (UNAVAILABLE, i.e. fail open for `allow` tenants).
+TEST_F(RedisBackendTest, KeyUnderAnotherRateAnswersSanely) {
+  const Rate huge{uint64_t{1} << 53, 1};
+  const Rate small{10, 60'000};
+  ASSERT_TRUE(DecideSync(*backend_, "r:{a}", huge).ok());
+  auto d = DecideSync(*backend_, "r:{a}", small);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->allowed);
+  EXPECT_EQ(d->remaining, 9u);
+  EXPECT_LE(d->reset_ms, 6000u);
+
+  auto all = AllOrNothingSync(*backend_, {{"r:{b}", huge, 1}, {"r:{b}", small, 1}});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->applied);
+  EXPECT_EQ(all->decisions[1].remaining, 9u);
+  EXPECT_LE(all->decisions[1].reset_ms, 6000u);
+  auto batch = BatchSync(*backend_, {{"r:{c}", huge, 1}, {"r:{c}", small, 1}});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ((*batch)[1].remaining, 9u);
+}
+
+// Verifies a reply that is no bucket answer (a script error on a corrupt
+// bucket, a key of another type) is INTERNAL, not UNAVAILABLE: not an outage,
+// so no on_backend_error policy turns it into an allowed hit.
+TEST_F(RedisBackendTest, MalformedStateIsInternal) {
+  ASSERT_TRUE(server_->Command({"SET", "bad:{a}", "x:y"}).ok());
+  ASSERT_TRUE(server_->Command({"RPUSH", "bad:{b}", "1"}).ok());
+  for (const char* key : {"bad:{a}", "bad:{b}"}) {
+    auto d = DecideSync(*backend_, key, Rate{10, 60'000});
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInternal) << key << d.status();
+    auto all = AllOrNothingSync(*backend_, {{key, Rate{10, 60'000}, 1}});
+    EXPECT_EQ(all.status().code(), absl::StatusCode::kInternal) << key << all.status();
+  }
+}
+
+// The engine over this Redis: one tenant failing open, inline specs allowed.
+class RedisEngineTest : public RedisBackendTest {
+ protected:
+  void SetUp() override {
+    RedisBackendTest::SetUp();
+    if (HasFatalFailure()) return;
+    Config config;
+    TenantConfig tenant;
+    tenant.name = tenant.prefix = "open";
+    tenant.backend = "redis";
+    tenant.on_backend_error = BackendErrorPolicy::kAllow;
+    config.tenants = {tenant};
+    config.default_tenant = "open";
+    auto snap = Snapshot::Build(
+        config,
+        [this](const TenantConfig&) -> absl::StatusOr<Backend*> {
+          return backend_.get();
+        },
+        metrics_);
+    ASSERT_TRUE(snap.ok()) << snap.status();
+    engine_ = std::make_unique<Engine>(*snap);
+  }
+
+  static HitRequest Inline(uint64_t limit, uint64_t period_ms) {
+    HitRequest r;
+    r.identifier = "victim";
+    r.throttle_uid = "adhoc";
+    r.has_spec = true;
+    r.spec_limit = limit;
+    r.spec_period_ms = period_ms;
+    return r;
+  }
+
+  absl::StatusOr<Decision> Call(const HitRequest& r) {
+    std::promise<absl::StatusOr<Decision>> promise;
+    engine_->ShouldThrottle(
+        r, [&promise](absl::StatusOr<Decision> d) { promise.set_value(std::move(d)); });
+    return promise.get_future().get();
+  }
+
+  absl::StatusOr<AllOrNothingResult> Batch(const std::vector<HitRequest>& r,
+                                           bool all_or_nothing) {
+    std::promise<absl::StatusOr<AllOrNothingResult>> promise;
+    engine_->ShouldThrottleBatch(r, all_or_nothing,
+                                 [&promise](absl::StatusOr<AllOrNothingResult> d) {
+                                   promise.set_value(std::move(d));
+                                 });
+    return promise.get_future().get();
+  }
+
+  Metrics metrics_;
+  std::unique_ptr<Engine> engine_;
+};
+
+// Verifies on Redis that a drained 10/min inline bucket stays drained after
+// calls with spec (2^53, 1) on the same uid and identifier (single, batch,
+// all-or-nothing), with sane numbers and no error (so nothing fails open).
+TEST_F(RedisEngineTest, OtherSpecCannotRefillInlineBucket) {
+  const uint64_t kHuge = uint64_t{1} << 53;
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Call(Inline(10, 60'000))->allowed);
+  ASSERT_FALSE(Call(Inline(10, 60'000))->allowed);
+  // Real time passes on Redis, so a shared bucket would refill to (2^53, 1)'s
+  // full.
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+
+  auto big = Call(Inline(kHuge, 1));
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_TRUE(big->allowed);
+  EXPECT_LE(big->reset_ms, 1u);
+  auto still = Call(Inline(10, 60'000));
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_FALSE(still->allowed);
+  EXPECT_EQ(still->remaining, 0u);
+
+  for (bool all_or_nothing : {false, true}) {
+    SCOPED_TRACE(all_or_nothing ? "all_or_nothing" : "batch");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto out =
+        Batch({Inline(kHuge, 1), Inline(10, 60'000), Inline(kHuge, 1)}, all_or_nothing);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->applied, !all_or_nothing);
+    EXPECT_FALSE(out->decisions[1].allowed);
+    EXPECT_EQ(out->decisions[1].remaining, 0u);
+    EXPECT_LE(out->decisions[1].reset_ms, 60'000u);
+    EXPECT_GT(out->decisions[1].wait_ms, 0u);
+    EXPECT_LE(out->decisions[1].wait_ms, 6'000u);
+    for (size_t i : {0, 2}) {
+      EXPECT_LE(out->decisions[i].reset_ms, 1u);
+      EXPECT_LE(out->decisions[i].remaining, kHuge);
+    }
+  }
+  EXPECT_FALSE(Call(Inline(10, 60'000))->allowed);
+  // No backend error, which this tenant would have answered by failing open.
+  EXPECT_THAT(metrics_.RenderText(), HasSubstr("policy=\"allow\",tenant=\"open\"} 0"));
 }
 
 // Verifies DecideAllOrNothing on Redis: tokens are taken from every bucket

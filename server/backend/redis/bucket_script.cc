@@ -42,7 +42,9 @@ local function compute(st, capacity, period, cost, now)
   local scaled = full
   local last = now
   if st then
-    scaled = st[1]
+    -- A state stored under another rate may hold more than this rate's full:
+    -- it counts as full (as in token_bucket.cc).
+    scaled = math.min(full, st[1])
     local stored_last = st[2]
     local elapsed = now - stored_last
     if elapsed > 0 then

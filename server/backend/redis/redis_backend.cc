@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "backend/redis/bucket_script.h"
 #include "backend/redis/key_slot.h"
+#include "base/log.h"
 
 namespace traffik {
 namespace {
@@ -33,8 +34,13 @@ int64_t NowMs() {
       .count();
 }
 
-void Log(const std::string& line) {
-  std::fprintf(stderr, "traffikd: %s\n", line.c_str());
+// True for an error reply that says the request itself could not run (a
+// script error, a key of another type): the backend answered, so it is no
+// outage and no on_backend_error policy may turn it into an allowed hit.
+bool IsScriptFault(absl::string_view error) {
+  return absl::StartsWith(error, "WRONGTYPE") ||
+         absl::StartsWith(error, "ERR user_script") ||
+         absl::StartsWith(error, "ERR Error running script");
 }
 
 constexpr int kMaxRedirects = 5;
@@ -184,7 +190,10 @@ class RedisBackend::Loop {
   void Backoff(Conn* conn);
   void FailWaiting(Node* node, const std::string& reason);
   void MaybeRefreshSlots(int64_t now_ms);
-  void Fail(Op* op, const std::string& reason);
+  // Answers `op` with an error of `code` (kUnavailable: an outage;
+  // kInternal: Redis answered something the script never returns).
+  void Fail(Op* op, const std::string& reason,
+            absl::StatusCode code = absl::StatusCode::kUnavailable);
   void Shutdown();
 
   RedisBackend* const owner_;
@@ -327,8 +336,8 @@ void RedisBackend::Loop::Drain() {
   for (Op* op : ops) Dispatch(op);
 }
 
-void RedisBackend::Loop::Fail(Op* op, const std::string& reason) {
-  op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
+void RedisBackend::Loop::Fail(Op* op, const std::string& reason, absl::StatusCode code) {
+  op->Complete(absl::Status(code, absl::StrCat(name_, ": ", reason)));
   delete op;
 }
 
@@ -386,8 +395,8 @@ void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
   conn->ac = nullptr;
   conn->state = State::kDown;
   if (node->last_error != reason || conn->was_up) {
-    Log(absl::StrCat(name_, ": cannot connect to ", node->address, ": ", reason,
-                     "; retrying with backoff"));
+    TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": cannot connect to ", node->address, ": ",
+                                     reason, "; retrying with backoff"));
   }
   conn->was_up = false;
   node->last_error = reason;
@@ -413,7 +422,7 @@ void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
   // backoff_ms is reset by the first good reply, not here: a Redis that
   // accepts connections but never answers keeps backing off.
   if (!conn->was_up && !node->last_error.empty()) {
-    Log(absl::StrCat(loop->name_, ": connected to ", node->address));
+    TRAFFIK_LOG_LIMITED(absl::StrCat(loop->name_, ": connected to ", node->address));
   }
   conn->was_up = true;
   node->last_error.clear();
@@ -463,7 +472,7 @@ void RedisBackend::Loop::OnHandshakeReply(redisAsyncContext* ac, void* r,
   auto* conn = static_cast<Conn*>(privdata);
   if (reply == nullptr || conn->ac != ac) return;
   if (reply->type == REDIS_REPLY_ERROR) {
-    Log(absl::StrCat(
+    TRAFFIK_LOG_LIMITED(absl::StrCat(
         conn->loop->name_, ": ", conn->node->address,
         " refused the connection setup: ", std::string(reply->str, reply->len)));
     conn->node->last_error = std::string(reply->str, reply->len);
@@ -501,8 +510,8 @@ void RedisBackend::Loop::OnDisconnect(const redisAsyncContext* cac, int /*status
   }
   conn->state = State::kDown;
   const std::string reason = ac->errstr[0] != '\0' ? ac->errstr : "connection closed";
-  Log(absl::StrCat(loop->name_, ": lost connection to ", conn->node->address, ": ",
-                   reason));
+  TRAFFIK_LOG_LIMITED(absl::StrCat(loop->name_, ": lost connection to ",
+                                   conn->node->address, ": ", reason));
   conn->node->last_error = reason;
   conn->was_up = false;
   conn->inflight.clear();
@@ -522,8 +531,8 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
   }
   conn->inflight.clear();
   if (conn->node->last_error != reason && !shutting_down_) {
-    Log(absl::StrCat(name_, ": dropping connection to ", conn->node->address, ": ",
-                     reason));
+    TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": dropping connection to ",
+                                     conn->node->address, ": ", reason));
   }
   conn->node->last_error = reason;
   conn->was_up = false;
@@ -668,7 +677,8 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
 bool RedisBackend::Loop::OnAllOrNothingReply(Op* op, const redisReply* reply) {
   const size_t n = op->items.size();
   auto bad = [&] {
-    Fail(op, "unexpected reply to the all-or-nothing bucket script");
+    Fail(op, "unexpected reply to the all-or-nothing bucket script",
+         absl::StatusCode::kInternal);
     return false;
   };
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 + 4 * n) return bad();
@@ -747,7 +757,9 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
     if (absl::StartsWith(error, "CLUSTERDOWN") || absl::StartsWith(error, "TRYAGAIN")) {
       loop->refresh_wanted_ = true;
     }
-    loop->Fail(op, absl::StrCat(conn->node->address, " answered: ", error));
+    loop->Fail(op, absl::StrCat(conn->node->address, " answered: ", error),
+               IsScriptFault(error) ? absl::StatusCode::kInternal
+                                    : absl::StatusCode::kUnavailable);
     return;
   }
   if (!op->items.empty()) {
@@ -755,14 +767,15 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
-    loop->Fail(op, "unexpected reply to the bucket script");
+    loop->Fail(op, "unexpected reply to the bucket script", absl::StatusCode::kInternal);
     return;
   }
   long long v[4];
   for (int i = 0; i < 4; ++i) {
     const redisReply* e = reply->element[i];
     if (e->type != REDIS_REPLY_INTEGER || e->integer < 0) {
-      loop->Fail(op, "unexpected reply to the bucket script");
+      loop->Fail(op, "unexpected reply to the bucket script",
+                 absl::StatusCode::kInternal);
       return;
     }
     v[i] = e->integer;
