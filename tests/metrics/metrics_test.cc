@@ -28,11 +28,14 @@ using ::testing::Not;
 using ::testing::StartsWith;
 using Clock = std::chrono::steady_clock;
 
-// Connects to 127.0.0.1:port; -1 on failure. `rcvbuf` > 0 shrinks the
-// receive buffer (a client that will not read).
+// Connects to 127.0.0.1:port within 1 s (a full backlog must not hang the
+// test); -1 on failure. `rcvbuf` > 0 shrinks the receive buffer (a client that
+// will not read).
 int Connect(int port, int rcvbuf = 0) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (rcvbuf > 0) ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  const timeval connect_timeout{1, 0};  // Linux applies SO_SNDTIMEO to connect()
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &connect_timeout, sizeof(connect_timeout));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -205,7 +208,9 @@ TEST_F(HttpExposerTest, ScrapeSucceedsBesideSlowAndHalfOpenClients) {
   EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(3000));
   EXPECT_THAT(resp, StartsWith("HTTP/1.1 200 OK"));
   EXPECT_THAT(resp, HasSubstr("\r\n\r\nup 1\n"));
-  for (int fd : half_open) ::close(fd);
+  for (int fd : half_open) {
+    if (fd >= 0) ::close(fd);
+  }
 }
 
 // Verifies a client that never reads a large answer does not block other
