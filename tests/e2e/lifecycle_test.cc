@@ -255,5 +255,21 @@ TEST_F(LifecycleTest, SigtermExitsWhileMetricsClientRefusesToRead) {
   EXPECT_LT(Clock::now() - signalled, std::chrono::seconds(3));
 }
 
+// Verifies --check-config refuses an out-of-range duration with the file,
+// line, column, field and accepted range, and exits 1.
+TEST_F(LifecycleTest, CheckConfigRefusesOutOfRangeDuration) {
+  absl::StatusOr<TempFile> config =
+      TempFile::Create("memory:\n  sweep_interval: 106800d\n");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const RunResult result = RunTraffikd({"--check-config", "--config", config->path()});
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_THAT(
+      result.output,
+      ::testing::HasSubstr(absl::StrCat(
+          config->path(),
+          ":2:19: memory.sweep_interval: duration '106800d' is out of range: must be "
+          "0 (off) or 100ms..1h")));
+}
+
 }  // namespace
 }  // namespace traffik::e2e
