@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -95,9 +96,10 @@ int Run(int argc, char** argv) {
   Log(std::string("received ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") +
       ", draining");
   (*server)->Drain();
-  if (config->drain_delay_ms > 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(config->drain_delay_ms));
-  }
+  // Calls sent before the signal must reach a handler before Shutdown starts
+  // (see kMinDrainDelay); drain_delay may ask for longer.
+  std::this_thread::sleep_for(std::max(std::chrono::milliseconds(config->drain_delay_ms),
+                                       traffik::kMinDrainDelay));
   (*server)->Shutdown(std::chrono::milliseconds(config->shutdown_grace_ms));
   server->reset();
   Log("stopped");

@@ -63,6 +63,16 @@ class Server {
   std::string metrics_address_;
 };
 
+// How long the server keeps serving after a stop signal at least (drain_delay
+// lengthens it). grpc::Server::Shutdown (gRPC 1.51, Server::ShutdownAndNotify
+// -> KillPendingWorkLocked -> RequestMatcher::ZombifyPending) cancels every
+// call that has arrived but is not yet matched to a handler: under load a few
+// calls sent before the signal are queued there and would be answered
+// CANCELLED. Serving on (health NOT_SERVING) for this window lets every call
+// sent before the signal reach its handler first; Shutdown then only cancels
+// calls that arrive in its last instant.
+inline constexpr std::chrono::milliseconds kMinDrainDelay{500};
+
 // The gRPC service name reported by the health service.
 inline constexpr char kThrottleServiceName[] = "traffik.v1.ThrottleService";
 

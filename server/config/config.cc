@@ -45,6 +45,28 @@ constexpr uint64_t kMaxBatchSizeLimit = 100'000;
 constexpr uint64_t kMaxCapacityTimesPeriod = uint64_t{1} << 53;
 // Refuse absurdly large config files instead of reading them into memory.
 constexpr size_t kMaxConfigFileBytes = 16 << 20;  // 16 MiB
+
+// Accepted ranges of the duration settings (milliseconds). Each is what a
+// careful operator could mean; anything beyond is a typo or an attack on the
+// process (a sweep every 292 million years spins, a grace of 2^63 ms wraps).
+constexpr int64_t kSecondMs = 1000;
+constexpr int64_t kMinuteMs = 60 * kSecondMs;
+constexpr int64_t kHourMs = 60 * kMinuteMs;
+constexpr int64_t kDayMs = 24 * kHourMs;
+constexpr int64_t kMaxShutdownGraceMs = 5 * kMinuteMs;  // shutdown_grace: 1ms..5m
+constexpr int64_t kMaxDrainDelayMs = 5 * kMinuteMs;     // drain_delay: 0..5m
+constexpr int64_t kMinSweepIntervalMs = 100;            // sweep_interval: 0 or 100ms..1h
+constexpr int64_t kMaxSweepIntervalMs = kHourMs;
+constexpr int64_t kMaxPeriodMs = 366 * kDayMs;  // throttle period: 1ms..366d
+
+// 3600000 -> "1h", 90000 -> "90s", 250 -> "250ms": the largest whole unit.
+std::string FormatDurationMs(int64_t ms) {
+  if (ms != 0 && ms % kDayMs == 0) return absl::StrCat(ms / kDayMs, "d");
+  if (ms != 0 && ms % kHourMs == 0) return absl::StrCat(ms / kHourMs, "h");
+  if (ms != 0 && ms % kMinuteMs == 0) return absl::StrCat(ms / kMinuteMs, "m");
+  if (ms != 0 && ms % kSecondMs == 0) return absl::StrCat(ms / kSecondMs, "s");
+  return absl::StrCat(ms, "ms");
+}
 // Longest user-supplied string quoted verbatim in an error message.
 constexpr size_t kMaxQuotedBytes = 80;
 
@@ -188,8 +210,11 @@ class Parser {
   absl::StatusOr<bool> GetBool(const YAML::Node& node, std::string_view path) const;
   absl::StatusOr<double> GetPositiveDouble(const YAML::Node& node,
                                            std::string_view path) const;
+  // A duration in [min_ms, max_ms], or exactly 0 when `zero_allowed` (0 =
+  // off); the error names the accepted range.
   absl::StatusOr<int64_t> GetDuration(const YAML::Node& node, std::string_view path,
-                                      int64_t min_ms) const;
+                                      int64_t min_ms, int64_t max_ms,
+                                      bool zero_allowed = false) const;
   absl::StatusOr<std::string> GetAddress(const YAML::Node& node, std::string_view path,
                                          bool allow_empty) const;
 
@@ -312,7 +337,8 @@ absl::StatusOr<double> Parser::GetPositiveDouble(const YAML::Node& node,
 }
 
 absl::StatusOr<int64_t> Parser::GetDuration(const YAML::Node& node, std::string_view path,
-                                            int64_t min_ms) const {
+                                            int64_t min_ms, int64_t max_ms,
+                                            bool zero_allowed) const {
   if (!node.IsScalar()) {
     return Error(node, path,
                  absl::StrCat("expected a duration such as '30s', got ", Describe(node)));
@@ -323,10 +349,13 @@ absl::StatusOr<int64_t> Parser::GetDuration(const YAML::Node& node, std::string_
         node, path,
         absl::StrCat("bad duration ", Quote(node.Scalar()), ": ", ms.status().message()));
   }
-  if (*ms < min_ms) {
-    return Error(node, path,
-                 absl::StrCat("duration ", Quote(node.Scalar()), " must be at least ",
-                              min_ms, "ms"));
+  if (*ms == 0 && zero_allowed) return *ms;
+  if (*ms < min_ms || *ms > max_ms) {
+    return Error(
+        node, path,
+        absl::StrCat("duration ", Quote(node.Scalar()), " is out of range: must be ",
+                     zero_allowed ? "0 (off) or " : "", FormatDurationMs(min_ms), "..",
+                     FormatDurationMs(max_ms)));
   }
   return *ms;
 }
@@ -383,7 +412,9 @@ absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) c
                           if (!v.ok()) return v.status();
                           memory.max_buckets = *v;
                         } else {
-                          absl::StatusOr<int64_t> v = GetDuration(value, path, 0);
+                          absl::StatusOr<int64_t> v =
+                              GetDuration(value, path, kMinSweepIntervalMs,
+                                          kMaxSweepIntervalMs, /*zero_allowed=*/true);
                           if (!v.ok()) return v.status();
                           memory.sweep_interval_ms = *v;
                         }
@@ -409,7 +440,8 @@ absl::Status Parser::ParseRedisSettings(const YAML::Node& node, std::string_view
           const YAML::Node& value) -> absl::Status {
         std::string field = absl::StrCat(Absl(path), ".", key);
         if (key == "timeout" || key == "connect_timeout") {
-          absl::StatusOr<int64_t> ms = GetDuration(value, field, 1);
+          absl::StatusOr<int64_t> ms =
+              GetDuration(value, field, kMinRedisTimeoutMs, kMaxRedisTimeoutMs);
           if (!ms.ok()) return ms.status();
           (key == "timeout" ? settings.timeout_ms : settings.connect_timeout_ms) = *ms;
         } else if (key == "pool_size") {
@@ -482,33 +514,33 @@ absl::Status Parser::ParseThrottles(const YAML::Node& node, Config& config) {
     const std::string path = absl::StrCat("throttles[", i, "]");
     ThrottleConfig throttle;
     bool has_uid = false, has_limit = false, has_period = false;
-    absl::Status s =
-        ForEachEntry(item, path, {"uid", "limit", "period"},
-                     [&](const std::string& key, const YAML::Node&,
-                         const YAML::Node& value) -> absl::Status {
-                       std::string field = absl::StrCat(path, ".", key);
-                       if (key == "uid") {
-                         absl::StatusOr<std::string> uid = GetString(value, field);
-                         if (!uid.ok()) return uid.status();
-                         if (absl::Status v = ValidateThrottleUid(*uid); !v.ok()) {
-                           return Error(value, field, std::string(v.message()));
-                         }
-                         throttle.uid = *uid;
-                         has_uid = true;
-                       } else if (key == "limit") {
-                         absl::StatusOr<uint64_t> limit = GetUint(
-                             value, field, 1, std::numeric_limits<uint64_t>::max());
-                         if (!limit.ok()) return limit.status();
-                         throttle.limit = *limit;
-                         has_limit = true;
-                       } else {
-                         absl::StatusOr<int64_t> period = GetDuration(value, field, 1);
-                         if (!period.ok()) return period.status();
-                         throttle.period_ms = static_cast<uint64_t>(*period);
-                         has_period = true;
-                       }
-                       return absl::OkStatus();
-                     });
+    absl::Status s = ForEachEntry(
+        item, path, {"uid", "limit", "period"},
+        [&](const std::string& key, const YAML::Node&,
+            const YAML::Node& value) -> absl::Status {
+          std::string field = absl::StrCat(path, ".", key);
+          if (key == "uid") {
+            absl::StatusOr<std::string> uid = GetString(value, field);
+            if (!uid.ok()) return uid.status();
+            if (absl::Status v = ValidateThrottleUid(*uid); !v.ok()) {
+              return Error(value, field, std::string(v.message()));
+            }
+            throttle.uid = *uid;
+            has_uid = true;
+          } else if (key == "limit") {
+            absl::StatusOr<uint64_t> limit =
+                GetUint(value, field, 1, std::numeric_limits<uint64_t>::max());
+            if (!limit.ok()) return limit.status();
+            throttle.limit = *limit;
+            has_limit = true;
+          } else {
+            absl::StatusOr<int64_t> period = GetDuration(value, field, 1, kMaxPeriodMs);
+            if (!period.ok()) return period.status();
+            throttle.period_ms = static_cast<uint64_t>(*period);
+            has_period = true;
+          }
+          return absl::OkStatus();
+        });
     if (!s.ok()) return s;
     for (auto [present, key] : {std::pair{has_uid, "uid"}, std::pair{has_limit, "limit"},
                                 std::pair{has_period, "period"}}) {
@@ -726,11 +758,11 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           if (!v.ok()) return v.status();
           config.max_batch_size = *v;
         } else if (key == "shutdown_grace") {
-          absl::StatusOr<int64_t> v = GetDuration(value, key, 1);
+          absl::StatusOr<int64_t> v = GetDuration(value, key, 1, kMaxShutdownGraceMs);
           if (!v.ok()) return v.status();
           config.shutdown_grace_ms = *v;
         } else if (key == "drain_delay") {
-          absl::StatusOr<int64_t> v = GetDuration(value, key, 0);
+          absl::StatusOr<int64_t> v = GetDuration(value, key, 0, kMaxDrainDelayMs);
           if (!v.ok()) return v.status();
           config.drain_delay_ms = *v;
         } else if (key == "memory") {

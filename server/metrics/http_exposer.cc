@@ -1,10 +1,16 @@
 #include "metrics/http_exposer.h"
 
 #include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,37 +18,98 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace traffik {
+
+// One accepted connection, from the bufferevent evhttp asked us for until
+// evhttp reports the connection closed (OnClosed).
+struct HttpExposer::Connection {
+  HttpExposer* owner = nullptr;
+  bufferevent* bev = nullptr;          // what evhttp reads and writes
+  evhttp_connection* evcon = nullptr;  // set by Adopt
+  event* deadline = nullptr;  // adoption (at once), head deadline, write deadline
+  std::list<Connection*>::iterator position;
+  bool adopted = false;    // closecb set: OnClosed will run
+  bool head_done = false;  // the request head has been read
+  bool closing = false;    // to be closed; no longer counted against the cap
+};
+
 namespace {
 
-constexpr int kReadTimeoutMs = 2000;
-constexpr size_t kMaxRequestBytes = 8192;
+timeval ToTimeval(std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  return tv;
+}
 
-void WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
+const char* MethodName(evhttp_cmd_type type) {
+  switch (type) {
+    case EVHTTP_REQ_GET:
+      return "GET";
+    case EVHTTP_REQ_POST:
+      return "POST";
+    case EVHTTP_REQ_HEAD:
+      return "HEAD";
+    case EVHTTP_REQ_PUT:
+      return "PUT";
+    case EVHTTP_REQ_DELETE:
+      return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+      return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+      return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+      return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+      return "PATCH";
   }
+  return "";
 }
 
-std::string Response(const char* status, const std::string& content_type,
-                     const std::string& body) {
-  return absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", content_type,
-                      "\r\nContent-Length: ", body.size(),
-                      "\r\nConnection: close\r\n\r\n", body);
-}
+constexpr char kThreadName[] = "metrics-http";
 
 }  // namespace
 
+MetricsRoute RouteMetricsRequest(std::string_view method, std::string_view target) {
+  std::string_view path = target;
+  // absolute-form ("http://host:port/metrics"): drop scheme and authority.
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (path.size() >= scheme.size() &&
+        absl::EqualsIgnoreCase(absl::string_view(path.data(), scheme.size()),
+                               absl::string_view(scheme.data(), scheme.size()))) {
+      path.remove_prefix(scheme.size());
+      const size_t slash = path.find('/');
+      path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
+      break;
+    }
+  }
+  if (const size_t end = path.find_first_of("?#"); end != std::string_view::npos) {
+    path = path.substr(0, end);
+  }
+  MetricsRoute route;
+  if (path != "/metrics") {
+    route.status = 404;
+    route.reason = "Not Found";
+  } else if (method == "GET" || method == "HEAD") {
+    route.status = 200;
+    route.reason = "OK";
+    route.serve_metrics = true;
+    route.head_only = method == "HEAD";
+  } else {
+    route.status = 405;
+    route.reason = "Method Not Allowed";
+  }
+  return route;
+}
+
 absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
-    const std::string& address, std::function<std::string()> render) {
+    const std::string& address, std::function<std::string()> render,
+    const HttpExposerOptions& options) {
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon == 0) {
     return absl::InvalidArgumentError(
@@ -72,14 +139,16 @@ absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
   int fd = -1;
   std::string last_error = "no usable address";
   for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                  ai->ai_protocol);
     if (fd < 0) {
       last_error = std::strerror(errno);
       continue;
     }
     const int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0) break;
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0)
+      break;
     last_error = std::strerror(errno);
     ::close(fd);
     fd = -1;
@@ -95,89 +164,239 @@ absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
   const int bound_port = bound.ss_family == AF_INET6
                              ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
                              : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    ::close(fd);
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  std::unique_ptr<HttpExposer> exposer(
+      new HttpExposer(bound_port, std::move(render), options));
+  if (absl::Status status = exposer->Init(fd); !status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("metrics on ", address, ": ", status.message()));
   }
-  return std::unique_ptr<HttpExposer>(
-      new HttpExposer(fd, pipe_fds[0], pipe_fds[1], bound_port, std::move(render)));
+  return exposer;
 }
 
-HttpExposer::HttpExposer(int listen_fd, int wake_fd_read, int wake_fd_write, int port,
-                         std::function<std::string()> render)
-    : listen_fd_(listen_fd),
-      wake_read_(wake_fd_read),
-      wake_write_(wake_fd_write),
-      port_(port),
-      render_(std::move(render)) {
-  thread_ = std::thread([this] { Loop(); });
+HttpExposer::HttpExposer(int port, std::function<std::string()> render,
+                         const HttpExposerOptions& options)
+    : port_(port), render_(std::move(render)), options_(options) {}
+
+absl::Status HttpExposer::Init(int listen_fd) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+    ::close(listen_fd);
+    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
+  }
+  wake_read_ = pipe_fds[0];
+  wake_write_ = pipe_fds[1];
+  base_ = event_base_new();
+  if (base_ == nullptr) {
+    ::close(listen_fd);
+    return absl::InternalError("event_base_new failed");
+  }
+  http_ = evhttp_new(base_);
+  if (http_ == nullptr) {
+    ::close(listen_fd);
+    return absl::InternalError("evhttp_new failed");
+  }
+  const auto head_bytes = static_cast<ev_ssize_t>(options_.max_head_bytes);
+  evhttp_set_max_headers_size(http_, head_bytes);
+  evhttp_set_max_body_size(http_, head_bytes);
+  // Every method reaches OnRequest, so /metrics answers 405 rather than
+  // evhttp's 501 for the ones it does not allow by default.
+  evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                        EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+  evhttp_set_gencb(http_, &HttpExposer::OnRequest, this);
+  evhttp_set_bevcb(http_, &HttpExposer::NewConnection, this);
+  // evhttp owns the socket from here (closes it in evhttp_free).
+  if (evhttp_accept_socket_with_handle(http_, listen_fd) == nullptr) {
+    ::close(listen_fd);
+    return absl::InternalError("evhttp_accept_socket failed");
+  }
+  wake_event_ =
+      event_new(base_, wake_read_, EV_READ | EV_PERSIST, &HttpExposer::OnWake, this);
+  if (wake_event_ == nullptr || event_add(wake_event_, nullptr) != 0) {
+    return absl::InternalError("event_add failed");
+  }
+  thread_ = std::thread([this] {
+    // libevent writes with writev(): a client that vanished mid-answer must
+    // give EPIPE on this thread, not kill the process.
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+    event_base_dispatch(base_);
+  });
+  pthread_setname_np(thread_.native_handle(), kThreadName);
+  return absl::OkStatus();
 }
 
 HttpExposer::~HttpExposer() {
-  stopping_.store(true);
-  const char byte = 1;
-  (void)!::write(wake_write_, &byte, 1);
-  thread_.join();
-  ::close(listen_fd_);
-  ::close(wake_read_);
-  ::close(wake_write_);
+  if (thread_.joinable()) {
+    const char byte = 1;
+    (void)!::write(wake_write_, &byte, 1);
+    thread_.join();
+  }
+  // The loop has stopped: nothing below waits on a client. evhttp closes the
+  // listener and every connection without flushing.
+  if (http_ != nullptr) evhttp_free(http_);  // OnClosed for each connection
+  // Accepted on the last iteration but never adopted.
+  while (!connections_.empty()) {
+    Connection* connection = connections_.front();
+    bufferevent* bev = connection->bev;
+    Forget(connection);
+    bufferevent_decref(bev);
+  }
+  if (wake_event_ != nullptr) event_free(wake_event_);
+  if (base_ != nullptr) event_base_free(base_);
+  if (wake_read_ >= 0) ::close(wake_read_);
+  if (wake_write_ >= 0) ::close(wake_write_);
 }
 
-void HttpExposer::Loop() {
-  while (!stopping_.load()) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_read_, POLLIN, 0}};
-    const int n = ::poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
+void HttpExposer::OnWake(int, short, void* self) {
+  event_base_loopbreak(static_cast<HttpExposer*>(self)->base_);
+}
+
+bufferevent* HttpExposer::NewConnection(event_base* base, void* self_arg) {
+  auto* self = static_cast<HttpExposer*>(self_arg);
+  // At the cap, make room: the oldest connection still waiting for its head
+  // (a half-open or trickling client), else the oldest one overall (a client
+  // slow to read its answer). A real scrape sends its head and reads its
+  // answer at once, so it is rarely the one picked.
+  size_t open = 0;
+  Connection* waiting = nullptr;
+  Connection* oldest = nullptr;
+  for (Connection* c : self->connections_) {
+    if (c->closing) continue;
+    ++open;
+    if (oldest == nullptr) oldest = c;
+    if (waiting == nullptr && !c->head_done) waiting = c;
+  }
+  if (open >= self->options_.max_connections) {
+    Connection* victim = waiting != nullptr ? waiting : oldest;
+    if (victim != nullptr) {
+      victim->closing = true;
+      // Closed from its own deadline event, outside evhttp's accept path.
+      event_active(victim->deadline, EV_TIMEOUT, 0);
     }
-    if (fds[1].revents != 0 || stopping_.load()) return;
-    if ((fds[0].revents & POLLIN) == 0) continue;
-    const int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (conn < 0) continue;
-    Serve(conn);
-    ::close(conn);
+  }
+
+  bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+  if (bev == nullptr) return nullptr;
+  auto* connection = new Connection;
+  connection->owner = self;
+  connection->bev = bev;
+  connection->deadline = evtimer_new(base, &HttpExposer::OnDeadline, connection);
+  if (connection->deadline == nullptr) {
+    bufferevent_free(bev);
+    delete connection;
+    return nullptr;
+  }
+  // evhttp 2.1 creates the connection object only after this callback and
+  // offers no accept hook; Adopt() finds it through the bufferevent's
+  // callback argument on this loop iteration, before any byte is read. The
+  // extra reference keeps `bev` valid until then even if evhttp gives up on
+  // the connection at once.
+  bufferevent_incref(bev);
+  event_active(connection->deadline, EV_TIMEOUT, 0);
+  connection->position = self->connections_.insert(self->connections_.end(), connection);
+  self->by_bufferevent_[bev] = connection;
+  if (self->options_.max_connections == 0) connection->closing = true;
+  return bev;
+}
+
+void HttpExposer::Forget(Connection* connection) {
+  by_bufferevent_.erase(connection->bev);
+  connections_.erase(connection->position);
+  if (connection->deadline != nullptr) event_free(connection->deadline);
+  delete connection;
+}
+
+void HttpExposer::Adopt(Connection* connection) {
+  bufferevent_data_cb read_cb = nullptr;
+  bufferevent_data_cb write_cb = nullptr;
+  bufferevent_event_cb event_cb = nullptr;
+  void* evcon = nullptr;
+  bufferevent_getcb(connection->bev, &read_cb, &write_cb, &event_cb, &evcon);
+  bufferevent* bev = connection->bev;
+  if (event_cb == nullptr || evcon == nullptr) {
+    // evhttp failed to set the connection up and freed it already.
+    Forget(connection);
+    bufferevent_decref(bev);
+    return;
+  }
+  connection->evcon = static_cast<evhttp_connection*>(evcon);
+  connection->adopted = true;
+  evhttp_connection_set_closecb(connection->evcon, &HttpExposer::OnClosed, connection);
+  bufferevent_decref(bev);  // evhttp holds its own
+  if (connection->closing) {
+    Close(connection);
+    return;
+  }
+  const timeval head = ToTimeval(options_.head_timeout);
+  evtimer_add(connection->deadline, &head);
+}
+
+void HttpExposer::OnClosed(evhttp_connection*, void* connection_arg) {
+  auto* connection = static_cast<Connection*>(connection_arg);
+  connection->owner->Forget(connection);
+}
+
+void HttpExposer::OnDeadline(int, short, void* connection_arg) {
+  auto* connection = static_cast<Connection*>(connection_arg);
+  if (!connection->adopted) {
+    connection->owner->Adopt(connection);
+  } else {
+    connection->owner->Close(connection);
   }
 }
 
-void HttpExposer::Serve(int fd) {
-  // Read until the end of the request head, a size cap or the timeout.
-  std::string request;
-  char buf[2048];
-  while (request.find("\r\n\r\n") == std::string::npos &&
-         request.find("\n\n") == std::string::npos && request.size() < kMaxRequestBytes) {
-    pollfd pfds[2] = {{fd, POLLIN, 0}, {wake_read_, POLLIN, 0}};
-    if (::poll(pfds, 2, kReadTimeoutMs) <= 0 || pfds[1].revents != 0) return;
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    request.append(buf, static_cast<size_t>(n));
+void HttpExposer::Close(Connection* connection) {
+  // Reset rather than linger: unsent bytes of a client that does not read
+  // are dropped at once instead of held by the kernel.
+  const evutil_socket_t fd = bufferevent_getfd(connection->bev);
+  if (fd >= 0) {
+    const linger reset{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
   }
-  const size_t line_end = request.find_first_of("\r\n");
-  const std::string line = request.substr(0, line_end);
-  const size_t sp1 = line.find(' ');
-  const size_t sp2 =
-      sp1 == std::string::npos ? std::string::npos : line.find(' ', sp1 + 1);
-  if (sp1 == std::string::npos || sp2 == std::string::npos) {
-    WriteAll(fd, Response("400 Bad Request", "text/plain", "bad request\n"));
-    return;
+  // Runs OnClosed, which deletes `connection`.
+  evhttp_connection_free(connection->evcon);
+}
+
+void HttpExposer::OnRequest(evhttp_request* request, void* self_arg) {
+  auto* self = static_cast<HttpExposer*>(self_arg);
+  evhttp_connection* evcon = evhttp_request_get_connection(request);
+  if (evcon != nullptr) {
+    auto it = self->by_bufferevent_.find(evhttp_connection_get_bufferevent(evcon));
+    if (it != self->by_bufferevent_.end() && !it->second->closing) {
+      Connection* connection = it->second;
+      connection->head_done = true;
+      const timeval write = ToTimeval(self->options_.write_timeout);
+      evtimer_add(connection->deadline, &write);  // replaces the head deadline
+    }
   }
-  const std::string method = line.substr(0, sp1);
-  std::string path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  if (const size_t q = path.find('?'); q != std::string::npos) path.resize(q);
-  if (path != "/metrics") {
-    WriteAll(fd, Response("404 Not Found", "text/plain", "not found; try /metrics\n"));
-    return;
+  const char* uri = evhttp_request_get_uri(request);
+  const MetricsRoute route = RouteMetricsRequest(
+      MethodName(evhttp_request_get_command(request)), uri == nullptr ? "" : uri);
+  evkeyvalq* headers = evhttp_request_get_output_headers(request);
+  evhttp_add_header(headers, "Connection", "close");
+  evbuffer* body = evbuffer_new();
+  if (route.serve_metrics) {
+    evhttp_add_header(headers, "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    if (!route.head_only) {
+      const std::string text = self->render_();
+      evbuffer_add(body, text.data(), text.size());
+    }
+  } else {
+    evhttp_add_header(headers, "Content-Type", "text/plain; charset=utf-8");
+    if (route.status == 405) {
+      evhttp_add_header(headers, "Allow", "GET, HEAD");
+      evbuffer_add_printf(body, "use GET\n");
+    } else {
+      evbuffer_add_printf(body, "not found; try /metrics\n");
+    }
   }
-  if (method != "GET" && method != "HEAD") {
-    WriteAll(fd, Response("405 Method Not Allowed", "text/plain", "use GET\n"));
-    return;
-  }
-  std::string response =
-      Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", render_());
-  if (method == "HEAD") response.resize(response.find("\r\n\r\n") + 4);
-  WriteAll(fd, response);
+  evhttp_send_reply(request, route.status, route.reason, body);
+  evbuffer_free(body);
 }
 
 }  // namespace traffik

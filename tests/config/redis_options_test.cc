@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "config/config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -323,6 +324,31 @@ TEST_F(RedisOptionsTest, IdentityKeyIsUnambiguous) {
   b.username = "u";
   b.password = ";password=";
   EXPECT_NE(a.IdentityKey(), b.IdentityKey());
+}
+
+// Verifies redis.timeout and redis.connect_timeout accept 1ms..1m and refuse
+// anything else at parse time with the field and the range (2^63-1 ms failed
+// every decision).
+TEST(RedisTimeoutRangeTest, CheckedAtParseTime) {
+  const auto yaml = [](const std::string& key, const std::string& value) {
+    return "tenants:\n  - name: a\n    backend: \"redis://h:6379\"\n    redis:\n      " +
+           key + ": " + value + "\ndefault_tenant: a\n";
+  };
+  for (const std::string key : {"timeout", "connect_timeout"}) {
+    for (const std::string value : {"1ms", "60s"}) {
+      absl::StatusOr<Config> config = ParseConfig(yaml(key, value), "test.yaml");
+      EXPECT_TRUE(config.ok()) << key << ": " << value << ": " << config.status();
+    }
+    for (const std::string value : {"9223372036854775807ms", "0ms", "60001ms"}) {
+      absl::StatusOr<Config> config = ParseConfig(yaml(key, value), "test.yaml");
+      ASSERT_FALSE(config.ok()) << key << ": " << value;
+      EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(std::string(config.status().message()),
+                  HasSubstr("test.yaml:5:" + std::to_string(9 + key.size()) +
+                            ": tenants[0].redis." + key + ": duration '" + value +
+                            "' is out of range: must be 1ms..1m"));
+    }
+  }
 }
 
 }  // namespace

@@ -17,6 +17,12 @@ struct RedisEndpoint {
 
 // Where and how to reach one Redis (or one Redis Cluster). Built from a
 // tenant's `backend:` URL plus its optional `redis:` settings map.
+// Accepted range of `timeout` and `connect_timeout` (milliseconds): a
+// timeout beyond a minute only hides an outage, and the I/O loop's timers
+// need a bounded value.
+inline constexpr int64_t kMinRedisTimeoutMs = 1;
+inline constexpr int64_t kMaxRedisTimeoutMs = 60'000;
+
 struct RedisOptions {
   bool cluster = false;                  // redis+cluster://: endpoints are seeds
   std::vector<RedisEndpoint> endpoints;  // >= 1; exactly 1 unless cluster
