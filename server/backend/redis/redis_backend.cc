@@ -64,13 +64,13 @@ class BatchCompletion final : public RedisBackend::Completion {
     if (result.ok()) {
       results_[index] = *result;
     } else {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (error_.ok()) error_ = result.status();
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     absl::Status error;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       error = error_;
     }
     if (error.ok()) {
@@ -84,7 +84,7 @@ class BatchCompletion final : public RedisBackend::Completion {
  private:
   std::vector<Decision> results_;
   std::atomic<size_t> pending_;
-  absl::Mutex mu_;
+  Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   BatchCallback done_;
 };
@@ -197,7 +197,7 @@ class RedisBackend::Loop {
   event* tick_event_ = nullptr;
   int wake_fd_ = -1;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<Op*> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
@@ -210,6 +210,7 @@ class RedisBackend::Loop {
   bool refresh_inflight_ = false;
   int64_t refresh_sent_ms_ = 0;
   int64_t last_refresh_ms_ = 0;
+  size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
 
   std::thread thread_;
@@ -234,7 +235,7 @@ RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options)
 
 RedisBackend::Loop::~Loop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
   const uint64_t one = 1;
@@ -256,7 +257,7 @@ void RedisBackend::Loop::Shutdown() {
   shutting_down_ = true;
   std::vector<Op*> queued;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     queued.swap(queue_);
   }
   for (Op* op : queued) Fail(op, "backend is shutting down");
@@ -271,7 +272,7 @@ void RedisBackend::Loop::Shutdown() {
 void RedisBackend::Loop::Enqueue(Op* op) {
   bool wake = false;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
       queue_.push_back(op);
@@ -288,7 +289,7 @@ void RedisBackend::Loop::Enqueue(Op* op) {
 void RedisBackend::Loop::Enqueue(std::vector<Op*> ops) {
   bool wake = false;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
       queue_.insert(queue_.end(), ops.begin(), ops.end());
@@ -307,7 +308,7 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   uint64_t value;
   (void)!::read(fd, &value, sizeof(value));
   {
-    absl::MutexLock lock(&loop->mu_);
+    MutexLock lock(&loop->mu_);
     if (loop->stopping_) {
       event_base_loopbreak(loop->base_);
       return;
@@ -319,7 +320,7 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
 void RedisBackend::Loop::Drain() {
   std::vector<Op*> ops;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ops.swap(queue_);
   }
   // Everything sent here leaves in one write per connection when control
@@ -760,7 +761,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
   if (refresh_inflight_) return;
   if (!refresh_wanted_ && now_ms - last_refresh_ms_ < kSlotRefreshIntervalMs) return;
   // Ask a different node each time so one stale node cannot pin the map.
-  static size_t start = 0;
+  const size_t start = refresh_next_node_;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     Node* node = nodes_[(start + i) % nodes_.size()].get();
     Conn* conn = PickUp(node, 0);
@@ -772,7 +773,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
       refresh_inflight_ = true;
       refresh_wanted_ = false;
       refresh_sent_ms_ = now_ms;
-      start = (start + i + 1) % nodes_.size();
+      refresh_next_node_ = (start + i + 1) % nodes_.size();
       return;
     }
   }
