@@ -245,8 +245,10 @@ absl::Status Parser::ForEachEntry(const YAML::Node& map, std::string_view path,
   }
   std::vector<std::string> seen;
   for (auto it = map.begin(); it != map.end(); ++it) {
-    const YAML::Node& key = it->first;
-    const YAML::Node& value = it->second;
+    // Copies (Node is a handle): it->first lives in a temporary proxy, so a
+    // reference to it dangles (ASan: stack-use-after-scope).
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
     if (!key.IsScalar()) {
       return Error(key, path, absl::StrCat("keys must be strings, got ", Describe(key)));
     }

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "base/mutex.h"
 #include "prometheus/text_serializer.h"
 
 namespace traffik {
@@ -41,7 +42,7 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
 
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     sources_.push_back({std::move(backend), std::move(buckets), std::move(evictions)});
   }
 
@@ -71,7 +72,7 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
         prometheus::MetricType::Counter,
         {}};
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (const Source& s : sources_) {
         prometheus::ClientMetric b;
         b.label.push_back({"backend", s.backend});
@@ -95,7 +96,7 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
     std::function<uint64_t()> evictions;
   };
   const std::array<LatencyHistogram, 2>* latency_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::vector<Source> sources_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/mutex.h"
 #include "e2e/shared_traffikd.h"
 #include "e2e/traffikd_process.h"
 #include "gmock/gmock.h"
@@ -59,16 +60,16 @@ std::string ClosedAddress() {
 
 // Collects the client's failure log lines.
 struct LogLines {
-  std::mutex mu;
-  std::vector<std::string> lines;
+  Mutex mu;
+  std::vector<std::string> lines ABSL_GUARDED_BY(mu);
   std::function<void(const std::string&)> Sink() {
     return [this](const std::string& line) {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       lines.push_back(line);
     };
   }
   size_t size() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     return lines.size();
   }
 };
@@ -428,7 +429,7 @@ TEST_F(ClientTest, FailuresLoggedOncePerBurst) {
     // A new burst logs again, unless the last line is more recent than the interval.
     EXPECT_EQ(log.size(), interval == kHour ? 1u : 2u);
     EXPECT_EQ(client->stats().failures, 5u);
-    std::lock_guard<std::mutex> lock(log.mu);
+    MutexLock lock(&log.mu);
     EXPECT_THAT(log.lines[0], HasSubstr("NOT_FOUND"));
   }
 }

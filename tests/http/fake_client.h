@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "base/mutex.h"
 #include "traffik/client.h"
 
 namespace traffik::testing {
@@ -50,27 +51,27 @@ class FakeClient : public Client {
   }
 
   void set_responder(Responder responder) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     responder_ = std::move(responder);
   }
   // Every RPC fails with `status` (the policy is recorded, not applied).
   void set_failure(absl::Status status) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     failure_ = std::move(status);
   }
 
   std::vector<Call> calls() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return calls_;
   }
   size_t rpc_count() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return calls_.size();
   }
 
   absl::StatusOr<ThrottleResult> Check(
       const ThrottleRequest& request, std::optional<FailurePolicy> policy = {}) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     calls_.push_back(Call{{request}, false, policy});
     if (!failure_.ok()) return failure_;
     return Answer(request);
@@ -83,7 +84,7 @@ class FakeClient : public Client {
   absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
       const std::vector<ThrottleRequest>& requests,
       std::optional<FailurePolicy> policy = {}) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     calls_.push_back(Call{requests, true, policy});
     if (!failure_.ok()) return failure_;
     std::vector<ThrottleResult> results;
@@ -103,7 +104,7 @@ class FakeClient : public Client {
   // All or nothing: applied iff every answer allows (the fake takes nothing).
   absl::StatusOr<BatchResult> CheckBatch(const std::vector<ThrottleRequest>& requests,
                                          const BatchOptions& options) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     calls_.push_back(Call{requests, true, options.policy, options.all_or_nothing});
     if (!failure_.ok()) return failure_;
     BatchResult result;
@@ -125,21 +126,22 @@ class FakeClient : public Client {
     return true;
   }
   ClientStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ClientStats s;
     s.rpcs = calls_.size();
     return s;
   }
 
  private:
-  absl::StatusOr<ThrottleResult> Answer(const ThrottleRequest& request) const {
+  absl::StatusOr<ThrottleResult> Answer(const ThrottleRequest& request) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return responder_ ? responder_(request) : Allowed();
   }
 
-  mutable std::mutex mu_;
-  Responder responder_;
-  absl::Status failure_;
-  std::vector<Call> calls_;
+  mutable Mutex mu_;
+  Responder responder_ ABSL_GUARDED_BY(mu_);
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::vector<Call> calls_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace traffik::testing

@@ -22,7 +22,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "backend/redis/bucket_script.h"
+#include "backend/redis/cluster_topology.h"
 #include "backend/redis/key_slot.h"
+#include "backend/redis/script_reply.h"
 #include "base/log.h"
 
 namespace traffik {
@@ -68,13 +70,13 @@ class BatchCompletion final : public RedisBackend::Completion {
     if (result.ok()) {
       results_[index] = *result;
     } else {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (error_.ok()) error_ = result.status();
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     absl::Status error;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       error = error_;
     }
     if (error.ok()) {
@@ -88,7 +90,7 @@ class BatchCompletion final : public RedisBackend::Completion {
  private:
   std::vector<Decision> results_;
   std::atomic<size_t> pending_;
-  absl::Mutex mu_;
+  Mutex mu_;
   absl::Status error_ ABSL_GUARDED_BY(mu_);
   BatchCallback done_;
 };
@@ -204,7 +206,7 @@ class RedisBackend::Loop {
   event* tick_event_ = nullptr;
   int wake_fd_ = -1;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<Op*> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
@@ -217,6 +219,7 @@ class RedisBackend::Loop {
   bool refresh_inflight_ = false;
   int64_t refresh_sent_ms_ = 0;
   int64_t last_refresh_ms_ = 0;
+  size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
 
   std::thread thread_;
@@ -234,16 +237,14 @@ RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options)
              static_cast<suseconds_t>((tick_ms % 1000) * 1000)};
   event_add(tick_event_, &tv);
   for (const RedisEndpoint& ep : options_.endpoints) {
-    const bool v6 = ep.host.find(':') != std::string::npos;
-    NodeFor(v6 ? absl::StrCat("[", ep.host, "]:", ep.port)
-               : absl::StrCat(ep.host, ":", ep.port));
+    NodeFor(FormatRedisAddress(ep.host, ep.port));
   }
   thread_ = std::thread([this] { Run(); });
 }
 
 RedisBackend::Loop::~Loop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
   const uint64_t one = 1;
@@ -265,7 +266,7 @@ void RedisBackend::Loop::Shutdown() {
   shutting_down_ = true;
   std::vector<Op*> queued;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     queued.swap(queue_);
   }
   for (Op* op : queued) Fail(op, "backend is shutting down");
@@ -280,7 +281,7 @@ void RedisBackend::Loop::Shutdown() {
 void RedisBackend::Loop::Enqueue(Op* op) {
   bool wake = false;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
       queue_.push_back(op);
@@ -297,7 +298,7 @@ void RedisBackend::Loop::Enqueue(Op* op) {
 void RedisBackend::Loop::Enqueue(std::vector<Op*> ops) {
   bool wake = false;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
       queue_.insert(queue_.end(), ops.begin(), ops.end());
@@ -316,7 +317,7 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   uint64_t value;
   (void)!::read(fd, &value, sizeof(value));
   {
-    absl::MutexLock lock(&loop->mu_);
+    MutexLock lock(&loop->mu_);
     if (loop->stopping_) {
       event_base_loopbreak(loop->base_);
       return;
@@ -328,7 +329,7 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
 void RedisBackend::Loop::Drain() {
   std::vector<Op*> ops;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ops.swap(queue_);
   }
   // Everything sent here leaves in one write per connection when control
@@ -347,12 +348,7 @@ RedisBackend::Loop::Node* RedisBackend::Loop::NodeFor(const std::string& address
   }
   auto node = std::make_unique<Node>();
   node->address = address;
-  const size_t colon = address.rfind(':');
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  node->endpoint.host = host;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &node->endpoint.port))
-    node->endpoint.port = 0;
+  node->endpoint = ParseRedisAddress(address);
   for (int i = 0; i < options_.pool_size; ++i) {
     auto conn = std::make_unique<Conn>();
     conn->loop = this;
@@ -675,32 +671,14 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
 }
 
 bool RedisBackend::Loop::OnAllOrNothingReply(Op* op, const redisReply* reply) {
-  const size_t n = op->items.size();
-  auto bad = [&] {
+  std::optional<AllOrNothingResult> result = DecodeAllOrNothingReply(*reply, op->items);
+  if (!result) {
     Fail(op, "unexpected reply to the all-or-nothing bucket script",
          absl::StatusCode::kInternal);
     return false;
-  };
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 + 4 * n) return bad();
-  std::vector<long long> v(reply->elements);
-  for (size_t i = 0; i < reply->elements; ++i) {
-    const redisReply* e = reply->element[i];
-    if (e->type != REDIS_REPLY_INTEGER || e->integer < 0) return bad();
-    v[i] = e->integer;
-  }
-  AllOrNothingResult result;
-  result.applied = v[0] == 1;
-  result.decisions.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    Decision& d = result.decisions[i];
-    d.allowed = v[1 + 4 * i] == 1;
-    d.wait_ms = static_cast<uint64_t>(v[2 + 4 * i]);
-    d.limit = op->items[i].rate.capacity;
-    d.remaining = static_cast<uint64_t>(v[3 + 4 * i]);
-    d.reset_ms = static_cast<uint64_t>(v[4 + 4 * i]);
   }
   op->answered = true;
-  std::move(op->batch_done)(std::move(result));
+  std::move(op->batch_done)(*std::move(result));
   delete op;
   return true;
 }
@@ -735,20 +713,15 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
       loop->Dispatch(op);
       return;
     }
-    const bool moved = absl::StartsWith(error, "MOVED ");
-    if ((moved || absl::StartsWith(error, "ASK ")) && loop->options_.cluster) {
-      // "MOVED <slot> <host>:<port>" / "ASK <slot> <host>:<port>"
-      std::vector<std::string> parts = absl::StrSplit(error, ' ');
-      int slot = -1;
-      if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &slot) && slot >= 0 &&
-          slot < kRedisClusterSlots && ++op->redirects <= kMaxRedirects) {
-        std::string address = parts[2];
-        if (address.front() == ':') address = conn->node->endpoint.host + address;
-        if (moved) {
-          loop->slots_[slot] = loop->NodeFor(address);
+    if (loop->options_.cluster) {
+      std::optional<RedisRedirect> redirect =
+          ParseRedisRedirect(error, conn->node->endpoint.host);
+      if (redirect && ++op->redirects <= kMaxRedirects) {
+        if (redirect->moved) {
+          loop->slots_[redirect->slot] = loop->NodeFor(redirect->address);
           loop->refresh_wanted_ = true;
         } else {
-          op->ask_node = address;
+          op->ask_node = std::move(redirect->address);
         }
         loop->Dispatch(op);
         return;
@@ -766,28 +739,13 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
     if (loop->OnAllOrNothingReply(op, reply) && conn->ac == ac) conn->backoff_ms = 0;
     return;
   }
-  if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+  const std::optional<Decision> d = DecodeDecisionReply(*reply, op->rate.capacity);
+  if (!d) {
     loop->Fail(op, "unexpected reply to the bucket script", absl::StatusCode::kInternal);
     return;
   }
-  long long v[4];
-  for (int i = 0; i < 4; ++i) {
-    const redisReply* e = reply->element[i];
-    if (e->type != REDIS_REPLY_INTEGER || e->integer < 0) {
-      loop->Fail(op, "unexpected reply to the bucket script",
-                 absl::StatusCode::kInternal);
-      return;
-    }
-    v[i] = e->integer;
-  }
   if (conn->ac == ac) conn->backoff_ms = 0;
-  Decision d;
-  d.allowed = v[0] == 1;
-  d.wait_ms = static_cast<uint64_t>(v[1]);
-  d.limit = op->rate.capacity;
-  d.remaining = static_cast<uint64_t>(v[2]);
-  d.reset_ms = static_cast<uint64_t>(v[3]);
-  op->Complete(d);
+  op->Complete(*d);
   delete op;
 }
 
@@ -796,31 +754,14 @@ void RedisBackend::Loop::OnClusterSlots(redisAsyncContext* ac, void* r, void* pr
   auto* reply = static_cast<redisReply*>(r);
   auto* conn = static_cast<Conn*>(ac->data);
   loop->refresh_inflight_ = false;
-  if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY) return;
+  if (reply == nullptr) return;
+  const std::optional<std::vector<RedisSlotRange>> ranges =
+      ParseClusterSlots(*reply, conn->node->endpoint.host);
+  if (!ranges) return;
   loop->last_refresh_ms_ = NowMs();
-  for (size_t i = 0; i < reply->elements; ++i) {
-    const redisReply* range = reply->element[i];
-    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3) continue;
-    const redisReply* master = range->element[2];
-    if (range->element[0]->type != REDIS_REPLY_INTEGER ||
-        range->element[1]->type != REDIS_REPLY_INTEGER ||
-        master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
-        master->element[1]->type != REDIS_REPLY_INTEGER) {
-      continue;
-    }
-    std::string host = master->element[0]->type == REDIS_REPLY_STRING
-                           ? std::string(master->element[0]->str, master->element[0]->len)
-                           : std::string();
-    if (host.empty()) host = conn->node->endpoint.host;
-    const bool v6 = host.find(':') != std::string::npos;
-    const std::string address =
-        v6 ? absl::StrCat("[", host, "]:", master->element[1]->integer)
-           : absl::StrCat(host, ":", master->element[1]->integer);
-    Node* node = loop->NodeFor(address);
-    const long long first = std::max<long long>(0, range->element[0]->integer);
-    const long long last =
-        std::min<long long>(kRedisClusterSlots - 1, range->element[1]->integer);
-    for (long long s = first; s <= last; ++s) loop->slots_[s] = node;
+  for (const RedisSlotRange& range : *ranges) {
+    Node* node = loop->NodeFor(range.address);
+    for (int s = range.first; s <= range.last; ++s) loop->slots_[s] = node;
   }
 }
 
@@ -832,7 +773,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
   if (refresh_inflight_) return;
   if (!refresh_wanted_ && now_ms - last_refresh_ms_ < kSlotRefreshIntervalMs) return;
   // Ask a different node each time so one stale node cannot pin the map.
-  static size_t start = 0;
+  const size_t start = refresh_next_node_;
   for (size_t i = 0; i < nodes_.size(); ++i) {
     Node* node = nodes_[(start + i) % nodes_.size()].get();
     Conn* conn = PickUp(node, 0);
@@ -844,7 +785,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
       refresh_inflight_ = true;
       refresh_wanted_ = false;
       refresh_sent_ms_ = now_ms;
-      start = (start + i + 1) % nodes_.size();
+      refresh_next_node_ = (start + i + 1) % nodes_.size();
       return;
     }
   }

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "backend/backend.h"
 #include "backend/redis/redis_options.h"
+#include "base/mutex.h"
 
 struct event_base;
 struct event;

@@ -1,0 +1,29 @@
+#pragma once
+
+// Decoding the bucket scripts' replies (bucket_script.h): pure functions over
+// hiredis reply objects, no I/O, so they are unit-tested and fuzzed without a
+// redis-server (tests/redis/redis_reply_test.cc, fuzz/redis_reply_fuzz.cc).
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/types/span.h"
+#include "backend/backend.h"
+
+struct redisReply;
+
+namespace traffik {
+
+// The bucket script's reply {allowed, wait_ms, remaining, reset_ms}: an array
+// of exactly four non-negative integers. `limit` is the bucket's capacity
+// (the script does not echo it). nullopt for any other reply.
+std::optional<Decision> DecodeDecisionReply(const redisReply& reply, uint64_t limit);
+
+// The all-or-nothing script's reply {applied, then allowed, wait_ms,
+// remaining, reset_ms per item}: an array of exactly 1 + 4 * items.size()
+// non-negative integers. Each decision's limit is its item's capacity.
+// nullopt for any other reply.
+std::optional<AllOrNothingResult> DecodeAllOrNothingReply(
+    const redisReply& reply, absl::Span<const BucketOp> items);
+
+}  // namespace traffik
