@@ -27,12 +27,13 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
   snap->max_identifier_bytes_ = config.max_identifier_bytes;
   snap->max_batch_size_ = config.max_batch_size;
   for (const TenantConfig& tc : config.tenants) {
-    absl::StatusOr<Backend*> backend = backends(tc);
+    absl::StatusOr<TenantBackend> backend = backends(tc);
     if (!backend.ok()) return backend.status();
     Tenant t;
     t.name = tc.name;
     t.prefix = tc.prefix.empty() ? tc.name : tc.prefix;
-    t.backend = *backend;
+    t.backend = backend->backend;
+    t.partition = backend->partition;
     t.quota_multiplier = tc.quota_multiplier;
     t.allow_inline_specs = tc.allow_inline_specs;
     t.on_backend_error = tc.on_backend_error;
@@ -133,6 +134,7 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
         " of throttle '", request.throttle_uid, "'; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
+  out->partition = tenant->partition;
   out->tenant = tenant;
   BuildBucketKey(tenant->prefix, request.throttle_uid, request.identifier, &out->key);
   return absl::OkStatus();
@@ -149,9 +151,15 @@ Decision FailOpenDecision(const Rate& rate, uint64_t cost) {
   return d;
 }
 
-// Applies a tenant's on_backend_error policy to a backend error.
+// Applies a tenant's on_backend_error policy to a backend error. The policy
+// is for outages only: any other error (kResourceExhausted, no room for a new
+// bucket) is the answer.
 absl::StatusOr<Decision> OnBackendError(const Snapshot::Tenant& tenant, const Rate& rate,
                                         uint64_t cost, const absl::Status& error) {
+  if (error.code() != absl::StatusCode::kUnavailable &&
+      error.code() != absl::StatusCode::kDeadlineExceeded) {
+    return error;
+  }
   tenant.backend_errors->Increment();
   if (tenant.on_backend_error == BackendErrorPolicy::kAllow) {
     return FailOpenDecision(rate, cost);
@@ -181,11 +189,11 @@ void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) co
     return;
   }
   PreparedHit* raw = hit.get();
-  raw->backend->Decide(raw->key, raw->rate, raw->cost,
-                       [hit = std::move(hit),
-                        done = std::move(done)](absl::StatusOr<Decision> result) mutable {
-                         std::move(done)(Finish(*hit, std::move(result)));
-                       });
+  raw->backend->DecideIn(raw->partition, raw->key, raw->rate, raw->cost,
+                         [hit = std::move(hit), done = std::move(done)](
+                             absl::StatusOr<Decision> result) mutable {
+                           std::move(done)(Finish(*hit, std::move(result)));
+                         });
 }
 
 namespace {
@@ -265,7 +273,7 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
       groups.emplace_back();
     }
     groups[g].push_back(i);
-    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
+    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost, hit.partition});
     state.counters.push_back(hit.counters);
     state.tenants.push_back(hit.tenant);
   }
