@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
     key =
         absl::StrCat("default:{api:203.0.", (i >> 8) & 255, ".", i & 255, ":/v1/search}");
     if (i >= 65536) key = absl::StrCat("default:{api:user:", i, "}");
-    backend->DecideNow(key, rate, 1);
+    (void)backend->DecideNow(key, rate, 1);
   }
   const long after = RssBytes();
   std::printf(

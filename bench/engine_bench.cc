@@ -50,7 +50,7 @@ void BM_MemoryHotKey(benchmark::State& state) {
     backend = new MemoryBackend(SteadyClock::Get(), NoSweep(1 << 20));
   const std::string key = "default:{api:user:42}";
   for (auto _ : state) {
-    Decision d = backend->DecideNow(key, kRate, 1);
+    absl::StatusOr<Decision> d = backend->DecideNow(key, kRate, 1);
     benchmark::DoNotOptimize(d);
   }
   if (state.thread_index() == 0) {
@@ -79,7 +79,7 @@ void BM_MemoryRandomKeys(benchmark::State& state) {
     std::string key;
     for (int64_t i = 0; i < population; ++i) {
       FormatKey(static_cast<uint64_t>(i), &key);
-      backend->DecideNow(key, kRate, 1);
+      (void)backend->DecideNow(key, kRate, 1);
     }
   }
   std::mt19937_64 rng(1234 + state.thread_index());
@@ -89,7 +89,7 @@ void BM_MemoryRandomKeys(benchmark::State& state) {
   std::string key;
   for (auto _ : state) {
     FormatKey(order[i++ & 0xfff], &key);
-    Decision d = backend->DecideNow(key, kRate, 1);
+    absl::StatusOr<Decision> d = backend->DecideNow(key, kRate, 1);
     benchmark::DoNotOptimize(d);
   }
   if (state.thread_index() == 0) {

@@ -13,7 +13,9 @@
 //  3. What schemas miss: names and labels valid, selectors match the pod labels,
 //     Service/ServiceMonitor/probe ports name real container ports, references
 //     (ConfigMap, Secret, ServiceAccount, HPA target) resolve, the hardening the
-//     chart promises (non-root, read-only root, no privilege escalation, no caps).
+//     chart promises (non-root, read-only root, no privilege escalation, no caps),
+//     and traffikd's memory budget (config memory.max_bytes, default 256MiB) plus
+//     PROCESS_OVERHEAD_BYTES fits the container's memory limit.
 //
 // Each FILE is one rendering (one release). With --extract DIR it writes, for each
 // FILE, what later checks need into DIR/<FILE's base name without .yaml>/: traffik.yaml
@@ -46,6 +48,29 @@ const errorsByFile = new Map(files.map((f) => [f, []]));
 let errors = null;  // the current file's list
 const fail = (where, msg) => errors.push(`${where}: ${msg}`);
 const docsByFile = new Map();
+
+// traffikd's memory besides the buckets its memory.max_bytes budget counts: code,
+// gRPC threads and connection buffers, metrics, malloc slack (an idle traffikd is
+// ~17 MiB resident; the budget's per-bucket charge already exceeds the measured
+// memory per bucket).
+const PROCESS_OVERHEAD_BYTES = 128 * 2 ** 20;
+const DEFAULT_MAX_BYTES = 256 * 2 ** 20;  // traffikd's default memory.max_bytes
+
+// traffikd's byte sizes: an integer, or with a KiB, MiB or GiB suffix.
+function parseByteSize(v) {
+  const m = /^([0-9]+)(KiB|MiB|GiB)?$/.exec(String(v));
+  if (!m) return null;
+  return Number(m[1]) * { KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30 }[m[2]] || Number(m[1]);
+}
+// A Kubernetes resource quantity in bytes (binary and decimal suffixes).
+function parseQuantity(q) {
+  const m = /^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T|e[0-9]+)?$/.exec(String(q));
+  if (!m) return null;
+  const mult = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+  if (m[2] && m[2].startsWith('e')) return Number(m[1]) * 10 ** Number(m[2].slice(1));
+  return Number(m[1]) * (m[2] ? mult[m[2]] : 1);
+}
+const mib = (b) => `${(b / 2 ** 20).toFixed(1)}Mi`;
 
 const id = (o) => `${o.kind || '?'}/${(o.metadata && o.metadata.name) || '?'}`;
 
@@ -284,6 +309,30 @@ function validateFile(file) {
         const cfgPath = argsv[argsv.indexOf('--config') + 1];
         if (cfgPath !== `${mount.mountPath}/traffik.yaml`) fail(where, `--config ${cfgPath} is not the mounted ${mount.mountPath}/traffik.yaml`);
         extracted.config = cm.data['traffik.yaml'];
+        // The memory budget must fit the memory limit, or the pod is OOM-killed
+        // before traffikd refuses new buckets.
+        const c0 = dep.spec.template.spec.containers[0];
+        const limit = c0.resources && c0.resources.limits && c0.resources.limits.memory;
+        let cfg = null;
+        try {
+          cfg = YAML.parse(extracted.config);
+        } catch (e) {
+          fail(where, `traffik.yaml does not parse: ${e.message}`);
+        }
+        if (cfg && limit !== undefined) {
+          const raw = cfg.memory && cfg.memory.max_bytes;
+          const budget = raw === undefined ? DEFAULT_MAX_BYTES : parseByteSize(raw);
+          const limitBytes = parseQuantity(limit);
+          if (budget === null) {
+            fail(where, `config memory.max_bytes ${JSON.stringify(raw)} is not a byte size`);
+          } else if (limitBytes === null) {
+            fail(where, `resources.limits.memory ${JSON.stringify(limit)} is not a quantity`);
+          } else if (budget + PROCESS_OVERHEAD_BYTES > limitBytes) {
+            fail(where, `config memory.max_bytes (${mib(budget)}) + ${mib(PROCESS_OVERHEAD_BYTES)} ` +
+                 `process overhead exceeds resources.limits.memory (${limit}): lower ` +
+                 'config.memory.max_bytes or raise the limit');
+          }
+        }
       }
     }
 

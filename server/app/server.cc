@@ -3,6 +3,7 @@
 #include <exception>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -27,6 +28,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   server->metrics_ = std::make_unique<Metrics>();
 
   MemoryBackendOptions memory_options;
+  memory_options.max_bytes = config.memory.max_bytes;
   memory_options.max_buckets = config.memory.max_buckets;
   memory_options.sweep_interval_ms = config.memory.sweep_interval_ms;
   server->memory_ = std::make_unique<MemoryBackend>(clock, memory_options);
@@ -34,6 +36,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   server->metrics_->AddBucketSource(
       "memory", [memory] { return memory->bucket_count(); },
       [memory] { return memory->evictions(); });
+  // Each memory tenant stores its buckets in its own partition, within its
+  // share of the budget, so no tenant's traffic can touch another's buckets.
+  absl::flat_hash_map<std::string, MemoryBackend::Partition*> partitions;
+  for (const TenantConfig& tenant : config.tenants) {
+    if (tenant.redis.has_value()) continue;
+    const MemoryShareConfig share = MemoryShareOf(config, tenant);
+    MemoryBackend::Partition* partition =
+        memory->AddPartition(tenant.name, {share.max_bytes, share.max_buckets});
+    partitions.emplace(tenant.name, partition);
+    server->metrics_->AddRejectionSource("memory", tenant.name,
+                                         [partition] { return partition->rejections(); });
+  }
 
   // One Redis backend per distinct connection settings, shared by the
   // tenants that name the same Redis.
@@ -51,11 +65,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   }
   absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(
       config,
-      [&server, memory](const TenantConfig& tenant) -> absl::StatusOr<Backend*> {
+      [&server, memory, &partitions](
+          const TenantConfig& tenant) -> absl::StatusOr<Snapshot::TenantBackend> {
         if (tenant.redis.has_value()) {
-          return server->redis_.at(tenant.redis->IdentityKey()).get();
+          return Snapshot::TenantBackend(
+              server->redis_.at(tenant.redis->IdentityKey()).get());
         }
-        if (tenant.backend == "memory") return memory;
+        if (tenant.backend == "memory") {
+          return Snapshot::TenantBackend(memory, partitions.at(tenant.name));
+        }
         return absl::InvalidArgumentError(absl::StrCat(
             "tenant '", tenant.name, "': unknown backend '", tenant.backend, "'"));
       },

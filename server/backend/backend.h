@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -12,11 +13,23 @@
 
 namespace traffik {
 
+// A backend's per-tenant state (the memory backend's share of its budget),
+// opaque to everyone else: a backend hands out its own partitions, and the
+// engine passes a tenant's partition with each of its hits. A backend that
+// keeps no per-tenant state (Redis) ignores it; nullptr is always allowed.
+class BackendPartition {
+ protected:
+  ~BackendPartition() = default;
+};
+
 // One hit on one bucket, as handed to a backend.
 struct BucketOp {
   std::string key;  // binary-safe bucket key (see engine/key.h)
   Rate rate;        // valid (IsValidRate)
   uint64_t cost;    // 1 <= cost <= rate.capacity
+  // The tenant's partition on this backend (from the backend that decides
+  // the op), or nullptr.
+  BackendPartition* partition = nullptr;
 };
 
 using DecisionCallback = absl::AnyInvocable<void(absl::StatusOr<Decision>) &&>;
@@ -37,7 +50,9 @@ using AllOrNothingCallback =
 // exactly once, either inline on the calling thread (memory) or later from the
 // backend's own I/O thread (network backends), so a caller never waits on a
 // socket. A backend error (kUnavailable, kDeadlineExceeded) is reported
-// through the callback; being over the limit is a normal Decision.
+// through the callback; being over the limit is a normal Decision. A backend
+// with bounded storage answers kResourceExhausted when a tenant's share has no
+// room for a new bucket (nothing is taken): that is not an outage.
 //
 // Implementations are thread-safe.
 class Backend {
@@ -55,6 +70,14 @@ class Backend {
   // Takes `cost` tokens from bucket `key` if it holds that many.
   virtual void Decide(absl::string_view key, const Rate& rate, uint64_t cost,
                       DecisionCallback done) = 0;
+
+  // The same for a tenant: `partition` is the tenant's partition on this
+  // backend (or nullptr). The default ignores it.
+  virtual void DecideIn(BackendPartition* partition, absl::string_view key,
+                        const Rate& rate, uint64_t cost, DecisionCallback done) {
+    (void)partition;
+    Decide(key, rate, cost, std::move(done));
+  }
 
   // Applies `ops` in order, as if each were a separate Decide call; answers in
   // the same order.

@@ -217,11 +217,18 @@ class Parser {
                                       bool zero_allowed = false) const;
   absl::StatusOr<std::string> GetAddress(const YAML::Node& node, std::string_view path,
                                          bool allow_empty) const;
+  absl::StatusOr<uint64_t> GetByteSize(const YAML::Node& node,
+                                       std::string_view path) const;
 
   absl::StatusOr<BackendErrorPolicy> GetBackendErrorPolicy(const YAML::Node& node,
                                                            std::string_view path) const;
 
-  absl::Status ParseMemory(const YAML::Node& node, MemoryConfig& memory) const;
+  absl::Status ParseMemory(const YAML::Node& node, MemoryConfig& memory);
+  absl::Status ParseTenantMemory(const YAML::Node& node, std::string_view path,
+                                 TenantMemoryConfig& memory, YAML::Mark& bytes_mark,
+                                 YAML::Mark& buckets_mark) const;
+  absl::Status CheckMemoryShares(const Config& config,
+                                 const YAML::Mark& tenants_mark) const;
   absl::Status ParseRedisSettings(const YAML::Node& node, std::string_view path,
                                   RedisSettings& settings) const;
   absl::Status ApplyRedisSettings(const RedisSettings& settings,
@@ -233,6 +240,11 @@ class Parser {
 
   std::string source_;
   std::vector<Located> throttle_locs_;  // parallel to Config::throttles
+  // Where the memory budget and the tenants' own shares are written (null
+  // marks when they are not), for CheckMemoryShares.
+  YAML::Mark memory_bytes_mark_ = YAML::Mark::null_mark();
+  YAML::Mark memory_buckets_mark_ = YAML::Mark::null_mark();
+  std::vector<std::pair<YAML::Mark, YAML::Mark>> tenant_memory_marks_;  // bytes, buckets
   // Mark of the map key whose value is being read (see Error()).
   mutable YAML::Mark current_key_mark_;
 };
@@ -403,16 +415,61 @@ absl::StatusOr<std::string> Parser::GetAddress(const YAML::Node& node,
   return addr;
 }
 
-absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) const {
-  return ForEachEntry(node, "memory", {"max_buckets", "sweep_interval"},
+absl::StatusOr<uint64_t> Parser::GetByteSize(const YAML::Node& node,
+                                             std::string_view path) const {
+  constexpr char kKind[] = "expected a size in bytes such as '256MiB' or '1048576'";
+  if (!node.IsScalar()) {
+    return Error(node, path, absl::StrCat(kKind, ", got ", Describe(node)));
+  }
+  const std::string& text = node.Scalar();
+  size_t digits = 0;
+  while (digits < text.size() && IsDigit(text[digits])) ++digits;
+  if (digits == 0) return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
+  const std::string_view unit = std::string_view(text).substr(digits);
+  uint64_t multiplier = 0;
+  if (unit.empty()) {
+    multiplier = 1;
+  } else if (unit == "KiB") {
+    multiplier = uint64_t{1} << 10;
+  } else if (unit == "MiB") {
+    multiplier = uint64_t{1} << 20;
+  } else if (unit == "GiB") {
+    multiplier = uint64_t{1} << 30;
+  } else {
+    return Error(node, path,
+                 absl::StrCat("bad size ", Quote(text), ": unknown unit ", Quote(unit),
+                              " (use no unit for bytes, or KiB, MiB, GiB)"));
+  }
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(Absl(std::string_view(text).substr(0, digits)), &value) ||
+      value > std::numeric_limits<uint64_t>::max() / multiplier) {
+    return Error(node, path,
+                 absl::StrCat("size ", Quote(text), " is too large (max ",
+                              std::numeric_limits<uint64_t>::max(), " bytes)"));
+  }
+  if (value == 0) {
+    return Error(node, path,
+                 absl::StrCat("size ", Quote(text), " must be at least 1 byte"));
+  }
+  return value * multiplier;
+}
+
+absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) {
+  return ForEachEntry(node, "memory", {"max_bytes", "max_buckets", "sweep_interval"},
                       [&](const std::string& key, const YAML::Node&,
                           const YAML::Node& value) -> absl::Status {
                         std::string path = absl::StrCat("memory.", key);
-                        if (key == "max_buckets") {
+                        if (key == "max_bytes") {
+                          absl::StatusOr<uint64_t> v = GetByteSize(value, path);
+                          if (!v.ok()) return v.status();
+                          memory.max_bytes = *v;
+                          memory_bytes_mark_ = value.Mark();
+                        } else if (key == "max_buckets") {
                           absl::StatusOr<uint64_t> v = GetUint(
                               value, path, 1, std::numeric_limits<uint64_t>::max());
                           if (!v.ok()) return v.status();
                           memory.max_buckets = *v;
+                          memory_buckets_mark_ = value.Mark();
                         } else {
                           absl::StatusOr<int64_t> v =
                               GetDuration(value, path, kMinSweepIntervalMs,
@@ -422,6 +479,88 @@ absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) c
                         }
                         return absl::OkStatus();
                       });
+}
+
+absl::Status Parser::ParseTenantMemory(const YAML::Node& node, std::string_view path,
+                                       TenantMemoryConfig& memory, YAML::Mark& bytes_mark,
+                                       YAML::Mark& buckets_mark) const {
+  return ForEachEntry(node, path, {"max_bytes", "max_buckets"},
+                      [&](const std::string& key, const YAML::Node&,
+                          const YAML::Node& value) -> absl::Status {
+                        std::string field = absl::StrCat(Absl(path), ".", key);
+                        if (key == "max_bytes") {
+                          absl::StatusOr<uint64_t> v = GetByteSize(value, field);
+                          if (!v.ok()) return v.status();
+                          memory.max_bytes = *v;
+                          bytes_mark = value.Mark();
+                        } else {
+                          absl::StatusOr<uint64_t> v = GetUint(
+                              value, field, 1, std::numeric_limits<uint64_t>::max());
+                          if (!v.ok()) return v.status();
+                          memory.max_buckets = *v;
+                          buckets_mark = value.Mark();
+                        }
+                        return absl::OkStatus();
+                      });
+}
+
+// The memory tenants' own shares must fit the budget, and the equal part left
+// for each tenant without its own must be at least 1 (bytes and buckets).
+absl::Status Parser::CheckMemoryShares(const Config& config,
+                                       const YAML::Mark& tenants_mark) const {
+  struct Field {
+    const char* key;
+    const char* unit;
+    uint64_t budget;
+    const YAML::Mark* budget_mark;
+    std::optional<uint64_t> TenantMemoryConfig::*own;
+    bool bytes;
+  };
+  const Field fields[] = {
+      {"max_bytes", "bytes", config.memory.max_bytes, &memory_bytes_mark_,
+       &TenantMemoryConfig::max_bytes, true},
+      {"max_buckets", "buckets", config.memory.max_buckets, &memory_buckets_mark_,
+       &TenantMemoryConfig::max_buckets, false},
+  };
+  for (const Field& f : fields) {
+    absl::uint128 own_total = 0;
+    uint64_t without_own = 0;
+    for (size_t i = 0; i < config.tenants.size(); ++i) {
+      const TenantConfig& t = config.tenants[i];
+      if (t.redis.has_value()) continue;
+      const std::optional<uint64_t>& own = t.memory.*f.own;
+      if (!own.has_value()) {
+        ++without_own;
+        continue;
+      }
+      own_total += *own;
+      if (own_total > f.budget) {
+        const YAML::Mark& mark = i < tenant_memory_marks_.size()
+                                     ? (f.bytes ? tenant_memory_marks_[i].first
+                                                : tenant_memory_marks_[i].second)
+                                     : tenants_mark;
+        return Error(mark, absl::StrCat("tenants[", i, "].memory.", f.key),
+                     absl::StrCat("the memory tenants' own shares add up to ",
+                                  absl::Uint128Low64(own_total) == own_total
+                                      ? absl::StrCat(absl::Uint128Low64(own_total))
+                                      : std::string("more than 2^64"),
+                                  " ", f.unit, " by this one, more than memory.", f.key,
+                                  " (", f.budget, " ", f.unit, ")"));
+      }
+    }
+    if (without_own > 0 &&
+        (f.budget - absl::Uint128Low64(own_total)) / without_own == 0) {
+      return Error(
+          f.budget_mark->is_null() ? tenants_mark : *f.budget_mark,
+          absl::StrCat("memory.", f.key),
+          absl::StrCat(f.budget - absl::Uint128Low64(own_total), " ", f.unit,
+                       " left by the tenants' own shares cannot give each of the ",
+                       without_own,
+                       " memory tenants without one a share of at "
+                       "least 1"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<BackendErrorPolicy> Parser::GetBackendErrorPolicy(
@@ -583,11 +722,14 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
     std::optional<YAML::Node> name_node;
     std::optional<YAML::Node> prefix_node;
     std::optional<YAML::Mark> redis_key_mark;
+    std::optional<YAML::Mark> memory_key_mark;
+    std::pair<YAML::Mark, YAML::Mark> memory_marks{YAML::Mark::null_mark(),
+                                                   YAML::Mark::null_mark()};
     RedisSettings redis_settings;
     absl::Status s = ForEachEntry(
         item, path,
         {"name", "backend", "prefix", "quota_multiplier", "allow_inline_specs",
-         "on_backend_error", "redis"},
+         "on_backend_error", "redis", "memory"},
         [&](const std::string& key, const YAML::Node& key_node,
             const YAML::Node& value) -> absl::Status {
           std::string field = absl::StrCat(path, ".", key);
@@ -636,6 +778,10 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
                 GetBackendErrorPolicy(value, field);
             if (!policy.ok()) return policy.status();
             tenant.on_backend_error = *policy;
+          } else if (key == "memory") {
+            memory_key_mark = key_node.Mark();
+            return ParseTenantMemory(value, field, tenant.memory, memory_marks.first,
+                                     memory_marks.second);
           } else {
             redis_key_mark = key_node.Mark();
             return ParseRedisSettings(value, field, redis_settings);
@@ -656,6 +802,10 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
           !a.ok()) {
         return a;
       }
+    }
+    if (memory_key_mark && tenant.redis) {
+      return Error(*memory_key_mark, absl::StrCat(path, ".memory"),
+                   "only for the memory backend");
     }
 
     // The prefix defaults to the name; either way it must be usable in a key.
@@ -694,6 +844,7 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
     }
     config.tenants.push_back(std::move(tenant));
     locs.push_back({path, item.Mark()});
+    tenant_memory_marks_.push_back(memory_marks);
   }
   return absl::OkStatus();
 }
@@ -794,6 +945,11 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
   }
 
   if (absl::Status c = CheckCapacities(config); !c.ok()) return c;
+  if (absl::Status m = CheckMemoryShares(
+          config, tenants_key ? tenants_key->Mark() : YAML::Mark::null_mark());
+      !m.ok()) {
+    return m;
+  }
   return config;
 }
 
@@ -814,6 +970,33 @@ absl::Status ReadError(const std::string& path, int err) {
 }
 
 }  // namespace
+
+MemoryShareConfig MemoryShareOf(const Config& config, const TenantConfig& tenant) {
+  uint64_t own_bytes = 0, own_buckets = 0, without_bytes = 0, without_buckets = 0;
+  for (const TenantConfig& t : config.tenants) {
+    if (t.redis.has_value()) continue;
+    if (t.memory.max_bytes) {
+      own_bytes += *t.memory.max_bytes;
+    } else {
+      ++without_bytes;
+    }
+    if (t.memory.max_buckets) {
+      own_buckets += *t.memory.max_buckets;
+    } else {
+      ++without_buckets;
+    }
+  }
+  // Saturating: a config that ParseConfig accepted never needs it.
+  auto part = [](uint64_t budget, uint64_t own, uint64_t n) -> uint64_t {
+    return n == 0 || own >= budget ? 0 : (budget - own) / n;
+  };
+  MemoryShareConfig share;
+  share.max_bytes = tenant.memory.max_bytes.value_or(
+      part(config.memory.max_bytes, own_bytes, without_bytes));
+  share.max_buckets = tenant.memory.max_buckets.value_or(
+      part(config.memory.max_buckets, own_buckets, without_buckets));
+  return share;
+}
 
 Config DefaultConfig() {
   Config config;

@@ -24,6 +24,14 @@ enum class BackendErrorPolicy {
   kAllow,  // the hit is allowed (fail open) and counted in a metric
 };
 
+// A memory tenant's own share of the `memory:` budget (YAML key
+// `tenants[].memory`); an unset field takes an equal part of what the tenants
+// with their own share leave (see MemoryShareOf).
+struct TenantMemoryConfig {
+  std::optional<uint64_t> max_bytes;    // `max_bytes` (a byte size), >= 1
+  std::optional<uint64_t> max_buckets;  // `max_buckets`, >= 1
+};
+
 // One tenant: whose backend and quota a request uses.
 struct TenantConfig {
   std::string name;
@@ -38,10 +46,16 @@ struct TenantConfig {
   bool allow_inline_specs = true;
   BackendErrorPolicy on_backend_error =
       BackendErrorPolicy::kDeny;  // `on_backend_error: allow|deny`
+  TenantMemoryConfig memory;      // only for the memory backend
 };
 
-// Settings of the embedded in-memory backend (YAML key `memory:`).
+// Settings of the embedded in-memory backend (YAML key `memory:`). The
+// budget is shared by the memory tenants (MemoryShareOf).
 struct MemoryConfig {
+  // `max_bytes`: bytes of stored buckets (keys + per-bucket overhead), >= 1;
+  // an integer, or with a KiB, MiB or GiB suffix. The default fits the Helm
+  // chart's 512Mi pod limit with room for the rest of the process.
+  uint64_t max_bytes = uint64_t{256} << 20;
   uint64_t max_buckets = 1'000'000;  // `max_buckets`, >= 1
   int64_t sweep_interval_ms =
       10'000;  // `sweep_interval` (duration); how often full buckets are dropped
@@ -61,6 +75,16 @@ struct Config {
   int64_t drain_delay_ms = 0;                     // `drain_delay` (duration, may be 0)
   MemoryConfig memory;
 };
+
+// A memory tenant's share of `config.memory`, for bytes and buckets each: its
+// own (`tenants[].memory`), else an equal part (rounded down) of what the
+// memory tenants with their own leave. ParseConfig checks that the own shares
+// fit and that every equal part is at least 1.
+struct MemoryShareConfig {
+  uint64_t max_bytes = 0;
+  uint64_t max_buckets = 0;
+};
+MemoryShareConfig MemoryShareOf(const Config& config, const TenantConfig& tenant);
 
 // The configuration used when traffikd runs without --config: the fields'
 // defaults plus one tenant `default` on the memory backend, inline specs on.

@@ -28,12 +28,13 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
   snap->max_identifier_bytes_ = config.max_identifier_bytes;
   snap->max_batch_size_ = config.max_batch_size;
   for (const TenantConfig& tc : config.tenants) {
-    absl::StatusOr<Backend*> backend = backends(tc);
+    absl::StatusOr<TenantBackend> backend = backends(tc);
     if (!backend.ok()) return backend.status();
     Tenant t;
     t.name = tc.name;
     t.prefix = tc.prefix.empty() ? tc.name : tc.prefix;
-    t.backend = *backend;
+    t.backend = backend->backend;
+    t.partition = backend->partition;
     t.quota_multiplier = tc.quota_multiplier;
     t.allow_inline_specs = tc.allow_inline_specs;
     t.on_backend_error = tc.on_backend_error;
@@ -145,6 +146,7 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
                      " of throttle ", uid, "; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
+  out->partition = tenant->partition;
   out->tenant = tenant;
   if (is_inline) {
     // The raw spec (before the multiplier) is part of the bucket's identity.
@@ -175,16 +177,19 @@ bool IsOutage(const absl::Status& error) {
          error.code() == absl::StatusCode::kDeadlineExceeded;
 }
 
-// Applies a tenant's on_backend_error policy to a backend error, and counts
-// it. An outage fails open (allow) or becomes kUnavailable naming the backend
-// (deny). Any other error (kInternal: a malformed reply; kResourceExhausted:
-// a full store; kFailedPrecondition: keys not decidable together; ...) says
-// the backend answered and the request could not be decided: it keeps its
-// code whatever the policy, so a caller can never turn it into an allowed hit.
+// Applies a tenant's on_backend_error policy to a backend error. An outage fails open
+// (allow) or becomes kUnavailable naming the backend (deny). Any other error (kInternal:
+// a malformed reply; kResourceExhausted: a full store; kFailedPrecondition: keys not
+// decidable together; ...) says the backend answered and the request could not be
+// decided: it keeps its code whatever the policy, so a caller can never turn it into an
+// allowed hit.
 absl::StatusOr<Decision> OnBackendError(const Snapshot::Tenant& tenant, const Rate& rate,
                                         uint64_t cost, const absl::Status& error) {
-  tenant.backend_errors->Increment();
   const bool outage = IsOutage(error);
+  // traffik_backend_errors_total counts outages, the errors the policy is
+  // for; other errors are counted by code in traffik_errors_total (and a full
+  // memory share in traffik_bucket_rejections_total).
+  if (outage) tenant.backend_errors->Increment();
   if (outage && tenant.on_backend_error == BackendErrorPolicy::kAllow) {
     return FailOpenDecision(rate, cost);
   }
@@ -214,11 +219,11 @@ void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) co
     return;
   }
   PreparedHit* raw = hit.get();
-  raw->backend->Decide(raw->key, raw->rate, raw->cost,
-                       [hit = std::move(hit),
-                        done = std::move(done)](absl::StatusOr<Decision> result) mutable {
-                         std::move(done)(Finish(*hit, std::move(result)));
-                       });
+  raw->backend->DecideIn(raw->partition, raw->key, raw->rate, raw->cost,
+                         [hit = std::move(hit), done = std::move(done)](
+                             absl::StatusOr<Decision> result) mutable {
+                           std::move(done)(Finish(*hit, std::move(result)));
+                         });
 }
 
 namespace {
@@ -299,7 +304,7 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
       groups.emplace_back();
     }
     groups[g].push_back(i);
-    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost});
+    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost, hit.partition});
     state.counters.push_back(hit.counters);
     state.tenants.push_back(hit.tenant);
   }

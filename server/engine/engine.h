@@ -46,6 +46,9 @@ class Snapshot {
     std::string name;
     std::string prefix;
     Backend* backend = nullptr;  // not owned; outlives every snapshot
+    // The tenant's partition on `backend` (its share of a memory backend), or
+    // nullptr; not owned, outlives every snapshot.
+    BackendPartition* partition = nullptr;
     double quota_multiplier = 1.0;
     bool allow_inline_specs = true;
     BackendErrorPolicy on_backend_error = BackendErrorPolicy::kDeny;
@@ -54,9 +57,16 @@ class Snapshot {
     prometheus::Counter* backend_errors = nullptr;
   };
 
-  // Maps a tenant's `backend` setting to a live backend.
+  // A tenant's backend and its partition there (nullptr: none).
+  struct TenantBackend {
+    TenantBackend(Backend* backend, BackendPartition* partition = nullptr)  // NOLINT
+        : backend(backend), partition(partition) {}
+    Backend* backend;
+    BackendPartition* partition;
+  };
+  // Maps a tenant's `backend` setting to a live backend (and partition).
   using BackendResolver =
-      absl::FunctionRef<absl::StatusOr<Backend*>(const TenantConfig&)>;
+      absl::FunctionRef<absl::StatusOr<TenantBackend>(const TenantConfig&)>;
 
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(const Config& config,
                                                                BackendResolver backends,
@@ -82,6 +92,7 @@ struct PreparedHit {
   std::shared_ptr<const Snapshot> snapshot;
   const Snapshot::Tenant* tenant = nullptr;
   Backend* backend = nullptr;
+  BackendPartition* partition = nullptr;  // the tenant's, on `backend`
   std::string key;
   Rate rate;
   uint64_t cost = 0;

@@ -46,6 +46,13 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
     sources_.push_back({std::move(backend), std::move(buckets), std::move(evictions)});
   }
 
+  void AddRejectionSource(std::string backend, std::string tenant,
+                          std::function<uint64_t()> rejections) {
+    MutexLock lock(&mu_);
+    rejection_sources_.push_back(
+        {std::move(backend), std::move(tenant), std::move(rejections)});
+  }
+
   std::vector<prometheus::MetricFamily> Collect() const override {
     std::vector<prometheus::MetricFamily> out;
     prometheus::MetricFamily latency{
@@ -68,7 +75,15 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
                                      {}};
     prometheus::MetricFamily evictions{
         "traffik_bucket_evictions_total",
-        "Buckets dropped before they were full again because of max_buckets, by backend.",
+        "Buckets dropped to make room for a new one, by backend. Only buckets that "
+        "are full again are dropped (no state is lost); a steady rate means the "
+        "memory budget is in use.",
+        prometheus::MetricType::Counter,
+        {}};
+    prometheus::MetricFamily rejections{
+        "traffik_bucket_rejections_total",
+        "New buckets refused (RESOURCE_EXHAUSTED) because the tenant's share of the "
+        "backend was full, by backend and tenant.",
         prometheus::MetricType::Counter,
         {}};
     {
@@ -83,9 +98,17 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
         e.counter.value = static_cast<double>(s.evictions());
         evictions.metric.push_back(std::move(e));
       }
+      for (const RejectionSource& s : rejection_sources_) {
+        prometheus::ClientMetric r;
+        r.label.push_back({"backend", s.backend});
+        r.label.push_back({"tenant", s.tenant});
+        r.counter.value = static_cast<double>(s.rejections());
+        rejections.metric.push_back(std::move(r));
+      }
     }
     out.push_back(std::move(buckets));
     out.push_back(std::move(evictions));
+    if (!rejections.metric.empty()) out.push_back(std::move(rejections));
     return out;
   }
 
@@ -95,9 +118,15 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
     std::function<uint64_t()> buckets;
     std::function<uint64_t()> evictions;
   };
+  struct RejectionSource {
+    std::string backend;
+    std::string tenant;
+    std::function<uint64_t()> rejections;
+  };
   const std::array<LatencyHistogram, 2>* latency_;
   mutable Mutex mu_;
   std::vector<Source> sources_ ABSL_GUARDED_BY(mu_);
+  std::vector<RejectionSource> rejection_sources_ ABSL_GUARDED_BY(mu_);
 };
 
 Metrics::Metrics()
@@ -153,6 +182,12 @@ void Metrics::CountError(absl::StatusCode code) {
 void Metrics::AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                               std::function<uint64_t()> evictions) {
   runtime_->AddBucketSource(std::move(backend), std::move(buckets), std::move(evictions));
+}
+
+void Metrics::AddRejectionSource(std::string backend, std::string tenant,
+                                 std::function<uint64_t()> rejections) {
+  runtime_->AddRejectionSource(std::move(backend), std::move(tenant),
+                               std::move(rejections));
 }
 
 std::string Metrics::RenderText() const {

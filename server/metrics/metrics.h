@@ -55,6 +55,7 @@ struct DecisionCounters {
 //   traffik_backend_errors_total{tenant,backend,policy} counter
 //   traffik_buckets{backend}                         gauge
 //   traffik_bucket_evictions_total{backend}          counter
+//   traffik_bucket_rejections_total{backend,tenant}  counter
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -79,6 +80,11 @@ class Metrics {
   // Reports a backend's bucket count and evictions at scrape time.
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions);
+
+  // Reports at scrape time how many new buckets of `tenant` (a configured
+  // name) `backend` refused because the tenant's share was full.
+  void AddRejectionSource(std::string backend, std::string tenant,
+                          std::function<uint64_t()> rejections);
 
   // Renders every series in the text exposition format (for tests and tools).
   std::string RenderText() const;

@@ -51,8 +51,9 @@ class DecisionReactor final : public grpc::ServerUnaryReactor {
         hit_(std::move(hit)),
         response_(response),
         start_ns_(start_ns) {
-    hit_.backend->Decide(
-        hit_.key, hit_.rate, hit_.cost, [this](absl::StatusOr<Decision> result) {
+    hit_.backend->DecideIn(
+        hit_.partition, hit_.key, hit_.rate, hit_.cost,
+        [this](absl::StatusOr<Decision> result) {
           Finish(Answer(metrics_, hit_, std::move(result), response_, start_ns_));
         });
   }
@@ -107,8 +108,8 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
     return new DecisionReactor(metrics_, std::move(hit), response, start_ns);
   }
   absl::StatusOr<Decision> result = absl::InternalError("backend did not answer inline");
-  hit.backend->Decide(hit.key, hit.rate, hit.cost,
-                      [&result](absl::StatusOr<Decision> d) { result = std::move(d); });
+  hit.backend->DecideIn(hit.partition, hit.key, hit.rate, hit.cost,
+                        [&result](absl::StatusOr<Decision> d) { result = std::move(d); });
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(Answer(metrics_, hit, std::move(result), response, start_ns));
   return reactor;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -905,6 +906,154 @@ TEST_F(LoadConfigFileTest, Unreadable) {
   ASSERT_FALSE(config.ok());
   EXPECT_EQ(config.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+// ---------------------------------------------------------------------------
+// The memory budget and the tenants' shares of it.
+
+// Verifies memory.max_bytes: the default, plain bytes and the KiB/MiB/GiB
+// suffixes.
+TEST_F(ParseConfigTest, MemoryMaxBytes) {
+  EXPECT_EQ(DefaultConfig().memory.max_bytes, uint64_t{256} << 20);
+  EXPECT_EQ(MustParse("listen: \"127.0.0.1:1\"\n").memory.max_bytes, uint64_t{256} << 20);
+  const std::pair<std::string, uint64_t> cases[] = {
+      {"1", 1},
+      {"1048576", 1 << 20},
+      {"3KiB", 3 << 10},
+      {"64MiB", uint64_t{64} << 20},
+      {"2GiB", uint64_t{2} << 30},
+      {"17179869183GiB", uint64_t{17179869183} << 30},
+      {"18446744073709551615", 18446744073709551615u},
+  };
+  for (const auto& [text, bytes] : cases) {
+    EXPECT_EQ(
+        MustParse(absl::StrCat("memory:\n  max_bytes: ", text, "\n")).memory.max_bytes,
+        bytes)
+        << text;
+  }
+}
+
+// Verifies the memory tenants' shares: an own share where written, an equal
+// part of what is left for the others, nothing for Redis tenants.
+TEST_F(ParseConfigTest, MemoryShares) {
+  Config config = MustParse(R"yaml(
+memory:
+  max_bytes: 100MiB
+  max_buckets: 1000
+tenants:
+  - name: default
+  - name: gold
+    memory:
+      max_bytes: 40MiB
+      max_buckets: 700
+  - name: silver
+    memory: {max_buckets: 100}
+  - name: remote
+    backend: redis://127.0.0.1:6379
+)yaml");
+  ASSERT_EQ(config.tenants.size(), 4u);
+  EXPECT_EQ(config.tenants[1].memory.max_bytes, uint64_t{40} << 20);
+  EXPECT_EQ(config.tenants[1].memory.max_buckets, 700u);
+  EXPECT_FALSE(config.tenants[2].memory.max_bytes.has_value());
+  const MemoryShareConfig def = MemoryShareOf(config, config.tenants[0]);
+  EXPECT_EQ(def.max_bytes, uint64_t{30} << 20);  // (100 - 40) / 2
+  EXPECT_EQ(def.max_buckets, 200u);              // 1000 - 700 - 100
+  const MemoryShareConfig gold = MemoryShareOf(config, config.tenants[1]);
+  EXPECT_EQ(gold.max_bytes, uint64_t{40} << 20);
+  EXPECT_EQ(gold.max_buckets, 700u);
+  const MemoryShareConfig silver = MemoryShareOf(config, config.tenants[2]);
+  EXPECT_EQ(silver.max_bytes, uint64_t{30} << 20);
+  EXPECT_EQ(silver.max_buckets, 100u);
+  // One memory tenant (the default config): the whole budget.
+  const Config defaults = DefaultConfig();
+  EXPECT_EQ(MemoryShareOf(defaults, defaults.tenants[0]).max_bytes,
+            defaults.memory.max_bytes);
+  EXPECT_EQ(MemoryShareOf(defaults, defaults.tenants[0]).max_buckets,
+            defaults.memory.max_buckets);
+}
+
+// Verifies bad byte sizes are rejected with file:line:col, field and problem:
+// wrong type, no digits, unknown units, 0 and overflow.
+TEST_F(ConfigErrorTest, BadMemoryMaxBytes) {
+  ExpectError("memory:\n  max_bytes: [1]\n",
+              {"test.yaml:2:14: memory.max_bytes: expected a size in bytes such as "
+               "'256MiB'",
+               "got a list"});
+  ExpectError("memory:\n  max_bytes: lots\n",
+              {"test.yaml:2:14: memory.max_bytes: expected a size in bytes", "'lots'"});
+  ExpectError("memory:\n  max_bytes: -5\n", {"memory.max_bytes: expected a size"});
+  ExpectError("memory:\n  max_bytes: 256MB\n",
+              {"test.yaml:2:14: memory.max_bytes: bad size '256MB': unknown unit 'MB'"});
+  ExpectError("memory:\n  max_bytes: 256 MiB\n", {"unknown unit ' MiB'"});
+  ExpectError("memory:\n  max_bytes: 1.5GiB\n", {"unknown unit '.5GiB'"});
+  ExpectError("memory:\n  max_bytes: 2mib\n", {"unknown unit 'mib'"});
+  ExpectError("memory:\n  max_bytes: 0\n",
+              {"test.yaml:2:14: memory.max_bytes: size '0' must be at least 1 byte"});
+  ExpectError("memory:\n  max_bytes: 0GiB\n", {"must be at least 1 byte"});
+  ExpectError("memory:\n  max_bytes: 18446744073709551616\n",
+              {"memory.max_bytes: size '18446744073709551616' is too large"});
+  ExpectError("memory:\n  max_bytes: 17179869184GiB\n", {"is too large"});
+  ExpectError("memory:\n  max_bytes:\n", {"memory.max_bytes: expected a size", "null"});
+}
+
+// Verifies tenants' memory shares are checked: known keys and types only,
+// memory tenants only, own shares within the budget, and an equal part of at
+// least 1 for the others.
+TEST_F(ConfigErrorTest, BadMemoryShares) {
+  ExpectError("tenants:\n  - {name: a, memory: {max_bytes: 0}}\n",
+              {"tenants[0].memory.max_bytes: size '0' must be at least 1 byte"});
+  ExpectError("tenants:\n  - {name: a, memory: {max_buckets: 0}}\n",
+              {"tenants[0].memory.max_buckets: must be >= 1"});
+  ExpectError("tenants:\n  - {name: a, memory: {buckets: 5}}\n",
+              {"tenants[0].memory: unknown key 'buckets'"});
+  ExpectError("tenants:\n  - {name: a, memory: 5}\n",
+              {"tenants[0].memory: expected a map"});
+  ExpectError(
+      "tenants:\n  - name: a\n    memory: {max_buckets: 5}\n    backend: "
+      "redis://127.0.0.1\n",
+      {"test.yaml:3:5: tenants[0].memory: only for the memory backend"});
+  ExpectError(R"yaml(memory:
+  max_bytes: 100MiB
+tenants:
+  - name: a
+    memory: {max_bytes: 60MiB}
+  - name: b
+    memory: {max_bytes: 50MiB}
+default_tenant: a
+)yaml",
+              {"test.yaml:7:25: tenants[1].memory.max_bytes: the memory tenants' own "
+               "shares add up to 115343360 bytes by this one, more than "
+               "memory.max_bytes (104857600 bytes)"});
+  ExpectError(
+      R"yaml(tenants:
+  - name: a
+    memory: {max_buckets: 1000000}
+  - name: b
+default_tenant: a
+)yaml",
+      {"memory.max_buckets: 0 buckets left by the tenants' own shares cannot give "
+       "each of the 1 memory tenants without one a share of at least 1"});
+  ExpectError(R"yaml(memory:
+  max_buckets: 3
+tenants:
+  - name: a
+  - name: b
+  - name: c
+  - name: d
+default_tenant: a
+)yaml",
+              {"test.yaml:2:16: memory.max_buckets: 3 buckets left by the tenants' own "
+               "shares cannot give each of the 4 memory tenants"});
+  ExpectError(R"yaml(memory: {max_bytes: 18446744073709551615}
+tenants:
+  - name: a
+    memory: {max_bytes: 18446744073709551615}
+  - name: b
+    memory: {max_bytes: 18446744073709551615}
+default_tenant: a
+)yaml",
+              {"tenants[1].memory.max_bytes: the memory tenants' own shares add up to "
+               "more than 2^64 bytes"});
 }
 
 }  // namespace

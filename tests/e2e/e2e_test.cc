@@ -1066,5 +1066,74 @@ TEST_F(HostileInputTest, OtherSpecCannotRefillInlineBucket) {
   EXPECT_EQ(CountAllowed(small, 1), 0);
 }
 
+// ------------------------------------------------------- memory shares
+
+// Two memory tenants with equal shares (2 buckets each) of memory.max_buckets
+// 4; tenant a would fail open on an outage.
+constexpr char kSharesYaml[] = R"yaml(
+throttles:
+  - uid: api
+    limit: 1
+    period: 1h
+tenants:
+  - name: a
+    on_backend_error: allow
+  - name: b
+default_tenant: a
+memory:
+  max_buckets: 4
+)yaml";
+
+class MemoryShareTest : public MetricsTest {
+ protected:
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(StartServer(kSharesYaml)); }
+};
+
+// Verifies, over gRPC against traffikd, that with the cap reached a flood of
+// new buckets from tenant a is refused RESOURCE_EXHAUSTED at a's own share
+// (exactly 2, naming the tenant, never the identifier, not failed open) and
+// never refills tenant b's drained bucket, whose share stays free.
+TEST_F(MemoryShareTest, FloodNeverRefillsAnotherTenantsBucket) {
+  EXPECT_EQ(CountAllowed(ConfiguredRequest("victim", "api", "b"), 2), 1);
+  int stored = 0;
+  int refused = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string id = absl::StrCat("flood-identifier-", i);
+    const Reply<v1::ShouldThrottleResponse> reply =
+        Decide(ConfiguredRequest(id, "api", "a"));
+    if (reply.status.ok()) {
+      EXPECT_EQ(reply.response.wait_ms(), 0u);
+      ++stored;
+      continue;
+    }
+    ++refused;
+    ASSERT_EQ(reply.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << reply.status.error_message();
+    EXPECT_THAT(reply.status.error_message(), HasSubstr("tenant 'a'"));
+    EXPECT_THAT(reply.status.error_message(), Not(HasSubstr("flood-identifier")));
+  }
+  EXPECT_EQ(stored, 2);
+  EXPECT_EQ(refused, 998);
+  const Reply<v1::ShouldThrottleResponse> victim =
+      Decide(ConfiguredRequest("victim", "api", "b"));
+  ASSERT_TRUE(victim.status.ok()) << victim.status.error_message();
+  EXPECT_GT(victim.response.wait_ms(), 3'000'000u) << "b's drained bucket was refilled";
+  EXPECT_EQ(CountAllowed(ConfiguredRequest("second", "api", "b"), 1), 1);
+
+  const std::string text = Scrape();
+  EXPECT_EQ(SampleValue(text, "traffik_bucket_rejections_total",
+                        {{"backend", "memory"}, {"tenant", "a"}}),
+            998.0)
+      << text;
+  EXPECT_EQ(SampleValue(text, "traffik_bucket_rejections_total",
+                        {{"backend", "memory"}, {"tenant", "b"}}),
+            0.0)
+      << text;
+  EXPECT_EQ(SampleValue(text, "traffik_buckets", {{"backend", "memory"}}), 4.0) << text;
+  EXPECT_EQ(SampleValue(text, "traffik_errors_total", {{"code", "RESOURCE_EXHAUSTED"}}),
+            998.0)
+      << text;
+}
+
 }  // namespace
 }  // namespace traffik::e2e

@@ -4,8 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "backend/memory/memory_backend.h"
 #include "backend/redis/key_slot.h"
 #include "clock/clock.h"
@@ -17,6 +19,7 @@ namespace traffik {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -615,8 +618,9 @@ TEST_F(BackendErrorPolicyTest, AllOrNothingBackendErrors) {
 
 // Verifies fail open applies only to outages: with `allow`, kUnavailable and
 // kDeadlineExceeded are answered allowed, while kInternal, kResourceExhausted
-// and kFailedPrecondition are returned as is (and counted) under either
-// policy, for single calls, batches and all-or-nothing batches.
+// and kFailedPrecondition are returned as is under either policy (and not
+// counted as backend outages), for single calls, batches and all-or-nothing
+// batches.
 TEST_F(BackendErrorPolicyTest, FailOpenOnlyOnOutages) {
   failing_.error = absl::DeadlineExceededError("redis://10.0.0.1:6379/0: timeout");
   auto late = Call("open");
@@ -649,11 +653,131 @@ TEST_F(BackendErrorPolicyTest, FailOpenOnlyOnOutages) {
         reqs, true, [&](absl::StatusOr<AllOrNothingResult> d) { all = std::move(d); });
     EXPECT_EQ(all.status(), error);
   }
-  // 1 timeout + per error: 1 single + 2 batch items + 2 all-or-nothing items.
+  // Only the timeout was an outage.
   EXPECT_THAT(
       metrics_.RenderText(),
       HasSubstr("traffik_backend_errors_total{backend=\"redis://10.0.0.1:6379/0\","
-                "policy=\"allow\",tenant=\"open\"} 16"));
+                "policy=\"allow\",tenant=\"open\"} 1\n"));
+}
+
+// Two memory tenants on one MemoryBackend, each in its own partition with
+// an equal share (2 buckets) of memory.max_buckets 4; both fail open on
+// outages.
+class MemoryTenantsTest : public ::testing::Test {
+ protected:
+  MemoryTenantsTest() : memory_(clock_, MemoryBackendOptions{4, 0}) {
+    config_.throttles = {{"api", 1, 3'600'000}};
+    TenantConfig a;
+    a.name = a.prefix = "a";
+    a.on_backend_error = BackendErrorPolicy::kAllow;
+    TenantConfig b = a;
+    b.name = b.prefix = "b";
+    config_.tenants = {a, b};
+    config_.default_tenant = "a";
+    config_.memory.max_buckets = 4;
+    for (const TenantConfig& t : config_.tenants) {
+      const MemoryShareConfig share = MemoryShareOf(config_, t);
+      MemoryBackend::Partition* p =
+          memory_.AddPartition(t.name, {share.max_bytes, share.max_buckets});
+      partitions_[t.name] = p;
+      metrics_.AddRejectionSource("memory", t.name, [p] { return p->rejections(); });
+    }
+    auto snap = Snapshot::Build(
+        config_,
+        [this](const TenantConfig& t) -> absl::StatusOr<Snapshot::TenantBackend> {
+          return Snapshot::TenantBackend(&memory_, partitions_.at(t.name));
+        },
+        metrics_);
+    EXPECT_TRUE(snap.ok()) << snap.status();
+    engine_ = std::make_unique<Engine>(*snap);
+  }
+
+  static HitRequest Req(absl::string_view tenant, absl::string_view id) {
+    HitRequest r;
+    r.identifier = id;
+    r.throttle_uid = "api";
+    r.tenant = tenant;
+    return r;
+  }
+  absl::StatusOr<Decision> Call(absl::string_view tenant, absl::string_view id) {
+    absl::StatusOr<Decision> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottle(Req(tenant, id),
+                            [&](absl::StatusOr<Decision> d) { out = std::move(d); });
+    return out;
+  }
+  absl::StatusOr<AllOrNothingResult> Batch(const std::vector<HitRequest>& reqs,
+                                           bool all_or_nothing) {
+    absl::StatusOr<AllOrNothingResult> out = absl::InternalError("callback not run");
+    engine_->ShouldThrottleBatch(
+        reqs, all_or_nothing,
+        [&](absl::StatusOr<AllOrNothingResult> d) { out = std::move(d); });
+    return out;
+  }
+
+  FakeClock clock_;
+  MemoryBackend memory_;
+  absl::flat_hash_map<std::string, MemoryBackend::Partition*> partitions_;
+  Metrics metrics_;
+  Config config_;
+  std::unique_ptr<Engine> engine_;
+};
+
+// Verifies a tenant's flood of new buckets is refused RESOURCE_EXHAUSTED at
+// its own share (naming the tenant, never the identifier), is never failed
+// open by on_backend_error: allow (not an outage), is counted per tenant, and
+// leaves the other tenant's drained bucket drained and its share free.
+TEST_F(MemoryTenantsTest, FloodIsRefusedAtItsOwnShare) {
+  ASSERT_TRUE(Call("b", "victim")->allowed);
+  ASSERT_FALSE(Call("b", "victim")->allowed);
+  for (int i = 0; i < 50; ++i) {
+    const std::string id = absl::StrCat("flood-identifier-", i);
+    absl::StatusOr<Decision> d = Call("a", id);
+    if (i < 2) {
+      ASSERT_TRUE(d.ok()) << d.status();
+      EXPECT_TRUE(d->allowed);
+      continue;
+    }
+    ASSERT_EQ(d.status().code(), absl::StatusCode::kResourceExhausted) << i;
+    EXPECT_THAT(std::string(d.status().message()), HasSubstr("tenant 'a'"));
+    EXPECT_THAT(std::string(d.status().message()), Not(HasSubstr("flood-identifier")));
+    clock_.AdvanceMs(1000);
+  }
+  const absl::StatusOr<Decision> victim = Call("b", "victim");
+  ASSERT_TRUE(victim.ok());
+  EXPECT_FALSE(victim->allowed);
+  EXPECT_TRUE(Call("b", "second")->allowed);  // b's second bucket still fits
+  EXPECT_EQ(Call("a", "flood-identifier-0")->allowed, false);  // kept, drained
+  const std::string text = metrics_.RenderText();
+  EXPECT_THAT(
+      text,
+      HasSubstr("traffik_bucket_rejections_total{backend=\"memory\",tenant=\"a\"} 48"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("traffik_bucket_rejections_total{backend=\"memory\",tenant=\"b\"} 0"));
+  EXPECT_THAT(text, HasSubstr("traffik_backend_errors_total{backend=\"memory\","
+                              "policy=\"allow\",tenant=\"a\"} 0"));
+}
+
+// Verifies batches: one whose new buckets do not fit the tenant's share is
+// refused whole RESOURCE_EXHAUSTED (plain or all-or-nothing, never failed
+// open) and takes nothing; an all-or-nothing batch across two memory tenants
+// (one backend) works and charges each tenant's own share.
+TEST_F(MemoryTenantsTest, Batches) {
+  ASSERT_TRUE(Call("a", "old")->allowed);
+  const std::vector<HitRequest> too_many = {Req("a", "n1"), Req("a", "n2")};
+  EXPECT_EQ(Batch(too_many, false).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(Batch(too_many, true).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(partitions_["a"]->buckets(), 1u);
+
+  absl::StatusOr<AllOrNothingResult> both =
+      Batch({Req("a", "shared"), Req("b", "shared")}, true);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_TRUE(both->applied);
+  EXPECT_EQ(partitions_["a"]->buckets(), 2u);
+  EXPECT_EQ(partitions_["b"]->buckets(), 1u);
+  both = Batch({Req("b", "shared"), Req("a", "shared")}, true);
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_FALSE(both->applied);  // both drained (limit 1)
 }
 
 // Verifies bucket keys are unambiguous and carry the tenant prefix.

@@ -1,5 +1,6 @@
 #include "backend/memory/memory_backend.h"
 
+#include <malloc.h>
 #include <pthread.h>
 
 #include <algorithm>
@@ -7,37 +8,133 @@
 #include <utility>
 #include <vector>
 
-#include "absl/hash/hash.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 
 namespace traffik {
+namespace {
+
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+
+// A full partition waits (its buckets / kScanBucketsPerMs) ms between two
+// on-demand scans. A scan visits roughly this many buckets per ms, so a flood
+// of refused new buckets spends at most about half a core on scans (measured:
+// a scan of 1M buckets takes ~20-60 ms here).
+constexpr uint64_t kScanBucketsPerMs = 16'384;
+
+// The heap bytes glibc's malloc takes for a request of `n` bytes: the request
+// plus an 8-byte header, rounded up to 16, at least 32. From its mmap
+// threshold (128 KiB initially) a request gets whole pages.
+uint64_t MallocBytes(uint64_t n) {
+  if (n >= (uint64_t{128} << 10)) return (n + 16 + 4095) / 4096 * 4096;
+  return std::max<uint64_t>(32, (n + 8 + 15) / 16 * 16);
+}
+
+// A scan that drops at least this many bytes of buckets hands the freed heap
+// back to the kernel (see ReleaseFreedMemory).
+constexpr uint64_t kReleaseAfterBytes = uint64_t{4} << 20;
+
+// glibc keeps freed heap memory resident (only the top of the heap is given
+// back), and allocates large blocks (the bucket tables) with mmap, so freed
+// keys would stay in RSS next to new tables: after a partition's buckets turn
+// over from one mix of key sizes to another, RSS could reach about twice the
+// budget. malloc_trim(0) returns the free pages of every arena.
+void ReleaseFreedMemory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
+// libstdc++'s std::string keeps up to 15 bytes inline.
+constexpr size_t kInlineStringBytes = 15;
+
+}  // namespace
+
+uint64_t MemoryBackend::BucketBytes(size_t key_bytes) {
+  const uint64_t heap = key_bytes <= kInlineStringBytes ? 0 : MallocBytes(key_bytes + 1);
+  return kTableBytesPerBucket + heap;
+}
+
+MemoryBackend::Partition::Partition(std::string name, MemoryShare share)
+    : name_(std::move(name)),
+      max_bytes_(share.max_bytes),
+      max_buckets_(share.max_buckets),
+      shards_(std::make_unique<std::array<Shard, kShards>>()) {}
+
+bool MemoryBackend::Partition::TryReserve(uint64_t bytes) {
+  const uint64_t max_buckets = max_buckets_.load(std::memory_order_relaxed);
+  uint64_t n = buckets_.load(std::memory_order_relaxed);
+  do {
+    if (n >= max_buckets) return false;
+  } while (!buckets_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+  const uint64_t max_bytes = max_bytes_.load(std::memory_order_relaxed);
+  uint64_t b = bytes_.load(std::memory_order_relaxed);
+  do {
+    if (b > max_bytes || bytes > max_bytes - b) {
+      buckets_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!bytes_.compare_exchange_weak(b, b + bytes, std::memory_order_relaxed));
+  return true;
+}
+
+void MemoryBackend::Partition::Release(uint64_t buckets, uint64_t bytes) {
+  buckets_.fetch_sub(buckets, std::memory_order_relaxed);
+  bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+void MemoryBackend::Partition::NoteFullAt(int64_t full_at_ms) {
+  // Called with the bucket's shard locked, so a concurrent Scan either sees
+  // the bucket or sees this lowered bound (see Scan).
+  int64_t current = min_full_at_ms_.load(std::memory_order_relaxed);
+  while (full_at_ms < current && !min_full_at_ms_.compare_exchange_weak(
+                                     current, full_at_ms, std::memory_order_relaxed)) {
+  }
+}
 
 MemoryBackend::MemoryBackend(const Clock& clock, MemoryBackendOptions options)
-    : clock_(clock),
-      options_(options),
-      per_shard_cap_(std::max<uint64_t>(1, options.max_buckets / kShards)),
-      shards_(std::make_unique<std::array<Shard, kShards>>()) {
+    : clock_(clock), options_(options) {
+  default_partition_ = AddPartition("", {options.max_bytes, options.max_buckets});
   if (options_.sweep_interval_ms > 0) sweeper_ = std::thread([this] { SweepLoop(); });
 }
 
 MemoryBackend::~MemoryBackend() {
   {
-    std::lock_guard<std::mutex> lock(sweep_mu_);
+    MutexLock lock(&sweep_mu_);
     stopping_ = true;
   }
-  sweep_cv_.notify_all();
+  sweep_cv_.SignalAll();
   if (sweeper_.joinable()) sweeper_.join();
+}
+
+MemoryBackend::Partition* MemoryBackend::AddPartition(std::string name,
+                                                      MemoryShare share) {
+  std::unique_ptr<Partition> partition(new Partition(std::move(name), share));
+  Partition* raw = partition.get();
+  MutexLock lock(&partitions_mu_);
+  partitions_.push_back(std::move(partition));
+  return raw;
+}
+
+void MemoryBackend::SetShare(Partition* partition, MemoryShare share) {
+  partition->max_bytes_.store(share.max_bytes, std::memory_order_relaxed);
+  partition->max_buckets_.store(share.max_buckets, std::memory_order_relaxed);
 }
 
 void MemoryBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost,
                            DecisionCallback done) {
-  std::move(done)(DecideNow(key, rate, cost));
+  std::move(done)(DecideNow(nullptr, key, rate, cost));
+}
+
+void MemoryBackend::DecideIn(BackendPartition* partition, absl::string_view key,
+                             const Rate& rate, uint64_t cost, DecisionCallback done) {
+  std::move(done)(DecideNow(partition, key, rate, cost));
 }
 
 void MemoryBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) {
-  std::vector<Decision> out;
-  out.reserve(ops.size());
-  for (const BucketOp& op : ops) out.push_back(DecideNow(op.key, op.rate, op.cost));
-  std::move(done)(std::move(out));
+  std::move(done)(DecideBatchNow(ops));
 }
 
 void MemoryBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
@@ -45,15 +142,131 @@ void MemoryBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
   std::move(done)(DecideAllOrNothingNow(ops));
 }
 
-AllOrNothingResult MemoryBackend::DecideAllOrNothingNow(absl::Span<const BucketOp> ops)
+absl::Status MemoryBackend::NoRoom(Partition& partition) const {
+  const MemoryShare share = partition.share();
+  const std::string budget =
+      absl::StrCat("(", share.max_buckets, " buckets, ", share.max_bytes, " bytes)");
+  if (partition.name().empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("memory: no room for a new bucket: the backend's budget ", budget,
+                     " is taken by buckets that are not full again yet"));
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "memory: no room for a new bucket of tenant '", absl::CHexEscape(partition.name()),
+      "': its share ", budget, " is taken by buckets that are not full again yet"));
+}
+
+bool MemoryBackend::ScanMayHelp(const Partition& partition, int64_t now_ms) {
+  return now_ms >= partition.min_full_at_ms_.load(std::memory_order_relaxed) &&
+         now_ms >= partition.next_scan_ms_.load(std::memory_order_relaxed);
+}
+
+uint64_t MemoryBackend::Scan(Partition& partition, int64_t now_ms, bool on_demand) {
+  MutexLock scan_lock(&partition.scan_mu_);
+  // Another scan may have run while this one waited for the lock.
+  if (on_demand && !ScanMayHelp(partition, now_ms)) return 0;
+  // Recomputed below, shard by shard. A bucket stored or updated meanwhile
+  // lowers it itself (NoteFullAt, under its shard's lock).
+  partition.min_full_at_ms_.store(kNever, std::memory_order_relaxed);
+  uint64_t dropped = 0;
+  uint64_t bytes = 0;
+  for (Shard& shard : *partition.shards_) {
+    SpinLockGuard lock(shard.mu);
+    Map& map = shard.buckets;
+    int64_t shard_min = kNever;
+    for (auto it = map.begin(); it != map.end();) {
+      if (it->second.full_at_ms <= now_ms) {
+        bytes += BucketBytes(it->first.size());
+        ++dropped;
+        map.erase(it++);
+      } else {
+        shard_min = std::min(shard_min, it->second.full_at_ms);
+        ++it;
+      }
+    }
+    // Keep every table at least kMinLoadNum/kMinLoadDen full, as
+    // kTableBytesPerBucket assumes (rehash(0) shrinks to fit).
+    if (map.capacity() > 15 && map.size() * kMinLoadDen < map.capacity() * kMinLoadNum) {
+      map.rehash(0);
+    }
+    partition.NoteFullAt(shard_min);
+  }
+  partition.Release(dropped, bytes);
+  if (on_demand) partition.evictions_.fetch_add(dropped, std::memory_order_relaxed);
+  if (bytes >= kReleaseAfterBytes) ReleaseFreedMemory();
+  partition.next_scan_ms_.store(
+      now_ms + 1 + static_cast<int64_t>(partition.buckets() / kScanBucketsPerMs),
+      std::memory_order_relaxed);
+  return dropped;
+}
+
+absl::StatusOr<Decision> MemoryBackend::DecideNow(BackendPartition* partition_handle,
+                                                  absl::string_view key, const Rate& rate,
+                                                  uint64_t cost) {
+  Partition& partition = Resolve(partition_handle);
+  const size_t hash = HashOf(key);
+  Shard& shard = partition.ShardFor(hash);
+  const int64_t now_ms = clock_.NowMs();
+  for (bool scanned = false;; scanned = true) {
+    {
+      SpinLockGuard lock(shard.mu);
+      auto it = shard.buckets.find(key, hash);
+      if (it != shard.buckets.end()) {
+        Entry& entry = it->second;
+        const Decision d =
+            traffik::Decide(&entry.state, rate, cost, now_ms, &entry.state);
+        const int64_t full_at_ms = FullAtMs(entry.state, rate);
+        // Only a different rate on the same key can bring it forward.
+        if (full_at_ms < entry.full_at_ms) partition.NoteFullAt(full_at_ms);
+        entry.full_at_ms = full_at_ms;
+        return d;
+      }
+      BucketState state;
+      const Decision d = traffik::Decide(nullptr, rate, cost, now_ms, &state);
+      const int64_t full_at_ms = FullAtMs(state, rate);
+      // A bucket that is still full after the hit (refused, which cannot
+      // happen for a new bucket, or a cost of 0) needs no storage.
+      if (full_at_ms <= now_ms) return d;
+      if (partition.TryReserve(BucketBytes(key.size()))) {
+        shard.buckets.emplace(std::string(key), Entry{state, full_at_ms});
+        partition.NoteFullAt(full_at_ms);
+        return d;
+      }
+    }
+    // No room: drop the partition's buckets that are full again (no loss),
+    // if any may be, and try once more. Never another bucket that is not
+    // full: that would let its owner through sooner.
+    if (scanned || !ScanMayHelp(partition, now_ms)) {
+      partition.rejections_.fetch_add(1, std::memory_order_relaxed);
+      return NoRoom(partition);
+    }
+    Scan(partition, now_ms, /*on_demand=*/true);
+  }
+}
+
+absl::StatusOr<std::vector<Decision>> MemoryBackend::DecideBatchNow(
+    absl::Span<const BucketOp> ops) {
+  absl::StatusOr<AllOrNothingResult> result = DecideLocked(ops, /*all_or_nothing=*/false);
+  if (!result.ok()) return result.status();
+  return std::move(result->decisions);
+}
+
+absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideAllOrNothingNow(
+    absl::Span<const BucketOp> ops) {
+  return DecideLocked(ops, /*all_or_nothing=*/true);
+}
+
+absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
+    absl::Span<const BucketOp> ops, bool all_or_nothing)
     ABSL_NO_THREAD_SAFETY_ANALYSIS {  // locks a run-time set of shards
   AllOrNothingResult result;
   result.applied = true;
   if (ops.empty()) return result;
 
-  // One scratch copy per distinct key: the evaluation runs on these and is
-  // written back only if every op is allowed.
+  // One scratch copy per distinct (partition, key): the evaluation runs on
+  // these and is written back only when it is committed.
   struct Scratch {
+    Partition* partition = nullptr;
     absl::string_view key;
     size_t hash = 0;
     Shard* shard = nullptr;
@@ -62,166 +275,149 @@ AllOrNothingResult MemoryBackend::DecideAllOrNothingNow(absl::Span<const BucketO
     bool has_state = false;
     BucketState state;           // as the evaluation leaves it
     const Rate* rate = nullptr;  // of the last op on it
+    bool reserved = false;       // room taken for it as a new bucket
   };
   std::vector<Scratch> buckets;
   std::vector<size_t> bucket_of(ops.size());
-  absl::flat_hash_map<absl::string_view, size_t> index;
-  const Shard& any = (*shards_)[0];
+  absl::flat_hash_map<std::pair<const Partition*, absl::string_view>, size_t> index;
   for (size_t i = 0; i < ops.size(); ++i) {
-    auto [it, inserted] = index.try_emplace(ops[i].key, buckets.size());
+    Partition& partition = Resolve(ops[i].partition);
+    auto [it, inserted] = index.try_emplace(
+        std::make_pair(&partition, absl::string_view(ops[i].key)), buckets.size());
     if (inserted) {
       Scratch b;
+      b.partition = &partition;
       b.key = ops[i].key;
-      b.hash = any.hasher(b.key);
-      b.shard = &(*shards_)[static_cast<uint64_t>(b.hash) >> (64 - kShardBits)];
+      b.hash = HashOf(b.key);
+      b.shard = &partition.ShardFor(b.hash);
       buckets.push_back(b);
     }
     bucket_of[i] = it->second;
   }
-  // Each shard locked once, in ascending address (= index) order.
+  // Each shard locked once, in ascending address order.
   std::vector<Shard*> locked;
   locked.reserve(buckets.size());
   for (const Scratch& b : buckets) locked.push_back(b.shard);
   std::sort(locked.begin(), locked.end());
   locked.erase(std::unique(locked.begin(), locked.end()), locked.end());
 
-  const int64_t now_ms = clock_.NowMs();
-  for (Shard* shard : locked) shard->mu.Lock();
-  for (Scratch& b : buckets) {
-    auto it = b.shard->buckets.find(b.key, b.hash);
-    if (it != b.shard->buckets.end()) {
-      b.existed = true;
-      b.has_state = true;
-      b.before = it->second.state;
-      b.state = b.before;
-    }
-  }
-
-  result.decisions.reserve(ops.size());
-  for (size_t i = 0; i < ops.size(); ++i) {
-    Scratch& b = buckets[bucket_of[i]];
-    const Decision d = traffik::Decide(b.has_state ? &b.state : nullptr, ops[i].rate,
-                                       ops[i].cost, now_ms, &b.state);
-    b.has_state = true;
-    b.rate = &ops[i].rate;
-    if (!d.allowed) result.applied = false;
-    result.decisions.push_back(d);
-  }
-
-  if (result.applied) {
+  std::vector<Partition*> scanned;  // partitions scanned for room
+  for (;;) {
+    const int64_t now_ms = clock_.NowMs();
+    for (Shard* shard : locked) shard->mu.Lock();
     for (Scratch& b : buckets) {
-      Map& map = b.shard->buckets;
-      const int64_t full_at_ms = FullAtMs(b.state, *b.rate);
-      // Looked up again: making room for an earlier new bucket may have
-      // evicted this one.
-      auto it = map.find(b.key, b.hash);
-      if (it != map.end()) {
-        it->second = Entry{b.state, full_at_ms};
-      } else if (full_at_ms > now_ms) {
-        if (map.size() >= per_shard_cap_) MakeRoom(*b.shard, now_ms);
-        map.emplace(std::string(b.key), Entry{b.state, full_at_ms});
-        bucket_count_.fetch_add(1, std::memory_order_relaxed);
+      auto it = b.shard->buckets.find(b.key, b.hash);
+      b.existed = it != b.shard->buckets.end();
+      b.has_state = b.existed;
+      if (b.existed) {
+        b.before = it->second.state;
+        b.state = b.before;
+      }
+      b.reserved = false;
+    }
+
+    result.applied = true;
+    result.decisions.clear();
+    result.decisions.reserve(ops.size());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      Scratch& b = buckets[bucket_of[i]];
+      const Decision d = traffik::Decide(b.has_state ? &b.state : nullptr, ops[i].rate,
+                                         ops[i].cost, now_ms, &b.state);
+      b.has_state = true;
+      b.rate = &ops[i].rate;
+      if (!d.allowed) result.applied = false;
+      result.decisions.push_back(d);
+    }
+
+    Partition* no_room = nullptr;
+    if (all_or_nothing && !result.applied) {
+      // Nothing taken: describe each bucket as it stands.
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const Scratch& b = buckets[bucket_of[i]];
+        BucketState unused;
+        const Decision as_is = traffik::Decide(b.existed ? &b.before : nullptr,
+                                               ops[i].rate, /*cost=*/0, now_ms, &unused);
+        result.decisions[i].remaining = as_is.remaining;
+        result.decisions[i].reset_ms = as_is.reset_ms;
+      }
+    } else {
+      // Room for every new bucket first, so the batch is stored whole or not
+      // at all.
+      for (Scratch& b : buckets) {
+        if (b.existed || FullAtMs(b.state, *b.rate) <= now_ms) continue;
+        if (!b.partition->TryReserve(BucketBytes(b.key.size()))) {
+          no_room = b.partition;
+          break;
+        }
+        b.reserved = true;
+      }
+      for (Scratch& b : buckets) {
+        if (no_room != nullptr) {
+          if (b.reserved) b.partition->Release(1, BucketBytes(b.key.size()));
+          continue;
+        }
+        const int64_t full_at_ms = FullAtMs(b.state, *b.rate);
+        Map& map = b.shard->buckets;
+        if (b.existed) {
+          Entry& entry = map.find(b.key, b.hash)->second;
+          if (full_at_ms < entry.full_at_ms) b.partition->NoteFullAt(full_at_ms);
+          entry = Entry{b.state, full_at_ms};
+        } else if (b.reserved) {
+          map.emplace(std::string(b.key), Entry{b.state, full_at_ms});
+          b.partition->NoteFullAt(full_at_ms);
+        }
       }
     }
-  } else {
-    // Nothing taken: describe each bucket as it stands.
-    for (size_t i = 0; i < ops.size(); ++i) {
-      const Scratch& b = buckets[bucket_of[i]];
-      BucketState unused;
-      const Decision as_is = traffik::Decide(b.existed ? &b.before : nullptr, ops[i].rate,
-                                             /*cost=*/0, now_ms, &unused);
-      result.decisions[i].remaining = as_is.remaining;
-      result.decisions[i].reset_ms = as_is.reset_ms;
+    for (auto it = locked.rbegin(); it != locked.rend(); ++it) (*it)->mu.Unlock();
+    if (no_room == nullptr) return result;
+
+    // As for a single decision: drop what is full again, once per partition.
+    if (std::find(scanned.begin(), scanned.end(), no_room) != scanned.end() ||
+        !ScanMayHelp(*no_room, now_ms)) {
+      no_room->rejections_.fetch_add(1, std::memory_order_relaxed);
+      return NoRoom(*no_room);
     }
+    scanned.push_back(no_room);
+    Scan(*no_room, now_ms, /*on_demand=*/true);
   }
-  for (auto it = locked.rbegin(); it != locked.rend(); ++it) (*it)->mu.Unlock();
-  return result;
-}
-
-Decision MemoryBackend::DecideNow(absl::string_view key, const Rate& rate,
-                                  uint64_t cost) {
-  // The map's own hash, computed once: it picks the shard (from the high
-  // bits; flat_hash_map probes with the low ones) and drives the lookup.
-  Shard& any = (*shards_)[0];
-  const size_t hash = any.hasher(key);
-  Shard& shard = (*shards_)[static_cast<uint64_t>(hash) >> (64 - kShardBits)];
-  const int64_t now_ms = clock_.NowMs();
-
-  SpinLockGuard lock(shard.mu);
-  auto it = shard.buckets.find(key, hash);
-  if (it != shard.buckets.end()) {
-    Entry& entry = it->second;
-    const Decision d = traffik::Decide(&entry.state, rate, cost, now_ms, &entry.state);
-    entry.full_at_ms = FullAtMs(entry.state, rate);
-    return d;
-  }
-  BucketState state;
-  const Decision d = traffik::Decide(nullptr, rate, cost, now_ms, &state);
-  const int64_t full_at_ms = FullAtMs(state, rate);
-  // A bucket that is still full after the hit (refused, which cannot happen
-  // for a new bucket, or a cost of 0) needs no storage.
-  if (full_at_ms <= now_ms) return d;
-  if (shard.buckets.size() >= per_shard_cap_) MakeRoom(shard, now_ms);
-  shard.buckets.emplace(std::string(key), Entry{state, full_at_ms});
-  bucket_count_.fetch_add(1, std::memory_order_relaxed);
-  return d;
-}
-
-void MemoryBackend::MakeRoom(Shard& shard, int64_t now_ms) {
-  auto& buckets = shard.buckets;
-  // First the free drops: buckets that are full again.
-  const size_t before = buckets.size();
-  absl::erase_if(buckets,
-                 [now_ms](const auto& kv) { return kv.second.full_at_ms <= now_ms; });
-  size_t dropped = before - buckets.size();
-  if (buckets.size() < per_shard_cap_) {
-    bucket_count_.fetch_sub(dropped, std::memory_order_relaxed);
-    return;
-  }
-  // Still at the cap: evict the sixteenth of the shard closest to full (the
-  // least state lost), so the next inserts do not scan again.
-  std::vector<int64_t> full_at;
-  full_at.reserve(buckets.size());
-  for (const auto& kv : buckets) full_at.push_back(kv.second.full_at_ms);
-  const size_t target = std::max<size_t>(1, buckets.size() / 16);
-  std::nth_element(full_at.begin(), full_at.begin() + (target - 1), full_at.end());
-  const int64_t threshold = full_at[target - 1];
-  size_t evicted = 0;
-  for (auto it = buckets.begin(); it != buckets.end() && evicted < target;) {
-    if (it->second.full_at_ms <= threshold) {
-      buckets.erase(it++);
-      ++evicted;
-    } else {
-      ++it;
-    }
-  }
-  evictions_.fetch_add(evicted, std::memory_order_relaxed);
-  bucket_count_.fetch_sub(dropped + evicted, std::memory_order_relaxed);
 }
 
 uint64_t MemoryBackend::SweepExpired() {
-  uint64_t total = 0;
-  for (Shard& shard : *shards_) {
-    const int64_t now_ms = clock_.NowMs();
-    SpinLockGuard lock(shard.mu);
-    total += absl::erase_if(shard.buckets, [now_ms](const auto& kv) {
-      return kv.second.full_at_ms <= now_ms;
-    });
+  std::vector<Partition*> partitions;
+  {
+    MutexLock lock(&partitions_mu_);
+    for (const auto& p : partitions_) partitions.push_back(p.get());
   }
-  bucket_count_.fetch_sub(total, std::memory_order_relaxed);
+  uint64_t total = 0;
+  for (Partition* p : partitions) total += Scan(*p, clock_.NowMs(), /*on_demand=*/false);
+  return total;
+}
+
+uint64_t MemoryBackend::bucket_count() const {
+  MutexLock lock(&partitions_mu_);
+  uint64_t total = 0;
+  for (const auto& p : partitions_) total += p->buckets();
+  return total;
+}
+
+uint64_t MemoryBackend::evictions() const {
+  MutexLock lock(&partitions_mu_);
+  uint64_t total = 0;
+  for (const auto& p : partitions_) total += p->evictions();
   return total;
 }
 
 void MemoryBackend::SweepLoop() {
   pthread_setname_np(pthread_self(), "traffik-sweep");
-  std::unique_lock<std::mutex> lock(sweep_mu_);
+  sweep_mu_.Lock();
   while (!stopping_) {
-    sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms));
+    sweep_cv_.WaitFor(&sweep_mu_, std::chrono::milliseconds(options_.sweep_interval_ms));
     if (stopping_) break;
-    lock.unlock();
+    sweep_mu_.Unlock();
     SweepExpired();
-    lock.lock();
+    sweep_mu_.Lock();
   }
+  sweep_mu_.Unlock();
 }
 
 }  // namespace traffik
