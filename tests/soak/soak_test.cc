@@ -185,6 +185,7 @@ std::string Config(const std::string& redis_url) {
   return absl::StrFormat(R"(listen: "127.0.0.1:0"
 metrics_listen: "127.0.0.1:0"
 shutdown_grace: 5s
+default_tenant: victim
 throttles:
   - uid: steady
     limit: %d
