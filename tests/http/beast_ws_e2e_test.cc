@@ -9,6 +9,7 @@
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,13 +63,21 @@ class WsClient {
     net::write(beast::get_lowest_layer(ws_), net::buffer(bytes), error);
   }
 
-  // Reads one message (5 s timeout); returns the error (closed: see reason()).
+  // Reads one message; returns the error (closed: see reason()), or
+  // timed_out when nothing arrives for 5 s (the connection is then closed).
   beast::error_code Read() {
-    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(5));
     beast::flat_buffer buffer;
-    beast::error_code error;
-    ws_.read(buffer, error);
-    return error;
+    std::optional<beast::error_code> result;
+    ws_.async_read(buffer, [&](beast::error_code error, size_t) { result = error; });
+    ioc_.restart();
+    ioc_.run_for(std::chrono::seconds(5));
+    if (!result.has_value()) {
+      beast::get_lowest_layer(ws_).close();  // cancels the read
+      ioc_.restart();
+      ioc_.run();
+      return net::error::timed_out;
+    }
+    return *result;
   }
 
   const websocket::close_reason& reason() const { return ws_.reason(); }
@@ -182,7 +191,7 @@ std::string FrameHeader(uint64_t size) {
 // and 1 KiB are sent, and the close arrives; a message of exactly the limit (64 KiB by
 // default) is still echoed.
 TEST_F(BeastWsEchoTest, OversizedMessageClosedWith1009BeforePayload) {
-  StartApp();
+  ASSERT_NO_FATAL_FAILURE(StartApp());
   {
     WsClient client(app_->port());
     beast::error_code error;
@@ -200,7 +209,7 @@ TEST_F(BeastWsEchoTest, OversizedMessageClosedWith1009BeforePayload) {
 
 // Verifies --max-message-bytes changes the bound.
 TEST_F(BeastWsEchoTest, MaxMessageBytesFlag) {
-  StartApp({"--max-message-bytes", "100"});
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--max-message-bytes", "100"}));
   WsClient client(app_->port());
   beast::error_code error;
   EXPECT_EQ(client.RoundTrip(std::string(100, 'a'), error), std::string(100, 'a'));
@@ -212,7 +221,7 @@ TEST_F(BeastWsEchoTest, MaxMessageBytesFlag) {
 // Verifies connections beyond --max-connections are closed at once (WebSocket
 // handshake and plain HTTP fail), and a closed connection frees its place.
 TEST_F(BeastWsEchoTest, ConnectionsBeyondCapRefused) {
-  StartApp({"--max-connections", "3"});
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--max-connections", "3"}));
   std::vector<std::unique_ptr<WsClient>> held;
   for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<WsClient>(app_->port()));
   EXPECT_THROW(WsClient extra(app_->port()), boost::system::system_error);
@@ -234,7 +243,7 @@ TEST_F(BeastWsEchoTest, ConnectionsBeyondCapRefused) {
 // Verifies an HTTP request header over --max-header-bytes (default 8 KiB) gets the
 // connection closed without an answer, and one under it is served.
 TEST_F(BeastWsEchoTest, OversizedHeaderRefused) {
-  StartApp();
+  ASSERT_NO_FATAL_FAILURE(StartApp());
   absl::StatusOr<CurlResponse> small =
       Curl(app_->port(), "/hello", {"X-Pad: " + std::string(1000, 'p')});
   ASSERT_TRUE(small.ok()) << small.status();
