@@ -15,7 +15,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "health.h"
+#include "traffik/v1/errors.pb.h"
 
 namespace traffik::client_internal {
 namespace {
@@ -372,14 +375,34 @@ void ClientImpl::SendBatch(std::unique_ptr<BatchCall> call) {
 
 namespace {
 
+// The traffik.v1.ErrorReason a traffikd error carries (a google.rpc.ErrorInfo
+// of domain "traffik.v1" in the status details), or UNSPECIFIED.
+traffik::v1::ErrorReason ReasonOf(const grpc::Status& status) {
+  if (status.error_details().empty()) return traffik::v1::ERROR_REASON_UNSPECIFIED;
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) {
+    return traffik::v1::ERROR_REASON_UNSPECIFIED;
+  }
+  for (const google::protobuf::Any& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    if (!any.Is<google::rpc::ErrorInfo>() || !any.UnpackTo(&info)) continue;
+    traffik::v1::ErrorReason reason;
+    if (info.domain() == "traffik.v1" &&
+        traffik::v1::ErrorReason_Parse(info.reason(), &reason)) {
+      return reason;
+    }
+  }
+  return traffik::v1::ERROR_REASON_UNSPECIFIED;
+}
+
 // True when traffikd refused an all_or_nothing batch only because it cannot
 // decide it all-or-nothing (items on several backends, or on several Redis
-// Cluster slots); an ordinary batch may still work.
+// Cluster slots); an ordinary batch may still work. Decided on the status
+// code and the error's reason, never on its message text.
 bool CannotBeAllOrNothing(const grpc::Status& status) {
   if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) return true;
   return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
-         status.error_message().rfind("all_or_nothing batch spans several backends", 0) ==
-             0;
+         ReasonOf(status) == traffik::v1::ALL_OR_NOTHING_SPANS_BACKENDS;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/error_reason.h"
 #include "base/quote.h"
 #include "engine/key.h"
 
@@ -376,12 +377,14 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     return;
   }
   if (backends.size() > 1) {
-    std::move(done)(absl::InvalidArgumentError(absl::StrCat(
-        "all_or_nothing batch spans several backends: requests[0] is on backend ",
-        backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
-        backends[1]->Name(), " (tenants ", QuoteForMessage(state->tenants[0]->name),
-        " and ", QuoteForMessage(state->tenants[groups[1].front()]->name),
-        "); an all_or_nothing batch must stay on one backend")));
+    std::move(done)(WithReason(
+        absl::InvalidArgumentError(absl::StrCat(
+            "all_or_nothing batch spans several backends: requests[0] is on backend ",
+            backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
+            backends[1]->Name(), " (tenants ", QuoteForMessage(state->tenants[0]->name),
+            " and ", QuoteForMessage(state->tenants[groups[1].front()]->name),
+            "); an all_or_nothing batch must stay on one backend")),
+        "ALL_OR_NOTHING_SPANS_BACKENDS"));
     return;
   }
   Backend* backend = backends[0];

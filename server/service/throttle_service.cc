@@ -1,9 +1,14 @@
 #include "service/throttle_service.h"
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "base/error_reason.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 namespace traffik {
 namespace {
@@ -21,8 +26,19 @@ int64_t NowNanos() {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  const auto code = static_cast<grpc::StatusCode>(status.code());
+  std::optional<std::string> reason = ReasonOf(status);
+  if (!reason.has_value()) return grpc::Status(code, std::string(status.message()));
+  // A reason a client may act on: google.rpc.Status with one ErrorInfo in the
+  // grpc-status-details-bin trailer (proto/traffik/v1/errors.proto).
+  google::rpc::ErrorInfo info;
+  info.set_reason(*std::move(reason));
+  info.set_domain(kErrorDomain);
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(status.code()));
+  details.set_message(std::string(status.message()));
+  details.add_details()->PackFrom(info);
+  return grpc::Status(code, std::string(status.message()), details.SerializeAsString());
 }
 
 // Turns a finished decision (or error) into the response and status, and

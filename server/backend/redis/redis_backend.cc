@@ -25,6 +25,7 @@
 #include "backend/redis/cluster_topology.h"
 #include "backend/redis/key_slot.h"
 #include "backend/redis/script_reply.h"
+#include "base/error_reason.h"
 #include "base/log.h"
 
 namespace traffik {
@@ -885,11 +886,13 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
     const int slot = RedisKeySlot(ops[0].key);
     for (size_t i = 1; i < ops.size(); ++i) {
       if (const int other = RedisKeySlot(ops[i].key); other != slot) {
-        std::move(done)(absl::FailedPreconditionError(absl::StrCat(
-            name_,
-            ": an all_or_nothing batch on Redis Cluster must keep its keys in one hash "
-            "slot, i.e. use one identifier; items 0 and ",
-            i, " are in slots ", slot, " and ", other)));
+        std::move(done)(WithReason(
+            absl::FailedPreconditionError(absl::StrCat(
+                name_,
+                ": an all_or_nothing batch on Redis Cluster must keep its keys in one "
+                "hash slot, i.e. use one identifier; items 0 and ",
+                i, " are in slots ", slot, " and ", other)),
+            "ALL_OR_NOTHING_SPANS_SLOTS"));
         return;
       }
     }
