@@ -464,7 +464,8 @@ int RunPeek(const Args& args) {
   request.set_cost(parsed.cost);
   if (parsed.spec.has_value()) {
     request.mutable_spec()->set_limit(parsed.spec->limit);
-    request.mutable_spec()->set_period_ms(static_cast<uint64_t>(parsed.spec->period.count()));
+    request.mutable_spec()->set_period_ms(
+        static_cast<uint64_t>(parsed.spec->period.count()));
   }
   v1::GetBucketResponse response;
   grpc::ClientContext context;
@@ -474,35 +475,38 @@ int RunPeek(const Args& args) {
   const bool allowed = response.wait_ms() == 0;
   const std::chrono::milliseconds wait(static_cast<int64_t>(response.wait_ms()));
   if (args.json) {
-    std::printf("{\"allowed\":%s,\"wait_ms\":%llu,\"retry_after_s\":%lld,\"limit\":%llu,"
-                "\"remaining\":%llu,\"reset_ms\":%llu}\n",
-                allowed ? "true" : "false",
-                static_cast<unsigned long long>(response.wait_ms()),
-                static_cast<long long>(RetryAfterSeconds(wait)),
-                static_cast<unsigned long long>(response.limit()),
-                static_cast<unsigned long long>(response.remaining()),
-                static_cast<unsigned long long>(response.reset_ms()));
+    std::printf(
+        "{\"allowed\":%s,\"wait_ms\":%llu,\"retry_after_s\":%lld,\"limit\":%llu,"
+        "\"remaining\":%llu,\"reset_ms\":%llu}\n",
+        allowed ? "true" : "false", static_cast<unsigned long long>(response.wait_ms()),
+        static_cast<long long>(RetryAfterSeconds(wait)),
+        static_cast<unsigned long long>(response.limit()),
+        static_cast<unsigned long long>(response.remaining()),
+        static_cast<unsigned long long>(response.reset_ms()));
   } else {
-    std::printf("%s\n",
-                absl::StrCat(allowed ? "would be allowed" : "would be throttled",
-                             " wait_ms=", response.wait_ms(),
-                             allowed ? ""
-                                     : absl::StrCat(" retry_after_s=", RetryAfterSeconds(wait)),
-                             " limit=", response.limit(), " remaining=", response.remaining(),
-                             " reset_ms=", response.reset_ms())
-                    .c_str());
+    std::printf(
+        "%s\n",
+        absl::StrCat(
+            allowed ? "would be allowed" : "would be throttled",
+            " wait_ms=", response.wait_ms(),
+            allowed ? "" : absl::StrCat(" retry_after_s=", RetryAfterSeconds(wait)),
+            " limit=", response.limit(), " remaining=", response.remaining(),
+            " reset_ms=", response.reset_ms())
+            .c_str());
   }
   return allowed ? kExitOk : kExitThrottled;
 }
 
 int RunThrottles(const Args& args) {
-  if (!args.positional.empty()) return UsageError(args.json, "throttles takes no arguments");
+  if (!args.positional.empty())
+    return UsageError(args.json, "throttles takes no arguments");
   v1::ListThrottlesRequest request;
   request.set_tenant(Flag(args, "tenant").value_or(""));
   v1::ListThrottlesResponse response;
   grpc::ClientContext context;
   SetDeadline(args, &context);
-  const grpc::Status status = AdminStub(args)->ListThrottles(&context, request, &response);
+  const grpc::Status status =
+      AdminStub(args)->ListThrottles(&context, request, &response);
   if (!status.ok()) return ReportError(args.json, ToAbsl(status));
   if (args.json) {
     std::string out = "{\"throttles\":[";

@@ -138,8 +138,8 @@ class Backend {
   // What Decide(key, rate, cost) would answer now, and the bucket as it
   // stands, without taking anything or creating a bucket. `partition` as for
   // DecideIn. Errors as for Decide.
-  virtual void Peek(BackendPartition* partition, absl::string_view key,
-                    const Rate& rate, uint64_t cost, PeekCallback done);
+  virtual void Peek(BackendPartition* partition, absl::string_view key, const Rate& rate,
+                    uint64_t cost, PeekCallback done);
 
   // Forgets the buckets `selector` picks in `partition` (the tenant's; a
   // backend without partitions looks at every key it stores), answering how

@@ -246,8 +246,8 @@ void Engine::Peek(const HitRequest& request, DecisionCallback done) const {
   }
   PreparedHit* raw = hit.get();
   raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
-                     [hit = std::move(hit), done = std::move(done)](
-                         absl::StatusOr<PeekResult> result) mutable {
+                     [hit = std::move(hit),
+                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
                        std::move(done)(FinishPeek(*hit, std::move(result)));
                      });
 }
@@ -261,8 +261,8 @@ void Engine::GetBucket(const HitRequest& request, PeekCallback done) const {
   PreparedHit* raw = hit.get();
   // `hit` (key, snapshot) stays alive until the backend has answered.
   raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
-                     [hit = std::move(hit), done = std::move(done)](
-                         absl::StatusOr<PeekResult> result) mutable {
+                     [hit = std::move(hit),
+                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
                        std::move(done)(std::move(result));
                      });
 }
@@ -298,13 +298,13 @@ void Engine::ResetBuckets(const ResetRequest& request, CountCallback done) const
   }
   if (request.identifier.size() > snap->max_identifier_bytes()) {
     std::move(done)(absl::InvalidArgumentError(
-        absl::StrCat("identifier is ", request.identifier.size(),
-                     " bytes; the limit is ", snap->max_identifier_bytes(), " bytes")));
+        absl::StrCat("identifier is ", request.identifier.size(), " bytes; the limit is ",
+                     snap->max_identifier_bytes(), " bytes")));
     return;
   }
   if (!request.throttle_uid.empty()) {
-    if (absl::Status s = ValidateThrottleUid(std::string_view(
-            request.throttle_uid.data(), request.throttle_uid.size()));
+    if (absl::Status s = ValidateThrottleUid(
+            std::string_view(request.throttle_uid.data(), request.throttle_uid.size()));
         !s.ok()) {
       std::move(done)(std::move(s));
       return;
@@ -320,16 +320,17 @@ void Engine::ResetBuckets(const ResetRequest& request, CountCallback done) const
   selector.key_prefix =
       BucketKeyPrefix(t.prefix, request.throttle_uid, request.identifier);
   selector.matches = [prefix = t.prefix, uid = std::string(request.throttle_uid),
-                      identifier = std::string(request.identifier)](
-                         absl::string_view key) {
+                      identifier =
+                          std::string(request.identifier)](absl::string_view key) {
     return BucketKeyMatches(key, prefix, uid, identifier);
   };
   selector.whole_partition = request.throttle_uid.empty() && t.partition != nullptr;
   // The snapshot keeps the backend and partition alive until the answer.
-  t.backend->Reset(t.partition, std::move(selector),
-                   [snap, done = std::move(done)](absl::StatusOr<uint64_t> removed) mutable {
-                     std::move(done)(std::move(removed));
-                   });
+  t.backend->Reset(
+      t.partition, std::move(selector),
+      [snap, done = std::move(done)](absl::StatusOr<uint64_t> removed) mutable {
+        std::move(done)(std::move(removed));
+      });
 }
 
 absl::StatusOr<std::vector<ThrottleInfo>> Engine::ListThrottles(
@@ -342,9 +343,8 @@ absl::StatusOr<std::vector<ThrottleInfo>> Engine::ListThrottles(
   for (const auto& [uid, throttle] : (*found)->throttles) {
     out.push_back(ThrottleInfo{uid, throttle.rate});
   }
-  std::sort(out.begin(), out.end(), [](const ThrottleInfo& a, const ThrottleInfo& b) {
-    return a.uid < b.uid;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const ThrottleInfo& a, const ThrottleInfo& b) { return a.uid < b.uid; });
   return out;
 }
 

@@ -183,8 +183,7 @@ class Engine {
   // The configured throttles of a tenant (empty: the default tenant) after
   // its multiplier, sorted by uid. kInvalidArgument for a bad tenant name,
   // kNotFound for an unknown tenant.
-  absl::StatusOr<std::vector<ThrottleInfo>> ListThrottles(
-      absl::string_view tenant) const;
+  absl::StatusOr<std::vector<ThrottleInfo>> ListThrottles(absl::string_view tenant) const;
 
   // A batch: every item is prepared first; any invalid item rejects the whole
   // batch with kInvalidArgument naming its index ("requests[3]: ...") and no

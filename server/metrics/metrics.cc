@@ -186,7 +186,8 @@ void Metrics::CountError(absl::StatusCode code) {
 
 void Metrics::CountAdminRequest(const std::string& rpc, absl::StatusCode code) {
   admin_requests_
-      ->Add({{"rpc", rpc}, {"code", absl::AsciiStrToUpper(absl::StatusCodeToString(code))}})
+      ->Add(
+          {{"rpc", rpc}, {"code", absl::AsciiStrToUpper(absl::StatusCodeToString(code))}})
       .Increment();
 }
 

@@ -36,17 +36,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResetBuckets(
   Metrics& metrics = metrics_;
   // The request outlives the call (gRPC keeps it until Finish); the engine
   // copies what its backend needs before returning.
-  engine_.ResetBuckets(reset, [reactor, response,
-                               &metrics](absl::StatusOr<uint64_t> removed) {
-    if (removed.ok()) response->set_removed(*removed);
-    Finish(metrics, "ResetBuckets", reactor, removed.status());
-  });
+  engine_.ResetBuckets(reset,
+                       [reactor, response, &metrics](absl::StatusOr<uint64_t> removed) {
+                         if (removed.ok()) response->set_removed(*removed);
+                         Finish(metrics, "ResetBuckets", reactor, removed.status());
+                       });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* AdminServiceImpl::GetBucket(grpc::CallbackServerContext* context,
-                                                      const GetBucketRequest* request,
-                                                      GetBucketResponse* response) {
+grpc::ServerUnaryReactor* AdminServiceImpl::GetBucket(
+    grpc::CallbackServerContext* context, const GetBucketRequest* request,
+    GetBucketResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   HitRequest hit;
   hit.identifier = request->identifier();
@@ -59,15 +59,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBucket(grpc::CallbackServerContex
     hit.spec_period_ms = request->spec().period_ms();
   }
   Metrics& metrics = metrics_;
-  engine_.GetBucket(hit, [reactor, response, &metrics](absl::StatusOr<PeekResult> result) {
-    if (result.ok()) {
-      response->set_wait_ms(result->hit.allowed ? 0 : result->hit.wait_ms);
-      response->set_limit(result->as_is.limit);
-      response->set_remaining(result->as_is.remaining);
-      response->set_reset_ms(result->as_is.reset_ms);
-    }
-    Finish(metrics, "GetBucket", reactor, result.status());
-  });
+  engine_.GetBucket(
+      hit, [reactor, response, &metrics](absl::StatusOr<PeekResult> result) {
+        if (result.ok()) {
+          response->set_wait_ms(result->hit.allowed ? 0 : result->hit.wait_ms);
+          response->set_limit(result->as_is.limit);
+          response->set_remaining(result->as_is.remaining);
+          response->set_reset_ms(result->as_is.reset_ms);
+        }
+        Finish(metrics, "GetBucket", reactor, result.status());
+      });
   return reactor;
 }
 

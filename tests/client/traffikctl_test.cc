@@ -328,7 +328,8 @@ tenants:
 TEST_F(TraffikctlAdminTest, Throttles) {
   CtlRun text = Ctl({"throttles"});
   EXPECT_EQ(text.exit_code, 0) << text;
-  EXPECT_EQ(text.out, "login limit=5 period_ms=60000\nsearch limit=3 period_ms=3600000\n");
+  EXPECT_EQ(text.out,
+            "login limit=5 period_ms=60000\nsearch limit=3 period_ms=3600000\n");
   CtlRun json = Ctl({"--json", "throttles", "--tenant", "gold"});
   EXPECT_EQ(json.exit_code, 0) << json;
   EXPECT_EQ(json.out,
@@ -354,8 +355,9 @@ TEST_F(TraffikctlAdminTest, Peek) {
                              HasSubstr("\"limit\":3,\"remaining\":2,\"reset_ms\":")));
   CtlRun three = Ctl({"peek", "search", "peek-user", "--cost", "3"});
   EXPECT_EQ(three.exit_code, 1) << three;
-  EXPECT_THAT(three.out, AllOf(StartsWith("would be throttled wait_ms="),
-                               HasSubstr("retry_after_s=1200"), HasSubstr("remaining=2")));
+  EXPECT_THAT(three.out,
+              AllOf(StartsWith("would be throttled wait_ms="),
+                    HasSubstr("retry_after_s=1200"), HasSubstr("remaining=2")));
   CtlRun inline_spec =
       Ctl({"peek", "adhoc", "peek-user", "--limit", "7", "--period-ms", "1000"});
   EXPECT_EQ(inline_spec.exit_code, 0) << inline_spec;

@@ -61,9 +61,9 @@ class AdminE2eBase : public ::testing::Test {
   static void StartServer(const std::string& yaml) {
     absl::StatusOr<TempFile> config = TempFile::Create(yaml);
     ASSERT_TRUE(config.ok()) << config.status();
-    auto server = TraffikdProcess::Start({"--config", config->path(), "--listen",
-                                          "127.0.0.1:0", "--metrics-listen",
-                                          "127.0.0.1:0"});
+    auto server =
+        TraffikdProcess::Start({"--config", config->path(), "--listen", "127.0.0.1:0",
+                                "--metrics-listen", "127.0.0.1:0"});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     config_ = std::make_unique<TempFile>(*std::move(config));
@@ -179,15 +179,17 @@ TEST_F(AdminE2eTest, PeekTakesNothing) {
   EXPECT_EQ(g.remaining(), 2u);
   EXPECT_EQ(MustDecide(Hit("peek-user", "search")).remaining(), 1u);
   const std::string after = Metrics();
-  EXPECT_EQ(SampleValue(after, "traffik_buckets", {{"backend", "memory"}}),
-            SampleValue(before, "traffik_buckets", {{"backend", "memory"}}).value_or(-1) + 0);
+  EXPECT_EQ(
+      SampleValue(after, "traffik_buckets", {{"backend", "memory"}}),
+      SampleValue(before, "traffik_buckets", {{"backend", "memory"}}).value_or(-1) + 0);
   // Peeks are not decisions.
-  EXPECT_EQ(SampleValue(after, "traffik_decisions_total",
-                        {{"tenant", "default"}, {"throttle", "search"}, {"result", "allowed"}}),
-            SampleValue(before, "traffik_decisions_total",
-                        {{"tenant", "default"}, {"throttle", "search"}, {"result", "allowed"}})
-                    .value_or(-1) +
-                1);
+  EXPECT_EQ(
+      SampleValue(after, "traffik_decisions_total",
+                  {{"tenant", "default"}, {"throttle", "search"}, {"result", "allowed"}}),
+      SampleValue(before, "traffik_decisions_total",
+                  {{"tenant", "default"}, {"throttle", "search"}, {"result", "allowed"}})
+              .value_or(-1) +
+          1);
 }
 
 // Verifies GetBucket on a drained bucket reports the wait a hit would get
@@ -205,7 +207,8 @@ TEST_F(AdminE2eTest, GetBucketOnDrainedBucket) {
   const v1::ShouldThrottleResponse p = MustDecide(Hit("drained", "search", "", true));
   EXPECT_GT(p.wait_ms(), 1'190'000u);
   v1::GetBucketResponse big;
-  EXPECT_EQ(Get("drained", "search", &big, 4).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(Get("drained", "search", &big, 4).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
   v1::GetBucketResponse unknown;
   EXPECT_EQ(Get("drained", "nope", &unknown).error_code(), grpc::StatusCode::NOT_FOUND);
   v1::GetBucketResponse empty;
@@ -296,7 +299,9 @@ TEST_F(AdminE2eTest, PeekInBatches) {
 // The default config: no admin_api.
 class AdminDisabledE2eTest : public AdminE2eBase {
  protected:
-  static void SetUpTestSuite() { StartServer("throttles:\n  - {uid: search, limit: 3, period: 1h}\n"); }
+  static void SetUpTestSuite() {
+    StartServer("throttles:\n  - {uid: search, limit: 3, period: 1h}\n");
+  }
 };
 
 // Verifies that without `admin_api: true` every admin RPC is UNIMPLEMENTED

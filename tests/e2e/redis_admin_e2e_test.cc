@@ -72,8 +72,8 @@ tenants:
                                           cluster_->seeds_url(), "\n");
     auto config = TempFile::Create(yaml);
     ASSERT_TRUE(config.ok()) << config.status();
-    auto server = TraffikdProcess::Start({"--config", config->path(), "--listen",
-                                          "127.0.0.1:0", "--metrics-listen", ""});
+    auto server = TraffikdProcess::Start(
+        {"--config", config->path(), "--listen", "127.0.0.1:0", "--metrics-listen", ""});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     config_ = std::make_unique<TempFile>(*std::move(config));

@@ -155,14 +155,10 @@ TEST_F(AdminEngineTest, PeekValidatesLikeShouldThrottle) {
   too_costly.cost = 4;
   HitRequest no_spec_gold = Inline("u", "nope", 0, "gold");
   const std::string long_id(65, 'x');
-  const std::vector<HitRequest> bad = {Req("", "search"),
-                                       Req("u", "a:b"),
-                                       Req("u", "search", "missing"),
-                                       Req("u", "unknown"),
-                                       Inline("u", "x", 0),
-                                       too_costly,
-                                       no_spec_gold,
-                                       Req(long_id, "search")};
+  const std::vector<HitRequest> bad = {
+      Req("", "search"),   Req("u", "a:b"),       Req("u", "search", "missing"),
+      Req("u", "unknown"), Inline("u", "x", 0),   too_costly,
+      no_spec_gold,        Req(long_id, "search")};
   for (const HitRequest& r : bad) {
     const absl::Status want = Call(r).status();
     ASSERT_FALSE(want.ok());

@@ -194,7 +194,8 @@ TEST_F(RedisAdminTest, PeekScriptsMatchCppBucket) {
   ASSERT_TRUE(server_->Command({"EVAL", batch, "1", a, "3", "1000", "2", "1"}).ok());
   const std::string stored = *server_->Command({"GET", a});
   for (const char* cost_b : {"1", "3"}) {
-    std::vector<std::string> args = {"EVAL", batch, "2", a, b, "3", "1000", "1",
+    std::vector<std::string> args = {"EVAL", batch,  "2",    a,
+                                     b,      "3",    "1000", "1",
                                      "3",    "1000", cost_b, absl::StrCat(now)};
     std::vector<std::string> dry = args;
     dry.push_back("peek");
@@ -273,7 +274,8 @@ TEST_F(RedisAdminTest, ResetWithGlobCharacters) {
     ASSERT_TRUE(DecideSync(*backend_, Key(glob, "u", id), rate).ok());
     ASSERT_TRUE(DecideSync(*backend_, InlineKey(glob, "u", id, 5), rate).ok());
     ASSERT_TRUE(DecideSync(*backend_, Key(glob, "v", id), rate).ok());
-    ASSERT_TRUE(DecideSync(*backend_, Key("tx[?]\\", "u", id), rate).ok());  // matched by the glob
+    ASSERT_TRUE(DecideSync(*backend_, Key("tx[?]\\", "u", id), rate)
+                    .ok());  // matched by the glob
     ASSERT_TRUE(DecideSync(*backend_, Key(glob + ":u", "w", id), rate).ok());
   }
   ASSERT_TRUE(server_->Command({"SET", glob + ":not a bucket", "1"}).ok());

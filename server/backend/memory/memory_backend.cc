@@ -183,9 +183,8 @@ uint64_t MemoryBackend::ResetNow(BackendPartition* partition_handle,
     uint64_t removed_here = 0;
     for (auto it = map.begin(); it != map.end();) {
       const absl::string_view key = it->first;
-      if (selector.whole_partition ||
-          (absl::StartsWith(key, selector.key_prefix) &&
-           (!selector.matches || selector.matches(key)))) {
+      if (selector.whole_partition || (absl::StartsWith(key, selector.key_prefix) &&
+                                       (!selector.matches || selector.matches(key)))) {
         bytes += BucketBytes(key.size());
         ++removed_here;
         map.erase(it++);
@@ -394,9 +393,8 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
       if (ops[i].peek && !dry_run) {
         // Sees what earlier ops took; takes nothing itself.
         BucketState unused;
-        result.decisions.push_back(traffik::Decide(b.has_state ? &b.state : nullptr,
-                                                   ops[i].rate, ops[i].cost, now_ms,
-                                                   &unused));
+        result.decisions.push_back(traffik::Decide(
+            b.has_state ? &b.state : nullptr, ops[i].rate, ops[i].cost, now_ms, &unused));
         continue;
       }
       const Decision d = traffik::Decide(b.has_state ? &b.state : nullptr, ops[i].rate,

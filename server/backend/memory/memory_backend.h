@@ -194,8 +194,8 @@ class MemoryBackend final : public Backend {
       absl::Span<const BucketOp> ops);
   // The synchronous cores of Peek and Reset (partition nullptr: the default
   // one).
-  PeekResult PeekNow(BackendPartition* partition, absl::string_view key,
-                     const Rate& rate, uint64_t cost);
+  PeekResult PeekNow(BackendPartition* partition, absl::string_view key, const Rate& rate,
+                     uint64_t cost);
   uint64_t ResetNow(BackendPartition* partition, const BucketSelector& selector);
 
   // Drops every bucket that is full again at the current time; returns how many.

@@ -23,8 +23,8 @@ namespace traffik {
 const std::string& RedisBucketScript();
 
 // The same arithmetic with the time passed as ARGV[4] (ms) instead of read
-// from TIME (and the "peek" flag, if any, as ARGV[5]). Only for tests that compare the script with the C++ bucket on
-// identical inputs; never sent by the server.
+// from TIME (and the "peek" flag, if any, as ARGV[5]). Only for tests that compare the
+// script with the C++ bucket on identical inputs; never sent by the server.
 const std::string& RedisBucketScriptWithExplicitNowForTesting();
 
 // The all-or-nothing batch (Backend::DecideAllOrNothing) as one script, with

@@ -47,11 +47,11 @@ void RedisKeyScan::Start() {
   }
   RedisCommand command;
   command.args = {"CLUSTER", "SLOTS"};
-  sink_(std::move(command), [self = shared_from_this()](
-                                absl::StatusOr<const redisReply*> reply,
-                                absl::string_view node_host) {
-    self->OnSlots(std::move(reply), node_host);
-  });
+  sink_(std::move(command),
+        [self = shared_from_this()](absl::StatusOr<const redisReply*> reply,
+                                    absl::string_view node_host) {
+          self->OnSlots(std::move(reply), node_host);
+        });
 }
 
 void RedisKeyScan::Fail(absl::Status status) {
@@ -80,8 +80,8 @@ void RedisKeyScan::OnSlots(absl::StatusOr<const redisReply*> reply,
 
 void RedisKeyScan::ScanNext() {
   RedisCommand command;
-  command.args = {"SCAN", cursor_, "MATCH", pattern_, "COUNT",
-                  absl::StrCat(kRedisScanCount)};
+  command.args = {"SCAN",   cursor_, "MATCH",
+                  pattern_, "COUNT", absl::StrCat(kRedisScanCount)};
   command.node = masters_[master_];
   sink_(std::move(command), [self = shared_from_this()](
                                 absl::StatusOr<const redisReply*> reply,
@@ -128,9 +128,11 @@ void RedisKeyScan::OnScan(absl::StatusOr<const redisReply*> reply) {
   if (unlinks.empty()) return PageDone();
   pending_unlinks_ = unlinks.size();
   for (RedisCommand& command : unlinks) {
-    sink_(std::move(command), [self = shared_from_this()](
-                                  absl::StatusOr<const redisReply*> reply,
-                                  absl::string_view) { self->OnUnlink(std::move(reply)); });
+    sink_(std::move(command),
+          [self = shared_from_this()](absl::StatusOr<const redisReply*> reply,
+                                      absl::string_view) {
+            self->OnUnlink(std::move(reply));
+          });
   }
 }
 

@@ -131,9 +131,9 @@ struct RedisBackend::Op {
     if (answered) return;
     answered = true;
     if (!command.empty()) {
-      std::move(raw_done)(result.ok() ? absl::InternalError("decision for a command")
-                                      : result.status(),
-                          "");
+      std::move(raw_done)(
+          result.ok() ? absl::InternalError("decision for a command") : result.status(),
+          "");
     } else if (peek_done) {
       std::move(peek_done)(result.ok() ? absl::InternalError("decision for a peek")
                                        : result.status());
@@ -660,8 +660,8 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
                          period_len,
                          cost_len,
                          4};
-  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv,
-                            lens) != REDIS_OK) {
+  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv, lens) !=
+      REDIS_OK) {
     return false;
   }
   conn->inflight.push_back(op);
@@ -963,8 +963,8 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
   op->key = ops[0].key;
   op->items.assign(ops.begin(), ops.end());
   op->batch_done = std::move(done);
-  op->dry_run = std::all_of(ops.begin(), ops.end(),
-                            [](const BucketOp& item) { return item.peek; });
+  op->dry_run =
+      std::all_of(ops.begin(), ops.end(), [](const BucketOp& item) { return item.peek; });
   op->deadline_ms = NowMs() + options_.timeout_ms;
   loop_->Enqueue(op);
 }
