@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "metrics/http_exposer.h"
 #include "metrics/metrics.h"
+#include "service/admin_service.h"
 #include "service/throttle_service.h"
 
 namespace grpc {
@@ -57,6 +58,7 @@ class Server {
       redis_;  // by IdentityKey
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;  // only with admin_api: true
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;

@@ -885,7 +885,7 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory"},
+       "memory", "admin_api"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -922,6 +922,10 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           config.drain_delay_ms = *v;
         } else if (key == "memory") {
           return ParseMemory(value, config.memory);
+        } else if (key == "admin_api") {
+          absl::StatusOr<bool> b = GetBool(value, key);
+          if (!b.ok()) return b.status();
+          config.admin_api = *b;
         }
         return absl::OkStatus();
       });

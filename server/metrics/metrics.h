@@ -56,6 +56,7 @@ struct DecisionCounters {
 //   traffik_buckets{backend}                         gauge
 //   traffik_bucket_evictions_total{backend}          counter
 //   traffik_bucket_rejections_total{backend,tenant}  counter
+//   traffik_admin_requests_total{rpc,code}           counter (AdminService)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -70,6 +71,11 @@ class Metrics {
     latency_[static_cast<int>(rpc)].ObserveNanos(nanos);
   }
   void CountError(absl::StatusCode code);
+
+  // Counts one traffik.v1.AdminService call by method name and answer code
+  // (gRPC code name, "OK" included). Slow path (a locked label lookup): admin
+  // calls are rare.
+  void CountAdminRequest(const std::string& rpc, absl::StatusCode code);
 
   // Slow path: the counter of decisions whose backend failed, for one tenant.
   // `policy` is "allow" or "deny"; `backend` is the backend's Name().
@@ -96,6 +102,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* decisions_;
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Family<prometheus::Counter>* backend_errors_;
+  prometheus::Family<prometheus::Counter>* admin_requests_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
   std::array<LatencyHistogram, 2> latency_;
   std::shared_ptr<RuntimeCollector> runtime_;

@@ -91,6 +91,7 @@ HitRequest ToHitRequest(const ShouldThrottleRequest& request) {
   hit.throttle_uid = request.throttle_uid();
   hit.tenant = request.tenant();
   hit.cost = request.cost();
+  hit.peek = request.peek();
   hit.has_spec = request.has_spec();
   if (hit.has_spec) {
     hit.spec_limit = request.spec().limit();
@@ -110,6 +111,23 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
     grpc::CallbackServerContext* context, const ShouldThrottleRequest* request,
     ShouldThrottleResponse* response) {
   const int64_t start_ns = NowNanos();
+  if (request->peek()) {
+    // Takes nothing: Engine::Peek answers as a decision would, from the
+    // backend's callback (inline for memory).
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    Metrics& metrics = metrics_;
+    engine_.Peek(ToHitRequest(*request), [reactor, response, start_ns,
+                                          &metrics](absl::StatusOr<Decision> result) {
+      metrics.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
+      if (!result.ok()) {
+        metrics.CountError(result.status().code());
+      } else {
+        ToProto(*result, response);
+      }
+      reactor->Finish(ToGrpcStatus(result.status()));
+    });
+    return reactor;
+  }
   // Reused per gRPC thread: the key keeps its capacity, so a decision on the
   // memory backend allocates nothing here.
   thread_local PreparedHit hit;

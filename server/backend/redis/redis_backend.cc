@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "backend/redis/bucket_script.h"
 #include "backend/redis/cluster_topology.h"
+#include "backend/redis/key_scan.h"
 #include "backend/redis/key_slot.h"
 #include "backend/redis/script_reply.h"
 #include "base/error_reason.h"
@@ -109,6 +110,16 @@ struct RedisBackend::Op {
   // (`key` is items[0].key, which routes it), answered through batch_done.
   std::vector<BucketOp> items;
   AllOrNothingCallback batch_done;
+  // The bucket script's peek (nothing written): a single Peek answers through
+  // peek_done; a batch item through `completion` (the hit's decision).
+  bool peek = false;
+  PeekCallback peek_done;
+  bool dry_run = false;  // an all-or-nothing batch evaluated, not written
+  // Non-empty: a plain command (admin scans), sent as is, answered through
+  // raw_done. Routed to `node` when set, else by `key` (empty: any node).
+  std::vector<std::string> command;
+  std::string node;
+  RedisReplyCallback raw_done;
   size_t index = 0;
   int64_t deadline_ms = 0;  // steady clock
   int redirects = 0;
@@ -120,7 +131,14 @@ struct RedisBackend::Op {
   void Complete(absl::StatusOr<Decision> result) {
     if (answered) return;
     answered = true;
-    if (!items.empty()) {
+    if (!command.empty()) {
+      std::move(raw_done)(
+          result.ok() ? absl::InternalError("decision for a command") : result.status(),
+          "");
+    } else if (peek_done) {
+      std::move(peek_done)(result.ok() ? absl::InternalError("decision for a peek")
+                                       : result.status());
+    } else if (!items.empty()) {
       std::move(batch_done)(result.ok() ? absl::InternalError("bucket script answer "
                                                               "for a batch")
                                         : result.status());
@@ -568,6 +586,7 @@ RedisBackend::Loop::Conn* RedisBackend::Loop::PickUp(Node* node, size_t preferre
 RedisBackend::Loop::Node* RedisBackend::Loop::Route(const Op& op) {
   if (!options_.cluster) return nodes_.front().get();
   if (!op.ask_node.empty()) return NodeFor(op.ask_node);
+  if (!op.node.empty()) return NodeFor(op.node);
   Node* node = slots_[RedisKeySlot(op.key)];
   if (node != nullptr) return node;
   // Slot map not known yet: any reachable node; MOVED will correct us.
@@ -604,6 +623,20 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     op->ask_node.clear();
   }
   if (!op->items.empty()) return SendAllOrNothing(conn, op);
+  if (!op->command.empty()) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const std::string& arg : op->command) {
+      argv.push_back(arg.data());
+      lens.push_back(arg.size());
+    }
+    if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, static_cast<int>(argv.size()),
+                              argv.data(), lens.data()) != REDIS_OK) {
+      return false;
+    }
+    conn->inflight.push_back(op);
+    return true;
+  }
   char capacity[24], period[24], cost[24];
   const size_t capacity_len =
       absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
@@ -618,15 +651,18 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
                         op->key.data(),
                         capacity,
                         period,
-                        cost};
+                        cost,
+                        "peek"};
   const size_t lens[] = {eval ? size_t{4} : size_t{7},
                          body.size(),
                          1,
                          op->key.size(),
                          capacity_len,
                          period_len,
-                         cost_len};
-  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, 7, argv, lens) != REDIS_OK) {
+                         cost_len,
+                         4};
+  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv, lens) !=
+      REDIS_OK) {
     return false;
   }
   conn->inflight.push_back(op);
@@ -662,6 +698,10 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
   for (const std::string& number : numbers) {
     argv.push_back(number.data());
     lens.push_back(number.size());
+  }
+  if (op->dry_run) {
+    argv.push_back("peek");
+    lens.push_back(4);
   }
   if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, static_cast<int>(argv.size()),
                             argv.data(), lens.data()) != REDIS_OK) {
@@ -738,6 +778,31 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
   }
   if (!op->items.empty()) {
     if (loop->OnAllOrNothingReply(op, reply) && conn->ac == ac) conn->backoff_ms = 0;
+    return;
+  }
+  if (!op->command.empty()) {
+    if (conn->ac == ac) conn->backoff_ms = 0;
+    op->answered = true;
+    std::move(op->raw_done)(static_cast<const redisReply*>(reply),
+                            conn->node->endpoint.host);
+    delete op;
+    return;
+  }
+  if (op->peek) {
+    const std::optional<PeekResult> p = DecodePeekReply(*reply, op->rate.capacity);
+    if (!p) {
+      loop->Fail(op, "unexpected reply to the bucket script's peek",
+                 absl::StatusCode::kInternal);
+      return;
+    }
+    if (conn->ac == ac) conn->backoff_ms = 0;
+    if (op->peek_done) {
+      op->answered = true;
+      std::move(op->peek_done)(*p);
+    } else {
+      op->Complete(p->hit);
+    }
+    delete op;
     return;
   }
   const std::optional<Decision> d = DecodeDecisionReply(*reply, op->rate.capacity);
@@ -901,6 +966,8 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
   op->key = ops[0].key;
   op->items.assign(ops.begin(), ops.end());
   op->batch_done = std::move(done);
+  op->dry_run =
+      std::all_of(ops.begin(), ops.end(), [](const BucketOp& item) { return item.peek; });
   op->deadline_ms = NowMs() + options_.timeout_ms;
   loop_->Enqueue(op);
 }
@@ -919,12 +986,45 @@ void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback don
     op->key = ops[i].key;
     op->rate = ops[i].rate;
     op->cost = ops[i].cost;
+    op->peek = ops[i].peek;
     op->completion = completion;
     op->index = i;
     op->deadline_ms = deadline;
     batch.push_back(op);
   }
   loop_->Enqueue(std::move(batch));
+}
+
+void RedisBackend::Peek(BackendPartition* /*partition*/, absl::string_view key,
+                        const Rate& rate, uint64_t cost, PeekCallback done) {
+  auto* op = new Op();
+  op->key.assign(key.data(), key.size());
+  op->rate = rate;
+  op->cost = cost;
+  op->peek = true;
+  op->peek_done = std::move(done);
+  op->deadline_ms = NowMs() + options_.timeout_ms;
+  loop_->Enqueue(op);
+}
+
+void RedisBackend::Reset(BackendPartition* /*partition*/, BucketSelector selector,
+                         CountCallback done) {
+  // Each command of the scan is an op on the I/O loop, and each next command
+  // is sent from the previous one's reply: nothing here waits.
+  const int64_t timeout_ms = options_.timeout_ms;
+  Loop* loop = loop_.get();
+  RedisCommandSink sink = [loop, timeout_ms](RedisCommand command,
+                                             RedisReplyCallback reply) {
+    auto* op = new Op();
+    if (command.keyed && command.args.size() > 1) op->key = command.args[1];
+    op->command = std::move(command.args);
+    op->node = std::move(command.node);
+    op->raw_done = std::move(reply);
+    op->deadline_ms = NowMs() + timeout_ms;
+    loop->Enqueue(op);
+  };
+  RedisKeyScan::Run(std::move(sink), options_.cluster, std::move(selector),
+                    std::move(done));
 }
 
 }  // namespace traffik
