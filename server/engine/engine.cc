@@ -30,6 +30,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
   for (const TenantConfig& tc : config.tenants) {
     absl::StatusOr<TenantBackend> backend = backends(tc);
     if (!backend.ok()) return backend.status();
+    if (backend->owner != nullptr) snap->backends_.push_back(backend->owner);
     Tenant t;
     t.name = tc.name;
     t.prefix = tc.prefix.empty() ? tc.name : tc.prefix;
