@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "app/backends.h"
+#include "base/host_port.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -15,10 +16,10 @@
 namespace traffik {
 namespace {
 
-// "host:port" -> "host" (keeps IPv6 brackets).
-std::string HostOf(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  return colon == std::string::npos ? address : address.substr(0, colon);
+// `configured` ("host:port", port maybe 0) with the port actually bound.
+std::string BoundAddress(const std::string& configured, int port) {
+  return JoinHostPort(SplitHostPort(configured, /*port_required=*/true).host,
+                      static_cast<uint32_t>(port));
 }
 
 }  // namespace
@@ -48,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
     if (!exposer.ok()) return exposer.status();
     server->exposer_ = *std::move(exposer);
     server->metrics_address_ =
-        absl::StrCat(HostOf(config.metrics_listen), ":", server->exposer_->port());
+        BoundAddress(config.metrics_listen, server->exposer_->port());
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -67,7 +68,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
         absl::StrCat("cannot listen for gRPC on ", config.listen,
                      ": the address is invalid or already in use"));
   }
-  server->grpc_address_ = absl::StrCat(HostOf(config.listen), ":", port);
+  server->grpc_address_ = BoundAddress(config.listen, port);
   grpc::HealthCheckServiceInterface* health =
       server->grpc_server_->GetHealthCheckService();
   health->SetServingStatus(true);

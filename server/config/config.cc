@@ -30,18 +30,15 @@
 #include "absl/strings/str_join.h"
 #include "base/quote.h"
 #include "base/utf8.h"
+#include "bucket/token_bucket.h"
 #include "yaml-cpp/yaml.h"
 
 namespace traffik {
 namespace {
 
-constexpr size_t kMaxThrottleUidBytes = 256;
 constexpr size_t kMaxTenantNameBytes = 256;
 constexpr uint64_t kMaxIdentifierBytesLimit = 1 << 20;  // 1 MiB
 constexpr uint64_t kMaxBatchSizeLimit = 100'000;
-// A bucket's capacity * period_ms must be exactly representable as a double
-// (the token arithmetic is done in doubles).
-constexpr uint64_t kMaxCapacityTimesPeriod = uint64_t{1} << 53;
 // Refuse absurdly large config files instead of reading them into memory.
 constexpr size_t kMaxConfigFileBytes = 16 << 20;  // 16 MiB
 
@@ -440,24 +437,19 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
   return absl::OkStatus();
 }
 
-// Every tenant's capacity for every throttle, times the period, must stay
-// within 2^53 so the bucket arithmetic is exact.
+// Every tenant's rate for every throttle must be one the bucket arithmetic
+// accepts (IsValidRate: the capacity rule lives in bucket/).
 absl::Status Parser::CheckCapacities(const Config& config) const {
   for (size_t i = 0; i < config.throttles.size(); ++i) {
     const ThrottleConfig& t = config.throttles[i];
     for (const TenantConfig& tenant : config.tenants) {
-      // long double holds any uint64 limit exactly, so a limit just above 2^53
-      // is not rounded down into range (as it would be in double).
-      long double capacity =
-          std::max(1.0L, std::floor(static_cast<long double>(t.limit) *
-                                    static_cast<long double>(tenant.quota_multiplier)));
-      bool ok = capacity <= static_cast<long double>(kMaxCapacityTimesPeriod) &&
-                static_cast<uint64_t>(capacity) <= kMaxCapacityTimesPeriod / t.period_ms;
+      const bool ok = IsValidRate(
+          Rate{ScaledCapacity(t.limit, tenant.quota_multiplier), t.period_ms});
       if (!ok) {
-        return Error(
-            throttle_locs_[i].mark, throttle_locs_[i].path,
-            absl::StrCat("limit * period too large for tenant ", Quote(tenant.name),
-                         " (capacity*period_ms must be <= 2^53)"));
+        return Error(throttle_locs_[i].mark, throttle_locs_[i].path,
+                     absl::StrCat("limit * period too large for tenant ",
+                                  Quote(tenant.name), " (capacity*period_ms must be <= ",
+                                  kMaxScaledCapacityText, ")"));
       }
     }
   }
@@ -688,32 +680,6 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   close(fd);
   return ParseConfig(text, path);
 }
-absl::Status ValidateThrottleUid(std::string_view uid) {
-  // Echoed quoted, escaped and truncated: the uid may come from a caller.
-  const absl::string_view text = Absl(uid);
-  if (uid.empty()) return absl::InvalidArgumentError("throttle uid must not be empty");
-  if (uid.size() > kMaxThrottleUidBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("throttle uid ", QuoteForMessage(text), " is ", uid.size(),
-                     " bytes long (max ", kMaxThrottleUidBytes, ")"));
-  }
-  if (auto c = FindControl(uid)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "throttle uid %s contains control character 0x%02x", QuoteForMessage(text), *c));
-  }
-  size_t bad = uid.find_first_of(":{}");
-  if (bad != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "throttle uid ", QuoteForMessage(text), " contains '", Absl(uid.substr(bad, 1)),
-        "' (':', '{' and '}' are reserved for bucket keys)"));
-  }
-  if (!IsValidUtf8(text)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("throttle uid ", QuoteForMessage(text), " is not valid UTF-8"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateTenantName(std::string_view name) {
   const absl::string_view text = Absl(name);
   if (name.empty()) return absl::InvalidArgumentError("tenant name must not be empty");

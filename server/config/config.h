@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "backend/registry.h"
+#include "engine/key.h"
 #include "yaml/yaml_reader.h"
 
 namespace traffik {
@@ -118,11 +119,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
 // ParseDurationMs: yaml/yaml_reader.h.
 
-// The one home of the throttle uid rule, for configured and requested uids
-// alike: 1..256 bytes of valid UTF-8, no control characters, no ':', '{' or
-// '}' (they delimit bucket keys, see engine/key.h). Returns kInvalidArgument
-// naming the problem (the uid quoted, escaped and truncated).
-absl::Status ValidateThrottleUid(std::string_view uid);
+// ValidateThrottleUid: engine/key.h (next to the keys it protects).
 
 // The tenant name rule, for configured names and the `tenant` of a request
 // alike: 1..256 bytes of valid UTF-8 without control characters. Returns

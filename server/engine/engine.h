@@ -30,8 +30,7 @@ struct HitRequest {
   uint64_t spec_period_ms = 0;
 };
 
-// capacity = max(1, floor(limit * multiplier)), saturating at UINT64_MAX.
-uint64_t ScaledCapacity(uint64_t limit, double multiplier);
+// ScaledCapacity: bucket/token_bucket.h.
 
 // An immutable resolution table built from one Config: tenant -> backend,
 // prefix, quota; (tenant, uid) -> rate and metric counters. Swapped whole on

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/host_port.h"
 
 namespace traffik {
 namespace {
@@ -212,28 +213,22 @@ absl::StatusOr<std::string> YamlReader::GetAddress(const YAML::Node& node,
   for (unsigned char c : addr) {
     if (IsControl(c) || c == ' ') return bad("contains whitespace or control characters");
   }
-  size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) return bad("no ':port'");
-  std::string_view host = std::string_view(addr).substr(0, colon);
-  std::string_view port = std::string_view(addr).substr(colon + 1);
-  if (!host.empty() && host.front() == '[') {
-    // Bracketed IPv6 literal, e.g. "[::1]".
-    if (host.size() < 3 || host.back() != ']') return bad("bad [IPv6] host");
-    if (host.substr(1, host.size() - 2).find_first_of("[]") != std::string_view::npos) {
+  switch (SplitHostPort(addr, /*port_required=*/true).problem) {
+    case HostPortProblem::kNone:
+      break;
+    case HostPortProblem::kNoPort:
+      return bad("no ':port'");
+    case HostPortProblem::kEmptyHost:
+      return bad("empty host");
+    case HostPortProblem::kUnterminatedBracket:
+    case HostPortProblem::kBadBracketedHost:
+    case HostPortProblem::kTextAfterBracket:
       return bad("bad [IPv6] host");
-    }
-  } else {
-    if (host.empty()) return bad("empty host");
-    if (host.find_first_of(":[]") != std::string_view::npos) {
+    case HostPortProblem::kUnbracketedIpv6:
       return bad("IPv6 hosts must be in brackets, e.g. '[::1]:50051'");
-    }
-  }
-  bool digits_only = !port.empty() && port.size() <= 5;
-  for (char c : port) digits_only = digits_only && IsDigit(c);
-  uint32_t port_number = 0;
-  if (!digits_only || !absl::SimpleAtoi(Absl(port), &port_number) ||
-      port_number > 65535) {
-    return bad("port must be 0-65535");
+    case HostPortProblem::kEmptyPort:
+    case HostPortProblem::kBadPort:
+      return bad("port must be 0-65535");
   }
   return addr;
 }
