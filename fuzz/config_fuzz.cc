@@ -7,9 +7,12 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "app/backends.h"
 #include "config/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const bool registered = (traffik::RegisterBuiltinBackends(), true);
+  (void)registered;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
 
   absl::StatusOr<int64_t> ms = traffik::ParseDurationMs(text.substr(0, 64));

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "absl/strings/match.h"
+#include "app/backends.h"
 #include "backend/memory/memory_backend.h"
 #include "clock/clock.h"
 #include "config/config.h"
@@ -53,6 +54,7 @@ struct World {
     options.max_buckets = 4096;  // bounded however long the fuzzer runs
     options.sweep_interval_ms = 0;
     memory = std::make_unique<traffik::MemoryBackend>(clock, options);
+    traffik::RegisterBuiltinBackends();
     absl::StatusOr<traffik::Config> config = traffik::ParseConfig(kConfig, "fuzz");
     if (!config.ok()) {
       std::fprintf(stderr, "fuzz config: %s\n", config.status().ToString().c_str());

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "app/backends.h"
 #include "app/health_client.h"
 #include "app/log_handlers.h"
 #include "app/options.h"
@@ -49,6 +50,7 @@ int Run(int argc, char** argv) {
     return *serving ? 0 : 1;
   }
 
+  traffik::RegisterBuiltinBackends();
   const std::string source = options->config_path.value_or("(embedded default)");
   absl::StatusOr<traffik::Config> config =
       options->config_path ? traffik::LoadConfigFile(*options->config_path)

@@ -6,6 +6,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "app/backends.h"
+#include "base/host_port.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -14,71 +16,28 @@
 namespace traffik {
 namespace {
 
-// "host:port" -> "host" (keeps IPv6 brackets).
-std::string HostOf(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  return colon == std::string::npos ? address : address.substr(0, colon);
+// `configured` ("host:port", port maybe 0) with the port actually bound.
+std::string BoundAddress(const std::string& configured, int port) {
+  return JoinHostPort(SplitHostPort(configured, /*port_required=*/true).host,
+                      static_cast<uint32_t>(port));
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
                                                       const Clock& clock) {
+  RegisterBuiltinBackends();  // idempotent; main() has done it already
   std::unique_ptr<Server> server(new Server());
   server->metrics_ = std::make_unique<Metrics>();
 
-  MemoryBackendOptions memory_options;
-  memory_options.max_bytes = config.memory.max_bytes;
-  memory_options.max_buckets = config.memory.max_buckets;
-  memory_options.sweep_interval_ms = config.memory.sweep_interval_ms;
-  server->memory_ = std::make_unique<MemoryBackend>(clock, memory_options);
-  MemoryBackend* memory = server->memory_.get();
-  server->metrics_->AddBucketSource(
-      "memory", [memory] { return memory->bucket_count(); },
-      [memory] { return memory->evictions(); });
-  // Each memory tenant stores its buckets in its own partition, within its
-  // share of the budget, so no tenant's traffic can touch another's buckets.
-  absl::flat_hash_map<std::string, MemoryBackend::Partition*> partitions;
-  for (const TenantConfig& tenant : config.tenants) {
-    if (tenant.redis.has_value()) continue;
-    const MemoryShareConfig share = MemoryShareOf(config, tenant);
-    MemoryBackend::Partition* partition =
-        memory->AddPartition(tenant.name, {share.max_bytes, share.max_buckets});
-    partitions.emplace(tenant.name, partition);
-    server->metrics_->AddRejectionSource("memory", tenant.name,
-                                         [partition] { return partition->rejections(); });
-  }
-
-  // One Redis backend per distinct connection settings, shared by the
-  // tenants that name the same Redis.
-  for (const TenantConfig& tenant : config.tenants) {
-    if (!tenant.redis.has_value()) continue;
-    const std::string identity = tenant.redis->IdentityKey();
-    if (server->redis_.contains(identity)) continue;
-    absl::StatusOr<std::unique_ptr<RedisBackend>> redis =
-        RedisBackend::Create(*tenant.redis);
-    if (!redis.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tenant '", tenant.name, "': ", redis.status().message()));
-    }
-    server->redis_.emplace(identity, *std::move(redis));
-  }
-  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(
-      config,
-      [&server, memory, &partitions](
-          const TenantConfig& tenant) -> absl::StatusOr<Snapshot::TenantBackend> {
-        if (tenant.redis.has_value()) {
-          return Snapshot::TenantBackend(
-              server->redis_.at(tenant.redis->IdentityKey()).get());
-        }
-        if (tenant.backend == "memory") {
-          return Snapshot::TenantBackend(memory, partitions.at(tenant.name));
-        }
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tenant '", tenant.name, "': unknown backend '", tenant.backend, "'"));
-      },
-      *server->metrics_);
+  BackendContext context;
+  context.clock = &clock;
+  context.metrics = server->metrics_.get();
+  server->backends_ = std::make_unique<BackendPool>(BackendRegistry::Global(), context);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot =
+      server->BuildSnapshot(config);
   if (!snapshot.ok()) return snapshot.status();
+  server->backends_->Release();
   server->engine_ = std::make_unique<Engine>(*std::move(snapshot));
   server->service_ =
       std::make_unique<ThrottleServiceImpl>(*server->engine_, *server->metrics_);
@@ -90,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
     if (!exposer.ok()) return exposer.status();
     server->exposer_ = *std::move(exposer);
     server->metrics_address_ =
-        absl::StrCat(HostOf(config.metrics_listen), ":", server->exposer_->port());
+        BoundAddress(config.metrics_listen, server->exposer_->port());
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -116,12 +75,46 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
         absl::StrCat("cannot listen for gRPC on ", config.listen,
                      ": the address is invalid or already in use"));
   }
-  server->grpc_address_ = absl::StrCat(HostOf(config.listen), ":", port);
+  server->grpc_address_ = BoundAddress(config.listen, port);
   grpc::HealthCheckServiceInterface* health =
       server->grpc_server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kThrottleServiceName, true);
   return server;
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> Server::BuildSnapshot(
+    const Config& config) {
+  backends_->set_in_process_budget({config.memory.max_bytes, config.memory.max_buckets,
+                                    config.memory.sweep_interval_ms});
+  std::vector<BackendPool::Request> requests;
+  requests.reserve(config.tenants.size());
+  for (const TenantConfig& tenant : config.tenants) {
+    TenantShare share;
+    if (tenant.backend == kMemoryBackend) {
+      const MemoryShareConfig memory = MemoryShareOf(config, tenant);
+      share = {memory.max_bytes, memory.max_buckets};
+    }
+    requests.push_back({tenant.name, tenant.backend_spec, share});
+  }
+  const YamlReader reader(config.source);
+  absl::StatusOr<std::vector<BackendPool::Lease>> leases =
+      backends_->Acquire(requests, reader);
+  if (!leases.ok()) return leases.status();
+  absl::flat_hash_map<std::string, const BackendPool::Lease*> by_tenant;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    by_tenant.emplace(requests[i].tenant, &(*leases)[i]);
+  }
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = Snapshot::Build(
+      config,
+      [&by_tenant](
+          const TenantConfig& tenant) -> absl::StatusOr<Snapshot::TenantBackend> {
+        const BackendPool::Lease* lease = by_tenant.at(tenant.name);
+        return Snapshot::TenantBackend(lease->backend, lease->partition);
+      },
+      *metrics_);
+  if (!snapshot.ok()) backends_->Abandon();
+  return snapshot;
 }
 
 Server::~Server() {

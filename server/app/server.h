@@ -6,8 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "backend/memory/memory_backend.h"
-#include "backend/redis/redis_backend.h"
+#include "backend/registry.h"
 #include "clock/clock.h"
 #include "config/config.h"
 #include "engine/engine.h"
@@ -52,10 +51,12 @@ class Server {
  private:
   Server() = default;
 
+  // Resolves `config`'s tenants to live backends (reusing the pool's) and
+  // builds their snapshot; on error nothing live changes.
+  absl::StatusOr<std::shared_ptr<const Snapshot>> BuildSnapshot(const Config& config);
+
   std::unique_ptr<Metrics> metrics_;
-  std::unique_ptr<MemoryBackend> memory_;
-  absl::flat_hash_map<std::string, std::unique_ptr<RedisBackend>>
-      redis_;  // by IdentityKey
+  std::unique_ptr<BackendPool> backends_;  // outlives the engine's snapshots
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;  // only with admin_api: true

@@ -1,6 +1,8 @@
 #include "bucket/token_bucket.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 namespace traffik {
 namespace {
@@ -11,6 +13,15 @@ constexpr uint64_t CeilDiv(uint64_t a, uint64_t b) {
 }
 
 }  // namespace
+
+uint64_t ScaledCapacity(uint64_t limit, double multiplier) {
+  const long double scaled = std::floor(static_cast<long double>(limit) * multiplier);
+  if (scaled < 1) return 1;
+  if (scaled >= static_cast<long double>(std::numeric_limits<uint64_t>::max())) {
+    return std::numeric_limits<uint64_t>::max();
+  }
+  return static_cast<uint64_t>(scaled);
+}
 
 bool IsValidRate(const Rate& rate) {
   if (rate.capacity == 0 || rate.period_ms == 0) return false;

@@ -15,6 +15,13 @@ struct Rate {
 // arithmetic with no drift; 2^53 keeps every value exact in a double as well,
 // so a Lua script (Redis) computes bit-identical answers.
 inline constexpr uint64_t kMaxScaledCapacity = uint64_t{1} << 53;
+// The rule as messages name it.
+inline constexpr char kMaxScaledCapacityText[] = "2^53";
+
+// A tenant's capacity for a throttle of `limit` tokens:
+// max(1, floor(limit * multiplier)), saturating at UINT64_MAX (computed in
+// long double, so a limit just above 2^53 is not rounded into range).
+uint64_t ScaledCapacity(uint64_t limit, double multiplier);
 
 // True when `rate` is usable: capacity >= 1, period_ms >= 1 and
 // capacity * period_ms <= kMaxScaledCapacity.

@@ -29,22 +29,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "backend/redis/redis_options.h"
 #include "base/quote.h"
 #include "base/utf8.h"
+#include "bucket/token_bucket.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace traffik {
 namespace {
 
-constexpr size_t kMaxThrottleUidBytes = 256;
 constexpr size_t kMaxTenantNameBytes = 256;
 constexpr uint64_t kMaxIdentifierBytesLimit = 1 << 20;  // 1 MiB
 constexpr uint64_t kMaxBatchSizeLimit = 100'000;
-// A bucket's capacity * period_ms must be exactly representable as a double
-// (the token arithmetic is done in doubles).
-constexpr uint64_t kMaxCapacityTimesPeriod = uint64_t{1} << 53;
 // Refuse absurdly large config files instead of reading them into memory.
 constexpr size_t kMaxConfigFileBytes = 16 << 20;  // 16 MiB
 
@@ -61,17 +57,6 @@ constexpr int64_t kMinSweepIntervalMs = 100;            // sweep_interval: 0 or 
 constexpr int64_t kMaxSweepIntervalMs = kHourMs;
 constexpr int64_t kMaxPeriodMs = 366 * kDayMs;  // throttle period: 1ms..366d
 
-// 3600000 -> "1h", 90000 -> "90s", 250 -> "250ms": the largest whole unit.
-std::string FormatDurationMs(int64_t ms) {
-  if (ms != 0 && ms % kDayMs == 0) return absl::StrCat(ms / kDayMs, "d");
-  if (ms != 0 && ms % kHourMs == 0) return absl::StrCat(ms / kHourMs, "h");
-  if (ms != 0 && ms % kMinuteMs == 0) return absl::StrCat(ms / kMinuteMs, "m");
-  if (ms != 0 && ms % kSecondMs == 0) return absl::StrCat(ms / kSecondMs, "s");
-  return absl::StrCat(ms, "ms");
-}
-// Longest user-supplied string quoted verbatim in an error message.
-constexpr size_t kMaxQuotedBytes = 80;
-
 constexpr std::string_view kTopLevel = "top level";
 
 // Debian's abseil is built with its own absl::string_view (not std's).
@@ -79,95 +64,10 @@ absl::string_view Absl(std::string_view s) {
   return absl::string_view(s.data(), s.size());
 }
 
-// Quotes a user-supplied string for an error message: C-escaped (so control
-// characters stay visible) and truncated if very long.
-std::string Quote(std::string_view s) {
-  if (s.size() > kMaxQuotedBytes) {
-    return absl::StrCat("'", absl::CHexEscape(Absl(s.substr(0, kMaxQuotedBytes))),
-                        "...'");
-  }
-  return absl::StrCat("'", absl::CHexEscape(Absl(s)), "'");
-}
-
-bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
-
-// Returns the first control character in `s`, if any.
+std::string Quote(std::string_view s) { return QuoteYamlValue(s); }
+std::string Describe(const YAML::Node& node) { return DescribeYamlNode(node); }
 std::optional<unsigned char> FindControl(std::string_view s) {
-  for (unsigned char c : s) {
-    if (IsControl(c)) return c;
-  }
-  return std::nullopt;
-}
-
-// ---------------------------------------------------------------------------
-// Durations.
-
-struct DurationUnit {
-  std::string_view name;
-  int64_t ms;
-};
-
-constexpr DurationUnit kDurationUnits[] = {
-    {"ms", 1}, {"s", 1'000}, {"m", 60'000}, {"h", 3'600'000}, {"d", 86'400'000},
-};
-
-bool IsDigit(char c) { return c >= '0' && c <= '9'; }
-
-// ---------------------------------------------------------------------------
-// Backends.
-
-constexpr uint64_t kMaxRedisPoolSize = 64;
-
-// True for "<scheme>://..." where the scheme starts with "redis" (redis,
-// redis+cluster, and the unsupported rediss / redis+sentinel, which
-// ParseRedisUrl rejects by name).
-bool LooksLikeRedisUrl(std::string_view s) {
-  size_t sep = s.find("://");
-  if (sep == std::string_view::npos) return false;
-  return absl::StartsWithIgnoreCase(Absl(s.substr(0, sep)), "redis");
-}
-
-// Hides the password of "scheme://user:password@host..." (and the whole
-// userinfo of "scheme://x@host", where x may be a password) for messages.
-std::string MaskPassword(std::string_view s) {
-  size_t sep = s.find("://");
-  if (sep == std::string_view::npos) return std::string(s);
-  size_t start = sep + 3;
-  size_t at = s.rfind('@');
-  if (at == std::string_view::npos || at < start) return std::string(s);
-  std::string_view userinfo = s.substr(start, at - start);
-  size_t colon = userinfo.find(':');
-  size_t hide_from = colon == std::string_view::npos ? start : start + colon + 1;
-  return absl::StrCat(Absl(s.substr(0, hide_from)), "***", Absl(s.substr(at)));
-}
-
-// A tenant's `redis:` map, applied to the parsed backend URL afterwards.
-struct RedisSettings {
-  std::optional<int64_t> timeout_ms;
-  std::optional<int64_t> connect_timeout_ms;
-  std::optional<int> pool_size;
-  std::optional<std::string> username;
-  YAML::Mark username_mark;
-  std::optional<std::string> password;  // read from `password_env`
-};
-
-// ---------------------------------------------------------------------------
-// YAML walking. Every error carries "<source>:<line>:<col>: <path>: <problem>".
-
-std::string Describe(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return "null";
-    case YAML::NodeType::Scalar:
-      return Quote(node.Scalar());
-    case YAML::NodeType::Sequence:
-      return "a list";
-    case YAML::NodeType::Map:
-      return "a map";
-    case YAML::NodeType::Undefined:
-      break;
-  }
-  return "nothing";
+  return FindControlCharacter(s);
 }
 
 // Where a (throttle / tenant) entry was defined, for cross-entry errors.
@@ -176,52 +76,14 @@ struct Located {
   YAML::Mark mark;
 };
 
-class Parser {
+class Parser : public YamlReader {
  public:
-  explicit Parser(std::string_view source) : source_(source) {}
+  Parser(std::string_view source, const BackendRegistry& registry)
+      : YamlReader(source), registry_(registry) {}
 
   absl::StatusOr<Config> Parse(const YAML::Node& root);
 
  private:
-  absl::Status Error(const YAML::Mark& mark, std::string_view path,
-                     std::string_view problem) const {
-    // yaml-cpp marks are 0-based; a null mark (-1) has no position.
-    int line = mark.is_null() ? 1 : mark.line + 1;
-    int col = mark.is_null() ? 1 : mark.column + 1;
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s:%d:%d: %s: %s", source_, line, col, path, problem));
-  }
-  // A null value (`key:` or `key: ~`) is reported at its key: yaml-cpp marks an
-  // omitted value at the start of the next token, which may be lines later.
-  absl::Status Error(const YAML::Node& node, std::string_view path,
-                     std::string_view problem) const {
-    bool use_key = node.IsNull() || node.Mark().is_null();
-    return Error(use_key ? current_key_mark_ : node.Mark(), path, problem);
-  }
-
-  // Iterates a map, rejecting non-string keys, duplicate keys and keys not in
-  // `allowed`; calls `fn(key, key_node, value_node)` for each entry.
-  template <typename Fn>
-  absl::Status ForEachEntry(const YAML::Node& map, std::string_view path,
-                            const std::vector<std::string>& allowed, Fn fn) const;
-
-  absl::StatusOr<std::string> GetString(const YAML::Node& node,
-                                        std::string_view path) const;
-  absl::StatusOr<uint64_t> GetUint(const YAML::Node& node, std::string_view path,
-                                   uint64_t min, uint64_t max) const;
-  absl::StatusOr<bool> GetBool(const YAML::Node& node, std::string_view path) const;
-  absl::StatusOr<double> GetPositiveDouble(const YAML::Node& node,
-                                           std::string_view path) const;
-  // A duration in [min_ms, max_ms], or exactly 0 when `zero_allowed` (0 =
-  // off); the error names the accepted range.
-  absl::StatusOr<int64_t> GetDuration(const YAML::Node& node, std::string_view path,
-                                      int64_t min_ms, int64_t max_ms,
-                                      bool zero_allowed = false) const;
-  absl::StatusOr<std::string> GetAddress(const YAML::Node& node, std::string_view path,
-                                         bool allow_empty) const;
-  absl::StatusOr<uint64_t> GetByteSize(const YAML::Node& node,
-                                       std::string_view path) const;
-
   absl::StatusOr<BackendErrorPolicy> GetBackendErrorPolicy(const YAML::Node& node,
                                                            std::string_view path) const;
 
@@ -231,230 +93,18 @@ class Parser {
                                  YAML::Mark& buckets_mark) const;
   absl::Status CheckMemoryShares(const Config& config,
                                  const YAML::Mark& tenants_mark) const;
-  absl::Status ParseRedisSettings(const YAML::Node& node, std::string_view path,
-                                  RedisSettings& settings) const;
-  absl::Status ApplyRedisSettings(const RedisSettings& settings,
-                                  std::string_view tenant_path,
-                                  RedisOptions& options) const;
   absl::Status ParseThrottles(const YAML::Node& node, Config& config);
   absl::Status ParseTenants(const YAML::Node& node, Config& config);
   absl::Status CheckCapacities(const Config& config) const;
 
-  std::string source_;
+  const BackendRegistry& registry_;
   std::vector<Located> throttle_locs_;  // parallel to Config::throttles
   // Where the memory budget and the tenants' own shares are written (null
   // marks when they are not), for CheckMemoryShares.
   YAML::Mark memory_bytes_mark_ = YAML::Mark::null_mark();
   YAML::Mark memory_buckets_mark_ = YAML::Mark::null_mark();
   std::vector<std::pair<YAML::Mark, YAML::Mark>> tenant_memory_marks_;  // bytes, buckets
-  // Mark of the map key whose value is being read (see Error()).
-  mutable YAML::Mark current_key_mark_;
 };
-
-template <typename Fn>
-absl::Status Parser::ForEachEntry(const YAML::Node& map, std::string_view path,
-                                  const std::vector<std::string>& allowed, Fn fn) const {
-  if (!map.IsMap()) {
-    return Error(map, path, absl::StrCat("expected a map, got ", Describe(map)));
-  }
-  std::vector<std::string> seen;
-  for (auto it = map.begin(); it != map.end(); ++it) {
-    // Copies (Node is a handle): it->first lives in a temporary proxy, so a
-    // reference to it dangles (ASan: stack-use-after-scope).
-    const YAML::Node key = it->first;
-    const YAML::Node value = it->second;
-    if (!key.IsScalar()) {
-      return Error(key, path, absl::StrCat("keys must be strings, got ", Describe(key)));
-    }
-    const std::string& name = key.Scalar();
-    bool known = false;
-    for (const std::string& a : allowed) known = known || a == name;
-    if (!known) {
-      return Error(key, path,
-                   absl::StrCat("unknown key ", Quote(name), " (expected one of: ",
-                                absl::StrJoin(allowed, ", "), ")"));
-    }
-    for (const std::string& s : seen) {
-      if (s == name) return Error(key, path, absl::StrCat("duplicate key ", Quote(name)));
-    }
-    seen.push_back(name);
-    current_key_mark_ = key.Mark();
-    if (absl::Status s = fn(name, key, value); !s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> Parser::GetString(const YAML::Node& node,
-                                              std::string_view path) const {
-  if (!node.IsScalar()) {
-    return Error(node, path, absl::StrCat("expected a string, got ", Describe(node)));
-  }
-  return node.Scalar();
-}
-
-absl::StatusOr<uint64_t> Parser::GetUint(const YAML::Node& node, std::string_view path,
-                                         uint64_t min, uint64_t max) const {
-  const char* kind = min >= 1 ? "a positive integer" : "a non-negative integer";
-  if (!node.IsScalar()) {
-    return Error(node, path, absl::StrCat("expected ", kind, ", got ", Describe(node)));
-  }
-  const std::string& text = node.Scalar();
-  uint64_t value = 0;
-  bool digits_only = !text.empty();
-  for (char c : text) digits_only = digits_only && IsDigit(c);
-  if (!digits_only) {
-    return Error(node, path, absl::StrCat("expected ", kind, ", got ", Quote(text)));
-  }
-  if (!absl::SimpleAtoi(text, &value)) {
-    return Error(node, path,
-                 absl::StrCat("integer ", Quote(text), " is too large (max ", max, ")"));
-  }
-  if (value < min || value > max) {
-    if (max == std::numeric_limits<uint64_t>::max()) {
-      return Error(node, path, absl::StrCat("must be >= ", min, ", got ", value));
-    }
-    return Error(node, path,
-                 absl::StrCat("must be between ", min, " and ", max, ", got ", value));
-  }
-  return value;
-}
-
-absl::StatusOr<bool> Parser::GetBool(const YAML::Node& node,
-                                     std::string_view path) const {
-  if (node.IsScalar()) {
-    if (node.Scalar() == "true") return true;
-    if (node.Scalar() == "false") return false;
-  }
-  return Error(node, path,
-               absl::StrCat("expected a boolean (true or false), got ", Describe(node)));
-}
-
-absl::StatusOr<double> Parser::GetPositiveDouble(const YAML::Node& node,
-                                                 std::string_view path) const {
-  constexpr char kKind[] = "expected a positive finite number";
-  if (!node.IsScalar()) {
-    return Error(node, path, absl::StrCat(kKind, ", got ", Describe(node)));
-  }
-  const std::string& text = node.Scalar();
-  // Only plain decimal notation: no hex, inf, nan or surrounding whitespace.
-  bool plain = !text.empty();
-  for (char c : text) {
-    plain =
-        plain && (IsDigit(c) || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-');
-  }
-  double value = 0;
-  if (!plain || !absl::SimpleAtod(text, &value)) {
-    return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
-  }
-  if (!std::isfinite(value) || !(value > 0)) {
-    return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
-  }
-  return value;
-}
-
-absl::StatusOr<int64_t> Parser::GetDuration(const YAML::Node& node, std::string_view path,
-                                            int64_t min_ms, int64_t max_ms,
-                                            bool zero_allowed) const {
-  if (!node.IsScalar()) {
-    return Error(node, path,
-                 absl::StrCat("expected a duration such as '30s', got ", Describe(node)));
-  }
-  absl::StatusOr<int64_t> ms = ParseDurationMs(node.Scalar());
-  if (!ms.ok()) {
-    return Error(
-        node, path,
-        absl::StrCat("bad duration ", Quote(node.Scalar()), ": ", ms.status().message()));
-  }
-  if (*ms == 0 && zero_allowed) return *ms;
-  if (*ms < min_ms || *ms > max_ms) {
-    return Error(
-        node, path,
-        absl::StrCat("duration ", Quote(node.Scalar()), " is out of range: must be ",
-                     zero_allowed ? "0 (off) or " : "", FormatDurationMs(min_ms), "..",
-                     FormatDurationMs(max_ms)));
-  }
-  return *ms;
-}
-
-absl::StatusOr<std::string> Parser::GetAddress(const YAML::Node& node,
-                                               std::string_view path,
-                                               bool allow_empty) const {
-  absl::StatusOr<std::string> text = GetString(node, path);
-  if (!text.ok()) return text.status();
-  const std::string& addr = *text;
-  if (addr.empty() && allow_empty) return addr;
-  auto bad = [&](std::string_view why) {
-    return Error(
-        node, path,
-        absl::StrCat("expected host:port, got ", Quote(addr), " (", Absl(why), ")"));
-  };
-  for (unsigned char c : addr) {
-    if (IsControl(c) || c == ' ') return bad("contains whitespace or control characters");
-  }
-  size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) return bad("no ':port'");
-  std::string_view host = std::string_view(addr).substr(0, colon);
-  std::string_view port = std::string_view(addr).substr(colon + 1);
-  if (!host.empty() && host.front() == '[') {
-    // Bracketed IPv6 literal, e.g. "[::1]".
-    if (host.size() < 3 || host.back() != ']') return bad("bad [IPv6] host");
-    if (host.substr(1, host.size() - 2).find_first_of("[]") != std::string_view::npos) {
-      return bad("bad [IPv6] host");
-    }
-  } else {
-    if (host.empty()) return bad("empty host");
-    if (host.find_first_of(":[]") != std::string_view::npos) {
-      return bad("IPv6 hosts must be in brackets, e.g. '[::1]:50051'");
-    }
-  }
-  bool digits_only = !port.empty() && port.size() <= 5;
-  for (char c : port) digits_only = digits_only && IsDigit(c);
-  uint32_t port_number = 0;
-  if (!digits_only || !absl::SimpleAtoi(Absl(port), &port_number) ||
-      port_number > 65535) {
-    return bad("port must be 0-65535");
-  }
-  return addr;
-}
-
-absl::StatusOr<uint64_t> Parser::GetByteSize(const YAML::Node& node,
-                                             std::string_view path) const {
-  constexpr char kKind[] = "expected a size in bytes such as '256MiB' or '1048576'";
-  if (!node.IsScalar()) {
-    return Error(node, path, absl::StrCat(kKind, ", got ", Describe(node)));
-  }
-  const std::string& text = node.Scalar();
-  size_t digits = 0;
-  while (digits < text.size() && IsDigit(text[digits])) ++digits;
-  if (digits == 0) return Error(node, path, absl::StrCat(kKind, ", got ", Quote(text)));
-  const std::string_view unit = std::string_view(text).substr(digits);
-  uint64_t multiplier = 0;
-  if (unit.empty()) {
-    multiplier = 1;
-  } else if (unit == "KiB") {
-    multiplier = uint64_t{1} << 10;
-  } else if (unit == "MiB") {
-    multiplier = uint64_t{1} << 20;
-  } else if (unit == "GiB") {
-    multiplier = uint64_t{1} << 30;
-  } else {
-    return Error(node, path,
-                 absl::StrCat("bad size ", Quote(text), ": unknown unit ", Quote(unit),
-                              " (use no unit for bytes, or KiB, MiB, GiB)"));
-  }
-  uint64_t value = 0;
-  if (!absl::SimpleAtoi(Absl(std::string_view(text).substr(0, digits)), &value) ||
-      value > std::numeric_limits<uint64_t>::max() / multiplier) {
-    return Error(node, path,
-                 absl::StrCat("size ", Quote(text), " is too large (max ",
-                              std::numeric_limits<uint64_t>::max(), " bytes)"));
-  }
-  if (value == 0) {
-    return Error(node, path,
-                 absl::StrCat("size ", Quote(text), " must be at least 1 byte"));
-  }
-  return value * multiplier;
-}
 
 absl::Status Parser::ParseMemory(const YAML::Node& node, MemoryConfig& memory) {
   return ForEachEntry(node, "memory", {"max_bytes", "max_buckets", "sweep_interval"},
@@ -529,7 +179,7 @@ absl::Status Parser::CheckMemoryShares(const Config& config,
     uint64_t without_own = 0;
     for (size_t i = 0; i < config.tenants.size(); ++i) {
       const TenantConfig& t = config.tenants[i];
-      if (t.redis.has_value()) continue;
+      if (t.backend != kMemoryBackend) continue;
       const std::optional<uint64_t>& own = t.memory.*f.own;
       if (!own.has_value()) {
         ++without_own;
@@ -574,79 +224,6 @@ absl::StatusOr<BackendErrorPolicy> Parser::GetBackendErrorPolicy(
   return Error(node, path,
                absl::StrCat("expected 'allow' or 'deny', got ", Describe(node)));
 }
-
-absl::Status Parser::ParseRedisSettings(const YAML::Node& node, std::string_view path,
-                                        RedisSettings& settings) const {
-  return ForEachEntry(
-      node, path, {"timeout", "connect_timeout", "pool_size", "username", "password_env"},
-      [&](const std::string& key, const YAML::Node&,
-          const YAML::Node& value) -> absl::Status {
-        std::string field = absl::StrCat(Absl(path), ".", key);
-        if (key == "timeout" || key == "connect_timeout") {
-          absl::StatusOr<int64_t> ms =
-              GetDuration(value, field, kMinRedisTimeoutMs, kMaxRedisTimeoutMs);
-          if (!ms.ok()) return ms.status();
-          (key == "timeout" ? settings.timeout_ms : settings.connect_timeout_ms) = *ms;
-        } else if (key == "pool_size") {
-          absl::StatusOr<uint64_t> n = GetUint(value, field, 1, kMaxRedisPoolSize);
-          if (!n.ok()) return n.status();
-          settings.pool_size = static_cast<int>(*n);
-        } else if (key == "username") {
-          absl::StatusOr<std::string> user = GetString(value, field);
-          if (!user.ok()) return user.status();
-          if (auto c = FindControl(*user)) {
-            return Error(
-                value, field,
-                absl::StrFormat("username contains control character 0x%02x", *c));
-          }
-          settings.username = *user;
-          settings.username_mark = value.Mark();
-        } else {
-          absl::StatusOr<std::string> name = GetString(value, field);
-          if (!name.ok()) return name.status();
-          if (name->empty() ||
-              name->find_first_of(std::string_view("=\0", 2)) != std::string::npos) {
-            return Error(value, field,
-                         absl::StrCat("expected an environment variable name, got ",
-                                      Quote(*name)));
-          }
-          // Read once, at parse time: the password itself never appears in the
-          // file, and a missing variable is a config error, not a runtime one.
-          const char* password = std::getenv(name->c_str());
-          if (password == nullptr) {
-            return Error(
-                value, field,
-                absl::StrCat("environment variable ", Quote(*name), " is not set"));
-          }
-          if (*password == '\0') {
-            return Error(
-                value, field,
-                absl::StrCat("environment variable ", Quote(*name), " is empty"));
-          }
-          settings.password = password;
-        }
-        return absl::OkStatus();
-      });
-}
-
-absl::Status Parser::ApplyRedisSettings(const RedisSettings& settings,
-                                        std::string_view tenant_path,
-                                        RedisOptions& options) const {
-  if (settings.timeout_ms) options.timeout_ms = *settings.timeout_ms;
-  if (settings.connect_timeout_ms) {
-    options.connect_timeout_ms = *settings.connect_timeout_ms;
-  }
-  if (settings.pool_size) options.pool_size = *settings.pool_size;
-  if (settings.username) options.username = *settings.username;
-  if (settings.password) options.password = *settings.password;
-  if (settings.username && !options.username.empty() && options.password.empty()) {
-    return Error(settings.username_mark,
-                 absl::StrCat(Absl(tenant_path), ".redis.username"),
-                 "a username needs a password (in the backend URL or via password_env)");
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Parser::ParseThrottles(const YAML::Node& node, Config& config) {
   if (!node.IsSequence()) {
     return Error(node, "throttles",
@@ -723,15 +300,21 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
     TenantConfig tenant;
     std::optional<YAML::Node> name_node;
     std::optional<YAML::Node> prefix_node;
-    std::optional<YAML::Mark> redis_key_mark;
     std::optional<YAML::Mark> memory_key_mark;
     std::pair<YAML::Mark, YAML::Mark> memory_marks{YAML::Mark::null_mark(),
                                                    YAML::Mark::null_mark()};
-    RedisSettings redis_settings;
+    // A settings map (`redis:`) belongs to its backend's factory: kept raw.
+    std::optional<std::string> settings_key;
+    std::vector<std::string> allowed = {"name",
+                                        "backend",
+                                        "prefix",
+                                        "quota_multiplier",
+                                        "allow_inline_specs",
+                                        "on_backend_error"};
+    for (std::string& key : registry_.SettingsKeys()) allowed.push_back(std::move(key));
+    allowed.push_back("memory");
     absl::Status s = ForEachEntry(
-        item, path,
-        {"name", "backend", "prefix", "quota_multiplier", "allow_inline_specs",
-         "on_backend_error", "redis", "memory"},
+        item, path, allowed,
         [&](const std::string& key, const YAML::Node& key_node,
             const YAML::Node& value) -> absl::Status {
           std::string field = absl::StrCat(path, ".", key);
@@ -747,21 +330,14 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
           } else if (key == "backend") {
             absl::StatusOr<std::string> backend = GetString(value, field);
             if (!backend.ok()) return backend.status();
-            if (*backend == "memory") {
-              tenant.redis.reset();
-            } else if (LooksLikeRedisUrl(*backend)) {
-              absl::StatusOr<RedisOptions> redis = ParseRedisUrl(Absl(*backend));
-              if (!redis.ok()) {
-                return Error(value, field, std::string(redis.status().message()));
-              }
-              tenant.redis = *std::move(redis);
-            } else {
+            if (registry_.Find(*backend) == nullptr) {
               return Error(value, field,
-                           absl::StrCat("unknown backend ", Quote(MaskPassword(*backend)),
-                                        " (supported: memory, redis://..., "
-                                        "redis+cluster://...)"));
+                           absl::StrCat("unknown backend ",
+                                        Quote(MaskUrlPassword(*backend)), " (supported: ",
+                                        absl::StrJoin(registry_.Forms(), ", "), ")"));
             }
             tenant.backend = *backend;
+            tenant.backend_spec.url_node = value;
           } else if (key == "prefix") {
             absl::StatusOr<std::string> prefix = GetString(value, field);
             if (!prefix.ok()) return prefix.status();
@@ -785,27 +361,39 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
             return ParseTenantMemory(value, field, tenant.memory, memory_marks.first,
                                      memory_marks.second);
           } else {
-            redis_key_mark = key_node.Mark();
-            return ParseRedisSettings(value, field, redis_settings);
+            settings_key = key;
+            tenant.backend_spec.has_settings = true;
+            tenant.backend_spec.settings = value;
+            tenant.backend_spec.settings_path = field;
+            tenant.backend_spec.settings_key_mark = key_node.Mark();
           }
           return absl::OkStatus();
         });
     if (!s.ok()) return s;
     if (!name_node) return Error(item, path, "missing required key 'name'");
 
-    // The `redis:` map refines the backend URL, so it is applied once both are
-    // known, whatever their order in the file.
-    if (redis_key_mark) {
-      if (!tenant.redis) {
-        return Error(*redis_key_mark, absl::StrCat(path, ".redis"),
-                     "only for a Redis backend");
-      }
-      if (absl::Status a = ApplyRedisSettings(redis_settings, path, *tenant.redis);
-          !a.ok()) {
-        return a;
-      }
+    // The backend's factory checks the URL and its settings map, once both
+    // are known, whatever their order in the file.
+    tenant.backend_spec.url = tenant.backend;
+    tenant.backend_spec.url_path = absl::StrCat(path, ".backend");
+    const BackendFactory* factory = registry_.Find(tenant.backend);
+    if (factory == nullptr) {
+      // Only the implicit "memory" can get here: no in-process backend.
+      return Error(*name_node, tenant.backend_spec.url_path,
+                   absl::StrCat("unknown backend ", Quote(tenant.backend)));
     }
-    if (memory_key_mark && tenant.redis) {
+    if (settings_key && *settings_key != factory->SettingsKey()) {
+      const BackendFactory* owner = registry_.FindBySettingsKey(*settings_key);
+      return Error(
+          tenant.backend_spec.settings_key_mark, tenant.backend_spec.settings_path,
+          absl::StrCat("only for a ", owner ? owner->Kind() : *settings_key, " backend"));
+    }
+    if (absl::StatusOr<std::unique_ptr<BackendSettings>> parsed =
+            factory->Parse(tenant.backend_spec, *this);
+        !parsed.ok()) {
+      return parsed.status();
+    }
+    if (memory_key_mark && tenant.backend != kMemoryBackend) {
       return Error(*memory_key_mark, absl::StrCat(path, ".memory"),
                    "only for the memory backend");
     }
@@ -851,24 +439,19 @@ absl::Status Parser::ParseTenants(const YAML::Node& node, Config& config) {
   return absl::OkStatus();
 }
 
-// Every tenant's capacity for every throttle, times the period, must stay
-// within 2^53 so the bucket arithmetic is exact.
+// Every tenant's rate for every throttle must be one the bucket arithmetic
+// accepts (IsValidRate: the capacity rule lives in bucket/).
 absl::Status Parser::CheckCapacities(const Config& config) const {
   for (size_t i = 0; i < config.throttles.size(); ++i) {
     const ThrottleConfig& t = config.throttles[i];
     for (const TenantConfig& tenant : config.tenants) {
-      // long double holds any uint64 limit exactly, so a limit just above 2^53
-      // is not rounded down into range (as it would be in double).
-      long double capacity =
-          std::max(1.0L, std::floor(static_cast<long double>(t.limit) *
-                                    static_cast<long double>(tenant.quota_multiplier)));
-      bool ok = capacity <= static_cast<long double>(kMaxCapacityTimesPeriod) &&
-                static_cast<uint64_t>(capacity) <= kMaxCapacityTimesPeriod / t.period_ms;
+      const bool ok = IsValidRate(
+          Rate{ScaledCapacity(t.limit, tenant.quota_multiplier), t.period_ms});
       if (!ok) {
-        return Error(
-            throttle_locs_[i].mark, throttle_locs_[i].path,
-            absl::StrCat("limit * period too large for tenant ", Quote(tenant.name),
-                         " (capacity*period_ms must be <= 2^53)"));
+        return Error(throttle_locs_[i].mark, throttle_locs_[i].path,
+                     absl::StrCat("limit * period too large for tenant ",
+                                  Quote(tenant.name), " (capacity*period_ms must be <= ",
+                                  kMaxScaledCapacityText, ")"));
       }
     }
   }
@@ -885,7 +468,7 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory", "admin_api"},
+       "memory", "admin_api", "watch_config"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -926,6 +509,10 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           absl::StatusOr<bool> b = GetBool(value, key);
           if (!b.ok()) return b.status();
           config.admin_api = *b;
+        } else if (key == "watch_config") {
+          absl::StatusOr<bool> b = GetBool(value, key);
+          if (!b.ok()) return b.status();
+          config.watch_config = *b;
         }
         return absl::OkStatus();
       });
@@ -980,7 +567,7 @@ absl::Status ReadError(const std::string& path, int err) {
 MemoryShareConfig MemoryShareOf(const Config& config, const TenantConfig& tenant) {
   uint64_t own_bytes = 0, own_buckets = 0, without_bytes = 0, without_buckets = 0;
   for (const TenantConfig& t : config.tenants) {
-    if (t.redis.has_value()) continue;
+    if (t.backend != kMemoryBackend) continue;
     if (t.memory.max_bytes) {
       own_bytes += *t.memory.max_bytes;
     } else {
@@ -1008,7 +595,9 @@ Config DefaultConfig() {
   Config config;
   TenantConfig tenant;
   tenant.name = "default";
-  tenant.backend = "memory";
+  tenant.backend = kMemoryBackend;
+  tenant.backend_spec.url = kMemoryBackend;
+  tenant.backend_spec.url_path = "tenants[0].backend";
   tenant.prefix = "default";
   tenant.quota_multiplier = 1.0;
   tenant.allow_inline_specs = true;
@@ -1061,9 +650,9 @@ class DocumentCounter final : public YAML::EventHandler {
   YAML::Mark second_;
 };
 
-}  // namespace
-
-absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source) {
+absl::StatusOr<Config> ParseConfigText(std::string_view yaml_text,
+                                       std::string_view source,
+                                       const BackendRegistry& registry) {
   const std::string text(yaml_text);
   YAML::Node doc;
   DocumentCounter counter;
@@ -1085,7 +674,7 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view 
     return absl::InvalidArgumentError(
         absl::StrFormat("%s:1:1: not valid YAML: %s", source, e.what()));
   }
-  Parser parser(source);
+  Parser parser(source, registry);
   if (counter.second_has_content()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s:%d:%d: %s: expected a single YAML document", source,
@@ -1100,6 +689,19 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view 
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s:1:1: %s: internal error reading YAML: %s", source, kTopLevel, e.what()));
   }
+}
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source) {
+  return ParseConfig(yaml_text, source, BackendRegistry::Global());
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source,
+                                   const BackendRegistry& registry) {
+  absl::StatusOr<Config> config = ParseConfigText(yaml_text, source, registry);
+  if (config.ok()) config->source = std::string(source);
+  return config;
 }
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
@@ -1136,124 +738,6 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   close(fd);
   return ParseConfig(text, path);
 }
-
-absl::StatusOr<int64_t> ParseDurationMs(std::string_view text) {
-  constexpr int kMaxFractionDigits = 18;
-  const absl::uint128 kFractionScale = absl::uint128(1'000'000'000'000'000'000ULL);
-  const absl::uint128 kMaxMs = absl::uint128(std::numeric_limits<int64_t>::max());
-
-  if (text.empty()) return absl::InvalidArgumentError("empty duration");
-  if (text.front() == '-') {
-    return absl::InvalidArgumentError("negative durations are not allowed");
-  }
-  // total_ms + fraction / 10^18 is the exact value parsed so far.
-  absl::uint128 total_ms = 0;
-  absl::uint128 fraction = 0;
-  size_t i = 0;
-  while (i < text.size()) {
-    // Number: digits, optionally '.' and more digits.
-    size_t start = i;
-    absl::uint128 whole = 0;
-    while (i < text.size() && IsDigit(text[i])) {
-      whole = whole * 10 + (text[i] - '0');
-      if (whole > kMaxMs) return absl::InvalidArgumentError("duration overflows");
-      ++i;
-    }
-    if (i == start) {
-      if (absl::ascii_isspace(static_cast<unsigned char>(text[i]))) {
-        return absl::InvalidArgumentError("whitespace is not allowed");
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat("expected a number at ", Quote(text.substr(i))));
-    }
-    std::string_view fraction_digits;
-    if (i < text.size() && text[i] == '.') {
-      size_t frac_start = ++i;
-      while (i < text.size() && IsDigit(text[i])) ++i;
-      if (i == frac_start) {
-        return absl::InvalidArgumentError("expected digits after '.'");
-      }
-      fraction_digits = text.substr(frac_start, i - frac_start);
-      while (!fraction_digits.empty() && fraction_digits.back() == '0') {
-        fraction_digits.remove_suffix(1);
-      }
-    }
-    std::string_view number = text.substr(start, i - start);
-
-    // Unit: everything up to the next number.
-    size_t unit_start = i;
-    while (i < text.size() && !IsDigit(text[i]) && text[i] != '.') ++i;
-    std::string_view unit = text.substr(unit_start, i - unit_start);
-    if (unit.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("missing unit after ", Quote(number), " (use ms, s, m, h or d)"));
-    }
-    for (char c : unit) {
-      if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
-        return absl::InvalidArgumentError("whitespace is not allowed");
-      }
-    }
-    const DurationUnit* found = nullptr;
-    for (const DurationUnit& u : kDurationUnits) {
-      if (u.name == unit) found = &u;
-    }
-    if (found == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown unit ", Quote(unit), " (use ms, s, m, h or d)"));
-    }
-
-    total_ms += whole * found->ms;
-    if (total_ms > kMaxMs) return absl::InvalidArgumentError("duration overflows");
-    if (!fraction_digits.empty()) {
-      if (fraction_digits.size() > kMaxFractionDigits) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("not a whole number of milliseconds (too many fractional "
-                         "digits in ",
-                         Quote(number), ")"));
-      }
-      // fraction_digits / 10^k * unit_ms, scaled by 10^18.
-      absl::uint128 digits = 0;
-      for (char c : fraction_digits) digits = digits * 10 + (c - '0');
-      absl::uint128 scale = 1;
-      for (size_t k = fraction_digits.size(); k < kMaxFractionDigits; ++k) scale *= 10;
-      fraction += digits * scale * found->ms;
-      total_ms += fraction / kFractionScale;
-      fraction %= kFractionScale;
-      if (total_ms > kMaxMs) return absl::InvalidArgumentError("duration overflows");
-    }
-  }
-  if (fraction != 0) {
-    return absl::InvalidArgumentError("not a whole number of milliseconds");
-  }
-  return static_cast<int64_t>(total_ms);
-}
-
-absl::Status ValidateThrottleUid(std::string_view uid) {
-  // Echoed quoted, escaped and truncated: the uid may come from a caller.
-  const absl::string_view text = Absl(uid);
-  if (uid.empty()) return absl::InvalidArgumentError("throttle uid must not be empty");
-  if (uid.size() > kMaxThrottleUidBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("throttle uid ", QuoteForMessage(text), " is ", uid.size(),
-                     " bytes long (max ", kMaxThrottleUidBytes, ")"));
-  }
-  if (auto c = FindControl(uid)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "throttle uid %s contains control character 0x%02x", QuoteForMessage(text), *c));
-  }
-  size_t bad = uid.find_first_of(":{}");
-  if (bad != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "throttle uid ", QuoteForMessage(text), " contains '", Absl(uid.substr(bad, 1)),
-        "' (':', '{' and '}' are reserved for bucket keys)"));
-  }
-  if (!IsValidUtf8(text)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("throttle uid ", QuoteForMessage(text), " is not valid UTF-8"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateTenantName(std::string_view name) {
   const absl::string_view text = Absl(name);
   if (name.empty()) return absl::InvalidArgumentError("tenant name must not be empty");

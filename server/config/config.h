@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "backend/redis/redis_options.h"
+#include "backend/registry.h"
+#include "engine/key.h"
+#include "yaml/yaml_reader.h"
 
 namespace traffik {
 
@@ -35,12 +37,14 @@ struct TenantMemoryConfig {
 // One tenant: whose backend and quota a request uses.
 struct TenantConfig {
   std::string name;
-  // "memory", or the Redis URL as written in the file (it may hold a
-  // password: never log it; use redis->Name()).
+  // "memory", or a backend URL as written in the file (it may hold a
+  // password: never log it; the backend's settings Name() is safe).
   std::string backend = "memory";
-  // Set iff the backend is Redis: the parsed URL plus the tenant's `redis:`
-  // map (timeout, connect_timeout, pool_size, username, password_env).
-  std::optional<RedisOptions> redis;
+  // The URL again with the tenant's raw settings map for its backend (e.g.
+  // `redis:`) and where they are written: config checks them with the
+  // backend's factory (backend/registry.h) but keeps them raw; the factory
+  // parses them again when it builds or reuses the backend.
+  BackendSpec backend_spec;
   std::string prefix;             // key prefix; defaults to `name`
   double quota_multiplier = 1.0;  // > 0; capacity = max(1, floor(limit * multiplier))
   bool allow_inline_specs = true;
@@ -61,6 +65,9 @@ struct MemoryConfig {
       10'000;  // `sweep_interval` (duration); how often full buckets are dropped
 };
 
+// The `backend:` of the in-process store, whose budget is `memory:`.
+inline constexpr char kMemoryBackend[] = "memory";
+
 // An immutable, validated configuration snapshot. Built only by ParseConfig /
 // LoadConfigFile / DefaultConfig, which guarantee every invariant below.
 struct Config {
@@ -78,6 +85,11 @@ struct Config {
   // throttle listing) on the gRPC port. Off by default, so an open port never
   // exposes it by accident.
   bool admin_api = false;
+  // `watch_config`: reload when the file changes (inotify on its directory);
+  // SIGHUP reloads either way. Only meaningful with --config.
+  bool watch_config = true;
+  // Names the text in error messages (the file path); set by ParseConfig.
+  std::string source = "(embedded default)";
 };
 
 // A memory tenant's share of `config.memory`, for bytes and buckets each: its
@@ -98,23 +110,20 @@ Config DefaultConfig();
 // (normally the file path). Errors are kInvalidArgument with a message of the
 // form "<source>:<line>:<col>: <field path>: <problem>", e.g.
 // "traffik.yaml:7:13: throttles[1].period: bad duration '5x': unknown unit 'x'".
+// Each tenant's backend is checked by its factory in `registry` (the
+// process' BackendRegistry::Global() by default, where the app registers the
+// built-in backends).
 absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source);
+absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source,
+                                   const BackendRegistry& registry);
 
 // Reads and parses a file. A missing or unreadable file is kNotFound /
 // kPermissionDenied (kInvalidArgument for other read errors), naming the path.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
-// Parses a duration such as "500ms", "30s", "5m", "1h", "2d" or combinations
-// like "1h5m30.5s" (units ms, s, m, h, d; each number may have a fraction) into
-// whole milliseconds. Errors (kInvalidArgument) name the problem: empty, no
-// unit, unknown unit, not a whole number of ms, overflow.
-absl::StatusOr<int64_t> ParseDurationMs(std::string_view text);
+// ParseDurationMs: yaml/yaml_reader.h.
 
-// The one home of the throttle uid rule, for configured and requested uids
-// alike: 1..256 bytes of valid UTF-8, no control characters, no ':', '{' or
-// '}' (they delimit bucket keys, see engine/key.h). Returns kInvalidArgument
-// naming the problem (the uid quoted, escaped and truncated).
-absl::Status ValidateThrottleUid(std::string_view uid);
+// ValidateThrottleUid: engine/key.h (next to the keys it protects).
 
 // The tenant name rule, for configured names and the `tenant` of a request
 // alike: 1..256 bytes of valid UTF-8 without control characters. Returns

@@ -14,15 +14,6 @@
 
 namespace traffik {
 
-uint64_t ScaledCapacity(uint64_t limit, double multiplier) {
-  const long double scaled = std::floor(static_cast<long double>(limit) * multiplier);
-  if (scaled < 1) return 1;
-  if (scaled >= static_cast<long double>(std::numeric_limits<uint64_t>::max())) {
-    return std::numeric_limits<uint64_t>::max();
-  }
-  return static_cast<uint64_t>(scaled);
-}
-
 absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& config,
                                                                 BackendResolver backends,
                                                                 Metrics& metrics) {
@@ -32,6 +23,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
   for (const TenantConfig& tc : config.tenants) {
     absl::StatusOr<TenantBackend> backend = backends(tc);
     if (!backend.ok()) return backend.status();
+    if (backend->owner != nullptr) snap->backends_.push_back(backend->owner);
     Tenant t;
     t.name = tc.name;
     t.prefix = tc.prefix.empty() ? tc.name : tc.prefix;
@@ -49,7 +41,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
       if (!IsValidRate(rate)) {
         return absl::InvalidArgumentError(
             absl::StrCat("throttle '", th.uid, "' for tenant '", tc.name,
-                         "': capacity * period_ms exceeds 2^53"));
+                         "': capacity * period_ms exceeds ", kMaxScaledCapacityText));
       }
       t.throttles.emplace(th.uid, Throttle{rate, metrics.ForThrottle(tc.name, th.uid)});
     }
@@ -129,10 +121,10 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
     out->rate = Rate{ScaledCapacity(request.spec_limit, tenant->quota_multiplier),
                      request.spec_period_ms};
     if (!IsValidRate(out->rate)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec for throttle ", uid, " is too large: limit (",
-                       out->rate.capacity, " after the quota multiplier) * period_ms (",
-                       request.spec_period_ms, ") must be at most 2^53"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "spec for throttle ", uid, " is too large: limit (", out->rate.capacity,
+          " after the quota multiplier) * period_ms (", request.spec_period_ms,
+          ") must be at most ", kMaxScaledCapacityText));
     }
     out->counters = &tenant->inline_counters;
     is_inline = true;

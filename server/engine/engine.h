@@ -45,8 +45,7 @@ struct ThrottleInfo {
   Rate rate;  // after the tenant's multiplier
 };
 
-// capacity = max(1, floor(limit * multiplier)), saturating at UINT64_MAX.
-uint64_t ScaledCapacity(uint64_t limit, double multiplier);
+// ScaledCapacity: bucket/token_bucket.h.
 
 // An immutable resolution table built from one Config: tenant -> backend,
 // prefix, quota; (tenant, uid) -> rate and metric counters. Swapped whole on
@@ -60,7 +59,7 @@ class Snapshot {
   struct Tenant {
     std::string name;
     std::string prefix;
-    Backend* backend = nullptr;  // not owned; outlives every snapshot
+    Backend* backend = nullptr;  // kept alive by the snapshot (or outlives it)
     // The tenant's partition on `backend` (its share of a memory backend), or
     // nullptr; not owned, outlives every snapshot.
     BackendPartition* partition = nullptr;
@@ -76,8 +75,14 @@ class Snapshot {
   struct TenantBackend {
     TenantBackend(Backend* backend, BackendPartition* partition = nullptr)  // NOLINT
         : backend(backend), partition(partition) {}
+    // A backend the snapshot keeps alive (a reload may retire it while calls
+    // on this snapshot are still in flight).
+    TenantBackend(std::shared_ptr<Backend> owned,  // NOLINT
+                  BackendPartition* partition = nullptr)
+        : backend(owned.get()), partition(partition), owner(std::move(owned)) {}
     Backend* backend;
     BackendPartition* partition;
+    std::shared_ptr<Backend> owner;  // may be null: then `backend` outlives it
   };
   // Maps a tenant's `backend` setting to a live backend (and partition).
   using BackendResolver =
@@ -96,6 +101,7 @@ class Snapshot {
  private:
   Snapshot() = default;
   absl::flat_hash_map<std::string, Tenant> tenants_;
+  std::vector<std::shared_ptr<Backend>> backends_;  // keeps the tenants' backends alive
   const Tenant* default_tenant_ = nullptr;
   uint64_t max_identifier_bytes_ = 0;
   uint64_t max_batch_size_ = 0;

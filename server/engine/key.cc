@@ -1,6 +1,11 @@
 #include "engine/key.h"
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/quote.h"
+#include "base/utf8.h"
 
 namespace traffik {
 namespace {
@@ -19,6 +24,19 @@ void AppendKeyBase(absl::string_view prefix, absl::string_view uid,
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
+// Debian's abseil is built with its own absl::string_view (not std's).
+absl::string_view Absl(std::string_view s) {
+  return absl::string_view(s.data(), s.size());
+}
+
+// The first control character (< 0x20 or 0x7f) in `s`, if any.
+std::optional<unsigned char> FindControl(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return c;
+  }
+  return std::nullopt;
+}
+
 // Parses the decimal number that ends `s` at `end` (exclusive), moving `*end`
 // to its first digit. No leading zeros (so each value has one spelling).
 bool ParseTrailingNumber(absl::string_view s, size_t* end, uint64_t* value) {
@@ -32,6 +50,32 @@ bool ParseTrailingNumber(absl::string_view s, size_t* end, uint64_t* value) {
 }
 
 }  // namespace
+
+absl::Status ValidateThrottleUid(std::string_view uid) {
+  // Echoed quoted, escaped and truncated: the uid may come from a caller.
+  const absl::string_view text = Absl(uid);
+  if (uid.empty()) return absl::InvalidArgumentError("throttle uid must not be empty");
+  if (uid.size() > kMaxThrottleUidBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throttle uid ", QuoteForMessage(text), " is ", uid.size(),
+                     " bytes long (max ", kMaxThrottleUidBytes, ")"));
+  }
+  if (auto c = FindControl(uid)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "throttle uid %s contains control character 0x%02x", QuoteForMessage(text), *c));
+  }
+  size_t bad = uid.find_first_of(":{}");
+  if (bad != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "throttle uid ", QuoteForMessage(text), " contains '", Absl(uid.substr(bad, 1)),
+        "' (':', '{' and '}' are reserved for bucket keys)"));
+  }
+  if (!IsValidUtf8(text)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("throttle uid ", QuoteForMessage(text), " is not valid UTF-8"));
+  }
+  return absl::OkStatus();
+}
 
 void BuildBucketKey(absl::string_view prefix, absl::string_view uid,
                     absl::string_view identifier, std::string* out) {

@@ -3,7 +3,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace traffik {
@@ -36,6 +38,13 @@ namespace traffik {
 // '}' shortens the tag to its part before the first '}', the same for all of
 // its keys; one starting with '}' makes the tag empty and Redis hashes the
 // whole key.)
+
+// The one home of the throttle uid rule, for configured and requested uids
+// alike: 1..256 bytes of valid UTF-8, no control characters, no ':', '{' or
+// '}' (they delimit bucket keys, see above). Returns kInvalidArgument naming
+// the problem (the uid quoted, escaped and truncated).
+inline constexpr size_t kMaxThrottleUidBytes = 256;
+absl::Status ValidateThrottleUid(std::string_view uid);
 
 // Builds the key of a configured throttle's bucket into `*out` (reusing its
 // capacity).

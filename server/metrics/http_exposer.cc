@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/host_port.h"
 
 namespace traffik {
 
@@ -110,22 +111,18 @@ MetricsRoute RouteMetricsRequest(std::string_view method, std::string_view targe
 absl::StatusOr<std::unique_ptr<HttpExposer>> HttpExposer::Start(
     const std::string& address, std::function<std::string()> render,
     const HttpExposerOptions& options) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics address '", address, "' is not HOST:PORT"));
-  }
-  std::string host = address.substr(0, colon);
-  const std::string port_text = address.substr(colon + 1);
-  int port_number = 0;
-  if (!absl::SimpleAtoi(port_text, &port_number) || port_number < 0 ||
-      port_number > 65535) {
+  const HostPort parts = SplitHostPort(address, /*port_required=*/true);
+  if (parts.problem == HostPortProblem::kBadPort ||
+      parts.problem == HostPortProblem::kEmptyPort) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics address '", address, "' has a bad port"));
   }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
+  if (!parts.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address '", address, "' is not HOST:PORT"));
   }
+  const std::string& host = parts.host;
+  const std::string port_text = absl::StrCat(parts.port);
 
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -49,6 +49,14 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
   void AddRejectionSource(std::string backend, std::string tenant,
                           std::function<uint64_t()> rejections) {
     MutexLock lock(&mu_);
+    // One series per (backend, tenant): a tenant re-added by a reload
+    // replaces its old source.
+    for (RejectionSource& s : rejection_sources_) {
+      if (s.backend == backend && s.tenant == tenant) {
+        s.rejections = std::move(rejections);
+        return;
+      }
+    }
     rejection_sources_.push_back(
         {std::move(backend), std::move(tenant), std::move(rejections)});
   }

@@ -88,7 +88,8 @@ class Metrics {
                        std::function<uint64_t()> evictions);
 
   // Reports at scrape time how many new buckets of `tenant` (a configured
-  // name) `backend` refused because the tenant's share was full.
+  // name) `backend` refused because the tenant's share was full. Replaces an
+  // earlier source of the same backend and tenant.
   void AddRejectionSource(std::string backend, std::string tenant,
                           std::function<uint64_t()> rejections);
 

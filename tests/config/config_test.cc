@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "backend/redis/redis_factory.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -22,6 +23,17 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// A Redis tenant's options, as the Redis backend's factory parses them from
+// the raw settings config keeps; nullopt for a tenant on another backend.
+std::optional<RedisOptions> RedisOf(const TenantConfig& tenant) {
+  if (tenant.backend == kMemoryBackend) return std::nullopt;
+  absl::StatusOr<RedisOptions> options =
+      ParseRedisSpec(tenant.backend_spec, YamlReader("test.yaml"));
+  EXPECT_TRUE(options.ok()) << options.status();
+  if (!options.ok()) return std::nullopt;
+  return *options;
+}
 
 constexpr std::string_view kExampleConfig = R"yaml(
 listen: "127.0.0.1:50051"
@@ -164,17 +176,17 @@ default_tenant: acme
   const TenantConfig& t = config.tenants[0];
   EXPECT_EQ(t.backend, "redis://:urlpw@cache.internal:6380/2");
   EXPECT_EQ(t.on_backend_error, BackendErrorPolicy::kAllow);
-  ASSERT_TRUE(t.redis.has_value());
-  EXPECT_FALSE(t.redis->cluster);
-  ASSERT_EQ(t.redis->endpoints.size(), 1u);
-  EXPECT_EQ(t.redis->endpoints[0], (RedisEndpoint{"cache.internal", 6380}));
-  EXPECT_EQ(t.redis->db, 2);
-  EXPECT_EQ(t.redis->username, "svc");
-  EXPECT_EQ(t.redis->password, "urlpw");
-  EXPECT_EQ(t.redis->timeout_ms, 50);
-  EXPECT_EQ(t.redis->connect_timeout_ms, 2000);
-  EXPECT_EQ(t.redis->pool_size, 8);
-  EXPECT_EQ(t.redis->Name(), "redis://cache.internal:6380/2");
+  ASSERT_TRUE(RedisOf(t).has_value());
+  EXPECT_FALSE(RedisOf(t)->cluster);
+  ASSERT_EQ(RedisOf(t)->endpoints.size(), 1u);
+  EXPECT_EQ(RedisOf(t)->endpoints[0], (RedisEndpoint{"cache.internal", 6380}));
+  EXPECT_EQ(RedisOf(t)->db, 2);
+  EXPECT_EQ(RedisOf(t)->username, "svc");
+  EXPECT_EQ(RedisOf(t)->password, "urlpw");
+  EXPECT_EQ(RedisOf(t)->timeout_ms, 50);
+  EXPECT_EQ(RedisOf(t)->connect_timeout_ms, 2000);
+  EXPECT_EQ(RedisOf(t)->pool_size, 8);
+  EXPECT_EQ(RedisOf(t)->Name(), "redis://cache.internal:6380/2");
 }
 
 // Verifies that the `redis:` map may come before `backend:` in a tenant.
@@ -186,10 +198,10 @@ tenants:
     backend: "redis+cluster://n1:7000,n2:7001"
 default_tenant: acme
 )yaml");
-  ASSERT_TRUE(config.tenants[0].redis.has_value());
-  EXPECT_TRUE(config.tenants[0].redis->cluster);
-  EXPECT_EQ(config.tenants[0].redis->endpoints.size(), 2u);
-  EXPECT_EQ(config.tenants[0].redis->pool_size, 3);
+  ASSERT_TRUE(RedisOf(config.tenants[0]).has_value());
+  EXPECT_TRUE(RedisOf(config.tenants[0])->cluster);
+  EXPECT_EQ(RedisOf(config.tenants[0])->endpoints.size(), 2u);
+  EXPECT_EQ(RedisOf(config.tenants[0])->pool_size, 3);
 }
 
 // Verifies the defaults of a Redis tenant: deny, 250ms, 1s, pool of 2; and
@@ -204,17 +216,17 @@ default_tenant: acme
   ASSERT_EQ(config.tenants.size(), 2u);
   const TenantConfig& t = config.tenants[0];
   EXPECT_EQ(t.on_backend_error, BackendErrorPolicy::kDeny);
-  ASSERT_TRUE(t.redis.has_value());
-  EXPECT_EQ(t.redis->endpoints[0], (RedisEndpoint{"localhost", 6379}));
-  EXPECT_EQ(t.redis->db, 0);
-  EXPECT_EQ(t.redis->timeout_ms, 250);
-  EXPECT_EQ(t.redis->connect_timeout_ms, 1000);
-  EXPECT_EQ(t.redis->pool_size, 2);
-  EXPECT_EQ(t.redis->username, "");
-  EXPECT_EQ(t.redis->password, "");
-  EXPECT_FALSE(config.tenants[1].redis.has_value());
+  ASSERT_TRUE(RedisOf(t).has_value());
+  EXPECT_EQ(RedisOf(t)->endpoints[0], (RedisEndpoint{"localhost", 6379}));
+  EXPECT_EQ(RedisOf(t)->db, 0);
+  EXPECT_EQ(RedisOf(t)->timeout_ms, 250);
+  EXPECT_EQ(RedisOf(t)->connect_timeout_ms, 1000);
+  EXPECT_EQ(RedisOf(t)->pool_size, 2);
+  EXPECT_EQ(RedisOf(t)->username, "");
+  EXPECT_EQ(RedisOf(t)->password, "");
+  EXPECT_FALSE(RedisOf(config.tenants[1]).has_value());
   EXPECT_EQ(config.tenants[1].on_backend_error, BackendErrorPolicy::kDeny);
-  EXPECT_FALSE(DefaultConfig().tenants[0].redis.has_value());
+  EXPECT_FALSE(RedisOf(DefaultConfig().tenants[0]).has_value());
 }
 
 // Verifies on_backend_error on a memory tenant: accepted, deny and allow.
@@ -242,10 +254,12 @@ tenants:
       password_env: TRAFFIK_CONFIG_TEST_REDIS_PW
 default_tenant: acme
 )yaml");
+  // The factory reads the variable again whenever it parses the settings
+  // (at startup and on each reload).
+  ASSERT_TRUE(RedisOf(config.tenants[0]).has_value());
+  EXPECT_EQ(RedisOf(config.tenants[0])->password, "from-env");
+  EXPECT_EQ(RedisOf(config.tenants[0])->username, "svc");
   unsetenv("TRAFFIK_CONFIG_TEST_REDIS_PW");
-  ASSERT_TRUE(config.tenants[0].redis.has_value());
-  EXPECT_EQ(config.tenants[0].redis->password, "from-env");
-  EXPECT_EQ(config.tenants[0].redis->username, "svc");
 }
 
 // Verifies the multi-tenant example: enterprise on Redis, free on memory.
@@ -273,15 +287,15 @@ default_tenant: free
   EXPECT_EQ(enterprise.name, "enterprise");
   EXPECT_EQ(enterprise.prefix, "enterprise");
   EXPECT_EQ(enterprise.backend, "redis://127.0.0.1:6379/0");
-  ASSERT_TRUE(enterprise.redis.has_value());
-  EXPECT_EQ(enterprise.redis->Name(), "redis://127.0.0.1:6379/0");
-  EXPECT_EQ(enterprise.redis->timeout_ms, 100);
+  ASSERT_TRUE(RedisOf(enterprise).has_value());
+  EXPECT_EQ(RedisOf(enterprise)->Name(), "redis://127.0.0.1:6379/0");
+  EXPECT_EQ(RedisOf(enterprise)->timeout_ms, 100);
   EXPECT_EQ(enterprise.on_backend_error, BackendErrorPolicy::kAllow);
   EXPECT_DOUBLE_EQ(enterprise.quota_multiplier, 10.0);
   const TenantConfig& free = config.tenants[1];
   EXPECT_EQ(free.backend, "memory");
   EXPECT_EQ(free.prefix, "f");
-  EXPECT_FALSE(free.redis.has_value());
+  EXPECT_FALSE(RedisOf(free).has_value());
   EXPECT_EQ(free.on_backend_error, BackendErrorPolicy::kDeny);
   EXPECT_EQ(config.default_tenant, "free");
 }

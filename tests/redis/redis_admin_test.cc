@@ -386,9 +386,13 @@ TEST_F(RedisClusterAdminTest, ResetScansEveryMaster) {
   EXPECT_EQ(*one, 2u);
   EXPECT_EQ(*ResetSync(*backend_, prefix, "u"), 598u);
   EXPECT_EQ(*ResetSync(*backend_, prefix), 300u);
-  EXPECT_EQ(TotalKeys(), before + 300);
   EXPECT_EQ(*ResetSync(*backend_, "keep"), 300u);
-  EXPECT_EQ(TotalKeys(), before);
+  // Nothing of either tenant is left on any node. (Counts of other keys are
+  // not compared: the shared cluster may hold keys of earlier tests that
+  // expire meanwhile.)
+  EXPECT_EQ(*ResetSync(*backend_, prefix), 0u);
+  EXPECT_EQ(*ResetSync(*backend_, "keep"), 0u);
+  EXPECT_LE(TotalKeys(), before);
 }
 
 // Verifies Peek on Redis Cluster routes by the key's slot and takes nothing.

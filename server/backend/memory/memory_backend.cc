@@ -119,6 +119,33 @@ MemoryBackend::Partition* MemoryBackend::AddPartition(std::string name,
   return raw;
 }
 
+MemoryBackend::Partition* MemoryBackend::FindPartition(absl::string_view name) const {
+  MutexLock lock(&partitions_mu_);
+  for (const auto& p : partitions_) {
+    if (p.get() != default_partition_ && p->name() == name &&
+        !p->retired_.load(std::memory_order_relaxed)) {
+      return p.get();
+    }
+  }
+  return nullptr;
+}
+
+uint64_t MemoryBackend::RemovePartition(Partition* partition) {
+  partition->retired_.store(true, std::memory_order_relaxed);
+  MutexLock scan_lock(&partition->scan_mu_);
+  uint64_t dropped = 0;
+  uint64_t bytes = 0;
+  for (Shard& shard : *partition->shards_) {
+    SpinLockGuard lock(shard.mu);
+    for (const auto& [key, entry] : shard.buckets) bytes += BucketBytes(key.size());
+    dropped += shard.buckets.size();
+    Map().swap(shard.buckets);  // frees the table too
+  }
+  partition->Release(dropped, bytes);
+  if (bytes >= kReleaseAfterBytes) ReleaseFreedMemory();
+  return dropped;
+}
+
 void MemoryBackend::SetShare(Partition* partition, MemoryShare share) {
   partition->max_bytes_.store(share.max_bytes, std::memory_order_relaxed);
   partition->max_buckets_.store(share.max_buckets, std::memory_order_relaxed);

@@ -156,6 +156,14 @@ class MemoryBackend final : public Backend {
   // Changes a partition's share at run time. Lowering it below what is stored
   // drops nothing: new buckets are refused until enough are full again.
   static void SetShare(Partition* partition, MemoryShare share);
+  // The live partition of tenant `name`, or nullptr.
+  Partition* FindPartition(absl::string_view name) const;
+  // Drops every bucket of `partition` and retires it: FindPartition no longer
+  // returns it. The object stays valid until the backend is destroyed, since a
+  // call prepared on an older configuration may still name it (such a late
+  // hit stores a bucket there, which the sweep drops once it is full again).
+  // Returns the buckets dropped.
+  uint64_t RemovePartition(Partition* partition);
   // The partition used by hits that name none (budget from the options).
   Partition* default_partition() const { return default_partition_; }
 
@@ -282,6 +290,7 @@ class MemoryBackend final : public Backend {
     void NoteFullAt(int64_t full_at_ms);
 
     const std::string name_;
+    std::atomic<bool> retired_{false};  // by RemovePartition
     std::atomic<uint64_t> max_bytes_;
     std::atomic<uint64_t> max_buckets_;
     std::atomic<uint64_t> buckets_{0};

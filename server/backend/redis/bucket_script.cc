@@ -4,7 +4,8 @@ namespace traffik {
 namespace {
 
 // Shared by every script. floordiv/ceildiv correct the rounding of a double
-// division so they are exact for integers below 2^53.
+// division so they are exact for the integers a valid rate produces (at most
+// kMaxScaledCapacity, bucket/token_bucket.h).
 //
 // The arithmetic is split as in bucket/token_bucket.cc: load() reads a stored
 // bucket, compute() is the pure decision on an in-memory state (nil: a new

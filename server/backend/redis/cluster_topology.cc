@@ -9,23 +9,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "backend/redis/key_slot.h"
+#include "base/host_port.h"
 
 namespace traffik {
 
 std::string FormatRedisAddress(absl::string_view host, long long port) {
-  const bool v6 = host.find(':') != absl::string_view::npos;
-  return v6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
+  return JoinHostPort(host, static_cast<uint32_t>(port));
 }
 
 RedisEndpoint ParseRedisAddress(absl::string_view address) {
+  HostPort parts = SplitRedisHostPort(address);
   RedisEndpoint endpoint;
-  const size_t colon = address.rfind(':');
-  absl::string_view host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  endpoint.host = std::string(host);
-  const absl::string_view port =
-      colon == absl::string_view::npos ? address : address.substr(colon + 1);
-  if (!absl::SimpleAtoi(port, &endpoint.port)) endpoint.port = 0;
+  endpoint.host = std::move(parts.host);
+  endpoint.port = static_cast<int>(parts.port);
   return endpoint;
 }
 

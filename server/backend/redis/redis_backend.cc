@@ -54,7 +54,9 @@ constexpr int64_t kSlotRefreshIntervalMs = 10'000;
 
 }  // namespace
 
-// Where an operation's answer goes: a single caller, or one slot of a batch.
+// Where a batch item's answer goes: one slot of the batch. Shared by the
+// batch's operations (each holds a shared_ptr); answers the caller when the
+// last item is delivered.
 struct RedisBackend::Completion {
   virtual ~Completion() = default;
   // Called exactly once per operation, on the I/O thread (or the caller's
@@ -86,7 +88,6 @@ class BatchCompletion final : public RedisBackend::Completion {
     } else {
       std::move(done_)(error);
     }
-    delete this;
   }
 
  private:
@@ -99,13 +100,17 @@ class BatchCompletion final : public RedisBackend::Completion {
 
 }  // namespace
 
-// One bucket operation on its way through Redis.
+// One bucket operation on its way through Redis. Always owned by exactly one
+// place (a std::unique_ptr): the submit queue, a node's waiting list or a
+// connection's in-flight list; hiredis' callbacks get a non-owning pointer
+// and take the op out of its connection's in-flight list. Whoever takes it
+// out answers it, once, and frees it.
 struct RedisBackend::Op {
   std::string key;
   Rate rate;
   uint64_t cost = 0;
-  DecisionCallback done;             // a single Decide: answered directly
-  Completion* completion = nullptr;  // a batch item: answered through this
+  DecisionCallback done;                   // a single Decide: answered directly
+  std::shared_ptr<Completion> completion;  // a batch item: answered through this
   // Non-empty: an all-or-nothing batch, one script call over these keys
   // (`key` is items[0].key, which routes it), answered through batch_done.
   std::vector<BucketOp> items;
@@ -125,12 +130,10 @@ struct RedisBackend::Op {
   int redirects = 0;
   bool use_eval = false;  // the server lost the script (NOSCRIPT): send it whole
   std::string ask_node;   // one-shot ASK redirect target ("host:port")
-  bool answered = false;  // answer delivered; whoever holds the op only frees it
 
   // Answers with `result` (for an all-or-nothing batch only errors come here).
+  // Called once, by the op's owner, which then frees it.
   void Complete(absl::StatusOr<Decision> result) {
-    if (answered) return;
-    answered = true;
     if (!command.empty()) {
       std::move(raw_done)(
           result.ok() ? absl::InternalError("decision for a command") : result.status(),
@@ -144,6 +147,7 @@ struct RedisBackend::Op {
                                         : result.status());
     } else if (completion != nullptr) {
       completion->Deliver(index, std::move(result));
+      completion.reset();
     } else {
       std::move(done)(std::move(result));
     }
@@ -156,9 +160,9 @@ class RedisBackend::Loop {
   Loop(RedisBackend* owner, const RedisOptions& options);
   ~Loop();
 
-  // Any thread. Take ownership of the ops.
-  void Enqueue(Op* op);
-  void Enqueue(std::vector<Op*> ops);
+  // Any thread.
+  void Enqueue(std::unique_ptr<Op> op);
+  void Enqueue(std::vector<std::unique_ptr<Op>> ops);
 
  private:
   struct Node;
@@ -171,15 +175,26 @@ class RedisBackend::Loop {
     int64_t since_ms = 0;         // when the current connect attempt started
     int64_t next_attempt_ms = 0;  // when kDown: next connect attempt
     int64_t backoff_ms = 0;
-    bool was_up = false;       // for logging transitions once
-    std::deque<Op*> inflight;  // sent, in reply order
+    bool was_up = false;                       // for logging transitions once
+    std::deque<std::unique_ptr<Op>> inflight;  // sent, in reply order
+
+    // Takes `op` (sent on this connection) out of `inflight`; nullptr when it
+    // is not there (its connection was dropped, which answers it).
+    std::unique_ptr<Op> Take(const Op* op) {
+      auto it = inflight.begin();
+      while (it != inflight.end() && it->get() != op) ++it;  // usually the front
+      if (it == inflight.end()) return nullptr;
+      std::unique_ptr<Op> taken = std::move(*it);
+      inflight.erase(it);
+      return taken;
+    }
   };
   struct Node {
     std::string address;  // "host:port"
     RedisEndpoint endpoint;
     std::vector<std::unique_ptr<Conn>> conns;
     size_t next = 0;
-    std::deque<Op*> waiting;  // parked while a connection is being made
+    std::deque<std::unique_ptr<Op>> waiting;  // parked while a connection is being made
     std::string last_error;
   };
 
@@ -196,14 +211,14 @@ class RedisBackend::Loop {
 
   void Drain();
   void Tick();
-  void Dispatch(Op* op);
+  void Dispatch(std::unique_ptr<Op> op);
   Node* Route(const Op& op);
   Conn* PickUp(Node* node, size_t preferred);
   bool AnyConnecting(const Node* node) const;
   bool Send(Conn* conn, Op* op);
   bool SendAllOrNothing(Conn* conn, Op* op);
   // Answers and frees `op`; true when the reply was well-formed.
-  bool OnAllOrNothingReply(Op* op, const redisReply* reply);
+  bool OnAllOrNothingReply(std::unique_ptr<Op> op, const redisReply* reply);
   Node* NodeFor(const std::string& address);
   void Connect(Conn* conn);
   void ConnectFailed(Conn* conn, const std::string& reason);
@@ -213,7 +228,7 @@ class RedisBackend::Loop {
   void MaybeRefreshSlots(int64_t now_ms);
   // Answers `op` with an error of `code` (kUnavailable: an outage;
   // kInternal: Redis answered something the script never returns).
-  void Fail(Op* op, const std::string& reason,
+  void Fail(std::unique_ptr<Op> op, const std::string& reason,
             absl::StatusCode code = absl::StatusCode::kUnavailable);
   void Shutdown();
 
@@ -226,7 +241,7 @@ class RedisBackend::Loop {
   int wake_fd_ = -1;
 
   Mutex mu_;
-  std::vector<Op*> queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   // I/O thread only.
@@ -283,12 +298,12 @@ void RedisBackend::Loop::Run() {
 
 void RedisBackend::Loop::Shutdown() {
   shutting_down_ = true;
-  std::vector<Op*> queued;
+  std::vector<std::unique_ptr<Op>> queued;
   {
     MutexLock lock(&mu_);
     queued.swap(queue_);
   }
-  for (Op* op : queued) Fail(op, "backend is shutting down");
+  for (auto& op : queued) Fail(std::move(op), "backend is shutting down");
   for (auto& node : nodes_) {
     for (auto& conn : node->conns) {
       if (conn->ac != nullptr) Drop(conn.get(), "backend is shutting down");
@@ -297,34 +312,33 @@ void RedisBackend::Loop::Shutdown() {
   }
 }
 
-void RedisBackend::Loop::Enqueue(Op* op) {
+void RedisBackend::Loop::Enqueue(std::unique_ptr<Op> op) {
   bool wake = false;
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
-      queue_.push_back(op);
-      op = nullptr;
+      queue_.push_back(std::move(op));
     }
   }
-  if (op != nullptr) Fail(op, "backend is shutting down");
+  if (op != nullptr) Fail(std::move(op), "backend is shutting down");
   if (wake) {
     const uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof(one));
   }
 }
 
-void RedisBackend::Loop::Enqueue(std::vector<Op*> ops) {
+void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
   bool wake = false;
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
       wake = queue_.empty();
-      queue_.insert(queue_.end(), ops.begin(), ops.end());
+      for (auto& op : ops) queue_.push_back(std::move(op));
       ops.clear();
     }
   }
-  for (Op* op : ops) Fail(op, "backend is shutting down");  // stopping
+  for (auto& op : ops) Fail(std::move(op), "backend is shutting down");  // stopping
   if (wake) {
     const uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof(one));
@@ -346,19 +360,19 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
 }
 
 void RedisBackend::Loop::Drain() {
-  std::vector<Op*> ops;
+  std::vector<std::unique_ptr<Op>> ops;
   {
     MutexLock lock(&mu_);
     ops.swap(queue_);
   }
   // Everything sent here leaves in one write per connection when control
   // returns to libevent: the pipelining.
-  for (Op* op : ops) Dispatch(op);
+  for (auto& op : ops) Dispatch(std::move(op));
 }
 
-void RedisBackend::Loop::Fail(Op* op, const std::string& reason, absl::StatusCode code) {
+void RedisBackend::Loop::Fail(std::unique_ptr<Op> op, const std::string& reason,
+                              absl::StatusCode code) {
   op->Complete(absl::Status(code, absl::StrCat(name_, ": ", reason)));
-  delete op;
 }
 
 RedisBackend::Loop::Node* RedisBackend::Loop::NodeFor(const std::string& address) {
@@ -476,9 +490,9 @@ void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
   if (o.cluster && loop->last_refresh_ms_ == 0) loop->refresh_wanted_ = true;
 
   // Operations parked while this node had no connection go out now.
-  std::deque<Op*> waiting;
+  std::deque<std::unique_ptr<Op>> waiting;
   waiting.swap(node->waiting);
-  for (Op* op : waiting) loop->Dispatch(op);
+  for (auto& op : waiting) loop->Dispatch(std::move(op));
 }
 
 void RedisBackend::Loop::OnHandshakeReply(redisAsyncContext* ac, void* r,
@@ -529,6 +543,10 @@ void RedisBackend::Loop::OnDisconnect(const redisAsyncContext* cac, int /*status
                                    conn->node->address, ": ", reason));
   conn->node->last_error = reason;
   conn->was_up = false;
+  // Normally empty: each op was taken out by its callback.
+  for (auto& op : conn->inflight) {
+    op->Complete(absl::UnavailableError(absl::StrCat(loop->name_, ": ", reason)));
+  }
   conn->inflight.clear();
   loop->Backoff(conn);
   if (loop->options_.cluster) loop->refresh_wanted_ = true;
@@ -541,10 +559,10 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
     owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
   }
   conn->state = State::kDown;
-  for (Op* op : conn->inflight) {
-    op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
-  }
-  conn->inflight.clear();
+  // Ours now: the callbacks redisAsyncFree runs below find their
+  // connection's ac changed and leave the ops to us.
+  std::deque<std::unique_ptr<Op>> dropped;
+  dropped.swap(conn->inflight);
   if (conn->node->last_error != reason && !shutting_down_) {
     TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": dropping connection to ",
                                      conn->node->address, ": ", reason));
@@ -552,16 +570,19 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
   conn->node->last_error = reason;
   conn->was_up = false;
   Backoff(conn);
-  // Runs the pending callbacks with no reply; they see their ops done and
-  // free them. Our disconnect callback ignores this context (conn->ac moved).
+  // Runs the pending callbacks with no reply; they see conn->ac changed and
+  // return. Our disconnect callback ignores this context too.
   if (ac != nullptr) redisAsyncFree(ac);
+  for (auto& op : dropped) {
+    op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
+  }
   if (options_.cluster) refresh_wanted_ = true;
 }
 
 void RedisBackend::Loop::FailWaiting(Node* node, const std::string& reason) {
-  std::deque<Op*> waiting;
+  std::deque<std::unique_ptr<Op>> waiting;
   waiting.swap(node->waiting);
-  for (Op* op : waiting) Fail(op, reason);
+  for (auto& op : waiting) Fail(std::move(op), reason);
 }
 
 bool RedisBackend::Loop::AnyConnecting(const Node* node) const {
@@ -596,23 +617,28 @@ RedisBackend::Loop::Node* RedisBackend::Loop::Route(const Op& op) {
   return nodes_.front().get();
 }
 
-void RedisBackend::Loop::Dispatch(Op* op) {
+void RedisBackend::Loop::Dispatch(std::unique_ptr<Op> op) {
   if (NowMs() >= op->deadline_ms) {
-    Fail(op, absl::StrCat("timed out after ", options_.timeout_ms, " ms"));
+    Fail(std::move(op), absl::StrCat("timed out after ", options_.timeout_ms, " ms"));
     return;
   }
   Node* node = Route(*op);
   Conn* conn = PickUp(node, absl::HashOf(op->key));
   if (conn == nullptr) {
     if (AnyConnecting(node)) {
-      node->waiting.push_back(op);
+      node->waiting.push_back(std::move(op));
       return;
     }
-    Fail(op, absl::StrCat("not connected to ", node->address,
-                          node->last_error.empty() ? "" : " (" + node->last_error + ")"));
+    Fail(std::move(op),
+         absl::StrCat("not connected to ", node->address,
+                      node->last_error.empty() ? "" : " (" + node->last_error + ")"));
     return;
   }
-  if (!Send(conn, op)) Fail(op, absl::StrCat("cannot send to ", node->address));
+  if (!Send(conn, op.get())) {
+    Fail(std::move(op), absl::StrCat("cannot send to ", node->address));
+    return;
+  }
+  conn->inflight.push_back(std::move(op));
 }
 
 bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
@@ -630,12 +656,9 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
       argv.push_back(arg.data());
       lens.push_back(arg.size());
     }
-    if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, static_cast<int>(argv.size()),
-                              argv.data(), lens.data()) != REDIS_OK) {
-      return false;
-    }
-    conn->inflight.push_back(op);
-    return true;
+    return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
+                                 static_cast<int>(argv.size()), argv.data(),
+                                 lens.data()) == REDIS_OK;
   }
   char capacity[24], period[24], cost[24];
   const size_t capacity_len =
@@ -661,12 +684,8 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
                          period_len,
                          cost_len,
                          4};
-  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv, lens) !=
-      REDIS_OK) {
-    return false;
-  }
-  conn->inflight.push_back(op);
-  return true;
+  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv,
+                               lens) == REDIS_OK;
 }
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
@@ -703,46 +722,33 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
     argv.push_back("peek");
     lens.push_back(4);
   }
-  if (redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, static_cast<int>(argv.size()),
-                            argv.data(), lens.data()) != REDIS_OK) {
-    return false;
-  }
-  conn->inflight.push_back(op);
-  return true;
+  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
+                               static_cast<int>(argv.size()), argv.data(),
+                               lens.data()) == REDIS_OK;
 }
 
-bool RedisBackend::Loop::OnAllOrNothingReply(Op* op, const redisReply* reply) {
+bool RedisBackend::Loop::OnAllOrNothingReply(std::unique_ptr<Op> op,
+                                             const redisReply* reply) {
   std::optional<AllOrNothingResult> result = DecodeAllOrNothingReply(*reply, op->items);
   if (!result) {
-    Fail(op, "unexpected reply to the all-or-nothing bucket script",
+    Fail(std::move(op), "unexpected reply to the all-or-nothing bucket script",
          absl::StatusCode::kInternal);
     return false;
   }
-  op->answered = true;
   std::move(op->batch_done)(*std::move(result));
-  delete op;
   return true;
 }
 
 void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
   auto* reply = static_cast<redisReply*>(r);
-  auto* op = static_cast<Op*>(privdata);
   auto* conn = static_cast<Conn*>(ac->data);
   Loop* loop = conn->loop;
-  if (conn->ac == ac) {
-    if (!conn->inflight.empty() && conn->inflight.front() == op) {
-      conn->inflight.pop_front();
-    } else {
-      auto it = std::find(conn->inflight.begin(), conn->inflight.end(), op);
-      if (it != conn->inflight.end()) conn->inflight.erase(it);
-    }
-  }
-  if (op->answered) {
-    delete op;
-    return;
-  }
+  // A dropped connection's ops belong to Drop, which answers them.
+  if (conn->ac != ac) return;
+  std::unique_ptr<Op> op = conn->Take(static_cast<const Op*>(privdata));
+  if (op == nullptr) return;
   if (reply == nullptr) {
-    loop->Fail(op, absl::StrCat("lost connection to ", conn->node->address));
+    loop->Fail(std::move(op), absl::StrCat("lost connection to ", conn->node->address));
     return;
   }
   if (reply->type == REDIS_REPLY_ERROR) {
@@ -751,7 +757,7 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
       // This node restarted, flushed its scripts or never saw them (a new
       // cluster node): EVAL loads the script there, so later EVALSHAs hit.
       op->use_eval = true;
-      loop->Dispatch(op);
+      loop->Dispatch(std::move(op));
       return;
     }
     if (loop->options_.cluster) {
@@ -764,55 +770,53 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
         } else {
           op->ask_node = std::move(redirect->address);
         }
-        loop->Dispatch(op);
+        loop->Dispatch(std::move(op));
         return;
       }
     }
     if (absl::StartsWith(error, "CLUSTERDOWN") || absl::StartsWith(error, "TRYAGAIN")) {
       loop->refresh_wanted_ = true;
     }
-    loop->Fail(op, absl::StrCat(conn->node->address, " answered: ", error),
+    loop->Fail(std::move(op), absl::StrCat(conn->node->address, " answered: ", error),
                IsScriptFault(error) ? absl::StatusCode::kInternal
                                     : absl::StatusCode::kUnavailable);
     return;
   }
   if (!op->items.empty()) {
-    if (loop->OnAllOrNothingReply(op, reply) && conn->ac == ac) conn->backoff_ms = 0;
+    if (loop->OnAllOrNothingReply(std::move(op), reply) && conn->ac == ac) {
+      conn->backoff_ms = 0;
+    }
     return;
   }
   if (!op->command.empty()) {
-    if (conn->ac == ac) conn->backoff_ms = 0;
-    op->answered = true;
+    conn->backoff_ms = 0;
     std::move(op->raw_done)(static_cast<const redisReply*>(reply),
                             conn->node->endpoint.host);
-    delete op;
     return;
   }
   if (op->peek) {
     const std::optional<PeekResult> p = DecodePeekReply(*reply, op->rate.capacity);
     if (!p) {
-      loop->Fail(op, "unexpected reply to the bucket script's peek",
+      loop->Fail(std::move(op), "unexpected reply to the bucket script's peek",
                  absl::StatusCode::kInternal);
       return;
     }
-    if (conn->ac == ac) conn->backoff_ms = 0;
+    conn->backoff_ms = 0;
     if (op->peek_done) {
-      op->answered = true;
       std::move(op->peek_done)(*p);
     } else {
       op->Complete(p->hit);
     }
-    delete op;
     return;
   }
   const std::optional<Decision> d = DecodeDecisionReply(*reply, op->rate.capacity);
   if (!d) {
-    loop->Fail(op, "unexpected reply to the bucket script", absl::StatusCode::kInternal);
+    loop->Fail(std::move(op), "unexpected reply to the bucket script",
+               absl::StatusCode::kInternal);
     return;
   }
   if (conn->ac == ac) conn->backoff_ms = 0;
   op->Complete(*d);
-  delete op;
 }
 
 void RedisBackend::Loop::OnClusterSlots(redisAsyncContext* ac, void* r, void* privdata) {
@@ -886,10 +890,10 @@ void RedisBackend::Loop::Tick() {
     }
     // Parked operations never outlive their deadline.
     while (!node->waiting.empty() && node->waiting.front()->deadline_ms <= now) {
-      Op* op = node->waiting.front();
+      std::unique_ptr<Op> op = std::move(node->waiting.front());
       node->waiting.pop_front();
-      Fail(op, absl::StrCat("no connection to ", node->address, " within ",
-                            options_.timeout_ms, " ms"));
+      Fail(std::move(op), absl::StrCat("no connection to ", node->address, " within ",
+                                       options_.timeout_ms, " ms"));
     }
     if (PickUp(node, 0) == nullptr && !AnyConnecting(node) && !node->waiting.empty()) {
       FailWaiting(node, absl::StrCat("not connected to ", node->address));
@@ -928,13 +932,13 @@ RedisBackend::~RedisBackend() { loop_.reset(); }
 
 void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost,
                           DecisionCallback done) {
-  auto* op = new Op();
+  auto op = std::make_unique<Op>();
   op->key.assign(key.data(), key.size());
   op->rate = rate;
   op->cost = cost;
   op->done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
-  loop_->Enqueue(op);
+  loop_->Enqueue(std::move(op));
 }
 
 void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
@@ -962,14 +966,14 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
       }
     }
   }
-  auto* op = new Op();
+  auto op = std::make_unique<Op>();
   op->key = ops[0].key;
   op->items.assign(ops.begin(), ops.end());
   op->batch_done = std::move(done);
   op->dry_run =
       std::all_of(ops.begin(), ops.end(), [](const BucketOp& item) { return item.peek; });
   op->deadline_ms = NowMs() + options_.timeout_ms;
-  loop_->Enqueue(op);
+  loop_->Enqueue(std::move(op));
 }
 
 void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback done) {
@@ -977,12 +981,12 @@ void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback don
     std::move(done)(std::vector<Decision>());
     return;
   }
-  auto* completion = new BatchCompletion(ops.size(), std::move(done));
+  auto completion = std::make_shared<BatchCompletion>(ops.size(), std::move(done));
   const int64_t deadline = NowMs() + options_.timeout_ms;
-  std::vector<Op*> batch;
+  std::vector<std::unique_ptr<Op>> batch;
   batch.reserve(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
-    auto* op = new Op();
+    auto op = std::make_unique<Op>();
     op->key = ops[i].key;
     op->rate = ops[i].rate;
     op->cost = ops[i].cost;
@@ -990,21 +994,21 @@ void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback don
     op->completion = completion;
     op->index = i;
     op->deadline_ms = deadline;
-    batch.push_back(op);
+    batch.push_back(std::move(op));
   }
   loop_->Enqueue(std::move(batch));
 }
 
 void RedisBackend::Peek(BackendPartition* /*partition*/, absl::string_view key,
                         const Rate& rate, uint64_t cost, PeekCallback done) {
-  auto* op = new Op();
+  auto op = std::make_unique<Op>();
   op->key.assign(key.data(), key.size());
   op->rate = rate;
   op->cost = cost;
   op->peek = true;
   op->peek_done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
-  loop_->Enqueue(op);
+  loop_->Enqueue(std::move(op));
 }
 
 void RedisBackend::Reset(BackendPartition* /*partition*/, BucketSelector selector,
@@ -1015,13 +1019,13 @@ void RedisBackend::Reset(BackendPartition* /*partition*/, BucketSelector selecto
   Loop* loop = loop_.get();
   RedisCommandSink sink = [loop, timeout_ms](RedisCommand command,
                                              RedisReplyCallback reply) {
-    auto* op = new Op();
+    auto op = std::make_unique<Op>();
     if (command.keyed && command.args.size() > 1) op->key = command.args[1];
     op->command = std::move(command.args);
     op->node = std::move(command.node);
     op->raw_done = std::move(reply);
     op->deadline_ms = NowMs() + timeout_ms;
-    loop->Enqueue(op);
+    loop->Enqueue(std::move(op));
   };
   RedisKeyScan::Run(std::move(sink), options_.cluster, std::move(selector),
                     std::move(done));

@@ -74,7 +74,6 @@ class RedisBackend final : public Backend {
 
  private:
   explicit RedisBackend(RedisOptions options);
-  void Submit(std::vector<Op*> ops);
 
   const RedisOptions options_;
   const std::string name_;

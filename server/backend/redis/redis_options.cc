@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "base/host_port.h"
 
 namespace traffik {
 namespace {
@@ -66,81 +67,59 @@ std::optional<std::string> PercentDecode(absl::string_view s) {
   return out;
 }
 
-// Parses a port: 1..65535, digits only.
-absl::StatusOr<int> ParsePort(absl::string_view text) {
-  if (text.empty()) return Bad("empty port after ':'");
-  bool digits_only = text.size() <= 5;
-  for (char c : text) digits_only = digits_only && IsDigit(c);
-  uint32_t port = 0;
-  if (!digits_only || !absl::SimpleAtoi(text, &port) || port < 1 || port > 65535) {
-    return Bad("bad port ", Quote(text), " (expected 1-65535)");
-  }
-  return static_cast<int>(port);
-}
-
-// Parses one `host[:port]` or `[ipv6][:port]`.
+// Parses one `host[:port]` or `[ipv6][:port]` (base/host_port.h splits it;
+// the Redis rules for each part are checked here).
 absl::StatusOr<RedisEndpoint> ParseEndpoint(absl::string_view text) {
   RedisEndpoint endpoint;
   if (text.empty()) return Bad("empty host");
-  absl::string_view port_text;
-  bool has_port = false;
-  if (text.front() == '[') {
-    size_t close = text.find(']');
-    if (close == absl::string_view::npos) {
+  const HostPort parts = SplitHostPort(text, /*port_required=*/false);
+  switch (parts.problem) {
+    case HostPortProblem::kNone:
+    case HostPortProblem::kNoPort:
+      break;
+    case HostPortProblem::kEmptyHost:
+      return Bad(text.front() == '[' ? "empty host '[]'" : "empty host");
+    case HostPortProblem::kUnterminatedBracket:
       return Bad("unterminated '[' in host ", Quote(text));
-    }
-    absl::string_view host = text.substr(1, close - 1);
-    if (host.empty()) return Bad("empty host '[]'");
+    case HostPortProblem::kBadBracketedHost:
+      return Bad("bad host ", Quote(text));
+    case HostPortProblem::kTextAfterBracket:
+      return Bad("unexpected ", Quote(parts.bad_text), " after ",
+                 Quote(text.substr(0, text.size() - parts.bad_text.size())));
+    case HostPortProblem::kUnbracketedIpv6:
+      return Bad("IPv6 addresses must be in brackets, e.g. 'redis://[::1]:6379', got ",
+                 Quote(text));
+    case HostPortProblem::kEmptyPort:
+      return Bad("empty port after ':'");
+    case HostPortProblem::kBadPort:
+      return Bad("bad port ", Quote(parts.bad_text), " (expected 1-65535)");
+  }
+  if (text.front() == '[') {
     bool has_colon = false;
-    for (char c : host) {
+    for (char c : parts.host) {
       has_colon = has_colon || c == ':';
       if (HexValue(c) < 0 && c != ':' && c != '.') {
-        return Bad("bad IPv6 address ", Quote(host));
+        return Bad("bad IPv6 address ", Quote(parts.host));
       }
     }
-    if (!has_colon) return Bad("bad IPv6 address ", Quote(host));
-    endpoint.host = std::string(host);
-    absl::string_view rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') {
-        return Bad("unexpected ", Quote(rest), " after ",
-                   Quote(text.substr(0, close + 1)));
-      }
-      has_port = true;
-      port_text = rest.substr(1);
-    }
+    if (!has_colon) return Bad("bad IPv6 address ", Quote(parts.host));
   } else {
-    size_t colon = text.find(':');
-    absl::string_view host = text.substr(0, colon);
-    if (colon != absl::string_view::npos) {
-      has_port = true;
-      port_text = text.substr(colon + 1);
-      if (port_text.find(':') != absl::string_view::npos) {
-        return Bad("IPv6 addresses must be in brackets, e.g. 'redis://[::1]:6379', got ",
-                   Quote(text));
-      }
-    }
-    if (host.empty()) return Bad("empty host");
-    for (char c : host) {
+    for (char c : parts.host) {
       if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.' &&
           c != '_') {
-        return Bad("bad host ", Quote(host));
+        return Bad("bad host ", Quote(parts.host));
       }
     }
-    endpoint.host = std::string(host);
   }
-  if (has_port) {
-    absl::StatusOr<int> port = ParsePort(port_text);
-    if (!port.ok()) return port.status();
-    endpoint.port = *port;
+  endpoint.host = parts.host;
+  if (parts.has_port) {
+    if (parts.port < 1) {
+      return Bad("bad port ", Quote(text.substr(text.rfind(':') + 1)),
+                 " (expected 1-65535)");
+    }
+    endpoint.port = static_cast<int>(parts.port);
   }
   return endpoint;
-}
-
-// Formats a host for a URL: IPv6 literals go in brackets.
-std::string UrlHost(const RedisEndpoint& e) {
-  if (e.host.find(':') != std::string::npos) return absl::StrCat("[", e.host, "]");
-  return e.host;
 }
 
 // Appends `s` length-prefixed, so concatenated fields cannot be confused.
@@ -154,7 +133,7 @@ std::string RedisOptions::Name() const {
   std::vector<std::string> hosts;
   hosts.reserve(endpoints.size());
   for (const RedisEndpoint& e : endpoints) {
-    hosts.push_back(absl::StrCat(UrlHost(e), ":", e.port));
+    hosts.push_back(JoinHostPort(e.host, static_cast<uint32_t>(e.port)));
   }
   if (cluster) return absl::StrCat("redis+cluster://", absl::StrJoin(hosts, ","));
   return absl::StrCat("redis://", absl::StrJoin(hosts, ","), "/", db);

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "backend/redis/redis_options.h"
+#include "backend/registry.h"
+#include "yaml/yaml_reader.h"
+
+namespace traffik {
+
+// The factory of the Redis backend: `redis://`, `redis+cluster://` (and
+// `rediss://`, `rediss+cluster://`, refused by name: no TLS). Its settings
+// are the URL plus the tenant's `redis:` map (timeout, connect_timeout,
+// pool_size, username, password_env; the password is read from the
+// environment when the settings are parsed). Tenants with equal options
+// share one RedisBackend; a reload keeps it (and its connections) while a
+// tenant's options are unchanged.
+std::shared_ptr<const BackendFactory> RedisBackendFactory();
+
+// The options a tenant's backend spec gives (what the factory's Parse
+// checks), errors in the configuration's form.
+absl::StatusOr<RedisOptions> ParseRedisSpec(const BackendSpec& spec,
+                                            const YamlReader& reader);
+
+}  // namespace traffik
