@@ -48,6 +48,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/sanitizers.h"
 #include "e2e/traffikd_process.h"
 #include "gtest/gtest.h"
 #include "redis/redis_harness.h"
@@ -71,17 +72,7 @@ constexpr uint64_t kFixedOverheadBytes = 96ull << 20;
 
 // Sanitizer builds inflate RSS (shadow memory, quarantine): the memory bound
 // is checked in plain builds only; everything else holds under them too.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr bool kSanitized = traffik::testing::kUnderSanitizer;
 
 int SoakSeconds() {
   const char* env = std::getenv("TRAFFIK_SOAK_SECONDS");
@@ -377,7 +368,9 @@ TEST(SoakTest, HostileLoadWhileRedisRestarts) {
           break;
         case 3:
           request.set_tenant("hostile");
-          request.set_throttle_uid("st\xc3\x28" "ady");
+          request.set_throttle_uid(
+              "st\xc3\x28"
+              "ady");
           request.set_identifier("\xff\xfe\n");
           want = grpc::StatusCode::INVALID_ARGUMENT;
           break;
