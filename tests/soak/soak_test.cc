@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -115,26 +116,9 @@ class CodeCounts {
     for (const auto& [k, v] : counts_) absl::StrAppend(&out, "  ", k, ": ", v, "\n");
     return out;
   }
+  // gRPC and absl share the canonical code numbering and names.
   static std::string CodeName(grpc::StatusCode code) {
-    static const char* kNames[] = {"OK",
-                                   "CANCELLED",
-                                   "UNKNOWN",
-                                   "INVALID_ARGUMENT",
-                                   "DEADLINE_EXCEEDED",
-                                   "NOT_FOUND",
-                                   "ALREADY_EXISTS",
-                                   "PERMISSION_DENIED",
-                                   "RESOURCE_EXHAUSTED",
-                                   "FAILED_PRECONDITION",
-                                   "ABORTED",
-                                   "OUT_OF_RANGE",
-                                   "UNIMPLEMENTED",
-                                   "INTERNAL",
-                                   "UNAVAILABLE",
-                                   "DATA_LOSS",
-                                   "UNAUTHENTICATED"};
-    const int i = static_cast<int>(code);
-    return i >= 0 && i < 17 ? kNames[i] : absl::StrCat("CODE_", i);
+    return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   }
 
  private:
