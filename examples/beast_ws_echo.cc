@@ -4,7 +4,8 @@
 //   beast_ws_echo [--listen HOST:PORT] [--traffikd HOST:PORT]
 //                 [--limit N] [--period-ms MS] [--error-frames]
 //                 [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
-//                 [--deadline-ms N]
+//                 [--deadline-ms N] [--max-message-bytes N] [--max-header-bytes N]
+//                 [--max-connections N]
 //
 //   ws://HOST:PORT/ws   echoes every message; each message is checked against
 //                       "ws_messages" (--limit per --period-ms, default 3 per
@@ -15,15 +16,33 @@
 //                       instead and the connection stays open.
 //   GET /hello          "hello", throttled by "hello" (2 per minute per client).
 //
+// Bounds (a hostile peer can hold at most about
+// max-connections * (max-message-bytes + max-header-bytes) of buffers):
+//   --max-message-bytes  largest WebSocket message read (default 65536); a
+//                        bigger one is refused from its frame header, before
+//                        its payload is read: the connection is closed with
+//                        1009 (message too big);
+//   --max-header-bytes   largest HTTP request header, also for the upgrade
+//                        (default 8192); request bodies are refused above 4 KiB
+//                        (no route takes a body); an over-long request gets
+//                        the connection closed;
+//   --max-connections    open connections, HTTP and WebSocket together (default
+//                        256); a connection beyond it is closed at once,
+//                        before anything is read from it;
+// and an HTTP request must arrive within 10 s (a WebSocket connection: Beast's
+// suggested server timeouts).
+//
 // Prints "beast_ws_echo: listening on HOST:PORT" on stderr once serving.
 // Stops on SIGINT/SIGTERM.
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,26 +60,71 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
+// Request bodies above this are refused (no route takes a body).
+constexpr uint64_t kMaxBodyBytes = 4096;
+// How long an HTTP request may take to arrive.
+constexpr std::chrono::seconds kHttpReadTimeout{10};
+
 // Shared, read-only after startup.
 struct App {
   traffik::HttpThrottler throttler;
   traffik::HttpThrottle hello;
   traffik::WebSocketThrottle messages;
   traffik::TrustedProxies trusted;
+  uint64_t max_message_bytes = 0;
+  uint32_t max_header_bytes = 0;
+};
+
+// Counts open connections against --max-connections. The I/O runs on one
+// thread; the counter is atomic anyway so the bound holds if that changes.
+class ConnectionLimit : public std::enable_shared_from_this<ConnectionLimit> {
+ public:
+  // One open connection; releases its place when destroyed.
+  class Slot {
+   public:
+    explicit Slot(std::shared_ptr<ConnectionLimit> limit) : limit_(std::move(limit)) {}
+    Slot(Slot&&) = default;
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (limit_ != nullptr) limit_->open_.fetch_sub(1);
+    }
+
+   private:
+    std::shared_ptr<ConnectionLimit> limit_;
+  };
+
+  explicit ConnectionLimit(int max) : max_(max) {}
+
+  // A slot, or nullopt when `max` connections are open.
+  std::optional<Slot> TryAcquire() {
+    int open = open_.load();
+    do {
+      if (open >= max_) return std::nullopt;
+    } while (!open_.compare_exchange_weak(open, open + 1));
+    return Slot(shared_from_this());
+  }
+
+ private:
+  const int max_;
+  std::atomic<int> open_{0};
 };
 
 // One WebSocket connection: read a message, check it, echo it (or reply with
 // the error frame, or close with 1008), read the next.
 class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
  public:
-  WebSocketSession(tcp::socket socket, std::shared_ptr<const App> app)
-      : ws_(std::move(socket)), app_(std::move(app)) {}
+  WebSocketSession(tcp::socket socket, std::shared_ptr<const App> app,
+                   ConnectionLimit::Slot slot)
+      : ws_(std::move(socket)), app_(std::move(app)), slot_(std::move(slot)) {}
 
   void Run(http::request<http::string_body> upgrade) {
     beast::error_code ec;
     const auto peer = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec).address();
     connection_ = traffik::beast_adapter::AcceptWebSocket(upgrade, peer, app_->trusted);
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    // Checked against each frame header: a bigger message is refused (close
+    // 1009) before its payload is read. Beast's default is 16 MB.
+    ws_.read_message_max(app_->max_message_bytes);
     ws_.async_accept(upgrade, [self = shared_from_this()](beast::error_code ec) {
       if (!ec) self->Read();
     });
@@ -100,6 +164,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
 
   websocket::stream<beast::tcp_stream> ws_;
   std::shared_ptr<const App> app_;
+  ConnectionLimit::Slot slot_;
   traffik::WebSocketConnection connection_;
   beast::flat_buffer buffer_;
   std::string reply_;
@@ -108,15 +173,21 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
 // One HTTP connection: GET /hello (throttled), or an upgrade on /ws.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket socket, std::shared_ptr<const App> app)
-      : stream_(std::move(socket)), app_(std::move(app)) {}
+  HttpSession(tcp::socket socket, std::shared_ptr<const App> app,
+              ConnectionLimit::Slot slot)
+      : stream_(std::move(socket)), app_(std::move(app)), slot_(std::move(slot)) {}
 
   void Read() {
-    request_ = {};
-    stream_.expires_after(std::chrono::seconds(30));
-    http::async_read(stream_, buffer_, request_,
+    // A fresh parser per request, bounded: an over-long header or body fails
+    // the read (the connection is closed) instead of growing the buffer.
+    parser_.emplace();
+    parser_->header_limit(app_->max_header_bytes);
+    parser_->body_limit(kMaxBodyBytes);
+    stream_.expires_after(kHttpReadTimeout);
+    http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) {
                        if (ec) return self->Shutdown();
+                       self->request_ = self->parser_->release();
                        self->Route();
                      });
   }
@@ -127,7 +198,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     const std::string path = target.substr(0, target.find('?'));
     if (websocket::is_upgrade(request_) && path == "/ws") {
       stream_.expires_never();
-      std::make_shared<WebSocketSession>(stream_.release_socket(), app_)
+      std::make_shared<WebSocketSession>(stream_.release_socket(), app_, std::move(slot_))
           ->Run(std::move(request_));
       return;
     }
@@ -168,28 +239,52 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
   beast::tcp_stream stream_;
   std::shared_ptr<const App> app_;
+  ConnectionLimit::Slot slot_;
   beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
 };
 
-void Accept(tcp::acceptor& acceptor, net::io_context& ioc,
-            std::shared_ptr<const App> app) {
-  acceptor.async_accept(net::make_strand(ioc),
-                        [&acceptor, &ioc, app](beast::error_code ec, tcp::socket socket) {
-                          if (!ec)
-                            std::make_shared<HttpSession>(std::move(socket), app)->Read();
-                          if (acceptor.is_open()) Accept(acceptor, ioc, app);
-                        });
+void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const App> app,
+            std::shared_ptr<ConnectionLimit> limit) {
+  acceptor.async_accept(net::make_strand(ioc), [&acceptor, &ioc, app, limit](
+                                                   beast::error_code ec,
+                                                   tcp::socket socket) {
+    if (!ec) {
+      if (std::optional<ConnectionLimit::Slot> slot = limit->TryAcquire()) {
+        std::make_shared<HttpSession>(std::move(socket), app, std::move(*slot))->Read();
+      } else {
+        // Over the cap: reset at once (SO_LINGER 0), nothing is read.
+        beast::error_code ignored;
+        socket.set_option(net::socket_base::linger(true, 0), ignored);
+        socket.close(ignored);
+      }
+    }
+    if (acceptor.is_open()) Accept(acceptor, ioc, app, limit);
+  });
 }
 
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] [--limit N] "
                "[--period-ms MS] [--error-frames] [--trusted-proxy IP_OR_CIDR]... "
-               "[--failure-policy allow|deny|raise] [--deadline-ms N]\n",
+               "[--failure-policy allow|deny|raise] [--deadline-ms N] "
+               "[--max-message-bytes N] [--max-header-bytes N] [--max-connections N]\n",
                argv0);
   std::exit(2);
+}
+
+// The value of a numeric flag in [1, max]; usage error otherwise.
+uint64_t PositiveFlag(const char* argv0, const std::string& text, uint64_t max) {
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || text[0] == '-' || value == 0 || value > max) {
+    std::fprintf(stderr, "%s: expected an integer in [1, %llu], got \"%.32s\"\n", argv0,
+                 static_cast<unsigned long long>(max), text.c_str());
+    std::exit(2);
+  }
+  return value;
 }
 
 }  // namespace
@@ -201,6 +296,9 @@ int main(int argc, char** argv) {
   uint64_t limit = 3;
   int64_t period_ms = 60000;
   bool error_frames = false;
+  uint64_t max_message_bytes = 64 * 1024;
+  uint64_t max_header_bytes = 8 * 1024;
+  uint64_t max_connections = 256;
   std::vector<std::string> trusted;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -233,6 +331,12 @@ int main(int argc, char** argv) {
       }
     } else if (arg == "--deadline-ms") {
       client_options.deadline = std::chrono::milliseconds(std::atol(value().c_str()));
+    } else if (arg == "--max-message-bytes") {
+      max_message_bytes = PositiveFlag(argv[0], value(), 1ull << 30);
+    } else if (arg == "--max-header-bytes") {
+      max_header_bytes = PositiveFlag(argv[0], value(), 1ull << 20);
+    } else if (arg == "--max-connections") {
+      max_connections = PositiveFlag(argv[0], value(), 1'000'000);
     } else {
       Usage(argv[0]);
     }
@@ -270,7 +374,10 @@ int main(int argc, char** argv) {
           {.uid = "hello", .spec = traffik::ThrottleSpec{2, std::chrono::minutes(1)}}),
       traffik::WebSocketThrottle(*client, std::move(ws_options)),
       *proxies,
+      max_message_bytes,
+      static_cast<uint32_t>(max_header_bytes),
   });
+  auto connections = std::make_shared<ConnectionLimit>(static_cast<int>(max_connections));
 
   net::io_context ioc;
   beast::error_code ec;
@@ -288,7 +395,7 @@ int main(int argc, char** argv) {
                  ec.message().c_str());
     return 1;
   }
-  Accept(acceptor, ioc, app);
+  Accept(acceptor, ioc, app, connections);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](beast::error_code, int) { ioc.stop(); });
   std::fprintf(stderr, "beast_ws_echo: listening on %s:%u (traffikd %s)\n",

@@ -2,7 +2,8 @@
 //
 //   httplib_app [--listen HOST:PORT] [--traffikd HOST:PORT]
 //               [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
-//               [--deadline-ms N] [--first-match]
+//               [--deadline-ms N] [--first-match] [--max-body-bytes N]
+//               [--max-connections N]
 //
 // Routes:
 //   GET  /search        decorated: burst (3 per minute) + sustained (100 per
@@ -13,7 +14,22 @@
 //                       exempt), "writes" 2 per minute on POST/PUT/DELETE,
 //                       "expensive" 1 per minute when X-Expensive is present
 //   GET  /static/...    middleware: "static" 10 per minute (regex ^/static/)
-// Middleware rules are all-match unless --first-match.
+// Middleware rules are all-match unless --first-match. Rules match the
+// normalized path (traffik::NormalizeHttpPath: "/api//x", "/api/./x",
+// "/%61pi/x" are "/api/x"), and the identifiers use it too, so no spelling of
+// a path gets a bucket of its own.
+//
+// Bounds (cpp-httplib's defaults are unlimited for the first two):
+//   --max-body-bytes   request bodies above this are refused with 413 before
+//                      they are read (default 65536);
+//   --max-connections  connections being served or waiting for a worker
+//                      (default 256); beyond it the accept loop waits, so
+//                      further connections stay in the kernel's small listen
+//                      backlog (and are refused when it is full);
+// and httplib's own: request line and each header line at most 8 KiB, 5 s
+// read and write timeouts, at most 5 requests per keep-alive connection.
+// Responses echo caller text (the path, the query) only quoted and cut to 64
+// bytes.
 //
 // Prints "httplib_app: listening on HOST:PORT" on stderr once serving.
 // Stops on SIGINT/SIGTERM.
@@ -21,10 +37,14 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "traffik/adapters/httplib.h"
@@ -47,7 +67,8 @@ void Stop(int) {
   std::fprintf(stderr,
                "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] "
                "[--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise] "
-               "[--deadline-ms N] [--first-match]\n",
+               "[--deadline-ms N] [--first-match] [--max-body-bytes N] "
+               "[--max-connections N]\n",
                argv0);
   std::exit(2);
 }
@@ -57,12 +78,80 @@ void Stop(int) {
 traffik::Identifier ApiKeyOrAddress(const traffik::HttpRequest& request) {
   std::optional<std::string> key = request.Header("X-Api-Key");
   if (key == "admin-key") return traffik::kUnlimited;
-  if (key.has_value()) return "key:" + *key + ":" + request.path;
+  // The key is caller text of any length and bytes: the Client sends an
+  // identifier over its max_identifier_bytes as a digest, so a huge key is
+  // throttled like any other. The path is normalized like the default's.
+  if (key.has_value()) {
+    return "key:" + *key + ":" + traffik::NormalizeHttpPath(request.path);
+  }
   return traffik::DefaultHttpIdentifier(request);
 }
 
 void Text(httplib::Response& response, const std::string& body) {
   response.set_content(body + "\n", "text/plain; charset=utf-8");
+}
+
+// Caller text for a response: quoted, at most 64 bytes, control bytes and
+// quotes escaped.
+std::string Quoted(std::string_view text) {
+  constexpr size_t kMax = 64;
+  std::string out = "\"";
+  for (const char c : text.substr(0, kMax)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f || c == '"' || c == '\\') {
+      char escaped[5];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
+      out += escaped;
+    } else {
+      out.push_back(c);
+    }
+  }
+  out += text.size() > kMax ? "\"..." : "\"";
+  return out;
+}
+
+// httplib's thread pool with a bound on the connections it holds (being
+// served or queued): enqueue() waits while `max` are held, so the accept loop
+// stops accepting until a worker is done with a connection.
+class BoundedThreadPool : public httplib::TaskQueue {
+ public:
+  BoundedThreadPool(size_t threads, size_t max) : pool_(threads), max_(max) {}
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      room_.wait(lock, [this] { return held_ < max_; });
+      ++held_;
+    }
+    pool_.enqueue([this, fn = std::move(fn)] {
+      fn();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --held_;
+      }
+      room_.notify_one();
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+ private:
+  httplib::ThreadPool pool_;
+  const size_t max_;
+  std::mutex mu_;
+  std::condition_variable room_;
+  size_t held_ = 0;  // guarded by mu_
+};
+
+// The value of a numeric flag in [1, max]; usage error otherwise.
+uint64_t PositiveFlag(const char* argv0, const std::string& text, uint64_t max) {
+  char* end = nullptr;
+  const unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || text[0] == '-' || value == 0 || value > max) {
+    std::fprintf(stderr, "%s: expected an integer in [1, %llu], got \"%.32s\"\n", argv0,
+                 static_cast<unsigned long long>(max), text.c_str());
+    std::exit(2);
+  }
+  return value;
 }
 
 }  // namespace
@@ -73,6 +162,8 @@ int main(int argc, char** argv) {
   client_options.failure_policy = traffik::FailurePolicy::kAllow;
   std::vector<std::string> trusted;
   traffik::MiddlewareOptions middleware_options;
+  uint64_t max_body_bytes = 64 * 1024;
+  uint64_t max_connections = 256;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -100,6 +191,10 @@ int main(int argc, char** argv) {
       client_options.deadline = std::chrono::milliseconds(std::atol(value().c_str()));
     } else if (arg == "--first-match") {
       middleware_options.mode = traffik::MatchMode::kFirstMatch;
+    } else if (arg == "--max-body-bytes") {
+      max_body_bytes = PositiveFlag(argv[0], value(), 1ull << 30);
+    } else if (arg == "--max-connections") {
+      max_connections = PositiveFlag(argv[0], value(), 1'000'000);
     } else {
       Usage(argv[0]);
     }
@@ -154,6 +249,10 @@ int main(int argc, char** argv) {
   };
 
   httplib::Server server;
+  server.set_payload_max_length(max_body_bytes);
+  server.new_task_queue = [max_connections] {
+    return new BoundedThreadPool(CPPHTTPLIB_THREAD_POOL_COUNT, max_connections);
+  };
   traffik::httplib_adapter::InstallMiddleware(
       server,
       traffik::ThrottleMiddleware(throttler, std::move(rules), middleware_options));
@@ -161,14 +260,14 @@ int main(int argc, char** argv) {
              traffik::httplib_adapter::Throttled(
                  throttler,
                  [](const httplib::Request& request, httplib::Response& response) {
-                   Text(response, "results for '" + request.get_param_value("q") + "'");
+                   Text(response, "results for " + Quoted(request.get_param_value("q")));
                  },
                  burst, sustained));
   server.Get("/health", [](const httplib::Request&, httplib::Response& response) {
     Text(response, "ok");
   });
   auto api_handler = [](const httplib::Request& request, httplib::Response& response) {
-    Text(response, request.method + " " + request.path);
+    Text(response, request.method + " " + Quoted(request.path));
   };
   server.Get("/api/.*", api_handler);
   server.Post("/api/.*", api_handler);
@@ -176,7 +275,7 @@ int main(int argc, char** argv) {
   server.Delete("/api/.*", api_handler);
   server.Get("/static/.*",
              [](const httplib::Request& request, httplib::Response& response) {
-               Text(response, "static " + request.path);
+               Text(response, "static " + Quoted(request.path));
              });
 
   const int bound = port == 0 ? server.bind_to_any_port(host) : port;

@@ -24,6 +24,9 @@ void Check(const redisReply& reply) {
   if (auto d = traffik::DecodeDecisionReply(reply, 10)) {
     if (d->limit != 10) std::abort();
   }
+  if (auto p = traffik::DecodePeekReply(reply, 10)) {
+    if (p->hit.limit != 10 || p->as_is.limit != 10) std::abort();
+  }
   std::vector<traffik::BucketOp> items(1 + reply.elements % 4);
   for (size_t i = 0; i < items.size(); ++i) items[i].rate.capacity = i + 1;
   if (auto r = traffik::DecodeAllOrNothingReply(reply, items)) {

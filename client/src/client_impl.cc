@@ -15,7 +15,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "health.h"
+#include "traffik/v1/errors.pb.h"
 
 namespace traffik::client_internal {
 namespace {
@@ -31,8 +34,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
-void ToProto(const ThrottleRequest& request, v1::ShouldThrottleRequest* out) {
-  out->set_identifier(request.identifier);
+// `identifier` is the wire form of request.identifier (WireIdentifier).
+void ToProto(const ThrottleRequest& request, std::string identifier,
+             v1::ShouldThrottleRequest* out) {
+  out->set_identifier(std::move(identifier));
   out->set_throttle_uid(request.throttle_uid);
   out->set_tenant(request.tenant);
   out->set_cost(request.cost);
@@ -77,8 +82,9 @@ class CallbackScope {
   const bool outer_;
 };
 
-std::string KeyOf(const ThrottleRequest& request) {
-  return ShortCircuitCache::Key(request.tenant, request.throttle_uid, request.identifier);
+// The short-circuit key of `request` sent with the wire identifier `identifier`.
+std::string KeyOf(const ThrottleRequest& request, const std::string& identifier) {
+  return ShortCircuitCache::Key(request.tenant, request.throttle_uid, identifier);
 }
 
 }  // namespace
@@ -102,6 +108,11 @@ absl::Status ValidateOptions(const ClientOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("failure_log_interval must not be negative, got ",
                      options.failure_log_interval.count(), " ms"));
+  }
+  if (options.max_identifier_bytes < kDigestIdentifierBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_identifier_bytes must be at least ", kDigestIdentifierBytes,
+        " (the size of a digest identifier), got ", options.max_identifier_bytes));
   }
   return absl::OkStatus();
 }
@@ -164,6 +175,9 @@ absl::StatusOr<ThrottleResult> ClientImpl::Fail(const absl::Status& status,
                                                 FailurePolicy policy) {
   failures_.fetch_add(1, std::memory_order_relaxed);
   failure_log_.OnFailure(status, policy);
+  // The policy covers outages only: an answer that the request itself was
+  // wrong must never let it through (or refuse it as if throttled).
+  if (!IsOutage(status)) return status;
   ThrottleResult result;
   result.source = ThrottleResult::Source::kFailurePolicy;
   switch (policy) {
@@ -202,8 +216,10 @@ void ClientImpl::CheckAsync(const ThrottleRequest& request,
                             std::function<void(absl::StatusOr<ThrottleResult>)> done,
                             std::optional<FailurePolicy> policy) {
   auto call = std::make_unique<CheckCall>();
+  std::string identifier =
+      WireIdentifier(request.identifier, options_.max_identifier_bytes);
   if (short_circuit_.enabled()) {
-    call->key = KeyOf(request);
+    call->key = KeyOf(request, identifier);
     if (std::optional<std::chrono::milliseconds> wait =
             short_circuit_.Lookup(call->key, request.cost)) {
       short_circuited_.fetch_add(1, std::memory_order_relaxed);
@@ -211,7 +227,7 @@ void ClientImpl::CheckAsync(const ThrottleRequest& request,
       return;
     }
   }
-  ToProto(request, &call->request);
+  ToProto(request, std::move(identifier), &call->request);
   call->cost = request.cost;
   call->policy = policy.value_or(options_.failure_policy);
   call->done = std::move(done);
@@ -298,12 +314,18 @@ void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
     return;
   }
   auto call = std::make_unique<BatchCall>();
+  std::vector<std::string> identifiers;
+  identifiers.reserve(requests.size());
+  for (const ThrottleRequest& request : requests) {
+    identifiers.push_back(
+        WireIdentifier(request.identifier, options_.max_identifier_bytes));
+  }
   if (short_circuit_.enabled()) {
     call->keys.reserve(requests.size());
     bool any_refused = false;
     std::vector<ThrottleResult> local(requests.size(), ShortCircuitResult({}));
     for (size_t i = 0; i < requests.size(); ++i) {
-      call->keys.push_back(KeyOf(requests[i]));
+      call->keys.push_back(KeyOf(requests[i], identifiers[i]));
       if (std::optional<std::chrono::milliseconds> wait =
               short_circuit_.Lookup(call->keys.back(), requests[i].cost)) {
         local[i].wait = *wait;
@@ -324,9 +346,9 @@ void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
     call->keys.assign(requests.size(), std::string());
   }
   call->costs.reserve(requests.size());
-  for (const ThrottleRequest& request : requests) {
-    ToProto(request, call->request.add_requests());
-    call->costs.push_back(request.cost);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ToProto(requests[i], std::move(identifiers[i]), call->request.add_requests());
+    call->costs.push_back(requests[i].cost);
   }
   call->request.set_all_or_nothing(options.all_or_nothing);
   call->fall_back_to_independent = options.fall_back_to_independent;
@@ -353,14 +375,34 @@ void ClientImpl::SendBatch(std::unique_ptr<BatchCall> call) {
 
 namespace {
 
+// The traffik.v1.ErrorReason a traffikd error carries (a google.rpc.ErrorInfo
+// of domain "traffik.v1" in the status details), or UNSPECIFIED.
+traffik::v1::ErrorReason ReasonOf(const grpc::Status& status) {
+  if (status.error_details().empty()) return traffik::v1::ERROR_REASON_UNSPECIFIED;
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) {
+    return traffik::v1::ERROR_REASON_UNSPECIFIED;
+  }
+  for (const google::protobuf::Any& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    if (!any.Is<google::rpc::ErrorInfo>() || !any.UnpackTo(&info)) continue;
+    traffik::v1::ErrorReason reason;
+    if (info.domain() == "traffik.v1" &&
+        traffik::v1::ErrorReason_Parse(info.reason(), &reason)) {
+      return reason;
+    }
+  }
+  return traffik::v1::ERROR_REASON_UNSPECIFIED;
+}
+
 // True when traffikd refused an all_or_nothing batch only because it cannot
 // decide it all-or-nothing (items on several backends, or on several Redis
-// Cluster slots); an ordinary batch may still work.
+// Cluster slots); an ordinary batch may still work. Decided on the status
+// code and the error's reason, never on its message text.
 bool CannotBeAllOrNothing(const grpc::Status& status) {
   if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION) return true;
   return status.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
-         status.error_message().rfind("all_or_nothing batch spans several backends", 0) ==
-             0;
+         ReasonOf(status) == traffik::v1::ALL_OR_NOTHING_SPANS_BACKENDS;
 }
 
 }  // namespace

@@ -80,7 +80,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   // Sends `call` (deadline, keys, costs, policy and done already set).
   void SendBatch(std::unique_ptr<BatchCall> call);
   void OnBatchDone(BatchCall& call, const grpc::Status& status);
-  // Counts and logs a failure and applies `policy` to it.
+  // Counts and logs a failure; applies `policy` to it when it is an outage
+  // (IsOutage), returns it as the error otherwise.
   absl::StatusOr<ThrottleResult> Fail(const absl::Status& status, FailurePolicy policy);
   // Remembers a refusal from the server for the short-circuit.
   void Remember(const std::string& key, uint32_t cost, SteadyTime sent_at,

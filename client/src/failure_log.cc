@@ -4,9 +4,17 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace traffik::client_internal {
+namespace {
+
+// The longest part of a status message that a log line quotes.
+constexpr size_t kMaxMessageBytes = 256;
+
+}  // namespace
 
 const char* FailurePolicyName(FailurePolicy policy) {
   switch (policy) {
@@ -49,11 +57,18 @@ void FailureLog::OnFailure(const absl::Status& status, FailurePolicy policy) {
     }
     logged_this_burst_ = true;
     last_line_ = now;
-    line = absl::StrCat("traffik client: calls to ", target_, " are failing (",
-                        absl::StatusCodeToString(status.code()), ": ", status.message(),
-                        "); policy ", FailurePolicyName(policy), "; ", unlogged_,
-                        " failure(s) since the last such line; further failures are not "
-                        "logged until a call succeeds");
+    // The message may carry caller text (traffikd quotes what it echoes, but
+    // an older or foreign server might not): escaped and cut.
+    const absl::string_view message = status.message();
+    const bool cut = message.size() > kMaxMessageBytes;
+    line = absl::StrCat(
+        "traffik client: calls to ", target_, " are failing (",
+        absl::StatusCodeToString(status.code()), ": \"",
+        absl::CHexEscape(message.substr(0, kMaxMessageBytes)), cut ? "\"...)" : "\")",
+        IsOutage(status) ? "; policy " : "; returned as errors, not policy ",
+        FailurePolicyName(policy), "; ", unlogged_,
+        " failure(s) since the last such line; further failures are not "
+        "logged until a call succeeds");
     unlogged_ = 0;
   }
   if (sink_) {

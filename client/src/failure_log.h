@@ -35,7 +35,9 @@ class FailureLog {
 
   // A call succeeded: the current burst (if any) ends.
   void OnSuccess();
-  // A call failed with `status`; `policy` is what the caller gets.
+  // A call failed with `status`; `policy` is the call's policy (it applies
+  // only when IsOutage(status); other errors are returned as errors, and the
+  // line says so). The status message is quoted, escaped and cut to 256 bytes.
   void OnFailure(const absl::Status& status, FailurePolicy policy);
 
  private:

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cctype>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "http_internal.h"
 
@@ -83,11 +85,84 @@ void AddHeaders(const HttpHeaders& headers, HttpResponse& response) {
 
 // ---------------------------------------------------------------- identifiers
 
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// RFC 3986 section 2.3 (ASCII only, whatever the locale).
+bool Unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+         c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+// Step 1 of NormalizeHttpPath: percent-encoding.
+std::string NormalizePercentEncoding(std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(path.size());
+  for (size_t i = 0; i < path.size(); ++i) {
+    const bool escape = path[i] == '%' && i + 2 < path.size();
+    const int high = escape ? HexValue(path[i + 1]) : -1;
+    const int low = high >= 0 ? HexValue(path[i + 2]) : -1;
+    if (low < 0) {
+      out.push_back(path[i]);
+      continue;
+    }
+    const auto byte = static_cast<unsigned char>(high * 16 + low);
+    if (Unreserved(byte)) {
+      out.push_back(static_cast<char>(byte));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[high]);
+      out.push_back(kHex[low]);
+    }
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string NormalizeHttpPath(std::string_view path, TrailingSlash trailing) {
+  const std::string decoded = NormalizePercentEncoding(path);
+  std::vector<std::string_view> segments;
+  bool ends_as_directory = false;  // the last segment was "", "." or ".."
+  size_t start = 0;
+  const std::string_view text(decoded);
+  while (start <= text.size()) {
+    size_t end = text.find('/', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view segment = text.substr(start, end - start);
+    ends_as_directory = segment.empty() || segment == "." || segment == "..";
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+    } else if (!segment.empty() && segment != ".") {
+      segments.push_back(segment);
+    }
+    start = end + 1;
+  }
+  std::string out;
+  out.reserve(decoded.size() + 1);
+  for (const std::string_view segment : segments) {
+    out.push_back('/');
+    out.append(segment);
+  }
+  if (out.empty() || (trailing == TrailingSlash::kKeep && ends_as_directory)) {
+    out.push_back('/');
+  }
+  return out;
+}
+
 Identifier DefaultHttpIdentifier(const HttpRequest& request) {
   const std::string& address =
       request.client_address.empty() ? request.peer_address : request.client_address;
   return (address.empty() ? std::string("unknown") : address) + ":" +
-         request.RouteOrPath();
+         (request.route.empty() ? NormalizeHttpPath(request.path) : request.route);
 }
 
 // -------------------------------------------------------------------- headers
@@ -121,6 +196,14 @@ HttpResponse RateLimiterUnavailable(const HttpRequest& /*request*/,
   HttpResponse response;
   response.status = 503;
   response.body = "rate limiter unavailable\n";
+  return response;
+}
+
+HttpResponse RateLimiterError(const HttpRequest& request, const absl::Status& error) {
+  if (IsOutage(error)) return RateLimiterUnavailable(request, error);
+  HttpResponse response;
+  response.status = 500;
+  response.body = "rate limiter error\n";
   return response;
 }
 
@@ -175,6 +258,8 @@ HttpThrottler::Prepared HttpThrottler::Prepare(
     Identifier id =
         options.identifier ? options.identifier(request) : DefaultHttpIdentifier(request);
     if (id.unlimited()) continue;
+    // An empty key would be refused by traffikd: never sent (see Identifier).
+    if (id.value().empty()) id = DefaultHttpIdentifier(request);
     ThrottleRequest hit;
     hit.identifier = id.value();
     hit.throttle_uid = options.uid;
@@ -202,9 +287,8 @@ HttpVerdict HttpThrottler::Finish(const HttpRequest& request,
   if (!results.ok()) {
     verdict.allowed = false;
     verdict.error = results.status();
-    verdict.response = options_->on_error
-                           ? options_->on_error(request, verdict.error)
-                           : RateLimiterUnavailable(request, verdict.error);
+    verdict.response = options_->on_error ? options_->on_error(request, verdict.error)
+                                          : RateLimiterError(request, verdict.error);
     return verdict;
   }
   const bool applied = results->applied;

@@ -51,8 +51,11 @@ ThrottleMiddleware::ThrottleMiddleware(HttpThrottler throttler,
 std::vector<HttpThrottle> ThrottleMiddleware::MatchingThrottles(
     const HttpRequest& request) const {
   std::vector<HttpThrottle> matching;
+  // Every spelling of a path matches like its canonical form ("//api/x",
+  // "/%61pi/x" and "/./api/x" are "/api/x"), so none escapes a rule.
+  const std::string path = NormalizeHttpPath(request.path, TrailingSlash::kKeep);
   for (const MiddlewareRule& rule : *rules_) {
-    if (!rule.path.Matches(request.path)) continue;
+    if (!rule.path.Matches(path)) continue;
     if (!rule.methods.empty()) {
       bool method_ok = false;
       for (const std::string& method : rule.methods) {

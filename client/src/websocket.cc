@@ -42,8 +42,10 @@ Identifier DefaultWebSocketIdentifier(const WebSocketConnection& connection,
   const HttpRequest& upgrade = connection.upgrade;
   const std::string& address =
       upgrade.client_address.empty() ? upgrade.peer_address : upgrade.client_address;
-  std::string id = (address.empty() ? std::string("unknown") : address) + ":" +
-                   upgrade.RouteOrPath() + ":" + connection.id;
+  std::string id =
+      (address.empty() ? std::string("unknown") : address) + ":" +
+      (upgrade.route.empty() ? NormalizeHttpPath(upgrade.path) : upgrade.route) + ":" +
+      connection.id;
   if (!context_key.empty()) {
     id += ":";
     id += context_key;
@@ -62,6 +64,8 @@ std::optional<ThrottleRequest> WebSocketThrottle::MakeRequest(
                       ? options_->identifier(connection, context_key)
                       : DefaultWebSocketIdentifier(connection, context_key);
   if (id.unlimited()) return std::nullopt;
+  // An empty key would be refused by traffikd: never sent (see Identifier).
+  if (id.value().empty()) id = DefaultWebSocketIdentifier(connection, context_key);
   ThrottleRequest request;
   request.identifier = id.value();
   request.throttle_uid = options_->uid;
@@ -77,7 +81,9 @@ WebSocketVerdict WebSocketThrottle::Finish(const WebSocketConnection& connection
   if (!result.ok()) {
     verdict.allowed = false;
     verdict.error = result.status();
-    verdict.close = WebSocketClose{kWebSocketInternalError, "rate limiter unavailable"};
+    verdict.close = WebSocketClose{
+        kWebSocketInternalError,
+        IsOutage(verdict.error) ? "rate limiter unavailable" : "rate limiter error"};
     return verdict;
   }
   verdict.result = *result;

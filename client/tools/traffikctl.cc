@@ -6,9 +6,14 @@
 //     batch    (requests on stdin, one a line:
 //               UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS])
 //     health [--service NAME]
+//   Admin (traffik.v1.AdminService; the server needs `admin_api: true`):
+//     reset [UID [IDENTIFIER]] [--tenant T]
+//     peek UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]
+//     throttles [--tenant T]
 //
-// Exit code: 0 allowed / serving; 1 throttled (batch: any item throttled) /
-// not serving; 2 error (bad usage, unreachable, an error from the server).
+// Exit code: 0 allowed / serving; 1 throttled (batch: any item throttled;
+// peek: a hit would be throttled) / not serving; 2 error (bad usage,
+// unreachable, an error from the server).
 
 #include <chrono>
 #include <cstdint>
@@ -27,7 +32,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "grpcpp/grpcpp.h"
 #include "traffik/client.h"
+#include "traffik/v1/admin.grpc.pb.h"
 
 namespace traffik::ctl {
 namespace {
@@ -49,12 +56,22 @@ constexpr char kUsage[] =
     "  health [--service NAME]\n"
     "      ask the gRPC health service\n"
     "\n"
+    "admin commands (traffik.v1.AdminService: the server needs admin_api: true):\n"
+    "  reset [UID [IDENTIFIER]] [--tenant T]\n"
+    "      forget one bucket (UID IDENTIFIER: its configured and inline-spec\n"
+    "      buckets), every bucket of a throttle (UID), or of the tenant (none)\n"
+    "  peek UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]\n"
+    "      the bucket as it stands and the wait a hit of N would get; takes nothing\n"
+    "  throttles [--tenant T]\n"
+    "      the tenant's configured throttles (after its quota multiplier)\n"
+    "\n"
     "options:\n"
     "  --target HOST:PORT   traffikd's gRPC address (default 127.0.0.1:50051)\n"
     "  --deadline-ms N      per-RPC deadline in milliseconds (default 1000)\n"
     "  --json               machine-readable output on stdout\n"
     "\n"
-    "exit code: 0 allowed / serving, 1 throttled / not serving, 2 error\n";
+    "exit code: 0 allowed / serving, 1 throttled / not serving, 2 error\n"
+    "(peek: 0 a hit would be allowed, 1 it would be throttled)\n";
 
 // The parsed command line.
 struct Args {
@@ -72,6 +89,9 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
       {"check", {"tenant", "cost", "limit", "period-ms"}},
       {"batch", {}},
       {"health", {"service"}},
+      {"reset", {"tenant"}},
+      {"peek", {"tenant", "cost", "limit", "period-ms"}},
+      {"throttles", {"tenant"}},
   };
   return *flags;
 }
@@ -380,6 +400,133 @@ int RunHealth(const Args& args, Client& client) {
   return *serving ? kExitOk : kExitThrottled;
 }
 
+// --- Admin commands: traffik.v1.AdminService through the generated stub. ---
+
+std::unique_ptr<v1::AdminService::Stub> AdminStub(const Args& args) {
+  return v1::AdminService::NewStub(
+      grpc::CreateChannel(args.target, grpc::InsecureChannelCredentials()));
+}
+
+void SetDeadline(const Args& args, grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(args.deadline_ms));
+}
+
+absl::Status ToAbsl(const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return absl::UnimplementedError(absl::StrCat(
+        status.error_message(),
+        " (is the admin API enabled? it needs admin_api: true in traffikd's config)"));
+  }
+  // gRPC and absl share the canonical code numbering.
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+int RunReset(const Args& args) {
+  if (args.positional.size() > 2) {
+    return UsageError(args.json, "reset wants [UID [IDENTIFIER]]");
+  }
+  v1::ResetBucketsRequest request;
+  request.set_tenant(Flag(args, "tenant").value_or(""));
+  if (args.positional.size() >= 1) request.set_throttle_uid(args.positional[0]);
+  if (args.positional.size() == 2) request.set_identifier(args.positional[1]);
+  v1::ResetBucketsResponse response;
+  grpc::ClientContext context;
+  SetDeadline(args, &context);
+  const grpc::Status status = AdminStub(args)->ResetBuckets(&context, request, &response);
+  if (!status.ok()) return ReportError(args.json, ToAbsl(status));
+  if (args.json) {
+    std::printf("{\"removed\":%llu}\n",
+                static_cast<unsigned long long>(response.removed()));
+  } else {
+    std::printf("removed=%llu\n", static_cast<unsigned long long>(response.removed()));
+  }
+  return kExitOk;
+}
+
+int RunPeek(const Args& args) {
+  if (args.positional.size() != 2) {
+    return UsageError(args.json, "peek wants UID IDENTIFIER");
+  }
+  // The same flags as check, parsed the same way.
+  ThrottleRequest parsed;
+  if (absl::Status s =
+          FillRequest(Flag(args, "tenant"), Flag(args, "cost"), Flag(args, "limit"),
+                      Flag(args, "period-ms"), "--limit", "--period-ms", &parsed);
+      !s.ok()) {
+    return UsageError(args.json, std::string(s.message()));
+  }
+  v1::GetBucketRequest request;
+  request.set_throttle_uid(args.positional[0]);
+  request.set_identifier(args.positional[1]);
+  request.set_tenant(parsed.tenant);
+  request.set_cost(parsed.cost);
+  if (parsed.spec.has_value()) {
+    request.mutable_spec()->set_limit(parsed.spec->limit);
+    request.mutable_spec()->set_period_ms(
+        static_cast<uint64_t>(parsed.spec->period.count()));
+  }
+  v1::GetBucketResponse response;
+  grpc::ClientContext context;
+  SetDeadline(args, &context);
+  const grpc::Status status = AdminStub(args)->GetBucket(&context, request, &response);
+  if (!status.ok()) return ReportError(args.json, ToAbsl(status));
+  const bool allowed = response.wait_ms() == 0;
+  const std::chrono::milliseconds wait(static_cast<int64_t>(response.wait_ms()));
+  if (args.json) {
+    std::printf(
+        "{\"allowed\":%s,\"wait_ms\":%llu,\"retry_after_s\":%lld,\"limit\":%llu,"
+        "\"remaining\":%llu,\"reset_ms\":%llu}\n",
+        allowed ? "true" : "false", static_cast<unsigned long long>(response.wait_ms()),
+        static_cast<long long>(RetryAfterSeconds(wait)),
+        static_cast<unsigned long long>(response.limit()),
+        static_cast<unsigned long long>(response.remaining()),
+        static_cast<unsigned long long>(response.reset_ms()));
+  } else {
+    std::printf(
+        "%s\n",
+        absl::StrCat(
+            allowed ? "would be allowed" : "would be throttled",
+            " wait_ms=", response.wait_ms(),
+            allowed ? "" : absl::StrCat(" retry_after_s=", RetryAfterSeconds(wait)),
+            " limit=", response.limit(), " remaining=", response.remaining(),
+            " reset_ms=", response.reset_ms())
+            .c_str());
+  }
+  return allowed ? kExitOk : kExitThrottled;
+}
+
+int RunThrottles(const Args& args) {
+  if (!args.positional.empty())
+    return UsageError(args.json, "throttles takes no arguments");
+  v1::ListThrottlesRequest request;
+  request.set_tenant(Flag(args, "tenant").value_or(""));
+  v1::ListThrottlesResponse response;
+  grpc::ClientContext context;
+  SetDeadline(args, &context);
+  const grpc::Status status =
+      AdminStub(args)->ListThrottles(&context, request, &response);
+  if (!status.ok()) return ReportError(args.json, ToAbsl(status));
+  if (args.json) {
+    std::string out = "{\"throttles\":[";
+    for (int i = 0; i < response.throttles_size(); ++i) {
+      const v1::ThrottleInfo& t = response.throttles(i);
+      absl::StrAppend(&out, i == 0 ? "" : ",", "{\"uid\":", JsonString(t.uid()),
+                      ",\"limit\":", t.limit(), ",\"period_ms\":", t.period_ms(), "}");
+    }
+    absl::StrAppend(&out, "]}");
+    std::printf("%s\n", out.c_str());
+  } else {
+    for (const v1::ThrottleInfo& t : response.throttles()) {
+      std::printf("%s limit=%llu period_ms=%llu\n", t.uid().c_str(),
+                  static_cast<unsigned long long>(t.limit()),
+                  static_cast<unsigned long long>(t.period_ms()));
+    }
+  }
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   absl::StatusOr<Args> args = ParseArgs(argc, argv);
   if (!args.ok()) {
@@ -391,6 +538,9 @@ int Main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) json = json || std::string(argv[i]) == "--json";
     return UsageError(json, std::string(args.status().message()));
   }
+  if (args->command == "reset") return RunReset(*args);
+  if (args->command == "peek") return RunPeek(*args);
+  if (args->command == "throttles") return RunThrottles(*args);
   absl::StatusOr<std::shared_ptr<Client>> client = MakeClient(*args);
   if (!client.ok()) return ReportError(args->json, client.status());
   if (args->command == "check") return RunCheck(*args, **client);

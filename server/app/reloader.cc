@@ -49,10 +49,13 @@ absl::Status ConfigReloader::Reload(bool only_if_changed) {
     ignored.push_back("memory.sweep_interval");
   }
   if (config->watch_config != running_.watch_config) ignored.push_back("watch_config");
+  // The gRPC server's services are fixed once it runs.
+  if (config->admin_api != running_.admin_api) ignored.push_back("admin_api");
   config->listen = running_.listen;
   config->metrics_listen = running_.metrics_listen;
   config->memory.sweep_interval_ms = running_.memory.sweep_interval_ms;
   config->watch_config = running_.watch_config;
+  config->admin_api = running_.admin_api;
 
   if (absl::Status s = server_.Reload(*config); !s.ok()) return Fail(s);
   server_.metrics().CountConfigReload(/*success=*/true);

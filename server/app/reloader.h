@@ -25,7 +25,8 @@ namespace traffik {
 //
 // Settings bound at startup keep their running value until a restart, with
 // one log line naming them: `listen`, `metrics_listen` (so the command-line
-// overrides keep winning), `memory.sweep_interval` and `watch_config`.
+// overrides keep winning), `memory.sweep_interval`, `watch_config` and
+// `admin_api` (the gRPC server's services are fixed once it runs).
 // Everything else applies: throttles, tenants, backends, shares, limits,
 // max_identifier_bytes, max_batch_size, shutdown_grace, drain_delay.
 //

@@ -61,6 +61,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   // splits connections between them; a taken port must be a startup error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
+  // The admin API exists only when asked for: otherwise its calls answer
+  // UNIMPLEMENTED like any unknown service.
+  if (config.admin_api) {
+    server->admin_service_ =
+        std::make_unique<AdminServiceImpl>(*server->engine_, *server->metrics_);
+    builder.RegisterService(server->admin_service_.get());
+  }
   server->grpc_server_ = builder.BuildAndStart();
   if (server->grpc_server_ == nullptr || port == 0) {
     if (server->grpc_server_ != nullptr) server->grpc_server_->Shutdown();

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "metrics/http_exposer.h"
 #include "metrics/metrics.h"
+#include "service/admin_service.h"
 #include "service/throttle_service.h"
 
 namespace grpc {
@@ -71,6 +72,7 @@ class Server {
   std::unique_ptr<BackendPool> backends_;  // outlives the engine's snapshots
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;  // only with admin_api: true
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;

@@ -1,12 +1,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "bucket/token_bucket.h"
@@ -30,7 +33,35 @@ struct BucketOp {
   // The tenant's partition on this backend (from the backend that decides
   // the op), or nullptr.
   BackendPartition* partition = nullptr;
+  // Answer as the hit would be answered, but take nothing and create no
+  // bucket (DecideBatch: this op only; DecideAllOrNothing: a dry run when set
+  // on every op, see there).
+  bool peek = false;
 };
+
+// What Backend::Peek answers: the decision a hit would get, and the bucket as
+// it stands; nothing is written.
+struct PeekResult {
+  Decision hit;    // as Decide would answer for the cost (nothing taken)
+  Decision as_is;  // the bucket with nothing taken: remaining, reset_ms
+};
+using PeekCallback = absl::AnyInvocable<void(absl::StatusOr<PeekResult>) &&>;
+
+// Which buckets Backend::Reset forgets: every stored key that starts with the
+// literal bytes `key_prefix` and that `matches` accepts (null: all of them).
+// Built by the engine, which alone knows the key layout (engine/key.h); a
+// network backend narrows its scan with `key_prefix` and checks each key it
+// finds with `matches`. `matches` is called on any thread, possibly the
+// backend's I/O thread; it must not block.
+struct BucketSelector {
+  std::string key_prefix;
+  std::function<bool(absl::string_view key)> matches;
+  // Every bucket of the tenant: a backend that keeps the tenant's buckets in
+  // its own partition drops the whole partition (including buckets stored
+  // under a key prefix the tenant no longer has) instead of filtering.
+  bool whole_partition = false;
+};
+using CountCallback = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
 
 using DecisionCallback = absl::AnyInvocable<void(absl::StatusOr<Decision>) &&>;
 using BatchCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<Decision>>) &&>;
@@ -95,8 +126,41 @@ class Backend {
   // kFailedPrecondition when this backend cannot decide these keys together
   // (Redis Cluster: keys in different hash slots); nothing is taken. Other
   // errors as for Decide.
+  //
+  // Every op with `peek` set: a dry run, answered exactly as above (applied
+  // says whether the batch would apply) but nothing is written. (The engine
+  // never mixes peek and non-peek ops here.)
   virtual void DecideAllOrNothing(absl::Span<const BucketOp> ops,
                                   AllOrNothingCallback done) = 0;
+
+  // The admin operations. The defaults answer kUnimplemented.
+
+  // What Decide(key, rate, cost) would answer now, and the bucket as it
+  // stands, without taking anything or creating a bucket. `partition` as for
+  // DecideIn. Errors as for Decide.
+  virtual void Peek(BackendPartition* partition, absl::string_view key, const Rate& rate,
+                    uint64_t cost, PeekCallback done);
+
+  // Forgets the buckets `selector` picks in `partition` (the tenant's; a
+  // backend without partitions looks at every key it stores), answering how
+  // many it removed. Not atomic with respect to concurrent decisions: a
+  // bucket hit while the reset runs may survive it or be recreated. A network
+  // backend runs the whole scan on its I/O thread and never blocks the
+  // caller; a failure midway answers the error (what was removed stays
+  // removed).
+  virtual void Reset(BackendPartition* partition, BucketSelector selector,
+                     CountCallback done);
 };
+
+inline void Backend::Peek(BackendPartition*, absl::string_view, const Rate&, uint64_t,
+                          PeekCallback done) {
+  std::move(done)(absl::UnimplementedError(
+      absl::StrCat("backend ", Name(), " cannot peek at buckets")));
+}
+
+inline void Backend::Reset(BackendPartition*, BucketSelector, CountCallback done) {
+  std::move(done)(absl::UnimplementedError(
+      absl::StrCat("backend ", Name(), " cannot reset buckets")));
+}
 
 }  // namespace traffik

@@ -13,6 +13,7 @@
 #include <exception>
 #include <limits>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -31,6 +32,7 @@
 #include "base/quote.h"
 #include "base/utf8.h"
 #include "bucket/token_bucket.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace traffik {
@@ -466,7 +468,7 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory", "watch_config"},
+       "memory", "admin_api", "watch_config"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -503,6 +505,10 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           config.drain_delay_ms = *v;
         } else if (key == "memory") {
           return ParseMemory(value, config.memory);
+        } else if (key == "admin_api") {
+          absl::StatusOr<bool> b = GetBool(value, key);
+          if (!b.ok()) return b.status();
+          config.admin_api = *b;
         } else if (key == "watch_config") {
           absl::StatusOr<bool> b = GetBool(value, key);
           if (!b.ok()) return b.status();
@@ -601,12 +607,64 @@ Config DefaultConfig() {
 
 namespace {
 
+// Counts a text's YAML documents, up to 2, and remembers where the second
+// starts. Used instead of YAML::LoadAll: yaml-cpp 0.7's LoadAll never ends
+// on some malformed input (a lone ",": found by the config fuzzer), and only
+// "one document or more than one" matters here.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    ++started_;
+    if (started_ == 2) second_ = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { Content(); }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    Content();
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Content();
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Content();
+  }
+  void OnMapEnd() override {}
+
+  int started() const { return started_; }
+  // True when a second document holds more than a null (an empty trailing
+  // "---" is not a second document, as for YAML::LoadAll).
+  bool second_has_content() const { return second_has_content_; }
+  const YAML::Mark& second() const { return second_; }
+
+ private:
+  void Content() {
+    if (started_ == 2) second_has_content_ = true;
+  }
+  int started_ = 0;
+  bool second_has_content_ = false;
+  YAML::Mark second_;
+};
+
 absl::StatusOr<Config> ParseConfigText(std::string_view yaml_text,
                                        std::string_view source,
                                        const BackendRegistry& registry) {
-  std::vector<YAML::Node> docs;
+  const std::string text(yaml_text);
+  YAML::Node doc;
+  DocumentCounter counter;
   try {
-    docs = YAML::LoadAll(std::string(yaml_text));
+    std::istringstream stream(text);
+    YAML::Parser yaml_parser(stream);
+    // Two documents at most: enough to tell one from several, and a parser
+    // that does not advance cannot loop.
+    for (int i = 0; i < 2; ++i) {
+      if (!yaml_parser.HandleNextDocument(counter)) break;
+    }
+    if (!counter.second_has_content()) doc = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     int line = e.mark.is_null() ? 1 : e.mark.line + 1;
     int col = e.mark.is_null() ? 1 : e.mark.column + 1;
@@ -616,17 +674,17 @@ absl::StatusOr<Config> ParseConfigText(std::string_view yaml_text,
     return absl::InvalidArgumentError(
         absl::StrFormat("%s:1:1: not valid YAML: %s", source, e.what()));
   }
-  if (docs.empty()) return DefaultConfig();
   Parser parser(source, registry);
-  if (docs.size() > 1) {
+  if (counter.second_has_content()) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s:%d:%d: %s: expected a single YAML document, got %d", source,
-        docs[1].Mark().line + 1, docs[1].Mark().column + 1, kTopLevel, docs.size()));
+        "%s:%d:%d: %s: expected a single YAML document", source,
+        counter.second().line + 1, counter.second().column + 1, kTopLevel));
   }
+  if (!doc.IsDefined() || doc.IsNull()) return DefaultConfig();
   // The walk only reads already-built nodes, but yaml-cpp's accessors are
   // declared to throw; keep any such surprise inside this function.
   try {
-    return parser.Parse(docs[0]);
+    return parser.Parse(doc);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "%s:1:1: %s: internal error reading YAML: %s", source, kTopLevel, e.what()));

@@ -81,6 +81,10 @@ struct Config {
   int64_t shutdown_grace_ms = 10'000;             // `shutdown_grace` (duration)
   int64_t drain_delay_ms = 0;                     // `drain_delay` (duration, may be 0)
   MemoryConfig memory;
+  // `admin_api`: serve traffik.v1.AdminService (bucket resets and peeks,
+  // throttle listing) on the gRPC port. Off by default, so an open port never
+  // exposes it by accident.
+  bool admin_api = false;
   // `watch_config`: reload when the file changes (inotify on its directory);
   // SIGHUP reloads either way. Only meaningful with --config.
   bool watch_config = true;

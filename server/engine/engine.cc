@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -7,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/error_reason.h"
 #include "base/quote.h"
 #include "engine/key.h"
 
@@ -205,6 +207,10 @@ absl::StatusOr<Decision> Engine::Finish(const PreparedHit& hit,
 }
 
 void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) const {
+  if (request.peek) {
+    Peek(request, std::move(done));
+    return;
+  }
   auto hit = std::make_unique<PreparedHit>();
   if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
     std::move(done)(std::move(s));
@@ -218,6 +224,123 @@ void Engine::ShouldThrottle(const HitRequest& request, DecisionCallback done) co
                          });
 }
 
+absl::StatusOr<Decision> Engine::FinishPeek(const PreparedHit& hit,
+                                            absl::StatusOr<PeekResult> result) {
+  if (!result.ok())
+    return OnBackendError(*hit.tenant, hit.rate, hit.cost, result.status());
+  return result->hit;
+}
+
+void Engine::Peek(const HitRequest& request, DecisionCallback done) const {
+  auto hit = std::make_unique<PreparedHit>();
+  if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
+    std::move(done)(std::move(s));
+    return;
+  }
+  PreparedHit* raw = hit.get();
+  raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
+                     [hit = std::move(hit),
+                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
+                       std::move(done)(FinishPeek(*hit, std::move(result)));
+                     });
+}
+
+void Engine::GetBucket(const HitRequest& request, PeekCallback done) const {
+  auto hit = std::make_unique<PreparedHit>();
+  if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
+    std::move(done)(std::move(s));
+    return;
+  }
+  PreparedHit* raw = hit.get();
+  // `hit` (key, snapshot) stays alive until the backend has answered.
+  raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
+                     [hit = std::move(hit),
+                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
+                       std::move(done)(std::move(result));
+                     });
+}
+
+namespace {
+
+// The tenant named by an admin request (empty: the default one).
+absl::StatusOr<const Snapshot::Tenant*> FindAdminTenant(const Snapshot& snap,
+                                                        absl::string_view tenant) {
+  if (!tenant.empty()) {
+    if (absl::Status s =
+            ValidateTenantName(std::string_view(tenant.data(), tenant.size()));
+        !s.ok()) {
+      return s;
+    }
+  }
+  const Snapshot::Tenant* found = snap.FindTenant(tenant);
+  if (found == nullptr) {
+    return absl::NotFoundError(absl::StrCat("unknown tenant ", QuoteForMessage(tenant)));
+  }
+  return found;
+}
+
+}  // namespace
+
+void Engine::ResetBuckets(const ResetRequest& request, CountCallback done) const {
+  std::shared_ptr<const Snapshot> snap = snapshot_.load(std::memory_order_acquire);
+  if (!request.identifier.empty() && request.throttle_uid.empty()) {
+    std::move(done)(absl::InvalidArgumentError(
+        "identifier given without throttle_uid; to reset every bucket of an "
+        "identifier, name its throttle"));
+    return;
+  }
+  if (request.identifier.size() > snap->max_identifier_bytes()) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("identifier is ", request.identifier.size(), " bytes; the limit is ",
+                     snap->max_identifier_bytes(), " bytes")));
+    return;
+  }
+  if (!request.throttle_uid.empty()) {
+    if (absl::Status s = ValidateThrottleUid(
+            std::string_view(request.throttle_uid.data(), request.throttle_uid.size()));
+        !s.ok()) {
+      std::move(done)(std::move(s));
+      return;
+    }
+  }
+  absl::StatusOr<const Snapshot::Tenant*> tenant = FindAdminTenant(*snap, request.tenant);
+  if (!tenant.ok()) {
+    std::move(done)(tenant.status());
+    return;
+  }
+  const Snapshot::Tenant& t = **tenant;
+  BucketSelector selector;
+  selector.key_prefix =
+      BucketKeyPrefix(t.prefix, request.throttle_uid, request.identifier);
+  selector.matches = [prefix = t.prefix, uid = std::string(request.throttle_uid),
+                      identifier =
+                          std::string(request.identifier)](absl::string_view key) {
+    return BucketKeyMatches(key, prefix, uid, identifier);
+  };
+  selector.whole_partition = request.throttle_uid.empty() && t.partition != nullptr;
+  // The snapshot keeps the backend and partition alive until the answer.
+  t.backend->Reset(
+      t.partition, std::move(selector),
+      [snap, done = std::move(done)](absl::StatusOr<uint64_t> removed) mutable {
+        std::move(done)(std::move(removed));
+      });
+}
+
+absl::StatusOr<std::vector<ThrottleInfo>> Engine::ListThrottles(
+    absl::string_view tenant) const {
+  std::shared_ptr<const Snapshot> snap = snapshot_.load(std::memory_order_acquire);
+  absl::StatusOr<const Snapshot::Tenant*> found = FindAdminTenant(*snap, tenant);
+  if (!found.ok()) return found.status();
+  std::vector<ThrottleInfo> out;
+  out.reserve((*found)->throttles.size());
+  for (const auto& [uid, throttle] : (*found)->throttles) {
+    out.push_back(ThrottleInfo{uid, throttle.rate});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ThrottleInfo& a, const ThrottleInfo& b) { return a.uid < b.uid; });
+  return out;
+}
+
 namespace {
 
 // Collects the answers of one batch split over several backends.
@@ -226,6 +349,7 @@ struct BatchState {
   std::vector<BucketOp> ops;
   std::vector<const DecisionCounters*> counters;
   std::vector<const Snapshot::Tenant*> tenants;
+  std::vector<char> peek;  // 1: a peek (not counted as a decision)
   std::vector<Decision> results;
   std::vector<char> fail_open;  // 1: allowed by an on_backend_error: allow policy
   std::atomic<int> pending{0};
@@ -254,6 +378,7 @@ struct BatchState {
   void Count(bool applied) const {
     for (size_t i = 0; i < results.size(); ++i) {
       if (fail_open[i]) continue;  // counted as a backend error
+      if (peek[i]) continue;       // took nothing: no decision
       (applied && results[i].allowed ? counters[i]->allowed : counters[i]->throttled)
           ->Increment();
     }
@@ -281,6 +406,7 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
                                                    state.snapshot->max_batch_size()));
   }
   state.ops.reserve(requests.size());
+  state.peek.reserve(requests.size());
   state.counters.reserve(requests.size());
   state.tenants.reserve(requests.size());
   PreparedHit hit;
@@ -296,9 +422,11 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
       groups.emplace_back();
     }
     groups[g].push_back(i);
-    state.ops.push_back(BucketOp{hit.key, hit.rate, hit.cost, hit.partition});
+    state.ops.push_back(
+        BucketOp{hit.key, hit.rate, hit.cost, hit.partition, requests[i].peek});
     state.counters.push_back(hit.counters);
     state.tenants.push_back(hit.tenant);
+    state.peek.push_back(requests[i].peek ? 1 : 0);
   }
   state.results.resize(requests.size());
   state.fail_open.assign(requests.size(), 0);
@@ -367,13 +495,25 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     std::move(done)(AllOrNothingResult{{}, /*applied=*/true});
     return;
   }
+  for (size_t i = 1; i < requests.size(); ++i) {
+    if (requests[i].peek != requests[0].peek) {
+      std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+          "all_or_nothing batch mixes peek and non-peek items (requests[0] has peek ",
+          requests[0].peek ? "true" : "false", ", requests[", i, "] ",
+          requests[i].peek ? "true" : "false",
+          "); set peek on every item for a dry run, or on none")));
+      return;
+    }
+  }
   if (backends.size() > 1) {
-    std::move(done)(absl::InvalidArgumentError(absl::StrCat(
-        "all_or_nothing batch spans several backends: requests[0] is on backend ",
-        backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
-        backends[1]->Name(), " (tenants ", QuoteForMessage(state->tenants[0]->name),
-        " and ", QuoteForMessage(state->tenants[groups[1].front()]->name),
-        "); an all_or_nothing batch must stay on one backend")));
+    std::move(done)(WithReason(
+        absl::InvalidArgumentError(absl::StrCat(
+            "all_or_nothing batch spans several backends: requests[0] is on backend ",
+            backends[0]->Name(), " and requests[", groups[1].front(), "] on backend ",
+            backends[1]->Name(), " (tenants ", QuoteForMessage(state->tenants[0]->name),
+            " and ", QuoteForMessage(state->tenants[groups[1].front()]->name),
+            "); an all_or_nothing batch must stay on one backend")),
+        "ALL_OR_NOTHING_SPANS_BACKENDS"));
     return;
   }
   Backend* backend = backends[0];

@@ -28,6 +28,21 @@ struct HitRequest {
   bool has_spec = false;     // an inline ThrottleSpec was given
   uint64_t spec_limit = 0;   // tokens
   uint64_t spec_period_ms = 0;
+  // Answer as the hit would be answered, but take nothing (see Engine::Peek).
+  bool peek = false;
+};
+
+// An admin reset (Engine::ResetBuckets): views into the caller's request.
+struct ResetRequest {
+  absl::string_view tenant;        // empty: the default tenant
+  absl::string_view throttle_uid;  // empty: every throttle of the tenant
+  absl::string_view identifier;    // empty: every bucket of the throttle
+};
+
+// A configured throttle as a tenant sees it (Engine::ListThrottles).
+struct ThrottleInfo {
+  std::string uid;
+  Rate rate;  // after the tenant's multiplier
 };
 
 // ScaledCapacity: bucket/token_bucket.h.
@@ -144,12 +159,43 @@ class Engine {
 
   // Prepare + backend + Finish for one hit. Convenience for callers that do
   // not keep their own PreparedHit (it is heap-allocated while in flight).
+  // With request.peek: Peek.
   void ShouldThrottle(const HitRequest& request, DecisionCallback done) const;
+
+  // The answer ShouldThrottle would give `request` (same validation and
+  // errors, same on_backend_error policy on an outage), taking nothing and
+  // creating no bucket (Backend::Peek). Not counted as a decision.
+  void Peek(const HitRequest& request, DecisionCallback done) const;
+  // Turns what Backend::Peek answered into Peek's answer (the hit's decision;
+  // an outage follows the tenant's policy as in Finish). Counts nothing but
+  // backend errors.
+  static absl::StatusOr<Decision> FinishPeek(const PreparedHit& hit,
+                                             absl::StatusOr<PeekResult> result);
+
+  // The admin view of one bucket: Prepare (same validation and errors as
+  // ShouldThrottle; request.peek is ignored) + Backend::Peek. Backend errors
+  // are returned as they are: no on_backend_error policy applies.
+  void GetBucket(const HitRequest& request, PeekCallback done) const;
+
+  // Forgets buckets (Backend::Reset) of a tenant, one of its throttle uids
+  // (configured or not, inline-spec buckets included) or one uid and
+  // identifier (its configured and inline-spec buckets), answering how many
+  // were removed. Errors: kInvalidArgument (identifier without throttle_uid;
+  // identifier over max_identifier_bytes; uid or tenant invalid as for
+  // Prepare), kNotFound (unknown tenant), and the backend's errors as they
+  // are.
+  void ResetBuckets(const ResetRequest& request, CountCallback done) const;
+
+  // The configured throttles of a tenant (empty: the default tenant) after
+  // its multiplier, sorted by uid. kInvalidArgument for a bad tenant name,
+  // kNotFound for an unknown tenant.
+  absl::StatusOr<std::vector<ThrottleInfo>> ListThrottles(absl::string_view tenant) const;
 
   // A batch: every item is prepared first; any invalid item rejects the whole
   // batch with kInvalidArgument naming its index ("requests[3]: ...") and no
   // tokens taken. Otherwise the hits run in order, one backend batch per
-  // backend, and answers come back in request order.
+  // backend, and answers come back in request order. An item with `peek`
+  // takes nothing (it sees what earlier items took) and is not counted.
   void ShouldThrottleBatch(absl::Span<const HitRequest> requests,
                            BatchCallback done) const;
 
@@ -162,7 +208,9 @@ class Engine {
   // each item's tenant policy as in the batch above (all fail-open: answered
   // allowed, applied); any other backend error (e.g. kFailedPrecondition:
   // keys it cannot decide together) is returned as is. Metrics count an item
-  // as allowed only when it was allowed and applied.
+  // as allowed only when it was allowed and applied. With `peek` on every
+  // item: a dry run (Backend::DecideAllOrNothing), not counted; `peek` on
+  // some items only is kInvalidArgument.
   void ShouldThrottleBatch(absl::Span<const HitRequest> requests, bool all_or_nothing,
                            AllOrNothingCallback done) const;
 

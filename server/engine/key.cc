@@ -123,4 +123,25 @@ std::optional<BucketKeyParts> ParseBucketKey(absl::string_view key) {
   return parts;
 }
 
+std::string BucketKeyPrefix(absl::string_view prefix, absl::string_view uid,
+                            absl::string_view identifier) {
+  std::string out(prefix);
+  out.push_back(':');
+  if (uid.empty()) return out;
+  out.append(uid.data(), uid.size());
+  out.append(":{");
+  if (identifier.empty()) return out;
+  out.append(identifier.data(), identifier.size());
+  out.push_back('}');
+  return out;
+}
+
+bool BucketKeyMatches(absl::string_view key, absl::string_view prefix,
+                      absl::string_view uid, absl::string_view identifier) {
+  const std::optional<BucketKeyParts> parts = ParseBucketKey(key);
+  return parts.has_value() && parts->prefix == prefix &&
+         (uid.empty() || parts->uid == uid) &&
+         (identifier.empty() || parts->identifier == identifier);
+}
+
 }  // namespace traffik

@@ -70,4 +70,21 @@ struct BucketKeyParts {
 // Splits a key built by the functions above; nullopt when `key` is not one.
 std::optional<BucketKeyParts> ParseBucketKey(absl::string_view key);
 
+// Selecting stored buckets (admin resets). `uid` empty: every bucket under
+// `prefix`; else `identifier` empty: every bucket of that uid (configured and
+// inline specs); else the buckets of that uid and identifier (the configured
+// one and the inline specs'). An empty `uid` with an `identifier` is not a
+// selection (the engine rejects it).
+//
+// The literal start shared by every selected key: "prefix:", "prefix:uid:{"
+// or "prefix:uid:{identifier}".
+std::string BucketKeyPrefix(absl::string_view prefix, absl::string_view uid,
+                            absl::string_view identifier);
+// True when `key` is a bucket key (ParseBucketKey) of exactly that prefix,
+// uid and identifier (an empty uid / identifier matches any). A key that only
+// starts like one ("prefix:" of another tenant whose prefix is longer, an
+// identifier that continues past the given one) does not match.
+bool BucketKeyMatches(absl::string_view key, absl::string_view prefix,
+                      absl::string_view uid, absl::string_view identifier);
+
 }  // namespace traffik

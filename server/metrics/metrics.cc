@@ -166,6 +166,11 @@ Metrics::Metrics()
                      "tenant, backend and the tenant's on_backend_error policy "
                      "(allow: the hit was allowed; deny: the call failed).")
                .Register(*registry_)),
+      admin_requests_(&prometheus::BuildCounter()
+                           .Name("traffik_admin_requests_total")
+                           .Help("traffik.v1.AdminService calls, by method (rpc) and "
+                                 "answer code (gRPC status code name).")
+                           .Register(*registry_)),
       runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
   auto& reloads = prometheus::BuildCounter()
                       .Name("traffik_config_reloads_total")
@@ -218,6 +223,13 @@ void Metrics::CountError(absl::StatusCode code) {
   const int i = static_cast<int>(code);
   if (i > 0 && i < static_cast<int>(error_counters_.size()))
     error_counters_[i]->Increment();
+}
+
+void Metrics::CountAdminRequest(const std::string& rpc, absl::StatusCode code) {
+  admin_requests_
+      ->Add(
+          {{"rpc", rpc}, {"code", absl::AsciiStrToUpper(absl::StatusCodeToString(code))}})
+      .Increment();
 }
 
 void Metrics::AddBucketSource(std::string backend, std::function<uint64_t()> buckets,

@@ -60,6 +60,7 @@ struct DecisionCounters {
 //   traffik_config_reloads_total{result}             counter (success, error)
 //   traffik_config_last_reload_success_timestamp_seconds gauge
 //   traffik_config_info{config_hash}                 gauge, always 1, one series
+//   traffik_admin_requests_total{rpc,code}           counter (AdminService)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -74,6 +75,11 @@ class Metrics {
     latency_[static_cast<int>(rpc)].ObserveNanos(nanos);
   }
   void CountError(absl::StatusCode code);
+
+  // Counts one traffik.v1.AdminService call by method name and answer code
+  // (gRPC code name, "OK" included). Slow path (a locked label lookup): admin
+  // calls are rare.
+  void CountAdminRequest(const std::string& rpc, absl::StatusCode code);
 
   // Slow path: the counter of decisions whose backend failed, for one tenant.
   // `policy` is "allow" or "deny"; `backend` is the backend's Name().
@@ -111,6 +117,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* decisions_;
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Family<prometheus::Counter>* backend_errors_;
+  prometheus::Family<prometheus::Counter>* admin_requests_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
   prometheus::Counter* reloads_success_;
   prometheus::Counter* reloads_error_;

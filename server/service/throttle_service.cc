@@ -1,9 +1,14 @@
 #include "service/throttle_service.h"
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "base/error_reason.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 
 namespace traffik {
 namespace {
@@ -21,8 +26,19 @@ int64_t NowNanos() {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  const auto code = static_cast<grpc::StatusCode>(status.code());
+  std::optional<std::string> reason = ReasonOf(status);
+  if (!reason.has_value()) return grpc::Status(code, std::string(status.message()));
+  // A reason a client may act on: google.rpc.Status with one ErrorInfo in the
+  // grpc-status-details-bin trailer (proto/traffik/v1/errors.proto).
+  google::rpc::ErrorInfo info;
+  info.set_reason(*std::move(reason));
+  info.set_domain(kErrorDomain);
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(status.code()));
+  details.set_message(std::string(status.message()));
+  details.add_details()->PackFrom(info);
+  return grpc::Status(code, std::string(status.message()), details.SerializeAsString());
 }
 
 // Turns a finished decision (or error) into the response and status, and
@@ -75,6 +91,7 @@ HitRequest ToHitRequest(const ShouldThrottleRequest& request) {
   hit.throttle_uid = request.throttle_uid();
   hit.tenant = request.tenant();
   hit.cost = request.cost();
+  hit.peek = request.peek();
   hit.has_spec = request.has_spec();
   if (hit.has_spec) {
     hit.spec_limit = request.spec().limit();
@@ -94,6 +111,23 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
     grpc::CallbackServerContext* context, const ShouldThrottleRequest* request,
     ShouldThrottleResponse* response) {
   const int64_t start_ns = NowNanos();
+  if (request->peek()) {
+    // Takes nothing: Engine::Peek answers as a decision would, from the
+    // backend's callback (inline for memory).
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    Metrics& metrics = metrics_;
+    engine_.Peek(ToHitRequest(*request), [reactor, response, start_ns,
+                                          &metrics](absl::StatusOr<Decision> result) {
+      metrics.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
+      if (!result.ok()) {
+        metrics.CountError(result.status().code());
+      } else {
+        ToProto(*result, response);
+      }
+      reactor->Finish(ToGrpcStatus(result.status()));
+    });
+    return reactor;
+  }
   // Reused per gRPC thread: the key keeps its capacity, so a decision on the
   // memory backend allocates nothing here.
   thread_local PreparedHit hit;

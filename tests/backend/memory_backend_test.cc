@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "clock/clock.h"
+#include "common/sanitizers.h"
 #include "gtest/gtest.h"
 
 namespace traffik {
@@ -354,9 +355,9 @@ TEST_F(MemoryBackendTest, ConcurrentNewBucketsRespectTheShare) {
 // with tiny ones (the most buckets, so the largest tables), then with
 // 4096-byte ones, never grows RSS by more than the budget + a fixed 16 MiB.
 TEST_F(MemoryBackendTest, ByteBudgetBoundsRss) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "a sanitizer's allocator changes what RSS measures";
-#endif
+  if (traffik::testing::kUnderSanitizer) {
+    GTEST_SKIP() << "a sanitizer's allocator changes what RSS measures";
+  }
   constexpr uint64_t kBudget = uint64_t{48} << 20;
   constexpr int64_t kFixedOverhead = int64_t{16} << 20;
   MemoryBackendOptions o = Options(100'000'000);

@@ -112,6 +112,12 @@ TEST_F(ClientTest, CreateValidatesOptions) {
   negative_deny.deny_wait = milliseconds(-1);
   EXPECT_EQ(Client::Create(negative_deny).status().code(),
             absl::StatusCode::kInvalidArgument);
+  ClientOptions tiny_identifiers;
+  tiny_identifiers.max_identifier_bytes = kDigestIdentifierBytes - 1;
+  EXPECT_EQ(Client::Create(tiny_identifiers).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  tiny_identifiers.max_identifier_bytes = kDigestIdentifierBytes;
+  EXPECT_TRUE(Client::Create(tiny_identifiers).ok());
   EXPECT_TRUE(Client::Create(ClientOptions()).ok());
 }
 
@@ -161,11 +167,138 @@ TEST_F(ClientTest, ServerErrorRaisedWithCode) {
   EXPECT_EQ(client->Check(Inline(Id(), 2, kHour, 3)).status().code(),
             absl::StatusCode::kOutOfRange);
   EXPECT_EQ(client->stats().failures, 2u);
-  // kAllow turns the same error into an allowed hit.
-  absl::StatusOr<ThrottleResult> allowed = client->Check(unknown, FailurePolicy::kAllow);
-  ASSERT_TRUE(allowed.ok()) << allowed.status();
-  EXPECT_TRUE(allowed->allowed);
-  EXPECT_EQ(allowed->source, Source::kFailurePolicy);
+}
+
+// Verifies the failure policy applies to outages only: errors saying the request
+// itself was wrong are returned as errors under kAllow and kDeny too (single and batch).
+TEST_F(ClientTest, RequestErrorsAreErrorsUnderEveryPolicy) {
+  ThrottleRequest unknown;  // NOT_FOUND
+  unknown.identifier = Id();
+  unknown.throttle_uid = "not-configured";
+  const ThrottleRequest empty_identifier = Inline("", 5);  // INVALID_ARGUMENT
+  ThrottleRequest no_uid = Inline(Id("no-uid"), 5);
+  no_uid.throttle_uid = "";                                            // INVALID_ARGUMENT
+  const ThrottleRequest too_costly = Inline(Id("cost"), 2, kHour, 3);  // OUT_OF_RANGE
+  for (const FailurePolicy policy : {FailurePolicy::kAllow, FailurePolicy::kDeny}) {
+    ClientOptions options = ServerOptions();
+    options.failure_policy = policy;
+    auto client = MakeClient(options);
+    EXPECT_EQ(client->Check(unknown).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(client->Check(empty_identifier).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(client->Check(no_uid).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(client->Check(too_costly).status().code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ(client->CheckFuture(empty_identifier).get().status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(client->CheckBatch({Inline(Id("ok"), 5), empty_identifier}).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        client
+            ->CheckBatch({Inline(Id("ok"), 5), empty_identifier},
+                         BatchOptions{.policy = std::nullopt, .all_or_nothing = true})
+            .status()
+            .code(),
+        absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(client->stats().failures, 7u);
+  }
+}
+
+// Verifies an identifier over max_identifier_bytes (5000 bytes, e.g. a huge
+// X-Api-Key) is throttled like any other under kAllow instead of failing open: it
+// is sent as its digest, one bucket per identifier.
+TEST_F(ClientTest, LongIdentifierThrottledNormallyUnderAllow) {
+  ClientOptions options = ServerOptions();
+  options.failure_policy = FailurePolicy::kAllow;
+  auto client = MakeClient(options);
+  const std::string long_id = Id() + std::string(5000, 'k');
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ThrottleResult> allowed = client->Check(Inline(long_id, 2));
+    ASSERT_TRUE(allowed.ok()) << allowed.status();
+    EXPECT_TRUE(allowed->allowed);
+    EXPECT_EQ(allowed->source, Source::kServer);
+    EXPECT_EQ(allowed->remaining, static_cast<uint64_t>(1 - i));
+  }
+  absl::StatusOr<ThrottleResult> refused = client->Check(Inline(long_id, 2));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->allowed);
+  EXPECT_EQ(refused->source, Source::kServer);
+  // Another long identifier (differing in its last byte only) has its own bucket,
+  // also in a batch; the identifier at the limit is sent as it is.
+  const std::string other = long_id.substr(0, long_id.size() - 1) + "x";
+  const std::string at_limit =
+      Id("at-limit") + std::string(4096 - Id("at-limit").size(), 'a');
+  absl::StatusOr<std::vector<ThrottleResult>> batch =
+      client->CheckBatch({Inline(other, 2), Inline(at_limit, 2)});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_TRUE((*batch)[0].allowed);
+  EXPECT_EQ((*batch)[0].source, Source::kServer);
+  EXPECT_EQ((*batch)[0].remaining, 1u);
+  EXPECT_EQ((*batch)[1].source, Source::kServer);
+  // The digest names the same bucket as the long identifier.
+  absl::StatusOr<ThrottleResult> by_digest =
+      client->Check(Inline(WireIdentifier(other), 2));
+  ASSERT_TRUE(by_digest.ok()) << by_digest.status();
+  EXPECT_EQ(by_digest->remaining, 0u);
+  EXPECT_EQ(client->stats().failures, 0u);
+}
+
+// Verifies a binary ("\xff") identifier never fails open under kAllow: traffikd
+// either throttles it like any other (identifiers are bytes) or rejects it, and a
+// rejection is returned as an error. (Tolerant of both until the server's
+// `identifier` field is `bytes`.)
+TEST_F(ClientTest, BinaryIdentifierNeverFailsOpen) {
+  ClientOptions options = ServerOptions();
+  options.failure_policy = FailurePolicy::kAllow;
+  auto client = MakeClient(options);
+  const std::string binary = "\xff\xfe" + Id();
+  int allowed = 0;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ThrottleResult> result = client->Check(Inline(binary, 2));
+    if (!result.ok()) {
+      EXPECT_FALSE(IsOutage(result.status())) << result.status();
+      continue;
+    }
+    EXPECT_EQ(result->source, Source::kServer);
+    if (result->allowed) ++allowed;
+  }
+  EXPECT_LE(allowed, 2);
+}
+
+// Verifies identifiers up to the limit (any bytes) are sent as they are and longer
+// ones as "sha256:" + the hex SHA-256 (FIPS 180-2 known answers).
+TEST(WireIdentifierTest, DigestBeyondLimit) {
+  EXPECT_EQ(WireIdentifier("abc", 3), "abc");
+  EXPECT_EQ(WireIdentifier("abc", 2),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(WireIdentifier(std::string(1'000'000, 'a')),
+            "sha256:cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(
+      WireIdentifier("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 10),
+      "sha256:248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  const std::string binary("\xff\x00\x80", 3);
+  EXPECT_EQ(WireIdentifier(binary), binary);
+  const std::string at_limit(kDefaultMaxIdentifierBytes, 'x');
+  EXPECT_EQ(WireIdentifier(at_limit), at_limit);
+  const std::string over = at_limit + "x";
+  EXPECT_EQ(WireIdentifier(over).size(), kDigestIdentifierBytes);
+  EXPECT_NE(WireIdentifier(over), WireIdentifier(at_limit + "y"));
+  EXPECT_EQ(WireIdentifier(over), WireIdentifier(over));
+}
+
+// Verifies only kUnavailable, kDeadlineExceeded and kResourceExhausted count as
+// outages (the failure policy's domain).
+TEST(IsOutageTest, OnlyOutageCodes) {
+  EXPECT_TRUE(IsOutage(absl::UnavailableError("")));
+  EXPECT_TRUE(IsOutage(absl::DeadlineExceededError("")));
+  EXPECT_TRUE(IsOutage(absl::ResourceExhaustedError("")));
+  for (const absl::Status& status :
+       {absl::InvalidArgumentError(""), absl::NotFoundError(""),
+        absl::PermissionDeniedError(""), absl::OutOfRangeError(""),
+        absl::FailedPreconditionError(""), absl::UnauthenticatedError(""),
+        absl::InternalError(""), absl::UnimplementedError(""), absl::CancelledError(""),
+        absl::DataLossError(""), absl::UnknownError(""), absl::OkStatus()}) {
+    EXPECT_FALSE(IsOutage(status)) << status;
+  }
 }
 
 // Verifies CheckAsync runs its callback with the answer and CheckFuture resolves.
@@ -421,16 +554,21 @@ TEST_F(ClientTest, FailuresLoggedOncePerBurst) {
     options.failure_log_interval = interval;
     options.log = log.Sink();
     auto client = MakeClient(options);
-    for (int i = 0; i < 3; ++i) ASSERT_TRUE(client->Check(unknown).ok());
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(client->Check(unknown).status().code(), absl::StatusCode::kNotFound);
+    }
     EXPECT_EQ(log.size(), 1u);
     ASSERT_TRUE(
         client->Check(Inline(Id(absl::StrCat(interval.count())), 100)).ok());  // success
-    for (int i = 0; i < 2; ++i) ASSERT_TRUE(client->Check(unknown).ok());
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_EQ(client->Check(unknown).status().code(), absl::StatusCode::kNotFound);
+    }
     // A new burst logs again, unless the last line is more recent than the interval.
     EXPECT_EQ(log.size(), interval == kHour ? 1u : 2u);
     EXPECT_EQ(client->stats().failures, 5u);
     MutexLock lock(&log.mu);
     EXPECT_THAT(log.lines[0], HasSubstr("NOT_FOUND"));
+    EXPECT_THAT(log.lines[0], HasSubstr("returned as errors"));
   }
 }
 

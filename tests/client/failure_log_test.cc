@@ -76,5 +76,18 @@ TEST_F(FailureLogTest, IntervalLimitsLines) {
   EXPECT_THAT(lines_, SizeIs(2));
 }
 
+// Verifies a status message is quoted, escaped (no raw newline reaches the log) and
+// cut to 256 bytes, so caller text echoed by a server cannot forge or flood lines.
+TEST_F(FailureLogTest, MessageEscapedAndTruncated) {
+  FailureLog log = Make(std::chrono::milliseconds(0));
+  const std::string message = "bad\nforged line" + std::string(5000, 'x');
+  log.OnFailure(absl::InvalidArgumentError(message), FailurePolicy::kAllow);
+  ASSERT_THAT(lines_, SizeIs(1));
+  EXPECT_EQ(lines_[0].find('\n'), std::string::npos);
+  EXPECT_THAT(lines_[0], AllOf(HasSubstr("\"bad\\nforged line"), HasSubstr("x\"..."),
+                               HasSubstr("returned as errors, not policy allow")));
+  EXPECT_LT(lines_[0].size(), 600u);
+}
+
 }  // namespace
 }  // namespace traffik::client_internal

@@ -272,5 +272,129 @@ TEST_F(TraffikctlTest, Help) {
   EXPECT_THAT(run.out, AllOf(HasSubstr("usage: traffikctl"), HasSubstr("exit code")));
 }
 
+// Verifies the admin commands against a server without admin_api exit 2
+// with UNIMPLEMENTED and a hint to enable it.
+TEST_F(TraffikctlTest, AdminCommandsNeedAdminApi) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"reset", "ctl"}, {"peek", "ctl", "x"}, {"throttles"}}) {
+    CtlRun run = Ctl(args);
+    EXPECT_EQ(run.exit_code, 2) << run;
+    EXPECT_THAT(run.err, AllOf(HasSubstr("UNIMPLEMENTED"), HasSubstr("admin_api: true")));
+  }
+}
+
+// A traffikd with the admin API on, for the admin commands.
+class TraffikctlAdminTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<e2e::TempFile> config = e2e::TempFile::Create(R"yaml(
+admin_api: true
+throttles:
+  - uid: search
+    limit: 3
+    period: 1h
+  - uid: login
+    limit: 5
+    period: 1m
+tenants:
+  - name: default
+  - name: gold
+    quota_multiplier: 2
+)yaml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto server = e2e::TraffikdProcess::Start(
+        {"--config", config->path(), "--listen", "127.0.0.1:0", "--metrics-listen", ""});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    config_ = std::make_unique<e2e::TempFile>(*std::move(config));
+  }
+  static void TearDownTestSuite() {
+    server_.reset();
+    config_.reset();
+  }
+  void SetUp() override { ASSERT_NE(server_, nullptr); }
+
+  static CtlRun Ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--target", server_->grpc_address()});
+    return RunCtl(args);
+  }
+
+  inline static std::unique_ptr<e2e::TraffikdProcess> server_;
+  inline static std::unique_ptr<e2e::TempFile> config_;
+};
+
+// Verifies `throttles` lists the tenant's throttles after its multiplier, as
+// text and JSON; an unknown tenant exits 2 with NOT_FOUND.
+TEST_F(TraffikctlAdminTest, Throttles) {
+  CtlRun text = Ctl({"throttles"});
+  EXPECT_EQ(text.exit_code, 0) << text;
+  EXPECT_EQ(text.out,
+            "login limit=5 period_ms=60000\nsearch limit=3 period_ms=3600000\n");
+  CtlRun json = Ctl({"--json", "throttles", "--tenant", "gold"});
+  EXPECT_EQ(json.exit_code, 0) << json;
+  EXPECT_EQ(json.out,
+            "{\"throttles\":[{\"uid\":\"login\",\"limit\":10,\"period_ms\":60000},"
+            "{\"uid\":\"search\",\"limit\":6,\"period_ms\":3600000}]}\n");
+  CtlRun unknown = Ctl({"throttles", "--tenant", "nobody"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown;
+  EXPECT_THAT(unknown.err, HasSubstr("NOT_FOUND"));
+}
+
+// Verifies `peek` shows the bucket as it stands and takes nothing (exit 0),
+// exits 1 once a hit would be throttled, and prints JSON with --json.
+TEST_F(TraffikctlAdminTest, Peek) {
+  for (int i = 0; i < 3; ++i) {
+    CtlRun run = Ctl({"peek", "search", "peek-user"});
+    EXPECT_EQ(run.exit_code, 0) << run;
+    EXPECT_EQ(run.out, "would be allowed wait_ms=0 limit=3 remaining=3 reset_ms=0\n");
+  }
+  ASSERT_EQ(Ctl({"check", "search", "peek-user"}).exit_code, 0);
+  CtlRun two = Ctl({"--json", "peek", "search", "peek-user", "--cost", "2"});
+  EXPECT_EQ(two.exit_code, 0) << two;
+  EXPECT_THAT(two.out, AllOf(StartsWith("{\"allowed\":true,\"wait_ms\":0,"),
+                             HasSubstr("\"limit\":3,\"remaining\":2,\"reset_ms\":")));
+  CtlRun three = Ctl({"peek", "search", "peek-user", "--cost", "3"});
+  EXPECT_EQ(three.exit_code, 1) << three;
+  EXPECT_THAT(three.out,
+              AllOf(StartsWith("would be throttled wait_ms="),
+                    HasSubstr("retry_after_s=1200"), HasSubstr("remaining=2")));
+  CtlRun inline_spec =
+      Ctl({"peek", "adhoc", "peek-user", "--limit", "7", "--period-ms", "1000"});
+  EXPECT_EQ(inline_spec.exit_code, 0) << inline_spec;
+  EXPECT_THAT(inline_spec.out, HasSubstr("limit=7 remaining=7"));
+  CtlRun bad = Ctl({"peek", "search"});
+  EXPECT_EQ(bad.exit_code, 2) << bad;
+  EXPECT_THAT(bad.err, HasSubstr("usage:"));
+}
+
+// Verifies `reset` forgets one bucket, a throttle's buckets and a tenant's,
+// printing how many (text and JSON), and that its errors exit 2.
+TEST_F(TraffikctlAdminTest, Reset) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(Ctl({"check", "search", "reset-a"}).exit_code, 0);
+    ASSERT_EQ(Ctl({"check", "search", "reset-b"}).exit_code, 0);
+    ASSERT_EQ(Ctl({"check", "search", "reset-a", "--tenant", "gold"}).exit_code, 0);
+  }
+  ASSERT_EQ(Ctl({"check", "search", "reset-a"}).exit_code, 1);
+  CtlRun one = Ctl({"reset", "search", "reset-a"});
+  EXPECT_EQ(one.exit_code, 0) << one;
+  EXPECT_EQ(one.out, "removed=1\n");
+  EXPECT_EQ(Ctl({"check", "search", "reset-a"}).exit_code, 0);
+  EXPECT_EQ(Ctl({"check", "search", "reset-b"}).exit_code, 1);
+  CtlRun uid = Ctl({"--json", "reset", "search"});
+  EXPECT_EQ(uid.exit_code, 0) << uid;
+  EXPECT_THAT(uid.out, StartsWith("{\"removed\":"));
+  EXPECT_EQ(Ctl({"check", "search", "reset-b"}).exit_code, 0);
+  CtlRun tenant = Ctl({"reset", "--tenant", "gold"});
+  EXPECT_EQ(tenant.exit_code, 0) << tenant;
+  EXPECT_EQ(tenant.out, "removed=1\n");
+  CtlRun too_many = Ctl({"reset", "a", "b", "c"});
+  EXPECT_EQ(too_many.exit_code, 2) << too_many;
+  EXPECT_THAT(too_many.err, HasSubstr("usage:"));
+  CtlRun bad_uid = Ctl({"reset", "a:b"});
+  EXPECT_EQ(bad_uid.exit_code, 2) << bad_uid;
+  EXPECT_THAT(bad_uid.err, HasSubstr("INVALID_ARGUMENT"));
+}
+
 }  // namespace
 }  // namespace traffik

@@ -454,7 +454,27 @@ TEST_F(ConfigErrorTest, TopLevelNotAMap) {
 
 // Verifies that a second YAML document is rejected instead of ignored.
 TEST_F(ConfigErrorTest, MultipleDocuments) {
-  ExpectError("listen: \"a:1\"\n---\nlisten: \"b:2\"\n", {"single YAML document"});
+  ExpectError("listen: \"a:1\"\n---\nlisten: \"b:2\"\n",
+              {"test.yaml:2:1: top level: expected a single YAML document"});
+}
+
+// Verifies that an empty trailing document is not a second document.
+TEST(ConfigDocumentTest, TrailingDocumentMarker) {
+  absl::StatusOr<Config> config = ParseConfig("listen: \"127.0.0.1:7\"\n---\n", "t.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen, "127.0.0.1:7");
+}
+
+// Verifies that text on which yaml-cpp 0.7's LoadAll never returns (a lone
+// ",", found by the config fuzzer; it hung ParseConfig with growing memory) is
+// answered at once: yaml-cpp reads it as an empty document, so the default
+// configuration applies, as for an empty file.
+TEST(ConfigDocumentTest, LoneCommaDoesNotHang) {
+  for (const char* text : {",", ",\n,"}) {
+    absl::StatusOr<Config> config = ParseConfig(text, "t.yaml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->tenants.size(), DefaultConfig().tenants.size());
+  }
 }
 
 // Verifies that wrongly typed values name the field and the offending value.

@@ -30,7 +30,10 @@
 #include "app/health_client.h"
 #include "e2e/traffikd_process.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
+#include "traffik/v1/errors.pb.h"
 #include "traffik/v1/throttle.grpc.pb.h"
 
 namespace traffik::e2e {
@@ -1133,6 +1136,51 @@ TEST_F(MemoryShareTest, FloodNeverRefillsAnotherTenantsBucket) {
   EXPECT_EQ(SampleValue(text, "traffik_errors_total", {{"code", "RESOURCE_EXHAUSTED"}}),
             998.0)
       << text;
+}
+
+// ------------------------------------------------------- error reasons
+
+// Verifies that an all_or_nothing batch spanning two backends carries, besides
+// INVALID_ARGUMENT, a google.rpc.ErrorInfo {domain "traffik.v1", reason
+// ALL_OR_NOTHING_SPANS_BACKENDS} in the status details (clients decide on it,
+// not on the message), and that other errors carry no reason.
+TEST_F(TraffikdTest, AllOrNothingAcrossBackendsCarriesErrorInfo) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(R"yaml(
+tenants:
+  - name: default
+    backend: memory
+  - name: remote
+    backend: redis://127.0.0.1:1/0
+default_tenant: default
+)yaml"));
+  v1::ShouldThrottleRequest a = InlineRequest("reason:1", 5, 60000);
+  v1::ShouldThrottleRequest b = InlineRequest("reason:1", 5, 60000);
+  b.set_tenant("remote");
+  v1::ShouldThrottleBatchRequest batch;
+  *batch.add_requests() = a;
+  *batch.add_requests() = b;
+  batch.set_all_or_nothing(true);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kRpcTimeout);
+  v1::ShouldThrottleBatchResponse response;
+  const grpc::Status status = stub_->ShouldThrottleBatch(&context, batch, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << status.error_message();
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(status.error_details()));
+  EXPECT_EQ(details.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(details.message(), status.error_message());
+  ASSERT_EQ(details.details_size(), 1);
+  google::rpc::ErrorInfo info;
+  ASSERT_TRUE(details.details(0).UnpackTo(&info));
+  EXPECT_EQ(info.domain(), "traffik.v1");
+  EXPECT_EQ(info.reason(), v1::ErrorReason_Name(v1::ALL_OR_NOTHING_SPANS_BACKENDS));
+
+  v1::ShouldThrottleRequest unknown = InlineRequest("reason:1", 5, 60000);
+  unknown.set_tenant("nobody");
+  const Reply<v1::ShouldThrottleResponse> reply = Decide(unknown);
+  EXPECT_EQ(reply.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(reply.status.error_details().empty());
 }
 
 }  // namespace

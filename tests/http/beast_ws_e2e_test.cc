@@ -4,11 +4,14 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "e2e/traffikd_process.h"
@@ -52,6 +55,29 @@ class WsClient {
     beast::flat_buffer buffer;
     ws_.read(buffer, error);
     return beast::buffers_to_string(buffer.data());
+  }
+
+  // Writes `bytes` to the TCP stream as they are (a hand-made frame).
+  void WriteRaw(const std::string& bytes, beast::error_code& error) {
+    beast::get_lowest_layer(ws_).expires_after(std::chrono::seconds(5));
+    net::write(beast::get_lowest_layer(ws_), net::buffer(bytes), error);
+  }
+
+  // Reads one message; returns the error (closed: see reason()), or
+  // timed_out when nothing arrives for 5 s (the connection is then closed).
+  beast::error_code Read() {
+    beast::flat_buffer buffer;
+    std::optional<beast::error_code> result;
+    ws_.async_read(buffer, [&](beast::error_code error, size_t) { result = error; });
+    ioc_.restart();
+    ioc_.run_for(std::chrono::seconds(5));
+    if (!result.has_value()) {
+      beast::get_lowest_layer(ws_).close();  // cancels the read
+      ioc_.restart();
+      ioc_.run();
+      return net::error::timed_out;
+    }
+    return *result;
   }
 
   const websocket::close_reason& reason() const { return ws_.reason(); }
@@ -148,6 +174,83 @@ TEST_F(BeastWsEchoTest, HttpRoute429AtThirdRequest) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 429);
   EXPECT_THAT(r->Header("retry-after"), AnyOf("29", "30"));
+}
+
+// The header of a masked client frame (binary, FIN) announcing `size` payload bytes.
+std::string FrameHeader(uint64_t size) {
+  std::string header = {'\x82', '\xff'};  // FIN + binary; mask bit + 64-bit length
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    header.push_back(static_cast<char>((size >> shift) & 0xff));
+  }
+  header += std::string("\x01\x02\x03\x04", 4);  // masking key
+  return header;
+}
+
+// Verifies a 1 MiB message is refused from its frame header (close 1009, message too
+// big) without the server reading, let alone buffering, its payload: only the header
+// and 1 KiB are sent, and the close arrives; a message of exactly the limit (64 KiB by
+// default) is still echoed.
+TEST_F(BeastWsEchoTest, OversizedMessageClosedWith1009BeforePayload) {
+  ASSERT_NO_FATAL_FAILURE(StartApp());
+  {
+    WsClient client(app_->port());
+    beast::error_code error;
+    const std::string at_limit(64 * 1024, 'm');
+    EXPECT_EQ(client.RoundTrip(at_limit, error), at_limit);
+    ASSERT_FALSE(error) << error.message();
+  }
+  WsClient client(app_->port());
+  beast::error_code error;
+  client.WriteRaw(FrameHeader(1 << 20) + std::string(1024, 'x'), error);
+  ASSERT_FALSE(error) << error.message();
+  EXPECT_EQ(client.Read(), websocket::error::closed);
+  EXPECT_EQ(client.reason().code, websocket::close_code::too_big);
+}
+
+// Verifies --max-message-bytes changes the bound.
+TEST_F(BeastWsEchoTest, MaxMessageBytesFlag) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--max-message-bytes", "100"}));
+  WsClient client(app_->port());
+  beast::error_code error;
+  EXPECT_EQ(client.RoundTrip(std::string(100, 'a'), error), std::string(100, 'a'));
+  client.RoundTrip(std::string(101, 'a'), error);
+  EXPECT_EQ(error, websocket::error::closed);
+  EXPECT_EQ(client.reason().code, websocket::close_code::too_big);
+}
+
+// Verifies connections beyond --max-connections are closed at once (WebSocket
+// handshake and plain HTTP fail), and a closed connection frees its place.
+TEST_F(BeastWsEchoTest, ConnectionsBeyondCapRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--max-connections", "3"}));
+  std::vector<std::unique_ptr<WsClient>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<WsClient>(app_->port()));
+  EXPECT_THROW(WsClient extra(app_->port()), boost::system::system_error);
+  EXPECT_FALSE(Curl(app_->port(), "/hello").ok());
+  held.pop_back();  // closes one connection
+  bool reconnected = false;
+  for (int attempt = 0; attempt < 50 && !reconnected; ++attempt) {
+    try {
+      WsClient again(app_->port());
+      beast::error_code error;
+      reconnected = again.RoundTrip("back", error) == "back";
+    } catch (const boost::system::system_error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  EXPECT_TRUE(reconnected);
+}
+
+// Verifies an HTTP request header over --max-header-bytes (default 8 KiB) gets the
+// connection closed without an answer, and one under it is served.
+TEST_F(BeastWsEchoTest, OversizedHeaderRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartApp());
+  absl::StatusOr<CurlResponse> small =
+      Curl(app_->port(), "/hello", {"X-Pad: " + std::string(1000, 'p')});
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->status, 200);
+  absl::StatusOr<CurlResponse> large =
+      Curl(app_->port(), "/hello", {"X-Pad: " + std::string(10'000, 'p')});
+  EXPECT_FALSE(large.ok()) << large->status;
 }
 
 // Verifies with traffikd down each policy quickly: allow echoes, deny closes

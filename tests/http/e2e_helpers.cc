@@ -129,7 +129,7 @@ std::string CurlResponse::Header(const std::string& lower_name) const {
 
 absl::StatusOr<CurlResponse> Curl(int port, const std::string& path,
                                   const std::vector<std::string>& headers,
-                                  const std::string& method) {
+                                  const std::string& method, const std::string& body) {
   static std::once_flag init;
   std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   CURL* curl = curl_easy_init();
@@ -141,8 +141,11 @@ absl::StatusOr<CurlResponse> Curl(int port, const std::string& path,
     list = curl_slist_append(list, header.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
   if (method == "POST" || method == "PUT") {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
   }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);

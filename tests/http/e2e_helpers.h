@@ -58,10 +58,12 @@ struct CurlResponse {
 };
 
 // `method` http://127.0.0.1:<port><path> with extra request `headers`
-// ("Name: value"), a fresh connection each time, 5 s timeout.
+// ("Name: value") and, for POST/PUT, `body`; a fresh connection each time, 5 s
+// timeout. `path` is sent as given (no dot-segment squashing).
 absl::StatusOr<CurlResponse> Curl(int port, const std::string& path,
                                   const std::vector<std::string>& headers = {},
-                                  const std::string& method = "GET");
+                                  const std::string& method = "GET",
+                                  const std::string& body = "");
 
 // The sum of traffikd's traffik_decisions_total over all label sets, read from
 // its /metrics on `metrics_port`.

@@ -85,6 +85,65 @@ TEST_F(DefaultIdentifierTest, NoAddressIsUnknown) {
   EXPECT_EQ(DefaultHttpIdentifier(Request("/x", "")).value(), "unknown:/x");
 }
 
+// Verifies the default identifier uses the normalized path: every spelling of one
+// path (doubled slashes, dot segments, a trailing slash, percent-encoded unreserved
+// characters) is one bucket.
+TEST_F(DefaultIdentifierTest, NormalizesPath) {
+  for (const char* path : {"/api/x", "/api//x", "/api/./x", "/api/x/", "/api/y/../x",
+                           "/%61pi/%78", "//api///x//", "/api/x/."}) {
+    EXPECT_EQ(DefaultHttpIdentifier(Request(path, "10.0.0.1")).value(), "10.0.0.1:/api/x")
+        << path;
+  }
+  EXPECT_EQ(DefaultHttpIdentifier(Request("/api/X", "10.0.0.1")).value(),
+            "10.0.0.1:/api/X");  // case is kept
+}
+
+class NormalizeHttpPathTest : public ::testing::Test {};
+
+// Verifies each documented rule of NormalizeHttpPath, with both trailing-slash modes.
+TEST_F(NormalizeHttpPathTest, DocumentedRules) {
+  struct Case {
+    std::string in;
+    std::string removed;  // TrailingSlash::kRemove
+    std::string kept;     // TrailingSlash::kKeep
+  };
+  for (const Case& c : std::vector<Case>{
+           {"", "/", "/"},
+           {"/", "/", "/"},
+           {"//", "/", "/"},
+           {"/api/x", "/api/x", "/api/x"},
+           {"/api/x/", "/api/x", "/api/x/"},
+           {"/api/", "/api", "/api/"},
+           {"api/x", "/api/x", "/api/x"},
+           {"/api//x", "/api/x", "/api/x"},
+           {"/api/./x", "/api/x", "/api/x"},
+           {"/api/y/../x", "/api/x", "/api/x"},
+           {"/../../x", "/x", "/x"},
+           {"/api/x/..", "/api", "/api/"},
+           {"/api/x/.", "/api/x", "/api/x/"},
+           {"/a/.../b", "/a/.../b", "/a/.../b"},  // "..." is an ordinary segment
+           {"/%61%70%69/%7E%2d%2E%5f", "/api/~-._", "/api/~-._"},
+           {"/api/%2e%2e/x", "/x", "/x"},   // decoded dot segments count
+           {"/a%2fb", "/a%2Fb", "/a%2Fb"},  // an encoded slash stays encoded
+           {"/a%2Fb/%c3%a9", "/a%2Fb/%C3%A9", "/a%2Fb/%C3%A9"},
+           {"/a%zz/%4", "/a%zz/%4", "/a%zz/%4"},  // invalid escapes kept
+           {"/a%", "/a%", "/a%"},
+           {std::string("/\xff/x", 4), std::string("/\xff/x", 4),
+            std::string("/\xff/x", 4)},
+       }) {
+    EXPECT_EQ(NormalizeHttpPath(c.in), c.removed) << c.in;
+    EXPECT_EQ(NormalizeHttpPath(c.in, TrailingSlash::kKeep), c.kept) << c.in;
+  }
+}
+
+// Verifies normalization is linear and bounded on a hostile path (100k segments).
+TEST_F(NormalizeHttpPathTest, LongHostilePath) {
+  std::string path;
+  for (int i = 0; i < 100'000; ++i) path += "/a/..";
+  EXPECT_EQ(NormalizeHttpPath(path + "/x"), "/x");
+  EXPECT_EQ(NormalizeHttpPath(std::string(200'000, '/')), "/");
+}
+
 // Verifies kUnlimited converts to an unlimited Identifier and strings do not.
 TEST_F(DefaultIdentifierTest, UnlimitedSentinel) {
   Identifier unlimited = kUnlimited;
@@ -448,6 +507,82 @@ TEST_F(HttpThrottlerTest, RaiseFailureGives503) {
   EXPECT_EQ(v.error.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(v.response->status, 503);
   EXPECT_EQ(client_->calls()[0].policy, FailurePolicy::kRaise);
+}
+
+// Verifies an error that is not an outage (kInvalidArgument and others) is never
+// allowed, whatever the policy: the default answer is a 500, not the 503 of an
+// outage, and the body does not echo the error's message.
+TEST_F(HttpThrottlerTest, RequestErrorGives500UnderAllow) {
+  for (const absl::Status& error :
+       {absl::InvalidArgumentError("identifier \"<script>\" is bad"),
+        absl::NotFoundError("throttle"), absl::OutOfRangeError("cost"),
+        absl::PermissionDeniedError("tenant"), absl::InternalError("bug")}) {
+    SCOPED_TRACE(error.ToString());
+    client_->set_failure(error);
+    HttpThrottler throttler(client_);
+    HttpRequest r = Request("/", "1.2.3.4");
+    HttpVerdict v = throttler.Check(
+        r, {HttpThrottle({.uid = "a", .failure_policy = FailurePolicy::kAllow})});
+    ASSERT_FALSE(v.allowed);
+    EXPECT_EQ(v.error, error);
+    ASSERT_TRUE(v.response.has_value());
+    EXPECT_EQ(v.response->status, 500);
+    EXPECT_EQ(v.response->body, "rate limiter error\n");
+    // Several throttles (one batch) answer alike.
+    HttpVerdict batch = throttler.Check(r, {Inline("a"), Inline("b")});
+    ASSERT_FALSE(batch.allowed);
+    EXPECT_EQ(batch.response->status, 500);
+  }
+}
+
+// Verifies RateLimiterError maps outages to 503 and every other error to 500.
+TEST_F(HttpThrottlerTest, RateLimiterErrorByCode) {
+  const HttpRequest r = Request("/", "1.2.3.4");
+  EXPECT_EQ(RateLimiterError(r, absl::UnavailableError("")).status, 503);
+  EXPECT_EQ(RateLimiterError(r, absl::DeadlineExceededError("")).status, 503);
+  EXPECT_EQ(RateLimiterError(r, absl::ResourceExhaustedError("")).status, 503);
+  EXPECT_EQ(RateLimiterError(r, absl::InvalidArgumentError("")).status, 500);
+  EXPECT_EQ(RateLimiterError(r, absl::FailedPreconditionError("")).status, 500);
+}
+
+// Verifies an empty identifier from a custom function is never sent: the default
+// identifier is used instead (a single throttle and a batch).
+TEST_F(HttpThrottlerTest, EmptyIdentifierFallsBackToDefault) {
+  HttpThrottler throttler(client_);
+  auto empty = [](const HttpRequest&) -> Identifier { return ""; };
+  HttpRequest r = Request("/api//x", "203.0.113.9");
+  throttler.Check(r, {HttpThrottle({.uid = "a", .identifier = empty})});
+  throttler.Check(r, {HttpThrottle({.uid = "a", .identifier = empty}),
+                      HttpThrottle({.uid = "b", .identifier = empty})});
+  ASSERT_EQ(client_->rpc_count(), 2u);
+  for (const FakeClient::Call& call : client_->calls()) {
+    for (const ThrottleRequest& sent : call.requests) {
+      EXPECT_EQ(sent.identifier, "203.0.113.9:/api/x");
+    }
+  }
+}
+
+// Verifies long and binary keys (a 5000-byte X-Api-Key, a "\xff" key, a 5000-byte
+// path) reach the Client byte for byte, so the Client's digest and traffikd's bytes
+// identify them (they are not dropped, cut or exempted on the way).
+TEST_F(HttpThrottlerTest, LongAndBinaryKeysReachClientIntact) {
+  HttpThrottler throttler(client_);
+  HttpThrottle by_key({.uid = "a", .identifier = [](const HttpRequest& r) -> Identifier {
+                         return "key:" + r.Header("X-Api-Key").value_or("");
+                       }});
+  const std::string long_key(5000, 'k');
+  const std::string binary_key("\xff\x00\xfe", 3);
+  const std::string long_path = "/api/" + std::string(5000, 'p');
+  for (const std::string& key : {long_key, binary_key}) {
+    HttpRequest r = Request("/api/x", "1.2.3.4", {{"X-Api-Key", key}});
+    throttler.Check(r, {by_key});
+  }
+  HttpRequest r = Request(long_path, "1.2.3.4");
+  throttler.Check(r, {Inline("b")});
+  ASSERT_EQ(client_->rpc_count(), 3u);
+  EXPECT_EQ(client_->calls()[0].requests[0].identifier, "key:" + long_key);
+  EXPECT_EQ(client_->calls()[1].requests[0].identifier, "key:" + binary_key);
+  EXPECT_EQ(client_->calls()[2].requests[0].identifier, "1.2.3.4:" + long_path);
 }
 
 // Verifies on_error replaces the default 503.

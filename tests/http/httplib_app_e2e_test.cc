@@ -183,6 +183,77 @@ TEST_F(HttplibAppTest, MiddlewareRegexAndHookRules) {
   EXPECT_EQ(Get("/api/report").status, 200);  // without the header the hook rule is off
 }
 
+// The statuses of `count` GET requests to `path` with `headers`.
+std::vector<long> Statuses(int port, const std::string& path, int count,
+                           const std::vector<std::string>& headers = {}) {
+  std::vector<long> statuses;
+  for (int i = 0; i < count; ++i) {
+    absl::StatusOr<CurlResponse> r = Curl(port, path, headers);
+    statuses.push_back(r.ok() ? r->status : -1);
+  }
+  return statuses;
+}
+
+// Verifies, under the app's `allow` policy, a 5000-byte X-Api-Key and a 5000-byte
+// path are throttled normally (the "api" rule: 5 per minute, then 429) instead of
+// failing open on traffikd's INVALID_ARGUMENT: the client sends their digest.
+TEST_F(HttplibAppTest, OversizedKeyAndPathThrottledUnderAllow) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--failure-policy", "allow"}));
+  const std::vector<long> five_ok = {200, 200, 200, 200, 200, 429, 429};
+  EXPECT_EQ(Statuses(app_->port(), "/api/x", 7, {"X-Api-Key: " + std::string(5000, 'k')}),
+            five_ok);
+  EXPECT_EQ(Statuses(app_->port(), "/api/" + std::string(5000, 'p'), 7), five_ok)
+      << app_->Output();
+}
+
+// Verifies a binary ("\xff") X-Api-Key never fails open under `allow`: traffikd
+// either throttles it (identifiers are bytes: 429 after 5) or rejects it, and a
+// rejection is answered 500, never let through. Tolerant of both until traffikd's
+// `identifier` field is `bytes`.
+TEST_F(HttplibAppTest, BinaryKeyNeverFailsOpenUnderAllow) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--failure-policy", "allow"}));
+  const std::vector<long> statuses =
+      Statuses(app_->port(), "/api/x", 8, {"X-Api-Key: \xff\xfe"});
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    if (i < 5) {
+      EXPECT_THAT(statuses[i], AnyOf(200, 500)) << i;
+    } else {
+      EXPECT_THAT(statuses[i], AnyOf(429, 500)) << i;
+    }
+  }
+}
+
+// Verifies spellings of one route share one bucket and one middleware rule: 5
+// requests spread over /api/x, /api//x, /api/./x, /api/x/ and /api/y/../x take the
+// "api" rule's 5 tokens, then every spelling (also //api/x and /%61pi/x) gets 429.
+TEST_F(HttplibAppTest, PathSpellingsShareOneBucket) {
+  ASSERT_NO_FATAL_FAILURE(StartApp());
+  for (const std::string path :
+       {"/api/x", "/api//x", "/api/./x", "/api/x/", "/api/y/../x"}) {
+    EXPECT_EQ(Get(path).status, 200) << path;
+  }
+  for (const std::string path :
+       {"/api/x", "/api//x", "/api/./x", "/api/x/", "/api/y/../x", "/%61pi/x"}) {
+    EXPECT_EQ(Get(path).status, 429) << path;
+  }
+}
+
+// Verifies request bodies are bounded (default 64 KiB): a 1 MiB POST gets 413, a small
+// one is served.
+TEST_F(HttplibAppTest, BodyOverLimitGets413) {
+  ASSERT_NO_FATAL_FAILURE(StartApp());
+  // Not form-encoded: httplib caps those at 8 KiB on its own.
+  const std::vector<std::string> binary = {"Content-Type: application/octet-stream"};
+  absl::StatusOr<CurlResponse> small =
+      Curl(app_->port(), "/api/a", binary, "POST", std::string(60'000, 's'));
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->status, 200);
+  absl::StatusOr<CurlResponse> big =
+      Curl(app_->port(), "/api/b", binary, "POST", std::string(1 << 20, 'b'));
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->status, 413);
+}
+
 // Verifies with traffikd down each failure policy answers quickly: allow ->
 // 200, deny -> 429 with Retry-After, raise -> 503.
 TEST_F(HttplibAppTest, TraffikdDownFailurePolicies) {

@@ -91,6 +91,21 @@ TEST_F(ThrottleMiddlewareTest, AllMatchAppliesEveryMatchingRule) {
   EXPECT_TRUE(m.MatchingThrottles(Request("GET", "/home")).empty());
 }
 
+// Verifies rules match the normalized path: no spelling of an /api/ path (doubled
+// slashes, dot segments, percent-encoded letters) escapes the Prefix("/api/") rule,
+// and "/api/" itself still matches it.
+TEST_F(ThrottleMiddlewareTest, RulesMatchNormalizedPath) {
+  ThrottleMiddleware m(HttpThrottler(client_), Rules());
+  for (const char* path : {"/api/x", "//api/x", "/./api/x", "/%61pi/x",
+                           "/static/../api/x", "/api//x/", "/api/"}) {
+    EXPECT_THAT(Uids(m.MatchingThrottles(Request("GET", path))), ElementsAre("api"))
+        << path;
+  }
+  EXPECT_THAT(Uids(m.MatchingThrottles(Request("GET", "/api/../static/a.css"))),
+              ElementsAre("assets"));
+  EXPECT_TRUE(m.MatchingThrottles(Request("GET", "/apix")).empty());
+}
+
 // Verifies first-match applies only the first matching rule.
 TEST_F(ThrottleMiddlewareTest, FirstMatchAppliesFirstRuleOnly) {
   ThrottleMiddleware m(HttpThrottler(client_), Rules(), {.mode = MatchMode::kFirstMatch});

@@ -145,6 +145,35 @@ TEST_F(WebSocketThrottleTest, RaiseFailureClosesWith1011) {
   EXPECT_EQ(client_->calls()[0].policy, FailurePolicy::kRaise);
 }
 
+// Verifies an error that is not an outage closes with 1011 under kAllow too (never
+// delivered), with a reason that does not claim an outage.
+TEST_F(WebSocketThrottleTest, RequestErrorClosesWith1011UnderAllow) {
+  client_->set_failure(absl::InvalidArgumentError("identifier is bad"));
+  WebSocketVerdict v = Throttle({.uid = "ws", .failure_policy = FailurePolicy::kAllow})
+                           .Check(AcceptWebSocket(Upgrade("1.1.1.1")));
+  EXPECT_FALSE(v.allowed);
+  ASSERT_TRUE(v.close.has_value());
+  EXPECT_EQ(v.close->code, 1011);
+  EXPECT_EQ(v.close->reason, "rate limiter error");
+  EXPECT_EQ(v.error.code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Verifies an empty custom identifier falls back to the default one, and the default
+// one uses the normalized upgrade path.
+TEST_F(WebSocketThrottleTest, EmptyIdentifierFallsBackAndPathIsNormalized) {
+  HttpRequest upgrade = Upgrade("10.1.2.3");
+  upgrade.path = "//ws/./";
+  WebSocketConnection c = AcceptWebSocket(upgrade);
+  EXPECT_EQ(DefaultWebSocketIdentifier(c, "").value(), "10.1.2.3:/ws:" + c.id);
+  Throttle({.uid = "ws",
+            .identifier = [](const WebSocketConnection&, std::string_view) -> Identifier {
+              return "";
+            }})
+      .Check(c, "chat");
+  ASSERT_EQ(client_->rpc_count(), 1u);
+  EXPECT_EQ(client_->calls()[0].requests[0].identifier, "10.1.2.3:/ws:" + c.id + ":chat");
+}
+
 // Verifies CheckAsync gives the same verdict as Check.
 TEST_F(WebSocketThrottleTest, AsyncMatchesSync) {
   client_->set_responder(

@@ -44,10 +44,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/sanitizers.h"
 #include "e2e/traffikd_process.h"
 #include "gtest/gtest.h"
 #include "redis/redis_harness.h"
@@ -68,6 +70,10 @@ constexpr int kKeysPerTenant = 8;
 constexpr uint64_t kMaxBytes = 32ull << 20;  // memory.max_bytes
 // RSS a traffikd has besides its bucket store (binary, gRPC, threads, arenas).
 constexpr uint64_t kFixedOverheadBytes = 96ull << 20;
+
+// Sanitizer builds inflate RSS (shadow memory, quarantine): the memory bound
+// is checked in plain builds only; everything else holds under them too.
+constexpr bool kSanitized = traffik::testing::kUnderSanitizer;
 
 int SoakSeconds() {
   const char* env = std::getenv("TRAFFIK_SOAK_SECONDS");
@@ -110,26 +116,9 @@ class CodeCounts {
     for (const auto& [k, v] : counts_) absl::StrAppend(&out, "  ", k, ": ", v, "\n");
     return out;
   }
+  // gRPC and absl share the canonical code numbering and names.
   static std::string CodeName(grpc::StatusCode code) {
-    static const char* kNames[] = {"OK",
-                                   "CANCELLED",
-                                   "UNKNOWN",
-                                   "INVALID_ARGUMENT",
-                                   "DEADLINE_EXCEEDED",
-                                   "NOT_FOUND",
-                                   "ALREADY_EXISTS",
-                                   "PERMISSION_DENIED",
-                                   "RESOURCE_EXHAUSTED",
-                                   "FAILED_PRECONDITION",
-                                   "ABORTED",
-                                   "OUT_OF_RANGE",
-                                   "UNIMPLEMENTED",
-                                   "INTERNAL",
-                                   "UNAVAILABLE",
-                                   "DATA_LOSS",
-                                   "UNAUTHENTICATED"};
-    const int i = static_cast<int>(code);
-    return i >= 0 && i < 17 ? kNames[i] : absl::StrCat("CODE_", i);
+    return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   }
 
  private:
@@ -185,6 +174,7 @@ std::string Config(const std::string& redis_url) {
   return absl::StrFormat(R"(listen: "127.0.0.1:0"
 metrics_listen: "127.0.0.1:0"
 shutdown_grace: 5s
+default_tenant: victim
 throttles:
   - uid: steady
     limit: %d
@@ -362,7 +352,9 @@ TEST(SoakTest, HostileLoadWhileRedisRestarts) {
           break;
         case 3:
           request.set_tenant("hostile");
-          request.set_throttle_uid("st\xc3\x28" "ady");
+          request.set_throttle_uid(
+              "st\xc3\x28"
+              "ady");
           request.set_identifier("\xff\xfe\n");
           want = grpc::StatusCode::INVALID_ARGUMENT;
           break;
@@ -498,8 +490,10 @@ TEST(SoakTest, HostileLoadWhileRedisRestarts) {
       second_half_max = std::max(second_half_max, bytes);
     }
   }
-  EXPECT_LE(max_rss, kMaxBytes + kFixedOverheadBytes);
-  EXPECT_LE(second_half_max, first_half_max + (16ull << 20));
+  if (!kSanitized) {
+    EXPECT_LE(max_rss, kMaxBytes + kFixedOverheadBytes);
+    EXPECT_LE(second_half_max, first_half_max + (16ull << 20));
+  }
   EXPECT_GT(flood_exhausted.load(), 0u) << "the flood never reached the budget";
   EXPECT_GE(scrapes.load(), seconds / 4);
 

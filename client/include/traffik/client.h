@@ -12,8 +12,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace traffik {
@@ -25,16 +27,50 @@ struct ThrottleSpec {
   std::chrono::milliseconds period{0};
 };
 
+// traffikd's default `max_identifier_bytes`.
+inline constexpr size_t kDefaultMaxIdentifierBytes = 4096;
+// The size of a digest identifier: "sha256:" and 64 lower-case hex digits.
+inline constexpr size_t kDigestIdentifierBytes = 71;
+
+// The identifier the Client sends for `identifier`: `identifier` itself when
+// it is at most `max_identifier_bytes` long, otherwise its digest form
+// "sha256:" + the lower-case hex SHA-256 of all its bytes (71 bytes), so an
+// over-long identifier (a huge header, a long path) is throttled like any
+// other instead of being refused by traffikd. Identifiers are bytes: any byte
+// values are sent as they are (traffikd keys buckets by bytes). Two
+// identifiers share a bucket only if they are equal, or if one is the digest
+// form of the other (an identifier that already reads "sha256:<hex>" is
+// sent unchanged). Use this to name the bucket of a long identifier to
+// traffikd's admin API.
+std::string WireIdentifier(std::string_view identifier,
+                           size_t max_identifier_bytes = kDefaultMaxIdentifierBytes);
+
+// True for the failures that mean traffikd could not decide: kUnavailable
+// (unreachable, shutting down), kDeadlineExceeded (too slow) and
+// kResourceExhausted (out of room for new buckets, or a message limit:
+// not the request's fault). These, and only these, are subject to the
+// FailurePolicy; any other error (kInvalidArgument, kNotFound, kOutOfRange,
+// kFailedPrecondition, kPermissionDenied, kUnauthenticated, kInternal, ...)
+// says the request itself was wrong or traffikd is broken, and is returned as
+// an error whatever the policy.
+bool IsOutage(const absl::Status& status);
+
 // One hit to decide.
 struct ThrottleRequest {
-  std::string identifier;    // who is limited (e.g. "203.0.113.9:/api/search")
+  // Who is limited (e.g. "203.0.113.9:/api/search"); bytes, not necessarily
+  // UTF-8. Longer than ClientOptions::max_identifier_bytes: sent in its digest
+  // form (WireIdentifier). Empty: traffikd refuses it (kInvalidArgument).
+  std::string identifier;
   std::string throttle_uid;  // which throttle
   std::string tenant;        // empty: the server's default tenant
   uint32_t cost = 1;         // tokens this hit takes
   std::optional<ThrottleSpec> spec;
 };
 
-// What the client does when traffikd cannot be reached or answers an error.
+// What the client does when traffikd cannot decide: an outage (IsOutage:
+// unreachable, too slow, out of room). Errors that are not outages (the
+// request was invalid, the throttle is unknown, ...) are returned as errors
+// under every policy, so an `allow` policy never lets a bad request through.
 enum class FailurePolicy {
   kAllow,  // fail open: the hit is allowed
   kDeny,   // fail closed: the hit is refused (wait = ClientOptions::deny_wait)
@@ -97,6 +133,10 @@ struct ClientOptions {
   std::chrono::milliseconds deadline{200};               // per RPC
   FailurePolicy failure_policy = FailurePolicy::kRaise;  // default for calls without one
   std::chrono::milliseconds deny_wait{1000};             // wait reported by kDeny
+  // Identifiers longer than this are sent in their digest form (see
+  // WireIdentifier). Set it to traffikd's `max_identifier_bytes` if that is
+  // configured below the default; at least kDigestIdentifierBytes.
+  size_t max_identifier_bytes = kDefaultMaxIdentifierBytes;
   // Local short-circuit: once traffikd says "wait N ms" for a key (tenant,
   // uid, identifier), further checks of that key are refused locally until
   // the N ms have passed, without an RPC. Only hits costing at least as much
@@ -127,15 +167,18 @@ class Client {
 
   // Connects lazily; never blocks. Errors only for unusable options
   // (kInvalidArgument: empty target, deadline <= 0, negative deny_wait or
-  // failure_log_interval). One gRPC channel per Client: share the Client.
+  // failure_log_interval, max_identifier_bytes < kDigestIdentifierBytes).
+  // One gRPC channel per Client: share the Client.
   static absl::StatusOr<std::shared_ptr<Client>> Create(ClientOptions options);
 
-  // Decides one hit. With FailurePolicy::kRaise a failure is returned as the
-  // error status (kUnavailable, kDeadlineExceeded, kInvalidArgument, ...);
-  // with kAllow/kDeny it becomes an allowed/refused result. Any failure
-  // counts: traffikd unreachable or too slow, and error statuses from it
-  // (kNotFound, kInvalidArgument, kOutOfRange, ...). Never takes longer than
-  // the deadline (plus scheduling).
+  // Decides one hit. An outage (IsOutage: kUnavailable, kDeadlineExceeded,
+  // kResourceExhausted) is returned as the error status under
+  // FailurePolicy::kRaise and becomes an allowed/refused result (source
+  // kFailurePolicy) under kAllow/kDeny. Any other error status from traffikd
+  // (kInvalidArgument, kNotFound, kOutOfRange, ...) is returned as the error
+  // under every policy. Every failure is counted (stats().failures) and
+  // logged once per burst. Never takes longer than the deadline (plus
+  // scheduling).
   //
   // A short-circuited hit (see ClientOptions::short_circuit_max_keys) is
   // answered at once without an RPC: allowed=false, wait = the time left,
@@ -152,8 +195,9 @@ class Client {
       const ThrottleRequest& request, std::optional<FailurePolicy> policy = {});
 
   // Decides several hits in one RPC, answered in request order as if made one
-  // by one. The server rejects a batch with an invalid item whole (a failure:
-  // the policy then applies to the whole batch).
+  // by one. The server rejects a batch with an invalid item whole (an error
+  // for the whole batch, whatever the policy; an outage: the policy applies
+  // to the whole batch).
   //
   // Local short-circuit: if ANY item's key is short-circuited, no RPC is made
   // and the whole batch is refused locally, so no tokens are taken from the
@@ -171,7 +215,7 @@ class Client {
 
   // The same with BatchOptions (e.g. {.all_or_nothing = true}), answering
   // whether the decisions took effect (BatchResult::applied). The
-  // short-circuit and failure policies work as above; a failure turned into
+  // short-circuit and failure policies work as above; an outage turned into
   // results by kAllow/kDeny has applied = (policy is kAllow).
   virtual absl::StatusOr<BatchResult> CheckBatch(
       const std::vector<ThrottleRequest>& requests, const BatchOptions& options) = 0;

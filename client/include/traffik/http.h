@@ -104,8 +104,11 @@ class Identifier {
   Identifier(UnlimitedTag) : unlimited_(true) {}               // NOLINT: implicit
 
   bool unlimited() const { return unlimited_; }
-  // The key; empty when unlimited(). An empty key from a custom function is
-  // sent as is and refused by the server (kInvalidArgument -> failure policy).
+  // The key; empty when unlimited(). Any bytes. An empty key from a custom
+  // function is never sent: the throttle uses the default identifier
+  // (DefaultHttpIdentifier / DefaultWebSocketIdentifier) instead. A key longer
+  // than ClientOptions::max_identifier_bytes is sent in its digest form
+  // (WireIdentifier), so it is throttled like any other.
   const std::string& value() const { return value_; }
 
  private:
@@ -115,8 +118,39 @@ class Identifier {
 
 using HttpIdentifierFn = std::function<Identifier(const HttpRequest& request)>;
 
-// The default HTTP identifier: "<client address>:<route or path>", e.g.
-// "203.0.113.9:/api/search" ("unknown" when the adapter gave no address).
+// What NormalizeHttpPath does with a trailing slash.
+enum class TrailingSlash {
+  kRemove,  // "/api/x/" -> "/api/x" (the default identifier)
+  kKeep,    // "/api/x/" stays (PathMatcher: "/api/" still matches Prefix("/api/"))
+};
+
+// The canonical form of a request path, so that spellings of one resource
+// share one bucket (and one middleware rule). Applied in this order:
+//  1. percent-encoding: "%XX" encoding an unreserved character (RFC 3986:
+//     A-Z a-z 0-9 - . _ ~) is decoded ("/%61pi" -> "/api"); any other valid
+//     "%XX" is kept with upper-case hex digits ("%2f" -> "%2F"; an encoded
+//     slash stays encoded); an invalid "%" sequence is kept as it is;
+//  2. segments: the path is split at "/", and empty segments ("//") and "."
+//     segments are dropped, ".." drops the segment before it (never above
+//     the root: "/../x" -> "/x"); so "/api//x", "/api/./x" and "/api/y/../x"
+//     are all "/api/x" (dot segments produced by step 1 count: "/api/%2e%2e/x"
+//     -> "/x");
+//  3. the result starts with "/" ("" -> "/", "api/x" -> "/api/x"); with
+//     TrailingSlash::kRemove it never ends with "/" except for the root
+//     ("/api/x/" -> "/api/x"); with kKeep it ends with "/" when the input's
+//     last segment was empty, "." or ".." ("/api/" -> "/api/", "/api/x/.." ->
+//     "/api/").
+// Case is kept (paths are case-sensitive), as are all other bytes. Linear in
+// the path's size. The query string is not part of a path: strip it first.
+std::string NormalizeHttpPath(std::string_view path,
+                              TrailingSlash trailing = TrailingSlash::kRemove);
+
+// The default HTTP identifier: "<client address>:<route or normalized path>",
+// e.g. "203.0.113.9:/api/search" ("unknown" when the adapter gave no address).
+// The route (a pattern the framework matched) is used as it is; the path is
+// normalized (NormalizeHttpPath with TrailingSlash::kRemove), so
+// "/api/x", "/api//x", "/api/./x", "/api/x/", "/api/y/../x" and "/api/%78"
+// are one bucket.
 Identifier DefaultHttpIdentifier(const HttpRequest& request);
 
 // ------------------------------------------------------------- trusted proxies
@@ -224,7 +258,8 @@ struct HttpVerdict {
   // or when the numbers are unknown.
   HttpHeaders headers;
   // Set iff !allowed: the default 429, the refusing throttle's on_throttled
-  // response, or (a kRaise failure) the HttpThrottlerOptions::on_error one.
+  // response, or (an error: see HttpThrottlerOptions::on_error) the on_error
+  // one.
   std::optional<HttpResponse> response;
   // OK, or the failure that produced an on_error response.
   absl::Status error;
@@ -235,16 +270,24 @@ struct HttpVerdict {
 using HttpErrorFn =
     std::function<HttpResponse(const HttpRequest& request, const absl::Status& error)>;
 
-// The default response for a kRaise failure: 503, "rate limiter unavailable".
+// 503, "rate limiter unavailable" (the default response for an outage).
 HttpResponse RateLimiterUnavailable(const HttpRequest& request,
                                     const absl::Status& error);
+
+// The default response for an error: RateLimiterUnavailable (503) for an
+// outage (IsOutage(error)), else 500 "rate limiter error". The body never
+// carries the error's message (it may echo the request).
+HttpResponse RateLimiterError(const HttpRequest& request, const absl::Status& error);
 
 struct HttpThrottlerOptions {
   // Proxies whose X-Forwarded-For is believed (see ClientAddress); empty:
   // X-Forwarded-For is ignored.
   TrustedProxies trusted_proxies;
-  // The response when a throttle's failure policy is kRaise and traffikd
-  // could not answer; empty: RateLimiterUnavailable (503).
+  // The response when the Client answers an error instead of a decision: an
+  // outage under FailurePolicy::kRaise, or, under any policy, an error that
+  // is not an outage (e.g. kInvalidArgument, kNotFound: the failure policy
+  // never lets those through). The Client has logged it (rate-limited).
+  // Empty: RateLimiterError (503 for an outage, 500 otherwise).
   HttpErrorFn on_error;
 };
 

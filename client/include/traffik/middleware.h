@@ -5,7 +5,11 @@
 //
 // A rule matches a request when ALL its criteria hold: the path matcher, the
 // method set (empty = any method) and the hook (empty = always true; only
-// called once path and method matched). Which matching rules apply depends on
+// called once path and method matched). Path matchers see the request path
+// normalized (NormalizeHttpPath with TrailingSlash::kKeep), so "//api/x",
+// "/./api/x", "/%61pi/x" and "/static/../api/x" all match Prefix("/api/") like
+// "/api/x" does, and "/api/" still matches it; hooks see the request as
+// received. Which matching rules apply depends on
 // MatchMode:
 //
 //   kAllMatch (default, as in the seed library): every matching rule's

@@ -62,6 +62,9 @@ using WebSocketIdentifierFn = std::function<Identifier(
 
 // The default: "<client address>:<path>:<connection id>" plus ":<context key>"
 // when one is given, so each connection (and each context) has its own bucket.
+// <path> is the upgrade's route if set, else its path normalized
+// (NormalizeHttpPath). An empty identifier from a custom function falls back
+// to this one (never sent empty).
 Identifier DefaultWebSocketIdentifier(const WebSocketConnection& connection,
                                       std::string_view context_key);
 
@@ -85,8 +88,11 @@ struct WebSocketThrottleOptions {
 //   allowed             handle the message (exempt: no RPC was made);
 //   close               close the connection with close->code / reason:
 //                       1008 "rate limited; retry in Ns" when refused without
-//                       on_throttled, 1011 "rate limiter unavailable" on a
-//                       kRaise failure (`error` says why);
+//                       on_throttled; 1011 when the Client answered an error
+//                       (`error` says which): "rate limiter unavailable" for
+//                       an outage under kRaise, "rate limiter error" for an
+//                       error that is not an outage (kInvalidArgument, ...),
+//                       under any policy (see FailurePolicy);
 //   otherwise           refused and on_throttled ran: drop the message and
 //                       send `reply` if set.
 struct WebSocketVerdict {

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace traffik {
@@ -169,6 +170,68 @@ void MemoryBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
   std::move(done)(DecideAllOrNothingNow(ops));
 }
 
+void MemoryBackend::Peek(BackendPartition* partition, absl::string_view key,
+                         const Rate& rate, uint64_t cost, PeekCallback done) {
+  std::move(done)(PeekNow(partition, key, rate, cost));
+}
+
+void MemoryBackend::Reset(BackendPartition* partition, BucketSelector selector,
+                          CountCallback done) {
+  std::move(done)(ResetNow(partition, selector));
+}
+
+PeekResult MemoryBackend::PeekNow(BackendPartition* partition_handle,
+                                  absl::string_view key, const Rate& rate,
+                                  uint64_t cost) {
+  Partition& partition = Resolve(partition_handle);
+  const size_t hash = HashOf(key);
+  Shard& shard = partition.ShardFor(hash);
+  const int64_t now_ms = clock_.NowMs();
+  PeekResult result;
+  BucketState unused;
+  SpinLockGuard lock(shard.mu);
+  auto it = shard.buckets.find(key, hash);
+  const BucketState* state = it != shard.buckets.end() ? &it->second.state : nullptr;
+  result.hit = traffik::Decide(state, rate, cost, now_ms, &unused);
+  result.as_is = traffik::Decide(state, rate, /*cost=*/0, now_ms, &unused);
+  return result;
+}
+
+uint64_t MemoryBackend::ResetNow(BackendPartition* partition_handle,
+                                 const BucketSelector& selector) {
+  Partition& partition = Resolve(partition_handle);
+  // One at a time with the partition's scans, which also erase and shrink.
+  MutexLock scan_lock(&partition.scan_mu_);
+  uint64_t removed = 0;
+  uint64_t bytes = 0;
+  for (Shard& shard : *partition.shards_) {
+    SpinLockGuard lock(shard.mu);
+    Map& map = shard.buckets;
+    uint64_t removed_here = 0;
+    for (auto it = map.begin(); it != map.end();) {
+      const absl::string_view key = it->first;
+      if (selector.whole_partition || (absl::StartsWith(key, selector.key_prefix) &&
+                                       (!selector.matches || selector.matches(key)))) {
+        bytes += BucketBytes(key.size());
+        ++removed_here;
+        map.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    // As in Scan: keep every table at least kMinLoadNum/kMinLoadDen full.
+    if (removed_here > 0 && map.capacity() > 15 &&
+        map.size() * kMinLoadDen < map.capacity() * kMinLoadNum) {
+      map.rehash(0);
+    }
+    removed += removed_here;
+  }
+  // min_full_at_ms_ stays a valid lower bound: removing buckets cannot lower it.
+  partition.Release(removed, bytes);
+  if (bytes >= kReleaseAfterBytes) ReleaseFreedMemory();
+  return removed;
+}
+
 absl::Status MemoryBackend::NoRoom(Partition& partition) const {
   const MemoryShare share = partition.share();
   const std::string budget =
@@ -301,9 +364,14 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
     BucketState before;    // its state then (when existed)
     bool has_state = false;
     BucketState state;           // as the evaluation leaves it
-    const Rate* rate = nullptr;  // of the last op on it
+    const Rate* rate = nullptr;  // of the last op on it that takes
+    bool written = false;        // an op that takes (not a peek) touched it
     bool reserved = false;       // room taken for it as a new bucket
   };
+  // A dry run: an all-or-nothing batch of peeks only, evaluated as usual but
+  // never written.
+  bool dry_run = all_or_nothing;
+  for (const BucketOp& op : ops) dry_run = dry_run && op.peek;
   std::vector<Scratch> buckets;
   std::vector<size_t> bucket_of(ops.size());
   absl::flat_hash_map<std::pair<const Partition*, absl::string_view>, size_t> index;
@@ -341,6 +409,7 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
         b.state = b.before;
       }
       b.reserved = false;
+      b.written = false;
     }
 
     result.applied = true;
@@ -348,10 +417,18 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
     result.decisions.reserve(ops.size());
     for (size_t i = 0; i < ops.size(); ++i) {
       Scratch& b = buckets[bucket_of[i]];
+      if (ops[i].peek && !dry_run) {
+        // Sees what earlier ops took; takes nothing itself.
+        BucketState unused;
+        result.decisions.push_back(traffik::Decide(
+            b.has_state ? &b.state : nullptr, ops[i].rate, ops[i].cost, now_ms, &unused));
+        continue;
+      }
       const Decision d = traffik::Decide(b.has_state ? &b.state : nullptr, ops[i].rate,
                                          ops[i].cost, now_ms, &b.state);
       b.has_state = true;
       b.rate = &ops[i].rate;
+      b.written = !dry_run;
       if (!d.allowed) result.applied = false;
       result.decisions.push_back(d);
     }
@@ -367,11 +444,11 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
         result.decisions[i].remaining = as_is.remaining;
         result.decisions[i].reset_ms = as_is.reset_ms;
       }
-    } else {
+    } else if (!dry_run) {
       // Room for every new bucket first, so the batch is stored whole or not
       // at all.
       for (Scratch& b : buckets) {
-        if (b.existed || FullAtMs(b.state, *b.rate) <= now_ms) continue;
+        if (!b.written || b.existed || FullAtMs(b.state, *b.rate) <= now_ms) continue;
         if (!b.partition->TryReserve(BucketBytes(b.key.size()))) {
           no_room = b.partition;
           break;
@@ -383,6 +460,7 @@ absl::StatusOr<AllOrNothingResult> MemoryBackend::DecideLocked(
           if (b.reserved) b.partition->Release(1, BucketBytes(b.key.size()));
           continue;
         }
+        if (!b.written) continue;  // peeked at only
         const int64_t full_at_ms = FullAtMs(b.state, *b.rate);
         Map& map = b.shard->buckets;
         if (b.existed) {

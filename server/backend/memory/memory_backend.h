@@ -182,6 +182,12 @@ class MemoryBackend final : public Backend {
   // any concurrency. Ops may name different partitions.
   void DecideAllOrNothing(absl::Span<const BucketOp> ops,
                           AllOrNothingCallback done) override;
+  // Under the bucket's shard lock; no bucket is created.
+  void Peek(BackendPartition* partition, absl::string_view key, const Rate& rate,
+            uint64_t cost, PeekCallback done) override;
+  // Visits every bucket of the partition, one shard (locked) at a time.
+  void Reset(BackendPartition* partition, BucketSelector selector,
+             CountCallback done) override;
 
   // The synchronous cores of DecideIn (partition nullptr: the default one),
   // DecideBatch and DecideAllOrNothing.
@@ -194,6 +200,11 @@ class MemoryBackend final : public Backend {
   absl::StatusOr<std::vector<Decision>> DecideBatchNow(absl::Span<const BucketOp> ops);
   absl::StatusOr<AllOrNothingResult> DecideAllOrNothingNow(
       absl::Span<const BucketOp> ops);
+  // The synchronous cores of Peek and Reset (partition nullptr: the default
+  // one).
+  PeekResult PeekNow(BackendPartition* partition, absl::string_view key, const Rate& rate,
+                     uint64_t cost);
+  uint64_t ResetNow(BackendPartition* partition, const BucketSelector& selector);
 
   // Drops every bucket that is full again at the current time; returns how many.
   uint64_t SweepExpired();

@@ -94,9 +94,25 @@ local function decide(key, capacity, period, cost, now)
   return answer
 end
 
+-- What decide() would answer, and the bucket as it stands (cost 0); writes
+-- nothing. Returns {allowed, wait, remaining, reset, remaining_now, reset_now}.
+local function peek(key, capacity, period, cost, now)
+  local st = load(key)
+  local answer = compute(st, capacity, period, cost, now)
+  local as_is = compute(st, capacity, period, 0, now)
+  return {answer[1], answer[2], answer[3], answer[4], as_is[3], as_is[4]}
+end
+
+-- decide(), or peek() when `mode` is 'peek'.
+local function decide_or_peek(key, capacity, period, cost, now, mode)
+  if mode == 'peek' then return peek(key, capacity, period, cost, now) end
+  return decide(key, capacity, period, cost, now)
+end
+
 -- KEYS[i] with ARGV[3i-2..3i] = capacity, period, cost. Returns
--- {applied (1/0), then allowed, wait, remaining, reset per item}.
-local function decide_all_or_nothing(now)
+-- {applied (1/0), then allowed, wait, remaining, reset per item}. A dry run
+-- answers the same and writes nothing.
+local function decide_all_or_nothing(now, dry_run)
   local n = #KEYS
   local loaded = {}   -- key -> stored state (false: new bucket)
   local current = {}  -- key -> {state, reset, capacity} as the evaluation leaves it
@@ -115,7 +131,7 @@ local function decide_all_or_nothing(now)
     answers[i] = answer
   end
   local out = {applied}
-  if applied == 1 then
+  if applied == 1 and not dry_run then
     local stored = {}
     for i = 1, n do
       local key = KEYS[i]
@@ -146,22 +162,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 )lua";
 
 constexpr char kMain[] = R"lua(
-return decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), now)
+return decide_or_peek(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+                      now, ARGV[4])
 )lua";
 
 constexpr char kMainExplicitNow[] = R"lua(
 min_ttl = 3600000
-return decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-              tonumber(ARGV[4]))
+return decide_or_peek(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+                      tonumber(ARGV[4]), ARGV[5])
 )lua";
 
 constexpr char kMainAllOrNothing[] = R"lua(
-return decide_all_or_nothing(now)
+return decide_all_or_nothing(now, ARGV[3 * #KEYS + 1] == 'peek')
 )lua";
 
 constexpr char kMainAllOrNothingExplicitNow[] = R"lua(
 min_ttl = 3600000
-return decide_all_or_nothing(tonumber(ARGV[3 * #KEYS + 1]))
+return decide_all_or_nothing(tonumber(ARGV[3 * #KEYS + 1]), ARGV[3 * #KEYS + 2] == 'peek')
 )lua";
 
 }  // namespace

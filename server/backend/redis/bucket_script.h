@@ -14,13 +14,17 @@ namespace traffik {
 // KEYS[1] = bucket key; ARGV = capacity, period_ms, cost.
 // Returns {allowed (1/0), wait_ms, remaining, reset_ms}.
 //
+// With a 4th ARGV "peek" (Backend::Peek): writes nothing and returns
+// {allowed, wait_ms, remaining, reset_ms, remaining_now, reset_now}: the
+// answer a decision would get, then the bucket as it stands (cost 0).
+//
 // Time comes from Redis' own clock (TIME), never from the caller, so every
 // traffikd replica sharing the Redis agrees on it.
 const std::string& RedisBucketScript();
 
 // The same arithmetic with the time passed as ARGV[4] (ms) instead of read
-// from TIME. Only for tests that compare the script with the C++ bucket on
-// identical inputs; never sent by the server.
+// from TIME (and the "peek" flag, if any, as ARGV[5]). Only for tests that compare the
+// script with the C++ bucket on identical inputs; never sent by the server.
 const std::string& RedisBucketScriptWithExplicitNowForTesting();
 
 // The all-or-nothing batch (Backend::DecideAllOrNothing) as one script, with
@@ -32,10 +36,12 @@ const std::string& RedisBucketScriptWithExplicitNowForTesting();
 // allowed. Returns {applied (1/0)} followed by {allowed, wait_ms, remaining,
 // reset_ms} per item; when not applied, remaining/reset_ms describe each
 // bucket with nothing taken. On Redis Cluster every key must be in one slot.
+// One more ARGV after the 3 per key, "peek", makes it a dry run: the same
+// answer, nothing written.
 const std::string& RedisAllOrNothingScript();
 
-// The same with the time passed as the last ARGV (after the 3 per key), for
-// tests only.
+// The same with the time passed as the ARGV after the 3 per key (then the
+// optional "peek"), for tests only.
 const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting();
 
 }  // namespace traffik

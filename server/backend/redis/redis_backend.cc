@@ -23,8 +23,10 @@
 #include "absl/strings/str_split.h"
 #include "backend/redis/bucket_script.h"
 #include "backend/redis/cluster_topology.h"
+#include "backend/redis/key_scan.h"
 #include "backend/redis/key_slot.h"
 #include "backend/redis/script_reply.h"
+#include "base/error_reason.h"
 #include "base/log.h"
 
 namespace traffik {
@@ -113,6 +115,16 @@ struct RedisBackend::Op {
   // (`key` is items[0].key, which routes it), answered through batch_done.
   std::vector<BucketOp> items;
   AllOrNothingCallback batch_done;
+  // The bucket script's peek (nothing written): a single Peek answers through
+  // peek_done; a batch item through `completion` (the hit's decision).
+  bool peek = false;
+  PeekCallback peek_done;
+  bool dry_run = false;  // an all-or-nothing batch evaluated, not written
+  // Non-empty: a plain command (admin scans), sent as is, answered through
+  // raw_done. Routed to `node` when set, else by `key` (empty: any node).
+  std::vector<std::string> command;
+  std::string node;
+  RedisReplyCallback raw_done;
   size_t index = 0;
   int64_t deadline_ms = 0;  // steady clock
   int redirects = 0;
@@ -122,7 +134,14 @@ struct RedisBackend::Op {
   // Answers with `result` (for an all-or-nothing batch only errors come here).
   // Called once, by the op's owner, which then frees it.
   void Complete(absl::StatusOr<Decision> result) {
-    if (!items.empty()) {
+    if (!command.empty()) {
+      std::move(raw_done)(
+          result.ok() ? absl::InternalError("decision for a command") : result.status(),
+          "");
+    } else if (peek_done) {
+      std::move(peek_done)(result.ok() ? absl::InternalError("decision for a peek")
+                                       : result.status());
+    } else if (!items.empty()) {
       std::move(batch_done)(result.ok() ? absl::InternalError("bucket script answer "
                                                               "for a batch")
                                         : result.status());
@@ -588,6 +607,7 @@ RedisBackend::Loop::Conn* RedisBackend::Loop::PickUp(Node* node, size_t preferre
 RedisBackend::Loop::Node* RedisBackend::Loop::Route(const Op& op) {
   if (!options_.cluster) return nodes_.front().get();
   if (!op.ask_node.empty()) return NodeFor(op.ask_node);
+  if (!op.node.empty()) return NodeFor(op.node);
   Node* node = slots_[RedisKeySlot(op.key)];
   if (node != nullptr) return node;
   // Slot map not known yet: any reachable node; MOVED will correct us.
@@ -629,6 +649,17 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     op->ask_node.clear();
   }
   if (!op->items.empty()) return SendAllOrNothing(conn, op);
+  if (!op->command.empty()) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const std::string& arg : op->command) {
+      argv.push_back(arg.data());
+      lens.push_back(arg.size());
+    }
+    return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
+                                 static_cast<int>(argv.size()), argv.data(),
+                                 lens.data()) == REDIS_OK;
+  }
   char capacity[24], period[24], cost[24];
   const size_t capacity_len =
       absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
@@ -643,15 +674,18 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
                         op->key.data(),
                         capacity,
                         period,
-                        cost};
+                        cost,
+                        "peek"};
   const size_t lens[] = {eval ? size_t{4} : size_t{7},
                          body.size(),
                          1,
                          op->key.size(),
                          capacity_len,
                          period_len,
-                         cost_len};
-  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, 7, argv, lens) == REDIS_OK;
+                         cost_len,
+                         4};
+  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv,
+                               lens) == REDIS_OK;
 }
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
@@ -683,6 +717,10 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
   for (const std::string& number : numbers) {
     argv.push_back(number.data());
     lens.push_back(number.size());
+  }
+  if (op->dry_run) {
+    argv.push_back("peek");
+    lens.push_back(4);
   }
   return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
                                static_cast<int>(argv.size()), argv.data(),
@@ -747,6 +785,27 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
   if (!op->items.empty()) {
     if (loop->OnAllOrNothingReply(std::move(op), reply) && conn->ac == ac) {
       conn->backoff_ms = 0;
+    }
+    return;
+  }
+  if (!op->command.empty()) {
+    conn->backoff_ms = 0;
+    std::move(op->raw_done)(static_cast<const redisReply*>(reply),
+                            conn->node->endpoint.host);
+    return;
+  }
+  if (op->peek) {
+    const std::optional<PeekResult> p = DecodePeekReply(*reply, op->rate.capacity);
+    if (!p) {
+      loop->Fail(std::move(op), "unexpected reply to the bucket script's peek",
+                 absl::StatusCode::kInternal);
+      return;
+    }
+    conn->backoff_ms = 0;
+    if (op->peek_done) {
+      std::move(op->peek_done)(*p);
+    } else {
+      op->Complete(p->hit);
     }
     return;
   }
@@ -896,11 +955,13 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
     const int slot = RedisKeySlot(ops[0].key);
     for (size_t i = 1; i < ops.size(); ++i) {
       if (const int other = RedisKeySlot(ops[i].key); other != slot) {
-        std::move(done)(absl::FailedPreconditionError(absl::StrCat(
-            name_,
-            ": an all_or_nothing batch on Redis Cluster must keep its keys in one hash "
-            "slot, i.e. use one identifier; items 0 and ",
-            i, " are in slots ", slot, " and ", other)));
+        std::move(done)(WithReason(
+            absl::FailedPreconditionError(absl::StrCat(
+                name_,
+                ": an all_or_nothing batch on Redis Cluster must keep its keys in one "
+                "hash slot, i.e. use one identifier; items 0 and ",
+                i, " are in slots ", slot, " and ", other)),
+            "ALL_OR_NOTHING_SPANS_SLOTS"));
         return;
       }
     }
@@ -909,6 +970,8 @@ void RedisBackend::DecideAllOrNothing(absl::Span<const BucketOp> ops,
   op->key = ops[0].key;
   op->items.assign(ops.begin(), ops.end());
   op->batch_done = std::move(done);
+  op->dry_run =
+      std::all_of(ops.begin(), ops.end(), [](const BucketOp& item) { return item.peek; });
   op->deadline_ms = NowMs() + options_.timeout_ms;
   loop_->Enqueue(std::move(op));
 }
@@ -927,12 +990,45 @@ void RedisBackend::DecideBatch(absl::Span<const BucketOp> ops, BatchCallback don
     op->key = ops[i].key;
     op->rate = ops[i].rate;
     op->cost = ops[i].cost;
+    op->peek = ops[i].peek;
     op->completion = completion;
     op->index = i;
     op->deadline_ms = deadline;
     batch.push_back(std::move(op));
   }
   loop_->Enqueue(std::move(batch));
+}
+
+void RedisBackend::Peek(BackendPartition* /*partition*/, absl::string_view key,
+                        const Rate& rate, uint64_t cost, PeekCallback done) {
+  auto op = std::make_unique<Op>();
+  op->key.assign(key.data(), key.size());
+  op->rate = rate;
+  op->cost = cost;
+  op->peek = true;
+  op->peek_done = std::move(done);
+  op->deadline_ms = NowMs() + options_.timeout_ms;
+  loop_->Enqueue(std::move(op));
+}
+
+void RedisBackend::Reset(BackendPartition* /*partition*/, BucketSelector selector,
+                         CountCallback done) {
+  // Each command of the scan is an op on the I/O loop, and each next command
+  // is sent from the previous one's reply: nothing here waits.
+  const int64_t timeout_ms = options_.timeout_ms;
+  Loop* loop = loop_.get();
+  RedisCommandSink sink = [loop, timeout_ms](RedisCommand command,
+                                             RedisReplyCallback reply) {
+    auto op = std::make_unique<Op>();
+    if (command.keyed && command.args.size() > 1) op->key = command.args[1];
+    op->command = std::move(command.args);
+    op->node = std::move(command.node);
+    op->raw_done = std::move(reply);
+    op->deadline_ms = NowMs() + timeout_ms;
+    loop->Enqueue(std::move(op));
+  };
+  RedisKeyScan::Run(std::move(sink), options_.cluster, std::move(selector),
+                    std::move(done));
 }
 
 }  // namespace traffik

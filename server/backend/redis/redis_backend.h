@@ -56,6 +56,14 @@ class RedisBackend final : public Backend {
   // kFailedPrecondition, nothing sent.
   void DecideAllOrNothing(absl::Span<const BucketOp> ops,
                           AllOrNothingCallback done) override;
+  // The bucket script with its "peek" flag: one EVALSHA that writes nothing.
+  void Peek(BackendPartition* partition, absl::string_view key, const Rate& rate,
+            uint64_t cost, PeekCallback done) override;
+  // SCAN + UNLINK on the I/O loop, on every master of a cluster
+  // (backend/redis/key_scan.h); never KEYS. `partition` is ignored: the
+  // selector's key prefix scopes the scan to the tenant.
+  void Reset(BackendPartition* partition, BucketSelector selector,
+             CountCallback done) override;
 
   // True when at least one connection is up (for tests and logs).
   bool connected() const { return connected_count_.load(std::memory_order_relaxed) > 0; }

@@ -42,6 +42,18 @@ std::optional<Decision> DecodeDecisionReply(const redisReply& reply, uint64_t li
   return DecisionAt(*v, 0, limit);
 }
 
+std::optional<PeekResult> DecodePeekReply(const redisReply& reply, uint64_t limit) {
+  const std::optional<std::vector<long long>> v = NonNegativeIntegers(reply, 6);
+  if (!v) return std::nullopt;
+  PeekResult result;
+  result.hit = DecisionAt(*v, 0, limit);
+  result.as_is.allowed = true;  // a hit of cost 0
+  result.as_is.limit = limit;
+  result.as_is.remaining = static_cast<uint64_t>((*v)[4]);
+  result.as_is.reset_ms = static_cast<uint64_t>((*v)[5]);
+  return result;
+}
+
 std::optional<AllOrNothingResult> DecodeAllOrNothingReply(
     const redisReply& reply, absl::Span<const BucketOp> items) {
   const size_t n = items.size();

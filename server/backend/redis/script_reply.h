@@ -19,6 +19,11 @@ namespace traffik {
 // (the script does not echo it). nullopt for any other reply.
 std::optional<Decision> DecodeDecisionReply(const redisReply& reply, uint64_t limit);
 
+// The bucket script's peek reply {allowed, wait_ms, remaining, reset_ms,
+// remaining_now, reset_now}: an array of exactly six non-negative integers.
+// nullopt for any other reply.
+std::optional<PeekResult> DecodePeekReply(const redisReply& reply, uint64_t limit);
+
 // The all-or-nothing script's reply {applied, then allowed, wait_ms,
 // remaining, reset_ms per item}: an array of exactly 1 + 4 * items.size()
 // non-negative integers. Each decision's limit is its item's capacity.
