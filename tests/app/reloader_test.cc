@@ -137,6 +137,21 @@ default_tenant: t
   EXPECT_TRUE(Hit(server_->engine(), "t", "more", "u")->allowed);
 }
 
+// Verifies that admin_api keeps its running value until restart (the gRPC
+// server's services are fixed), with a log line, while the rest applies.
+TEST_F(ReloaderTest, AdminApiChangeKeptUntilRestart) {
+  Write(absl::StrCat(kGood, "admin_api: true\nmax_batch_size: 9\n"));
+  ASSERT_TRUE(reloader_->Reload(/*only_if_changed=*/false).ok());
+  EXPECT_FALSE(reloader_->running().admin_api);
+  EXPECT_EQ(reloader_->running().max_batch_size, 9u);
+  bool logged = false;
+  for (const std::string& line : log_) {
+    logged = logged || (absl::StrContains(line, "admin_api") &&
+                        absl::StrContains(line, "kept until restart"));
+  }
+  EXPECT_TRUE(logged);
+}
+
 // Verifies that the file watch's reload skips a file whose content did not
 // change (no log line, no metric), while SIGHUP's reload does not.
 TEST_F(ReloaderTest, UnchangedFileSkippedOnlyByWatch) {
