@@ -5,21 +5,29 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "app/backends.h"
+#include "app/config_watcher.h"
 #include "app/health_client.h"
 #include "app/log_handlers.h"
 #include "app/options.h"
+#include "app/reloader.h"
 #include "app/server.h"
+#include "app/sha256.h"
 #include "clock/clock.h"
 #include "config/config.h"
 
 namespace {
 
 constexpr char kVersion[] = "traffikd 0.1.0";
+
+// One ConfigMap update (or an editor's save) is several inotify events: the
+// file watch reloads once they have been quiet this long.
+constexpr std::chrono::milliseconds kWatchDebounce{200};
 
 void Log(const std::string& line) {
   std::fprintf(stderr, "traffikd: %s\n", line.c_str());
@@ -52,9 +60,15 @@ int Run(int argc, char** argv) {
 
   traffik::RegisterBuiltinBackends();
   const std::string source = options->config_path.value_or("(embedded default)");
-  absl::StatusOr<traffik::Config> config =
-      options->config_path ? traffik::LoadConfigFile(*options->config_path)
-                           : absl::StatusOr<traffik::Config>(traffik::DefaultConfig());
+  // The file is read once: its bytes are hashed and parsed.
+  std::string config_hash;
+  absl::StatusOr<traffik::Config> config = traffik::DefaultConfig();
+  if (options->config_path) {
+    absl::StatusOr<std::string> text = traffik::ReadConfigFile(*options->config_path);
+    config = text.ok() ? traffik::ParseConfig(*text, *options->config_path)
+                       : absl::StatusOr<traffik::Config>(text.status());
+    if (text.ok()) config_hash = traffik::Sha256Hex(*text);
+  }
   if (!config.ok()) {
     Log("config error: " + std::string(config.status().message()));
     return 1;
@@ -80,6 +94,7 @@ int Run(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);  // reload
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<traffik::Server>> server =
@@ -93,8 +108,45 @@ int Run(int argc, char** argv) {
   Log("listening grpc=" + (*server)->grpc_address() + " metrics=" +
       ((*server)->metrics_address().empty() ? "off" : (*server)->metrics_address()));
 
+  (*server)->metrics().SetConfigReloadSuccessTime(
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  std::unique_ptr<traffik::ConfigReloader> reloader;
+  std::unique_ptr<traffik::ConfigWatcher> watcher;
+  if (options->config_path) {
+    (*server)->metrics().SetConfigHash(config_hash);
+    // Command-line overrides stay: the reloader keeps the running listen
+    // addresses whatever the file says.
+    reloader = std::make_unique<traffik::ConfigReloader>(**server, *options->config_path,
+                                                         *config, config_hash, Log);
+    if (config->watch_config) {
+      traffik::ConfigReloader* r = reloader.get();
+      absl::StatusOr<std::unique_ptr<traffik::ConfigWatcher>> w =
+          traffik::ConfigWatcher::Start(*options->config_path, kWatchDebounce, [r] {
+            (void)r->Reload(/*only_if_changed=*/true);
+          });
+      if (w.ok()) {
+        watcher = *std::move(w);
+      } else {
+        Log("not watching the config file (SIGHUP still reloads): " +
+            std::string(w.status().message()));
+      }
+    }
+  }
+
   int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (true) {
+    sigwait(&stop_signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    if (reloader == nullptr) {
+      Log("received SIGHUP: no --config file to reload");
+      continue;
+    }
+    // Logs one line either way (reloaded, or rejected naming file:line:col).
+    (void)reloader->Reload(/*only_if_changed=*/false);
+  }
+  watcher.reset();  // no reload during shutdown
+  if (reloader != nullptr) *config = reloader->running();
   Log(std::string("received ") + (signal_number == SIGTERM ? "SIGTERM" : "SIGINT") +
       ", draining");
   (*server)->Drain();

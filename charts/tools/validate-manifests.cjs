@@ -212,8 +212,10 @@ function validateFile(file) {
     const sel = (dep.spec.selector && dep.spec.selector.matchLabels) || {};
     if (Object.keys(sel).length === 0) fail(where, 'spec.selector.matchLabels is empty');
     if (!matches(sel, podLabels)) fail(where, 'spec.selector.matchLabels does not match the pod template labels');
-    if (!tpl.metadata || !tpl.metadata.annotations || !/^[0-9a-f]{64}$/.test(tpl.metadata.annotations['checksum/config'] || '')) {
-      fail(where, 'pod template lacks the checksum/config annotation (sha256)');
+    // checksum/config is optional (restartOnConfigChange); when present it is a sha256.
+    const annotations = (tpl.metadata && tpl.metadata.annotations) || {};
+    if ('checksum/config' in annotations && !/^[0-9a-f]{64}$/.test(annotations['checksum/config'] || '')) {
+      fail(where, 'pod template checksum/config annotation is not a sha256');
     }
 
     // Security promised by the chart.

@@ -117,6 +117,14 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Server::BuildSnapshot(
   return snapshot;
 }
 
+absl::Status Server::Reload(const Config& config) {
+  absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = BuildSnapshot(config);
+  if (!snapshot.ok()) return snapshot.status();
+  engine_->SetSnapshot(*std::move(snapshot));
+  backends_->Release();
+  return absl::OkStatus();
+}
+
 Server::~Server() {
   if (grpc_server_ != nullptr) Shutdown(std::chrono::milliseconds(0));
 }

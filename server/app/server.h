@@ -46,7 +46,20 @@ class Server {
   // then cancels the rest. Returns when the server has stopped.
   void Shutdown(std::chrono::milliseconds grace);
 
+  // Applies a validated configuration while serving: a new snapshot whose
+  // tenants reuse every live backend whose settings are unchanged (buckets
+  // and connections stay), new backends for new settings; then the tenants
+  // that are gone lose their buckets (memory) and unused backends are retired.
+  // Calls in flight finish on the snapshot they started with. `listen` and
+  // `metrics_listen` are not re-bound (ConfigReloader keeps them). On error
+  // (a backend that cannot be built) nothing changes. Not concurrent with
+  // itself (ConfigReloader serialises).
+  absl::Status Reload(const Config& config);
+
   Metrics& metrics() { return *metrics_; }
+  Engine& engine() { return *engine_; }
+  // The live backends (for tests).
+  const BackendPool& backends() const { return *backends_; }
 
  private:
   Server() = default;

@@ -25,7 +25,8 @@ bool Contains(const std::vector<std::string>& v, const std::string& s) {
 
 }  // namespace
 
-BackendPartition* BackendFactory::Attach(Backend&, const std::string&, const TenantShare&,
+BackendPartition* BackendFactory::Attach(const std::shared_ptr<Backend>&,
+                                         const std::string&, const TenantShare&,
                                          const BackendContext&) const {
   return nullptr;
 }
@@ -150,7 +151,7 @@ absl::StatusOr<std::vector<BackendPool::Lease>> BackendPool::Acquire(
   }
   for (size_t i = 0; i < requests.size(); ++i) {
     Live& live = next.at(keys[i]);
-    leases[i].partition = live.factory->Attach(*live.backend, requests[i].tenant,
+    leases[i].partition = live.factory->Attach(live.backend, requests[i].tenant,
                                                requests[i].share, context_);
   }
   previous_ = std::move(live_);

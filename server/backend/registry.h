@@ -101,8 +101,8 @@ class BackendFactory {
 
   // The partition of `tenant` on `backend` (created, or its share updated),
   // or nullptr for a backend without partitions (the default).
-  virtual BackendPartition* Attach(Backend& backend, const std::string& tenant,
-                                   const TenantShare& share,
+  virtual BackendPartition* Attach(const std::shared_ptr<Backend>& backend,
+                                   const std::string& tenant, const TenantShare& share,
                                    const BackendContext& context) const;
   // Forgets `tenant`'s partition on `backend` and drops its buckets (the
   // default does nothing: such a backend's state expires on its own).

@@ -704,7 +704,7 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view 
   return config;
 }
 
-absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ReadError(path, errno);
   struct stat st;
@@ -736,7 +736,13 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
     }
   }
   close(fd);
-  return ParseConfig(text, path);
+  return text;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadConfigFile(path);
+  if (!text.ok()) return text.status();
+  return ParseConfig(*text, path);
 }
 absl::Status ValidateTenantName(std::string_view name) {
   const absl::string_view text = Absl(name);

@@ -117,6 +117,9 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view 
 absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view source,
                                    const BackendRegistry& registry);
 
+// Reads a configuration file whole (at most 16 MiB); errors as LoadConfigFile.
+absl::StatusOr<std::string> ReadConfigFile(const std::string& path);
+
 // Reads and parses a file. A missing or unreadable file is kNotFound /
 // kPermissionDenied (kInvalidArgument for other read errors), naming the path.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);

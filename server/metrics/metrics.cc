@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "base/mutex.h"
+#include "prometheus/gauge.h"
 #include "prometheus/text_serializer.h"
 
 namespace traffik {
@@ -43,6 +44,15 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions) {
     MutexLock lock(&mu_);
+    // One series per backend: a backend rebuilt by a reload replaces its
+    // predecessor's source.
+    for (Source& s : sources_) {
+      if (s.backend == backend) {
+        s.buckets = std::move(buckets);
+        s.evictions = std::move(evictions);
+        return;
+      }
+    }
     sources_.push_back({std::move(backend), std::move(buckets), std::move(evictions)});
   }
 
@@ -162,6 +172,29 @@ Metrics::Metrics()
                                  "answer code (gRPC status code name).")
                            .Register(*registry_)),
       runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
+  auto& reloads = prometheus::BuildCounter()
+                      .Name("traffik_config_reloads_total")
+                      .Help(
+                          "Configuration reloads (SIGHUP or a change of the file), by "
+                          "result: success, or error (the running configuration kept "
+                          "serving).")
+                      .Register(*registry_);
+  reloads_success_ = &reloads.Add({{"result", "success"}});
+  reloads_error_ = &reloads.Add({{"result", "error"}});
+  last_reload_success_ =
+      &prometheus::BuildGauge()
+           .Name("traffik_config_last_reload_success_timestamp_seconds")
+           .Help(
+               "When the configuration last loaded successfully (at startup or on a "
+               "reload), in seconds since the Unix epoch.")
+           .Register(*registry_)
+           .Add({});
+  config_info_ = &prometheus::BuildGauge()
+                      .Name("traffik_config_info")
+                      .Help(
+                          "Always 1; config_hash is the SHA-256 of the configuration "
+                          "file serving now.")
+                      .Register(*registry_);
   for (int code = 1; code < static_cast<int>(error_counters_.size()); ++code) {
     const std::string name = absl::AsciiStrToUpper(
         absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
@@ -208,6 +241,24 @@ void Metrics::AddRejectionSource(std::string backend, std::string tenant,
                                  std::function<uint64_t()> rejections) {
   runtime_->AddRejectionSource(std::move(backend), std::move(tenant),
                                std::move(rejections));
+}
+
+void Metrics::CountConfigReload(bool success) {
+  (success ? reloads_success_ : reloads_error_)->Increment();
+}
+
+void Metrics::SetConfigReloadSuccessTime(double unix_seconds) {
+  last_reload_success_->Set(unix_seconds);
+}
+
+void Metrics::SetConfigHash(const std::string& sha256_hex) {
+  absl::MutexLock lock(&config_info_mu_);
+  prometheus::Gauge* next = &config_info_->Add({{"config_hash", sha256_hex}});
+  if (config_info_series_ != nullptr && config_info_series_ != next) {
+    config_info_->Remove(config_info_series_);
+  }
+  next->Set(1);
+  config_info_series_ = next;
 }
 
 std::string Metrics::RenderText() const {

@@ -14,6 +14,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 
 namespace traffik {
@@ -56,6 +57,9 @@ struct DecisionCounters {
 //   traffik_buckets{backend}                         gauge
 //   traffik_bucket_evictions_total{backend}          counter
 //   traffik_bucket_rejections_total{backend,tenant}  counter
+//   traffik_config_reloads_total{result}             counter (success, error)
+//   traffik_config_last_reload_success_timestamp_seconds gauge
+//   traffik_config_info{config_hash}                 gauge, always 1, one series
 //   traffik_admin_requests_total{rpc,code}           counter (AdminService)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
@@ -83,7 +87,8 @@ class Metrics {
                                         const std::string& backend,
                                         const std::string& policy);
 
-  // Reports a backend's bucket count and evictions at scrape time.
+  // Reports a backend's bucket count and evictions at scrape time. Replaces
+  // an earlier source of the same backend name.
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
                        std::function<uint64_t()> evictions);
 
@@ -92,6 +97,15 @@ class Metrics {
   // earlier source of the same backend and tenant.
   void AddRejectionSource(std::string backend, std::string tenant,
                           std::function<uint64_t()> rejections);
+
+  // Configuration reloads: counts one (result "success" or "error").
+  void CountConfigReload(bool success);
+  // When the configuration last loaded successfully (startup or reload),
+  // seconds since the Unix epoch.
+  void SetConfigReloadSuccessTime(double unix_seconds);
+  // traffik_config_info{config_hash=`sha256_hex`} 1, replacing the previous
+  // hash's series (exactly one series once set).
+  void SetConfigHash(const std::string& sha256_hex);
 
   // Renders every series in the text exposition format (for tests and tools).
   std::string RenderText() const;
@@ -105,6 +119,12 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* backend_errors_;
   prometheus::Family<prometheus::Counter>* admin_requests_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
+  prometheus::Counter* reloads_success_;
+  prometheus::Counter* reloads_error_;
+  prometheus::Gauge* last_reload_success_;
+  prometheus::Family<prometheus::Gauge>* config_info_;
+  absl::Mutex config_info_mu_;
+  prometheus::Gauge* config_info_series_ ABSL_GUARDED_BY(config_info_mu_) = nullptr;
   std::array<LatencyHistogram, 2> latency_;
   std::shared_ptr<RuntimeCollector> runtime_;
 };

@@ -39,18 +39,27 @@ class Factory final : public BackendFactory {
     options.sweep_interval_ms = context.in_process.sweep_interval_ms;
     auto memory = std::make_shared<MemoryBackend>(*context.clock, options);
     if (context.metrics != nullptr) {
-      MemoryBackend* raw = memory.get();
+      // Weak: a reload may retire this backend (no memory tenant left) while
+      // the metrics live on.
+      std::weak_ptr<MemoryBackend> weak = memory;
       context.metrics->AddBucketSource(
-          kName, [raw] { return raw->bucket_count(); },
-          [raw] { return raw->evictions(); });
+          kName,
+          [weak]() -> uint64_t {
+            std::shared_ptr<MemoryBackend> m = weak.lock();
+            return m != nullptr ? m->bucket_count() : 0;
+          },
+          [weak]() -> uint64_t {
+            std::shared_ptr<MemoryBackend> m = weak.lock();
+            return m != nullptr ? m->evictions() : 0;
+          });
     }
     return std::shared_ptr<Backend>(std::move(memory));
   }
 
-  BackendPartition* Attach(Backend& backend, const std::string& tenant,
-                           const TenantShare& share,
+  BackendPartition* Attach(const std::shared_ptr<Backend>& backend,
+                           const std::string& tenant, const TenantShare& share,
                            const BackendContext& context) const override {
-    auto& memory = static_cast<MemoryBackend&>(backend);
+    auto& memory = static_cast<MemoryBackend&>(*backend);
     const MemoryShare memory_share{share.max_bytes, share.max_buckets};
     MemoryBackend::Partition* partition = memory.FindPartition(tenant);
     if (partition != nullptr) {
@@ -59,8 +68,13 @@ class Factory final : public BackendFactory {
     }
     partition = memory.AddPartition(tenant, memory_share);
     if (context.metrics != nullptr) {
-      context.metrics->AddRejectionSource(
-          kName, tenant, [partition] { return partition->rejections(); });
+      // The partition lives as long as its backend (see RemovePartition).
+      std::weak_ptr<MemoryBackend> weak =
+          std::static_pointer_cast<MemoryBackend>(backend);
+      context.metrics->AddRejectionSource(kName, tenant, [weak, partition]() -> uint64_t {
+        std::shared_ptr<MemoryBackend> m = weak.lock();
+        return m != nullptr ? partition->rejections() : 0;
+      });
     }
     return partition;
   }
