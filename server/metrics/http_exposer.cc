@@ -5,6 +5,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -371,8 +372,16 @@ void HttpExposer::OnRequest(evhttp_request* request, void* self_arg) {
     }
   }
   const char* uri = evhttp_request_get_uri(request);
-  const MetricsRoute route = RouteMetricsRequest(
+  MetricsRoute route = RouteMetricsRequest(
       MethodName(evhttp_request_get_command(request)), uri == nullptr ? "" : uri);
+  // evhttp accepts any version numbers ("HTTP/0.1", "HTTP/1.99999...", found
+  // by the fuzzer) and answers in the request's own: only 1.0 and 1.1 are
+  // served, anything else gets 505 written as HTTP/1.1.
+  if (request->major != 1 || (request->minor != 0 && request->minor != 1)) {
+    request->major = 1;
+    request->minor = 1;
+    route = MetricsRoute{505, "HTTP Version Not Supported", false, false};
+  }
   evkeyvalq* headers = evhttp_request_get_output_headers(request);
   evhttp_add_header(headers, "Connection", "close");
   evbuffer* body = evbuffer_new();
@@ -388,6 +397,8 @@ void HttpExposer::OnRequest(evhttp_request* request, void* self_arg) {
     if (route.status == 405) {
       evhttp_add_header(headers, "Allow", "GET, HEAD");
       evbuffer_add_printf(body, "use GET\n");
+    } else if (route.status == 505) {
+      evbuffer_add_printf(body, "use HTTP/1.1\n");
     } else {
       evbuffer_add_printf(body, "not found; try /metrics\n");
     }

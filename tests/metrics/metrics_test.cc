@@ -177,6 +177,24 @@ TEST_F(HttpExposerTest, OtherPathsAndMethods) {
               StartsWith("HTTP/1.1 400"));
 }
 
+// Verifies requests claiming an HTTP version other than 1.0 or 1.1 (found by
+// the /metrics fuzzer: evhttp echoed "HTTP/0.1" and overflowed numbers back)
+// get 505, written as HTTP/1.1, and 1.0 is still served in 1.0.
+TEST_F(HttpExposerTest, OnlyHttp1Served) {
+  auto exposer = HttpExposer::Start("127.0.0.1:0", [] { return std::string("up 1\n"); });
+  ASSERT_TRUE(exposer.ok());
+  const int port = (*exposer)->port();
+  EXPECT_THAT(Exchange(port, "GET /metrics HTTP/0.1\r\n\r\n"),
+              StartsWith("HTTP/1.1 505 HTTP Version Not Supported"));
+  EXPECT_THAT(Exchange(port, "HEAD /metrics HTTP/1.99999999999999999990\r\n\r\n"),
+              StartsWith("HTTP/1.1 505"));
+  // evhttp itself refuses major versions above 1.
+  EXPECT_THAT(Exchange(port, "GET /metrics HTTP/2.0\r\n\r\n"),
+              StartsWith("HTTP/1.1 400"));
+  EXPECT_THAT(Exchange(port, "GET /metrics HTTP/1.0\r\n\r\n"),
+              StartsWith("HTTP/1.0 200 OK"));
+}
+
 // Verifies a taken port and a malformed address are clear startup errors.
 TEST_F(HttpExposerTest, BindErrors) {
   auto first = HttpExposer::Start("127.0.0.1:0", [] { return std::string(); });
