@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "app/backends.h"
 #include "base/host_port.h"
+#include "base/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -120,8 +121,24 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Server::BuildSnapshot(
 absl::Status Server::Reload(const Config& config) {
   absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = BuildSnapshot(config);
   if (!snapshot.ok()) return snapshot.status();
-  engine_->SetSnapshot(*std::move(snapshot));
+  std::shared_ptr<const Snapshot> before = engine_->snapshot();
+  engine_->SetSnapshot(*snapshot);
   backends_->Release();
+  // Removed tenants and throttles take their buckets with them (memory
+  // partitions went with Release; keys on shared backends are reset here, in
+  // the background: the old snapshot keeps their backends alive until then).
+  Engine::DropUnreachableBuckets(
+      std::move(before), *std::move(snapshot), [](absl::StatusOr<uint64_t> removed) {
+        if (!removed.ok()) {
+          TRAFFIK_LOG_LIMITED(absl::StrCat(
+              "config reload: dropping the buckets of removed tenants and throttles "
+              "failed (they expire on their own): ",
+              removed.status().message()));
+        } else if (*removed > 0) {
+          TRAFFIK_LOG_LIMITED(absl::StrCat("config reload: dropped ", *removed,
+                                           " buckets of removed tenants and throttles"));
+        }
+      });
   return absl::OkStatus();
 }
 

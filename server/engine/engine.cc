@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -9,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/error_reason.h"
+#include "base/mutex.h"
 #include "base/quote.h"
 #include "engine/key.h"
 
@@ -280,6 +282,89 @@ absl::StatusOr<const Snapshot::Tenant*> FindAdminTenant(const Snapshot& snap,
 }
 
 }  // namespace
+
+namespace {
+
+// Sums the answers of several Backend::Reset calls; answers `done` once the
+// last one has answered (the first error wins).
+struct DropTally {
+  std::atomic<int> pending{1};  // 1 for the caller, released by Finish()
+  std::atomic<uint64_t> removed{0};
+  Mutex mu;
+  absl::Status error ABSL_GUARDED_BY(mu);
+  CountCallback done;
+
+  void Add(absl::StatusOr<uint64_t> result) {
+    if (result.ok()) {
+      removed.fetch_add(*result);
+    } else {
+      MutexLock lock(&mu);
+      if (error.ok()) error = result.status();
+    }
+    Release();
+  }
+  void Release() {
+    if (pending.fetch_sub(1) != 1) return;
+    absl::Status first;
+    {
+      MutexLock lock(&mu);
+      first = error;
+    }
+    if (first.ok()) {
+      std::move(done)(removed.load());
+    } else {
+      std::move(done)(first);
+    }
+  }
+};
+
+// Resets the buckets of `prefix` (and `uid` when not empty) on `backend`.
+void DropPrefix(const std::shared_ptr<DropTally>& tally,
+                std::shared_ptr<const Snapshot> keep_alive, Backend* backend,
+                BackendPartition* partition, const std::string& prefix,
+                const std::string& uid) {
+  BucketSelector selector;
+  selector.key_prefix = BucketKeyPrefix(prefix, uid, "");
+  selector.matches = [prefix, uid](absl::string_view key) {
+    return BucketKeyMatches(key, prefix, uid, "");
+  };
+  tally->pending.fetch_add(1);
+  backend->Reset(
+      partition, std::move(selector),
+      [tally, keep_alive = std::move(keep_alive)](absl::StatusOr<uint64_t> removed) {
+        tally->Add(std::move(removed));
+      });
+}
+
+}  // namespace
+
+void Engine::DropUnreachableBuckets(std::shared_ptr<const Snapshot> before,
+                                    std::shared_ptr<const Snapshot> after,
+                                    CountCallback done) {
+  auto tally = std::make_shared<DropTally>();
+  tally->done = std::move(done);
+  for (const auto& [name, old] : before->tenants()) {
+    auto it = after->tenants().find(name);
+    const Snapshot::Tenant* now = it == after->tenants().end() ? nullptr : &it->second;
+    if (now == nullptr || now->backend != old.backend || now->prefix != old.prefix) {
+      // A memory tenant's partition goes with it; on a shared backend its
+      // keys stay unless dropped here, unless a tenant now uses that prefix.
+      if (old.partition != nullptr) continue;
+      bool reused = false;
+      for (const auto& [other_name, other] : after->tenants()) {
+        if (other.backend == old.backend && other.prefix == old.prefix) reused = true;
+      }
+      if (!reused) DropPrefix(tally, before, old.backend, nullptr, old.prefix, "");
+      continue;
+    }
+    for (const auto& [uid, throttle] : old.throttles) {
+      if (now->throttles.contains(uid)) continue;
+      // The kept tenant's current partition (a memory share may be new).
+      DropPrefix(tally, after, now->backend, now->partition, now->prefix, uid);
+    }
+  }
+  tally->Release();
+}
 
 void Engine::ResetBuckets(const ResetRequest& request, CountCallback done) const {
   std::shared_ptr<const Snapshot> snap = snapshot_.load(std::memory_order_acquire);

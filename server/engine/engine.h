@@ -94,6 +94,8 @@ class Snapshot {
 
   // The tenant called `name`, the default tenant for "", or nullptr.
   const Tenant* FindTenant(absl::string_view name) const;
+  // Every tenant, by name.
+  const absl::flat_hash_map<std::string, Tenant>& tenants() const { return tenants_; }
 
   uint64_t max_identifier_bytes() const { return max_identifier_bytes_; }
   uint64_t max_batch_size() const { return max_batch_size_; }
@@ -185,6 +187,19 @@ class Engine {
   // Prepare), kNotFound (unknown tenant), and the backend's errors as they
   // are.
   void ResetBuckets(const ResetRequest& request, CountCallback done) const;
+
+  // After a reload from `before` to `after`: forgets the buckets that no
+  // configuration reaches any more, so removed tenants and throttles take
+  // their state with them. For a tenant removed, moved to another backend or
+  // given another prefix, its old buckets on a shared backend (Redis; a memory
+  // tenant's partition is dropped with it); for a throttle removed from a
+  // kept tenant, that uid's buckets (configured and inline) on any backend.
+  // Skips an old prefix that a tenant of `after` uses on the same backend.
+  // Asynchronous (Backend::Reset); `done` gets the total removed, or the
+  // first error. The snapshots are kept alive until then.
+  static void DropUnreachableBuckets(std::shared_ptr<const Snapshot> before,
+                                     std::shared_ptr<const Snapshot> after,
+                                     CountCallback done);
 
   // The configured throttles of a tenant (empty: the default tenant) after
   // its multiplier, sorted by uid. kInvalidArgument for a bad tenant name,

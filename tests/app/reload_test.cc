@@ -143,13 +143,19 @@ TEST_F(ReloadTest, RemovedTenantNotFoundAndBucketsDropped) {
   EXPECT_EQ(fresh->remaining, 1u);
 }
 
-// Verifies that a removed throttle answers NOT_FOUND at once.
+// Verifies that a removed throttle answers NOT_FOUND at once and its memory
+// buckets are dropped (the kept throttle's stay).
 TEST_F(ReloadTest, RemovedThrottleNotFound) {
   Start(OneThrottle(2, "1h", "  - {uid: other, limit: 5, period: 1m}\n"));
   ASSERT_TRUE(Hit(server_->engine(), "t", "other", "user")->allowed);
+  ASSERT_TRUE(HitApi("t")->allowed);
+  const MemoryBackend* memory =
+      static_cast<const MemoryBackend*>(BackendOf(server_->engine(), "t"));
+  ASSERT_EQ(memory->bucket_count(), 2u);
   Reload(OneThrottle(2, "1h"));
   EXPECT_EQ(Hit(server_->engine(), "t", "other", "user").status().code(),
             absl::StatusCode::kNotFound);
+  EXPECT_EQ(memory->bucket_count(), 1u);  // memory resets answer inline
 }
 
 // Verifies that a memory tenant's share follows the reloaded config.

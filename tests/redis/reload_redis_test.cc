@@ -170,5 +170,51 @@ TEST_F(RedisReloadTest, TenantMovedStartsFresh) {
   EXPECT_EQ(d->remaining, 1u);
 }
 
+// Verifies that removed throttles and tenants take their Redis buckets with
+// them (reset in the background after the reload): a removed throttle's keys
+// go while the kept throttle's stay; a tenant moved off Redis, and a tenant
+// removed, leave no keys behind.
+TEST_F(RedisReloadTest, RemovedThrottlesAndTenantsDropTheirKeys) {
+  const std::string extra = "  - {uid: extra, limit: 5, period: 1h}\n";
+  Start(Config(5, "1h", "{pool_size: 2}", redis_->url(), extra));
+  ASSERT_TRUE(HitApi("r", "x")->allowed);
+  ASSERT_TRUE(Hit(server_->engine(), "r", "extra", "x")->allowed);
+  ASSERT_TRUE(HitApi("m", "y")->allowed);  // m is on the Redis too
+  auto exists = [&](const std::string& key) {
+    absl::StatusOr<std::string> n = redis_->Command({"EXISTS", key});
+    EXPECT_TRUE(n.ok()) << n.status();
+    return n.value_or("") == "1";
+  };
+  auto wait_gone = [&](const std::string& key) {
+    for (int i = 0; i < 200 && exists(key); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return !exists(key);
+  };
+  ASSERT_TRUE(exists("r:api:{x}"));
+  ASSERT_TRUE(exists("r:extra:{x}"));
+  ASSERT_TRUE(exists("m:api:{y}"));
+
+  // The throttle `extra` is removed; m moves to memory.
+  Reload(Config(5, "1h"));
+  EXPECT_TRUE(wait_gone("r:extra:{x}"));
+  EXPECT_TRUE(wait_gone("m:api:{y}"));
+  EXPECT_TRUE(exists("r:api:{x}"));
+  // The kept bucket kept its state (one token taken).
+  absl::StatusOr<Decision> d = HitApi("r", "x");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->remaining, 3u);
+
+  // m back on Redis, then removed altogether.
+  Reload(Config(5, "1h", "{pool_size: 2}", redis_->url()));
+  ASSERT_TRUE(HitApi("m", "z")->allowed);
+  ASSERT_TRUE(exists("m:api:{z}"));
+  Reload(absl::StrCat("throttles:\n  - {uid: api, limit: 5, period: 1h}\n",
+                      "tenants:\n  - name: r\n    backend: \"", redis_->url(),
+                      "\"\n    redis: {pool_size: 2}\ndefault_tenant: r\n"));
+  EXPECT_TRUE(wait_gone("m:api:{z}"));
+  EXPECT_TRUE(exists("r:api:{x}"));
+}
+
 }  // namespace
 }  // namespace traffik
