@@ -242,8 +242,9 @@ class RedisBackend::Loop {
   std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
-  // I/O thread only.
   const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
+
+  // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
   std::array<Node*, kRedisClusterSlots> slots_{};
   bool refresh_wanted_ = false;
