@@ -18,6 +18,7 @@
 #include "backend/memory/memory_backend.h"
 #include "backend/redis/bucket_script.h"
 #include "backend/redis/key_slot.h"
+#include "backend/redis/script_registry.h"
 #include "bucket/token_bucket.h"
 #include "clock/clock.h"
 #include "engine/engine.h"
@@ -632,6 +633,28 @@ TEST_F(RedisBackendTest, ReloadsScriptAfterFlush) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->remaining, 3u);
   EXPECT_TRUE(DecideSync(*backend_, "s:{1}", Rate{5, 60'000}).ok());
+}
+
+// Verifies the locally computed digests are the ones Redis computes (SCRIPT
+// LOAD), that connecting sends no SCRIPT LOAD (the all-or-nothing script is
+// unknown to Redis until a batch runs), and that a server without the script
+// holds it after one decision (the EVALSHA's NOSCRIPT retried as EVAL).
+TEST_F(RedisBackendTest, LocalScriptDigestsMatchRedis) {
+  const RedisScriptRegistry scripts;
+  const std::string& bucket_sha = scripts.Sha1(RedisScriptId::kBucket);
+  const std::string& batch_sha = scripts.Sha1(RedisScriptId::kAllOrNothing);
+  EXPECT_EQ(*server_->Command({"SCRIPT", "EXISTS", batch_sha}), "0");
+  ASSERT_TRUE(server_->Command({"SCRIPT", "FLUSH"}).ok());
+  EXPECT_EQ(*server_->Command({"SCRIPT", "EXISTS", bucket_sha}), "0");
+  ASSERT_TRUE(DecideSync(*backend_, "d:{1}", Rate{5, 60'000}).ok());
+  EXPECT_EQ(*server_->Command({"SCRIPT", "EXISTS", bucket_sha}), "1");
+  ASSERT_TRUE(AllOrNothingSync(*backend_, {{"d:{1}", Rate{5, 60'000}, 1}}).ok());
+  EXPECT_EQ(*server_->Command({"SCRIPT", "EXISTS", batch_sha}), "1");
+  for (RedisScriptId id : {RedisScriptId::kBucket, RedisScriptId::kAllOrNothing}) {
+    auto sha = server_->Command({"SCRIPT", "LOAD", scripts.Body(id)});
+    ASSERT_TRUE(sha.ok()) << sha.status();
+    EXPECT_EQ(*sha, scripts.Sha1(id));
+  }
 }
 
 // Verifies exactness under concurrency: many threads pipelining on one key,

@@ -21,10 +21,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "backend/redis/bucket_script.h"
 #include "backend/redis/cluster_topology.h"
 #include "backend/redis/key_scan.h"
 #include "backend/redis/key_slot.h"
+#include "backend/redis/script_registry.h"
 #include "backend/redis/script_reply.h"
 #include "base/error_reason.h"
 #include "base/log.h"
@@ -205,8 +205,6 @@ class RedisBackend::Loop {
   static void OnDisconnect(const redisAsyncContext* ac, int status);
   static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnHandshakeReply(redisAsyncContext* ac, void* reply, void* privdata);
-  static void OnScriptLoaded(redisAsyncContext* ac, void* reply, void* privdata);
-  static void OnBatchScriptLoaded(redisAsyncContext* ac, void* reply, void* privdata);
   static void OnClusterSlots(redisAsyncContext* ac, void* reply, void* privdata);
 
   void Drain();
@@ -244,11 +242,11 @@ class RedisBackend::Loop {
   std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
+  const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
+
   // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
   std::array<Node*, kRedisClusterSlots> slots_{};
-  std::string sha_;        // the bucket script's SHA1 once loaded
-  std::string batch_sha_;  // the all-or-nothing script's SHA1 once loaded
   bool refresh_wanted_ = false;
   bool refresh_inflight_ = false;
   int64_t refresh_sent_ms_ = 0;
@@ -475,18 +473,6 @@ void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
     const size_t lens[] = {6, db.size()};
     redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 2, argv, lens);
   }
-  if (loop->sha_.empty()) {
-    const std::string& script = RedisBucketScript();
-    const char* argv[] = {"SCRIPT", "LOAD", script.c_str()};
-    const size_t lens[] = {6, 4, script.size()};
-    redisAsyncCommandArgv(ac, &Loop::OnScriptLoaded, loop, 3, argv, lens);
-  }
-  if (loop->batch_sha_.empty()) {
-    const std::string& script = RedisAllOrNothingScript();
-    const char* argv[] = {"SCRIPT", "LOAD", script.c_str()};
-    const size_t lens[] = {6, 4, script.size()};
-    redisAsyncCommandArgv(ac, &Loop::OnBatchScriptLoaded, loop, 3, argv, lens);
-  }
   if (o.cluster && loop->last_refresh_ms_ == 0) loop->refresh_wanted_ = true;
 
   // Operations parked while this node had no connection go out now.
@@ -506,24 +492,6 @@ void RedisBackend::Loop::OnHandshakeReply(redisAsyncContext* ac, void* r,
         " refused the connection setup: ", std::string(reply->str, reply->len)));
     conn->node->last_error = std::string(reply->str, reply->len);
     redisAsyncDisconnect(ac);
-  }
-}
-
-void RedisBackend::Loop::OnScriptLoaded(redisAsyncContext* /*ac*/, void* r,
-                                        void* privdata) {
-  auto* reply = static_cast<redisReply*>(r);
-  auto* loop = static_cast<Loop*>(privdata);
-  if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
-    loop->sha_.assign(reply->str, reply->len);
-  }
-}
-
-void RedisBackend::Loop::OnBatchScriptLoaded(redisAsyncContext* /*ac*/, void* r,
-                                             void* privdata) {
-  auto* reply = static_cast<redisReply*>(r);
-  auto* loop = static_cast<Loop*>(privdata);
-  if (reply != nullptr && reply->type == REDIS_REPLY_STRING) {
-    loop->batch_sha_.assign(reply->str, reply->len);
   }
 }
 
@@ -666,18 +634,17 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
   const size_t period_len =
       absl::numbers_internal::FastIntToBuffer(op->rate.period_ms, period) - period;
   const size_t cost_len = absl::numbers_internal::FastIntToBuffer(op->cost, cost) - cost;
-  const bool eval = op->use_eval || sha_.empty();
-  const std::string& body = eval ? RedisBucketScript() : sha_;
-  const char* argv[] = {eval ? "EVAL" : "EVALSHA",
-                        body.c_str(),
+  const RedisScriptCall script = scripts_.Call(RedisScriptId::kBucket, op->use_eval);
+  const char* argv[] = {script.verb.data(),
+                        script.first_arg.data(),
                         "1",
                         op->key.data(),
                         capacity,
                         period,
                         cost,
                         "peek"};
-  const size_t lens[] = {eval ? size_t{4} : size_t{7},
-                         body.size(),
+  const size_t lens[] = {script.verb.size(),
+                         script.first_arg.size(),
                          1,
                          op->key.size(),
                          capacity_len,
@@ -690,8 +657,8 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
   const size_t n = op->items.size();
-  const bool eval = op->use_eval || batch_sha_.empty();
-  const std::string& body = eval ? RedisAllOrNothingScript() : batch_sha_;
+  const RedisScriptCall script =
+      scripts_.Call(RedisScriptId::kAllOrNothing, op->use_eval);
   const std::string numkeys = absl::StrCat(n);
   std::vector<std::string> numbers;  // capacity, period, cost per item
   numbers.reserve(3 * n);
@@ -704,10 +671,10 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
   std::vector<size_t> lens;
   argv.reserve(3 + 4 * n);
   lens.reserve(3 + 4 * n);
-  argv.push_back(eval ? "EVAL" : "EVALSHA");
-  lens.push_back(eval ? 4 : 7);
-  argv.push_back(body.data());
-  lens.push_back(body.size());
+  argv.push_back(script.verb.data());
+  lens.push_back(script.verb.size());
+  argv.push_back(script.first_arg.data());
+  lens.push_back(script.first_arg.size());
   argv.push_back(numkeys.data());
   lens.push_back(numkeys.size());
   for (const BucketOp& item : op->items) {
@@ -753,7 +720,7 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
   }
   if (reply->type == REDIS_REPLY_ERROR) {
     const absl::string_view error(reply->str, reply->len);
-    if (absl::StartsWith(error, "NOSCRIPT") && !op->use_eval) {
+    if (RedisScriptRegistry::ShouldRetryWithEval(error, op->use_eval)) {
       // This node restarted, flushed its scripts or never saw them (a new
       // cluster node): EVAL loads the script there, so later EVALSHAs hit.
       op->use_eval = true;
