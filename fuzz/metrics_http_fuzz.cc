@@ -53,11 +53,25 @@ std::string ReadAll(int fd) {
 
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
-// "HTTP/1.0 ddd " or "HTTP/1.1 ddd ", whatever version the request claimed.
+// A status line: "HTTP/<major>.<minor> <ddd> ". Requests our handler answers
+// always get HTTP/1.0 or 1.1 (others 505: HttpExposerTest.OnlyHttp1Served);
+// evhttp's own 400 for a malformed head echoes the version numbers it parsed,
+// which may be any (even negative, overflowed) integers: numbers only, never
+// caller text, so they are accepted here.
+bool Integer(std::string_view a, size_t* i) {
+  if (*i < a.size() && a[*i] == '-') ++*i;
+  const size_t start = *i;
+  while (*i < a.size() && IsDigit(a[*i])) ++*i;
+  return *i > start;
+}
+
 bool IsStatusLine(std::string_view a) {
-  return a.size() >= 13 &&
-         (a.substr(0, 9) == "HTTP/1.0 " || a.substr(0, 9) == "HTTP/1.1 ") &&
-         IsDigit(a[9]) && IsDigit(a[10]) && IsDigit(a[11]) && a[12] == ' ';
+  if (a.substr(0, 5) != "HTTP/") return false;
+  size_t i = 5;
+  if (!Integer(a, &i) || i >= a.size() || a[i++] != '.') return false;
+  if (!Integer(a, &i) || i >= a.size() || a[i++] != ' ') return false;
+  return i + 4 <= a.size() && IsDigit(a[i]) && IsDigit(a[i + 1]) && IsDigit(a[i + 2]) &&
+         a[i + 3] == ' ';
 }
 
 void CheckRoute(std::string_view input) {
@@ -96,8 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   shutdown(fd, SHUT_WR);
   const std::string answer = ReadAll(fd);
   close(fd);
-  // Either nothing (closed without an answer) or an HTTP/1.x status line (a
-  // request claiming another version gets 505, written as HTTP/1.1).
+  // Either nothing (closed without an answer) or a status line.
   if (!answer.empty() && !IsStatusLine(answer)) std::abort();
   return 0;
 }
