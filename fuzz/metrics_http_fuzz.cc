@@ -37,6 +37,29 @@ traffik::HttpExposer& Exposer() {
   return *exposer;
 }
 
+// Connects to the exposer. Each input is one connection (thousands a second):
+// the socket lingers 0 s so closing it leaves no TIME_WAIT to exhaust the
+// ephemeral ports, and a refused or unavailable address is retried for up to
+// 2 s (a busy machine, a full backlog) before the exposer is deemed to have
+// stopped accepting, which is a failure.
+int Connect(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) std::abort();
+    const linger no_time_wait{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &no_time_wait, sizeof(no_time_wait));
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0)
+      return fd;
+    close(fd);
+    usleep(10'000);
+  }
+  std::abort();  // the exposer stopped accepting
+}
+
 // Reads until the server closes or 2 s pass; returns what arrived.
 std::string ReadAll(int fd) {
   std::string out;
@@ -92,15 +115,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   CheckRoute(input);
 
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) std::abort();
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(Exposer().port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
-    std::abort();  // the exposer stopped accepting
-  }
+  const int fd = Connect(Exposer().port());
   size_t sent = 0;
   while (sent < size) {
     const ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
