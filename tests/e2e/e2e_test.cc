@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -898,6 +899,8 @@ TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossThreads) {
   std::atomic<int> allowed{0};
   std::atomic<int> refused{0};
   std::atomic<int> failed{0};
+  std::mutex first_error_mu;
+  std::string first_error;  // what the first failed call answered
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -907,6 +910,11 @@ TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossThreads) {
         const auto reply = Decide(*stub, request);
         if (!reply.status.ok()) {
           ++failed;
+          std::lock_guard<std::mutex> lock(first_error_mu);
+          if (first_error.empty()) {
+            first_error = absl::StrCat("code ", reply.status.error_code(), ": ",
+                                       reply.status.error_message());
+          }
         } else if (reply.response.wait_ms() == 0) {
           ++allowed;
         } else {
@@ -916,7 +924,7 @@ TEST_F(ConcurrencyTest, ExactlyLimitAllowedAcrossThreads) {
     });
   }
   for (std::thread& thread : threads) thread.join();
-  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(failed.load(), 0) << "first failure: " << first_error;
   EXPECT_EQ(allowed.load(), 100);
   EXPECT_EQ(refused.load(), kThreads * kCallsPerThread - 100);
 }
