@@ -413,14 +413,14 @@ void SetDeadline(const Args& args, grpc::ClientContext* context) {
 }
 
 absl::Status ToAbsl(const grpc::Status& status) {
-  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-    return absl::UnimplementedError(absl::StrCat(
-        status.error_message(),
-        " (is the admin API enabled? it needs admin_api: true in traffikd's config)"));
-  }
   // gRPC and absl share the canonical code numbering.
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  const auto code = static_cast<absl::StatusCode>(status.error_code());
+  // A traffikd without admin_api does not serve AdminService at all.
+  const std::string hint =
+      code == absl::StatusCode::kUnimplemented
+          ? " (is the admin API enabled? it needs admin_api: true in traffikd's config)"
+          : "";
+  return absl::Status(code, absl::StrCat(status.error_message(), hint));
 }
 
 int RunReset(const Args& args) {

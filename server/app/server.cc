@@ -62,8 +62,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   // splits connections between them; a taken port must be a startup error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
-  // The admin API exists only when asked for: otherwise its calls answer
-  // UNIMPLEMENTED like any unknown service.
+  // The admin API exists only when asked for: otherwise gRPC answers its calls
+  // as for any service this server does not have.
   if (config.admin_api) {
     server->admin_service_ =
         std::make_unique<AdminServiceImpl>(*server->engine_, *server->metrics_);

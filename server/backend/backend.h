@@ -133,13 +133,13 @@ class Backend {
   virtual void DecideAllOrNothing(absl::Span<const BucketOp> ops,
                                   AllOrNothingCallback done) = 0;
 
-  // The admin operations. The defaults answer kUnimplemented.
+  // The admin operations.
 
   // What Decide(key, rate, cost) would answer now, and the bucket as it
   // stands, without taking anything or creating a bucket. `partition` as for
   // DecideIn. Errors as for Decide.
   virtual void Peek(BackendPartition* partition, absl::string_view key, const Rate& rate,
-                    uint64_t cost, PeekCallback done);
+                    uint64_t cost, PeekCallback done) = 0;
 
   // Forgets the buckets `selector` picks in `partition` (the tenant's; a
   // backend without partitions looks at every key it stores), answering how
@@ -149,18 +149,7 @@ class Backend {
   // caller; a failure midway answers the error (what was removed stays
   // removed).
   virtual void Reset(BackendPartition* partition, BucketSelector selector,
-                     CountCallback done);
+                     CountCallback done) = 0;
 };
-
-inline void Backend::Peek(BackendPartition*, absl::string_view, const Rate&, uint64_t,
-                          PeekCallback done) {
-  std::move(done)(absl::UnimplementedError(
-      absl::StrCat("backend ", Name(), " cannot peek at buckets")));
-}
-
-inline void Backend::Reset(BackendPartition*, BucketSelector, CountCallback done) {
-  std::move(done)(absl::UnimplementedError(
-      absl::StrCat("backend ", Name(), " cannot reset buckets")));
-}
 
 }  // namespace traffik

@@ -233,33 +233,47 @@ absl::StatusOr<Decision> Engine::FinishPeek(const PreparedHit& hit,
   return result->hit;
 }
 
-void Engine::Peek(const HitRequest& request, DecisionCallback done) const {
+namespace {
+
+// Prepare + Backend::Peek, the common part of Peek and GetBucket: `answer`
+// gets the prepared hit (alive until then: key, snapshot) and what the
+// backend answered, or is not called when the request is invalid (`done`
+// then gets the error).
+template <typename Done>
+void PrepareAndPeek(
+    const Engine& engine, const HitRequest& request, Done done,
+    absl::AnyInvocable<void(const PreparedHit&, absl::StatusOr<PeekResult>, Done) &&>
+        answer) {
   auto hit = std::make_unique<PreparedHit>();
-  if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
+  if (absl::Status s = engine.Prepare(request, hit.get()); !s.ok()) {
     std::move(done)(std::move(s));
     return;
   }
   PreparedHit* raw = hit.get();
-  raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
-                     [hit = std::move(hit),
-                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
-                       std::move(done)(FinishPeek(*hit, std::move(result)));
-                     });
+  raw->backend->Peek(
+      raw->partition, raw->key, raw->rate, raw->cost,
+      [hit = std::move(hit), done = std::move(done),
+       answer = std::move(answer)](absl::StatusOr<PeekResult> result) mutable {
+        std::move(answer)(*hit, std::move(result), std::move(done));
+      });
+}
+
+}  // namespace
+
+void Engine::Peek(const HitRequest& request, DecisionCallback done) const {
+  PrepareAndPeek<DecisionCallback>(
+      *this, request, std::move(done),
+      [](const PreparedHit& hit, absl::StatusOr<PeekResult> result,
+         DecisionCallback done) { std::move(done)(FinishPeek(hit, std::move(result))); });
 }
 
 void Engine::GetBucket(const HitRequest& request, PeekCallback done) const {
-  auto hit = std::make_unique<PreparedHit>();
-  if (absl::Status s = Prepare(request, hit.get()); !s.ok()) {
-    std::move(done)(std::move(s));
-    return;
-  }
-  PreparedHit* raw = hit.get();
-  // `hit` (key, snapshot) stays alive until the backend has answered.
-  raw->backend->Peek(raw->partition, raw->key, raw->rate, raw->cost,
-                     [hit = std::move(hit),
-                      done = std::move(done)](absl::StatusOr<PeekResult> result) mutable {
-                       std::move(done)(std::move(result));
-                     });
+  // Backend errors as they are: no on_backend_error policy for the admin view.
+  PrepareAndPeek<PeekCallback>(
+      *this, request, std::move(done),
+      [](const PreparedHit&, absl::StatusOr<PeekResult> result, PeekCallback done) {
+        std::move(done)(std::move(result));
+      });
 }
 
 namespace {

@@ -19,20 +19,34 @@ using ::testing::ElementsAre;
 // Counts live FakeBackends.
 int live_fakes = 0;
 
+// A backend the registry builds and retires; nothing decides on it here, so
+// every operation answers that.
 class FakeBackend final : public Backend {
  public:
   FakeBackend() { ++live_fakes; }
   ~FakeBackend() override { --live_fakes; }
   absl::string_view Name() const override { return "fake"; }
   void Decide(absl::string_view, const Rate&, uint64_t, DecisionCallback done) override {
-    std::move(done)(absl::UnimplementedError("fake"));
+    std::move(done)(NotHere());
   }
   void DecideBatch(absl::Span<const BucketOp>, BatchCallback done) override {
-    std::move(done)(absl::UnimplementedError("fake"));
+    std::move(done)(NotHere());
   }
   void DecideAllOrNothing(absl::Span<const BucketOp>,
                           AllOrNothingCallback done) override {
-    std::move(done)(absl::UnimplementedError("fake"));
+    std::move(done)(NotHere());
+  }
+  void Peek(BackendPartition*, absl::string_view, const Rate&, uint64_t,
+            PeekCallback done) override {
+    std::move(done)(NotHere());
+  }
+  void Reset(BackendPartition*, BucketSelector, CountCallback done) override {
+    std::move(done)(NotHere());
+  }
+
+ private:
+  static absl::Status NotHere() {
+    return absl::FailedPreconditionError("the registry tests decide nothing");
   }
 };
 

@@ -465,6 +465,13 @@ class FailingBackend final : public Backend {
                           AllOrNothingCallback done) override {
     std::move(done)(all_or_nothing_error);
   }
+  void Peek(BackendPartition*, absl::string_view, const Rate&, uint64_t,
+            PeekCallback done) override {
+    std::move(done)(error);
+  }
+  void Reset(BackendPartition*, BucketSelector, CountCallback done) override {
+    std::move(done)(error);
+  }
   absl::Status error = absl::UnavailableError("redis://10.0.0.1:6379/0: not connected");
   absl::Status all_or_nothing_error =
       absl::UnavailableError("redis://10.0.0.1:6379/0: not connected");
