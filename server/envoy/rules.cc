@@ -1053,6 +1053,11 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::LoadDirs(
   return FromDomains(std::move(domains));
 }
 
+std::shared_ptr<const RuleSet> RuleSet::Empty() {
+  static const std::shared_ptr<const RuleSet> kEmpty(new RuleSet());
+  return kEmpty;
+}
+
 const Domain* RuleSet::FindDomain(absl::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : &domains_[it->second];
