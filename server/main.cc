@@ -122,9 +122,12 @@ int Run(int argc, char** argv) {
     if (config->watch_config) {
       traffik::ConfigReloader* r = reloader.get();
       absl::StatusOr<std::unique_ptr<traffik::ConfigWatcher>> w =
-          traffik::ConfigWatcher::Start(*options->config_path, kWatchDebounce, [r] {
-            (void)r->Reload(/*only_if_changed=*/true);
-          });
+          traffik::ConfigWatcher::Start(
+              *options->config_path, kWatchDebounce,
+              [r] { (void)r->Reload(/*only_if_changed=*/true); },
+              // The envoy rule files' directories too, as the config at start
+              // names them (SIGHUP reloads any).
+              config->envoy.config_dirs);
       if (w.ok()) {
         watcher = *std::move(w);
       } else {
