@@ -76,8 +76,14 @@ int Run(int argc, char** argv) {
   if (options->listen) config->listen = *options->listen;
   if (options->metrics_listen) config->metrics_listen = *options->metrics_listen;
   if (options->check_config) {
-    std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants)\n", source.c_str(),
-                config->throttles.size(), config->tenants.size());
+    std::string envoy;
+    if (config->envoy.enabled) {
+      envoy =
+          ", " + std::to_string(config->envoy.rules->domains().size()) + " envoy domains";
+    }
+    std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants%s)\n",
+                source.c_str(), config->throttles.size(), config->tenants.size(),
+                envoy.c_str());
     return 0;
   }
 
