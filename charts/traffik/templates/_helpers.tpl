@@ -65,7 +65,6 @@ containerPorts. Keys are emitted as written in values (the config file's own nam
 {{- else }}
 {{- $_ := set $cfg "metrics_listen" "" }}
 {{- end }}
-{{- include "traffik.envoyConfig" (dict "root" . "cfg" $cfg) }}
 {{- toYaml $cfg }}
 {{- end }}
 
