@@ -293,6 +293,14 @@ absl::StatusOr<std::unique_ptr<TlsCertificateWatch>> TlsCertificateWatch::Start(
         !s.ok()) {
       return s;
     }
+    // gRPC reads the copy by path: /proc must be there (it is in containers).
+    if (absl::StatusOr<std::string> copy =
+            ReadPemFile("TLS copy", FdPath(watch->identity_fd_));
+        !copy.ok() || *copy != **identity) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tls: cannot read back the checked certificate copy through ",
+                       FdPath(watch->identity_fd_), " (is /proc mounted?)"));
+    }
     if (!tls.client_ca_file.empty()) {
       absl::StatusOr<std::string> ca =
           ReadPemFile("tls.client_ca_file", tls.client_ca_file);
