@@ -7,6 +7,9 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <signal.h>
 #include <unistd.h>
@@ -411,6 +414,50 @@ TEST_F(TlsE2eTest, BrokenNewPairKeepsThePreviousOne) {
   EXPECT_TRUE(server->WaitForStderr("TLS certificate reloaded", std::chrono::seconds(5)));
 }
 
+// A ThrottleService that allows everything (for the gRPC-only test below).
+class AllowAll final : public v1::ThrottleService::Service {
+  grpc::Status ShouldThrottle(grpc::ServerContext*, const v1::ShouldThrottleRequest*,
+                              v1::ShouldThrottleResponse*) override {
+    return grpc::Status::OK;
+  }
+};
+
+// Verifies why traffikd checks each new pair before gRPC sees it: gRPC 1.51's
+// FileWatcherCertificateProvider, watching the files itself, hands a broken
+// pair (a key of another certificate) to the TLS stack, and from then on
+// every new handshake fails instead of the previous pair being kept. (If a
+// gRPC upgrade makes this test fail, the provider keeps the old pair by
+// itself now; traffikd's own check stays for the log line and the count.)
+TEST_F(TlsE2eTest, GrpcFileWatcherAloneDropsTheServerOnABrokenPair) {
+  SecretDir secret(certs_->dir());
+  secret.Swap(Read(certs_->server().cert_file), Read(certs_->server().key_file));
+  absl::StatusOr<CertKeyFiles> broken = certs_->MismatchedPair("broken");
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      secret.key(), secret.cert(), /*refresh_interval_sec=*/1);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  AllowAll service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0",
+                           grpc::experimental::TlsServerCredentials(options), &port);
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  grpc::Status before = CallOnce(*NewStub(address, TlsCredentials(certs_->ca_file())));
+  EXPECT_TRUE(before.ok()) << before.error_message();
+
+  secret.Swap(Read(broken->cert_file), Read(broken->key_file));
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // 3 refresh rounds
+  grpc::Status after = CallOnce(*NewStub(address, TlsCredentials(certs_->ca_file())));
+  EXPECT_EQ(after.error_code(), grpc::StatusCode::UNAVAILABLE) << after.error_message();
+  server->Shutdown(std::chrono::system_clock::now());
+}
+
 // Verifies --health-check over TLS: the CA flag (and the client certificate
 // flags for a server requiring one) make it work; without them, or with
 // another CA, it fails.
@@ -502,8 +549,8 @@ TEST_F(TlsE2eTest, ReloadKeepsTls) {
                                certs_->ca_file(), /*require=*/true));
   }
   ASSERT_TRUE(server->SendSignal(SIGHUP));
-  EXPECT_TRUE(server->WaitForStderr("tls changed; kept until restart",
-                                    std::chrono::seconds(5)))
+  EXPECT_TRUE(
+      server->WaitForStderr("tls changed; kept until restart", std::chrono::seconds(5)))
       << server->StderrText();
   // Still no client certificate asked for.
   grpc::Status status =
