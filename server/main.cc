@@ -78,6 +78,15 @@ int Run(int argc, char** argv) {
   if (options->listen) config->listen = *options->listen;
   if (options->metrics_listen) config->metrics_listen = *options->metrics_listen;
   if (options->check_config) {
+    // The certificate files' contents too: "config OK" means it can start.
+    if (config->tls.has_value()) {
+      if (absl::StatusOr<traffik::CertificateInfo> tls =
+              traffik::CheckTlsFiles(*config->tls);
+          !tls.ok()) {
+        Log("config error: " + std::string(tls.status().message()));
+        return 1;
+      }
+    }
     std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants)\n", source.c_str(),
                 config->throttles.size(), config->tenants.size());
     return 0;

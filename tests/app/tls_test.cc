@@ -175,6 +175,44 @@ TEST_F(TlsPairTest, WatchCountsEachChangeOnce) {
               HasSubstr(absl::StrCat("TLS certificate reloaded: serial ", *serial)));
 }
 
+// Verifies a change of the client CA bundle is checked like the pair: a good
+// bundle counted as a success, a broken one as an error (and logged).
+TEST_F(TlsPairTest, WatchChecksClientCaChanges) {
+  const std::string ca_file = certs_->dir() + "/live-ca.crt";
+  std::ofstream(ca_file, std::ios::trunc) << Read(certs_->ca_file());
+  Metrics metrics;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  absl::StatusOr<std::unique_ptr<TlsCertificateWatch>> watch = TlsCertificateWatch::Start(
+      TlsConfig{.cert_file = certs_->server().cert_file,
+                .key_file = certs_->server().key_file,
+                .client_ca_file = ca_file,
+                .require_client_cert = true},
+      metrics,
+      [&](const std::string& line) {
+        std::lock_guard<std::mutex> lock(mu);
+        lines.push_back(line);
+      },
+      std::chrono::hours(1));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::ofstream(ca_file, std::ios::trunc)
+      << Read(certs_->ca_file()) << Read(certs_->other_ca_file());
+  (*watch)->CheckNow();
+  std::ofstream(ca_file, std::ios::trunc) << "garbage";
+  (*watch)->CheckNow();
+  (*watch)->CheckNow();
+  const std::string text = metrics.RenderText();
+  EXPECT_THAT(text,
+              HasSubstr("traffik_tls_certificate_reloads_total{result=\"success\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("traffik_tls_certificate_reloads_total{result=\"error\"} 1"));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(lines.size(), 2u) << ::testing::PrintToString(lines);
+  EXPECT_THAT(lines[0], HasSubstr("TLS client CA bundle reloaded"));
+  EXPECT_THAT(lines[1],
+              HasSubstr("TLS client CA reload failed, the previous bundle keeps"));
+}
+
 // Verifies an unusable pair at start is an error naming the fields.
 TEST_F(TlsPairTest, WatchRefusesBrokenPairAtStart) {
   absl::StatusOr<CertKeyFiles> broken = certs_->MismatchedPair("broken");

@@ -217,7 +217,8 @@ TEST_F(TlsE2eTest, MutualTlsOptional) {
       << foreign.error_message();
 }
 
-// Verifies an unusable pair at startup is a startup error naming the fields.
+// Verifies an unusable pair at startup (and for --check-config) is an error
+// naming the fields.
 TEST_F(TlsE2eTest, BrokenPairAtStartupFails) {
   absl::StatusOr<CertKeyFiles> broken = certs_->MismatchedPair("broken");
   ASSERT_TRUE(broken.ok()) << broken.status();
@@ -230,6 +231,16 @@ TEST_F(TlsE2eTest, BrokenPairAtStartupFails) {
   EXPECT_THAT(run.output, HasSubstr("tls.cert_file/tls.key_file"));
   EXPECT_THAT(run.output, HasSubstr("the key does not belong to the certificate"));
   EXPECT_THAT(run.output, Not(HasSubstr("BEGIN")));  // no key material
+
+  // --check-config reads the contents too.
+  RunResult check = RunTraffikd({"--check-config", "--config", file->path()});
+  EXPECT_EQ(check.exit_code, 1) << check.output;
+  EXPECT_THAT(check.output, HasSubstr("config error: tls.cert_file/tls.key_file"));
+  absl::StatusOr<TempFile> good = TempFile::Create(
+      ConfigYaml(TlsBlock(certs_->server().cert_file, certs_->server().key_file)));
+  ASSERT_TRUE(good.ok());
+  check = RunTraffikd({"--check-config", "--config", good->path()});
+  EXPECT_EQ(check.exit_code, 0) << check.output;
 }
 
 // A directory laid out as Kubernetes mounts a Secret: tls.crt and tls.key are
