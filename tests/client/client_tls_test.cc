@@ -378,5 +378,35 @@ TEST_F(ClientTlsTest, TraffikctlTlsFlags) {
   EXPECT_THAT(run.out, HasSubstr("tls.cert_file and tls.key_file go together"));
 }
 
+// Verifies the quickstart example takes the same TLS and API-key flags: over
+// TLS to the real traffikd, and the key as metadata to the fake service.
+TEST_F(ClientTlsTest, QuickstartExampleFlags) {
+  ASSERT_NO_FATAL_FAILURE(StartServer(/*mtls=*/true));
+  auto run = [](std::vector<std::string> args) {
+    std::string command = absl::StrCat("timeout 20 ", ShellQuote(QUICKSTART_PATH));
+    for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
+    absl::StrAppend(&command, " </dev/null >/dev/null 2>&1");
+    const int status = std::system(command.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(
+      run({"--target", server_->grpc_address(), "--tls-ca", certs_->ca_file(),
+           "--tls-cert", alice_.cert_file, "--tls-key", alice_.key_file, "t", "someone"}),
+      0);
+  EXPECT_EQ(run({"--target", server_->grpc_address(), "--tls-ca", certs_->ca_file(), "t",
+                 "someone"}),
+            2);
+  EXPECT_EQ(run({"--target", server_->grpc_address(), "t", "someone"}), 2);
+
+  FakeThrottleService fake(grpc::Status::OK);
+  setenv("TRAFFIK_TEST_QUICKSTART_KEY", kApiKey, 1);
+  EXPECT_EQ(run({"--target", fake.address(), "--api-key-env",
+                 "TRAFFIK_TEST_QUICKSTART_KEY", "t", "someone"}),
+            0);
+  unsetenv("TRAFFIK_TEST_QUICKSTART_KEY");
+  EXPECT_THAT(fake.authorizations(),
+              ::testing::ElementsAre(absl::StrCat("Bearer ", kApiKey)));
+}
+
 }  // namespace
 }  // namespace traffik
