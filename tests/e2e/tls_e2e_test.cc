@@ -348,6 +348,7 @@ TEST_F(TlsE2eTest, RotationPickedUpWithoutFailedCalls) {
       address, certs_->ca_file(), Read(next->cert_file), std::chrono::seconds(10));
   ASSERT_TRUE(took.has_value()) << "the new certificate was not served within 10 s\n"
                                 << server->StderrText();
+  RecordProperty("rotation_served_after_ms", static_cast<int>(took->count()));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   caller.Stop();
   EXPECT_GT(caller.calls(), 20);
