@@ -1,6 +1,7 @@
 #include "app/tls.h"
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -173,6 +174,34 @@ TEST_F(TlsPairTest, WatchCountsEachChangeOnce) {
   EXPECT_THAT(lines[0], HasSubstr(first_serial));
   EXPECT_THAT(lines[1],
               HasSubstr(absl::StrCat("TLS certificate reloaded: serial ", *serial)));
+}
+
+// Verifies a key file that disappears (and comes back) is a change like any
+// other: an error while it is gone, the pair served all along.
+TEST_F(TlsPairTest, WatchMissingKeyFile) {
+  const std::string cert_file = certs_->dir() + "/live.crt";
+  const std::string key_file = certs_->dir() + "/live.key";
+  std::ofstream(cert_file) << Read(certs_->server().cert_file);
+  std::ofstream(key_file) << Read(certs_->server().key_file);
+  Metrics metrics;
+  std::vector<std::string> lines;
+  absl::StatusOr<std::unique_ptr<TlsCertificateWatch>> watch = TlsCertificateWatch::Start(
+      TlsConfig{.cert_file = cert_file, .key_file = key_file}, metrics,
+      [&](const std::string& line) { lines.push_back(line); }, std::chrono::hours(1));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  const std::string serial = (*watch)->served().serial;
+  ASSERT_EQ(std::remove(key_file.c_str()), 0);
+  (*watch)->CheckNow();
+  (*watch)->CheckNow();
+  EXPECT_THAT(metrics.RenderText(),
+              HasSubstr("traffik_tls_certificate_reloads_total{result=\"error\"} 1"));
+  EXPECT_EQ((*watch)->served().serial, serial);
+  std::ofstream(key_file) << Read(certs_->server().key_file);
+  (*watch)->CheckNow();
+  EXPECT_THAT(metrics.RenderText(),
+              HasSubstr("traffik_tls_certificate_reloads_total{result=\"success\"} 1"));
+  ASSERT_EQ(lines.size(), 2u) << ::testing::PrintToString(lines);
+  EXPECT_THAT(lines[0], HasSubstr("tls.key_file: cannot read"));
 }
 
 // Verifies a change of the client CA bundle is checked like the pair: a good
