@@ -5,7 +5,7 @@
 //                 [--limit N] [--period-ms MS] [--error-frames]
 //                 [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
 //                 [--deadline-ms N] [--max-message-bytes N] [--max-header-bytes N]
-//                 [--max-connections N]
+//                 [--max-connections N] [credential flags: credential_flags.h]
 //
 //   ws://HOST:PORT/ws   echoes every message; each message is checked against
 //                       "ws_messages" (--limit per --period-ms, default 3 per
@@ -47,6 +47,7 @@
 #include <thread>
 #include <vector>
 
+#include "credential_flags.h"
 #include "traffik/adapters/beast.h"
 #include "traffik/client.h"
 #include "traffik/http.h"
@@ -266,12 +267,13 @@ void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const
 }
 
 [[noreturn]] void Usage(const char* argv0) {
-  std::fprintf(stderr,
-               "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] [--limit N] "
-               "[--period-ms MS] [--error-frames] [--trusted-proxy IP_OR_CIDR]... "
-               "[--failure-policy allow|deny|raise] [--deadline-ms N] "
-               "[--max-message-bytes N] [--max-header-bytes N] [--max-connections N]\n",
-               argv0);
+  std::fprintf(
+      stderr,
+      "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] [--limit N] "
+      "[--period-ms MS] [--error-frames] [--trusted-proxy IP_OR_CIDR]... "
+      "[--failure-policy allow|deny|raise] [--deadline-ms N] "
+      "[--max-message-bytes N] [--max-header-bytes N] [--max-connections N] %s\n",
+      argv0, traffik_examples::kCredentialUsage);
   std::exit(2);
 }
 
@@ -292,6 +294,7 @@ uint64_t PositiveFlag(const char* argv0, const std::string& text, uint64_t max) 
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8081";
   traffik::ClientOptions client_options;
+  traffik_examples::CredentialFlags credentials;
   client_options.failure_policy = traffik::FailurePolicy::kAllow;
   uint64_t limit = 3;
   int64_t period_ms = 60000;
@@ -306,7 +309,9 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Usage(argv[0]);
       return argv[++i];
     };
-    if (arg == "--listen") {
+    if (traffik_examples::TakeCredentialFlag(arg, value, credentials)) {
+      continue;
+    } else if (arg == "--listen") {
       listen = value();
     } else if (arg == "--traffikd") {
       client_options.target = value();
@@ -343,6 +348,14 @@ int main(int argc, char** argv) {
   }
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) Usage(argv[0]);
+  if (credentials.tls) {
+    client_options.tls =
+        traffik::ClientTlsOptions{.ca_file = credentials.ca_file,
+                                  .cert_file = credentials.cert_file,
+                                  .key_file = credentials.key_file,
+                                  .server_name = credentials.server_name};
+  }
+  client_options.api_key = traffik_examples::ApiKeyOrExit(credentials, argv[0]);
 
   absl::StatusOr<std::shared_ptr<traffik::Client>> client =
       traffik::Client::Create(client_options);

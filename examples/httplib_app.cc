@@ -3,7 +3,7 @@
 //   httplib_app [--listen HOST:PORT] [--traffikd HOST:PORT]
 //               [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
 //               [--deadline-ms N] [--first-match] [--max-body-bytes N]
-//               [--max-connections N]
+//               [--max-connections N] [credential flags: credential_flags.h]
 //
 // Routes:
 //   GET  /search        decorated: burst (3 per minute) + sustained (100 per
@@ -47,6 +47,7 @@
 #include <string_view>
 #include <vector>
 
+#include "credential_flags.h"
 #include "traffik/adapters/httplib.h"
 #include "traffik/client.h"
 #include "traffik/http.h"
@@ -68,8 +69,8 @@ void Stop(int) {
                "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] "
                "[--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise] "
                "[--deadline-ms N] [--first-match] [--max-body-bytes N] "
-               "[--max-connections N]\n",
-               argv0);
+               "[--max-connections N] %s\n",
+               argv0, traffik_examples::kCredentialUsage);
   std::exit(2);
 }
 
@@ -159,6 +160,7 @@ uint64_t PositiveFlag(const char* argv0, const std::string& text, uint64_t max) 
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:8080";
   traffik::ClientOptions client_options;
+  traffik_examples::CredentialFlags credentials;
   client_options.failure_policy = traffik::FailurePolicy::kAllow;
   std::vector<std::string> trusted;
   traffik::MiddlewareOptions middleware_options;
@@ -170,7 +172,9 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) Usage(argv[0]);
       return argv[++i];
     };
-    if (arg == "--listen") {
+    if (traffik_examples::TakeCredentialFlag(arg, value, credentials)) {
+      continue;
+    } else if (arg == "--listen") {
       listen = value();
     } else if (arg == "--traffikd") {
       client_options.target = value();
@@ -203,6 +207,14 @@ int main(int argc, char** argv) {
   if (colon == std::string::npos) Usage(argv[0]);
   const std::string host = listen.substr(0, colon);
   const int port = std::atoi(listen.c_str() + colon + 1);
+  if (credentials.tls) {
+    client_options.tls =
+        traffik::ClientTlsOptions{.ca_file = credentials.ca_file,
+                                  .cert_file = credentials.cert_file,
+                                  .key_file = credentials.key_file,
+                                  .server_name = credentials.server_name};
+  }
+  client_options.api_key = traffik_examples::ApiKeyOrExit(credentials, argv[0]);
 
   absl::StatusOr<std::shared_ptr<traffik::Client>> client =
       traffik::Client::Create(client_options);

@@ -18,6 +18,7 @@
 #include "app/reloader.h"
 #include "app/server.h"
 #include "app/sha256.h"
+#include "app/tls.h"
 #include "clock/clock.h"
 #include "config/config.h"
 
@@ -48,8 +49,9 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (options->health_check) {
-    absl::StatusOr<bool> serving = traffik::CheckHealth(
-        *options->health_check, options->health_service, std::chrono::milliseconds(2000));
+    absl::StatusOr<bool> serving =
+        traffik::CheckHealth(*options->health_check, options->health_service,
+                             std::chrono::milliseconds(2000), options->health_tls);
     if (!serving.ok()) {
       Log("health check failed: " + std::string(serving.status().message()));
       return 1;
@@ -76,6 +78,15 @@ int Run(int argc, char** argv) {
   if (options->listen) config->listen = *options->listen;
   if (options->metrics_listen) config->metrics_listen = *options->metrics_listen;
   if (options->check_config) {
+    // The certificate files' contents too: "config OK" means it can start.
+    if (config->tls.has_value()) {
+      if (absl::StatusOr<traffik::CertificateInfo> tls =
+              traffik::CheckTlsFiles(*config->tls);
+          !tls.ok()) {
+        Log("config error: " + std::string(tls.status().message()));
+        return 1;
+      }
+    }
     std::string envoy;
     if (config->envoy.enabled) {
       envoy =
@@ -113,6 +124,9 @@ int Run(int argc, char** argv) {
       " throttles, " + std::to_string(config->tenants.size()) + " tenants");
   Log("listening grpc=" + (*server)->grpc_address() + " metrics=" +
       ((*server)->metrics_address().empty() ? "off" : (*server)->metrics_address()));
+  if (std::optional<std::string> warning = traffik::PlaintextListenWarning(*config)) {
+    Log(*warning);
+  }
 
   (*server)->metrics().SetConfigReloadSuccessTime(
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())

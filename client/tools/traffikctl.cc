@@ -1,7 +1,9 @@
 // traffikctl: probe a running traffikd from the command line, through the
 // Traffik client library.
 //
-//   traffikctl [--target HOST:PORT] [--deadline-ms N] [--json] COMMAND ...
+//   traffikctl [--target HOST:PORT] [--deadline-ms N] [--json]
+//              [--tls-ca PATH] [--tls-cert PATH --tls-key PATH] [--tls-server-name NAME]
+//              [--api-key-file PATH | --api-key-env VAR] COMMAND ...
 //     check UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]
 //     batch    (requests on stdin, one a line:
 //               UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS])
@@ -18,6 +20,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -32,6 +36,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "client_impl.h"  // client_internal::MakeChannel, for the admin stub
 #include "grpcpp/grpcpp.h"
 #include "traffik/client.h"
 #include "traffik/v1/admin.grpc.pb.h"
@@ -69,6 +74,16 @@ constexpr char kUsage[] =
     "  --target HOST:PORT   traffikd's gRPC address (default 127.0.0.1:50051)\n"
     "  --deadline-ms N      per-RPC deadline in milliseconds (default 1000)\n"
     "  --json               machine-readable output on stdout\n"
+    "  --tls                TLS, trusting the system's CAs (implied by --tls-*)\n"
+    "  --tls-ca PATH        TLS, trusting this CA bundle (PEM) for the server\n"
+    "  --tls-cert PATH      with --tls-key: a client certificate (mutual TLS)\n"
+    "  --tls-key PATH       the client certificate's key\n"
+    "  --tls-server-name N  the name the server's certificate must carry\n"
+    "                       (default: the host of --target)\n"
+    "  --api-key-file PATH  send the API key in PATH (one trailing newline\n"
+    "                       stripped) as authorization: Bearer <key>\n"
+    "  --api-key-env VAR    the same, with the key in environment variable VAR\n"
+    "                       (never put a key itself on the command line)\n"
     "\n"
     "exit code: 0 allowed / serving, 1 throttled / not serving, 2 error\n"
     "(peek: 0 a hit would be allowed, 1 it would be throttled)\n";
@@ -81,6 +96,12 @@ struct Args {
   std::string command;
   std::vector<std::string> positional;       // after the command
   std::map<std::string, std::string> flags;  // command flags, without "--"
+  std::optional<ClientTlsOptions> tls;       // --tls, --tls-*
+  std::optional<std::string> api_key_file;   // --api-key-file
+  std::optional<std::string> api_key_env;    // --api-key-env
+  // Set by Main from the above: what every RPC uses.
+  ClientOptions connection;
+  std::shared_ptr<grpc::Channel> admin_channel;
 };
 
 // Which command flags each command takes (all take a value).
@@ -171,12 +192,30 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       continue;
     }
     if (name == "help") return absl::CancelledError("help");
+    if (name == "tls") {
+      if (value.has_value()) return absl::InvalidArgumentError("--tls takes no value");
+      if (!args.tls) args.tls.emplace();
+      continue;
+    }
     if (!value.has_value()) {
       if (i + 1 >= argc)
         return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
       value = argv[++i];
     }
-    if (name == "target") {
+    if (name == "tls-ca" || name == "tls-cert" || name == "tls-key" ||
+        name == "tls-server-name") {
+      if (value->empty())
+        return absl::InvalidArgumentError(absl::StrCat(arg, " needs a value"));
+      if (!args.tls) args.tls.emplace();
+      (name == "tls-ca"     ? args.tls->ca_file
+       : name == "tls-cert" ? args.tls->cert_file
+       : name == "tls-key"  ? args.tls->key_file
+                            : args.tls->server_name) = *value;
+    } else if (name == "api-key-file") {
+      args.api_key_file = *value;
+    } else if (name == "api-key-env") {
+      args.api_key_env = *value;
+    } else if (name == "target") {
       args.target = *value;
     } else if (name == "deadline-ms") {
       if (!absl::SimpleAtoi(*value, &args.deadline_ms) || args.deadline_ms <= 0) {
@@ -186,6 +225,10 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     } else {
       args.flags[name] = *value;
     }
+  }
+  if (args.api_key_file && args.api_key_env) {
+    return absl::InvalidArgumentError(
+        "--api-key-file and --api-key-env exclude each other");
   }
   if (args.command.empty()) return absl::InvalidArgumentError("no command given");
   const auto command = CommandFlags().find(args.command);
@@ -273,14 +316,52 @@ std::string JsonResultFields(const ThrottleResult& result) {
                       ",\"reset_ms\":", result.reset.count());
 }
 
-absl::StatusOr<std::shared_ptr<Client>> MakeClient(const Args& args) {
+// The key of --api-key-file / --api-key-env, one trailing newline stripped
+// (as a Kubernetes Secret file or `echo` leaves it); "" without either.
+// Errors never show the key.
+absl::StatusOr<std::string> ReadApiKey(const Args& args) {
+  std::string key;
+  if (args.api_key_file) {
+    std::ifstream in(*args.api_key_file, std::ios::binary);
+    if (!in) {
+      return absl::NotFoundError(
+          absl::StrCat("--api-key-file: cannot read '", *args.api_key_file, "'"));
+    }
+    key.resize(kMaxApiKeyBytes + 3);
+    in.read(key.data(), static_cast<std::streamsize>(key.size()));
+    key.resize(static_cast<size_t>(in.gcount()));
+  } else if (args.api_key_env) {
+    const char* value = std::getenv(args.api_key_env->c_str());
+    if (value == nullptr) {
+      return absl::NotFoundError(absl::StrCat("--api-key-env: environment variable ",
+                                              *args.api_key_env, " is not set"));
+    }
+    key = value;
+  } else {
+    return std::string();
+  }
+  if (!key.empty() && key.back() == '\n') key.pop_back();
+  if (!key.empty() && key.back() == '\r') key.pop_back();
+  if (key.empty()) {
+    return absl::InvalidArgumentError(args.api_key_file
+                                          ? "--api-key-file: the file is empty"
+                                          : "--api-key-env: the variable is empty");
+  }
+  return key;
+}
+
+absl::StatusOr<ClientOptions> ConnectionOptions(const Args& args) {
   ClientOptions options;
   options.target = args.target;
   options.deadline = std::chrono::milliseconds(args.deadline_ms);
   options.failure_policy = FailurePolicy::kRaise;
   options.short_circuit_max_keys = 0;       // one-shot process: nothing to remember
   options.log = [](const std::string&) {};  // errors are reported by main
-  return Client::Create(std::move(options));
+  options.tls = args.tls;
+  absl::StatusOr<std::string> key = ReadApiKey(args);
+  if (!key.ok()) return key.status();
+  options.api_key = *std::move(key);
+  return options;
 }
 
 int RunCheck(const Args& args, Client& client) {
@@ -403,13 +484,17 @@ int RunHealth(const Args& args, Client& client) {
 // --- Admin commands: traffik.v1.AdminService through the generated stub. ---
 
 std::unique_ptr<v1::AdminService::Stub> AdminStub(const Args& args) {
-  return v1::AdminService::NewStub(
-      grpc::CreateChannel(args.target, grpc::InsecureChannelCredentials()));
+  return v1::AdminService::NewStub(args.admin_channel);
 }
 
+// The deadline, and the API key (as the client library sends it).
 void SetDeadline(const Args& args, grpc::ClientContext* context) {
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(args.deadline_ms));
+  if (!args.connection.api_key.empty()) {
+    context->AddMetadata("authorization",
+                         absl::StrCat("Bearer ", args.connection.api_key));
+  }
 }
 
 absl::Status ToAbsl(const grpc::Status& status) {
@@ -538,10 +623,24 @@ int Main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) json = json || std::string(argv[i]) == "--json";
     return UsageError(json, std::string(args.status().message()));
   }
+  absl::StatusOr<ClientOptions> connection = ConnectionOptions(*args);
+  if (!connection.ok()) return ReportError(args->json, connection.status());
+  args->connection = *std::move(connection);
+  if (args->command == "reset" || args->command == "peek" ||
+      args->command == "throttles") {
+    if (absl::Status valid = client_internal::ValidateOptions(args->connection);
+        !valid.ok()) {
+      return ReportError(args->json, valid);
+    }
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        client_internal::MakeChannel(args->connection);
+    if (!channel.ok()) return ReportError(args->json, channel.status());
+    args->admin_channel = *std::move(channel);
+  }
   if (args->command == "reset") return RunReset(*args);
   if (args->command == "peek") return RunPeek(*args);
   if (args->command == "throttles") return RunThrottles(*args);
-  absl::StatusOr<std::shared_ptr<Client>> client = MakeClient(*args);
+  absl::StatusOr<std::shared_ptr<Client>> client = Client::Create(args->connection);
   if (!client.ok()) return ReportError(args->json, client.status());
   if (args->command == "check") return RunCheck(*args, **client);
   if (args->command == "batch") return RunBatch(*args, **client);

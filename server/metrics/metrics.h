@@ -61,6 +61,7 @@ struct DecisionCounters {
 //   traffik_config_last_reload_success_timestamp_seconds gauge
 //   traffik_config_info{config_hash}                 gauge, always 1, one series
 //   traffik_admin_requests_total{rpc,code}           counter (AdminService)
+//   traffik_tls_certificate_reloads_total{result}    counter (success, error)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -100,6 +101,10 @@ class Metrics {
 
   // Configuration reloads: counts one (result "success" or "error").
   void CountConfigReload(bool success);
+  // The gRPC port's certificate and key files changed: counts one (result
+  // "success": the new pair is served, or "error": it is broken and the
+  // previous pair keeps serving).
+  void CountTlsCertificateReload(bool success);
   // When the configuration last loaded successfully (startup or reload),
   // seconds since the Unix epoch.
   void SetConfigReloadSuccessTime(double unix_seconds);
@@ -121,6 +126,8 @@ class Metrics {
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
   prometheus::Counter* reloads_success_;
   prometheus::Counter* reloads_error_;
+  prometheus::Counter* tls_reloads_success_;
+  prometheus::Counter* tls_reloads_error_;
   prometheus::Gauge* last_reload_success_;
   prometheus::Family<prometheus::Gauge>* config_info_;
   absl::Mutex config_info_mu_;
