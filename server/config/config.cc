@@ -594,7 +594,12 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           absl::StatusOr<bool> b = GetBool(value, key);
           if (!b.ok()) return b.status();
           config.watch_config = *b;
-       "memory", "admin_api", "watch_config", "envoy", "tls"},
+        } else if (key == "envoy") {
+          return ParseEnvoy(value, config.envoy);
+        } else if (key == "tls") {
+          absl::StatusOr<TlsConfig> tls = ParseTls(*this, value);
+          if (!tls.ok()) return tls.status();
+          config.tls = *std::move(tls);
         }
         return absl::OkStatus();
       });
