@@ -6,9 +6,11 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "backend/registry.h"
 #include "engine/key.h"
+#include "envoy/rules.h"
 #include "yaml/yaml_reader.h"
 
 namespace traffik {
@@ -68,6 +70,24 @@ struct MemoryConfig {
 // The `backend:` of the in-process store, whose budget is `memory:`.
 inline constexpr char kMemoryBackend[] = "memory";
 
+// The `envoy:` section. STAND-IN from the envoy-service branch (the brief's
+// interface) until the envoy-rules branch's definition and parsing are
+// merged: on a merge conflict take theirs.
+struct EnvoyConfig {
+  bool enabled = false;
+  std::vector<std::string> config_dirs;
+  std::string tenant_for_all;
+  absl::flat_hash_map<std::string, std::string> tenant_for_domain;
+  bool response_headers = false;
+  std::shared_ptr<const envoy::RuleSet> rules;  // never null after ParseConfig
+  const std::string& TenantFor(std::string_view domain,
+                               const std::string& default_tenant) const {
+    if (!tenant_for_all.empty()) return tenant_for_all;
+    auto it = tenant_for_domain.find(absl::string_view(domain.data(), domain.size()));
+    return it == tenant_for_domain.end() ? default_tenant : it->second;
+  }
+};
+
 // An immutable, validated configuration snapshot. Built only by ParseConfig /
 // LoadConfigFile / DefaultConfig, which guarantee every invariant below.
 struct Config {
@@ -88,6 +108,7 @@ struct Config {
   // `watch_config`: reload when the file changes (inotify on its directory);
   // SIGHUP reloads either way. Only meaningful with --config.
   bool watch_config = true;
+  EnvoyConfig envoy;
   // Names the text in error messages (the file path); set by ParseConfig.
   std::string source = "(embedded default)";
 };
