@@ -13,6 +13,7 @@
 #include "metrics/http_exposer.h"
 #include "metrics/metrics.h"
 #include "service/admin_service.h"
+#include "service/envoy_service.h"
 #include "service/throttle_service.h"
 
 namespace grpc {
@@ -73,6 +74,9 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;  // only with admin_api: true
+  // envoy.service.ratelimit.v3.RateLimitService: always served (no `envoy:`
+  // section: no domains, every descriptor OK).
+  std::unique_ptr<EnvoyRateLimitServiceImpl> envoy_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;
