@@ -67,26 +67,26 @@ struct MemoryConfig {
       10'000;  // `sweep_interval` (duration); how often full buckets are dropped
 };
 
+// The `envoy:` section: Envoy's rate-limit service
+// (envoy.service.ratelimit.v3.RateLimitService) and the envoyproxy/ratelimit
+// config files it decides with (envoy/rules.h). The files are loaded by
+// ParseConfig / LoadConfigFile, so a bad one fails the config (and a reload).
+struct EnvoyConfig {
+  bool enabled = false;                  // the file has an `envoy:` section
+  std::vector<std::string> config_dirs;  // as resolved (absolute or relative to cwd)
+  std::string tenant_for_all;  // `tenant_for_domain: <name>`; "" = default_tenant
+  absl::flat_hash_map<std::string, std::string> tenant_for_domain;  // map form
+  bool response_headers = false;
+  // never null after ParseConfig (empty set)
+  std::shared_ptr<const envoy::RuleSet> rules = envoy::RuleSet::Empty();
+  // The tenant a domain's buckets live on: the map's entry, else tenant_for_all,
+  // else `default_tenant` of the Config.
+  const std::string& TenantFor(std::string_view domain,
+                               const std::string& default_tenant) const;
+};
+
 // The `backend:` of the in-process store, whose budget is `memory:`.
 inline constexpr char kMemoryBackend[] = "memory";
-
-// The `envoy:` section. STAND-IN from the envoy-service branch (the brief's
-// interface) until the envoy-rules branch's definition and parsing are
-// merged: on a merge conflict take theirs.
-struct EnvoyConfig {
-  bool enabled = false;
-  std::vector<std::string> config_dirs;
-  std::string tenant_for_all;
-  absl::flat_hash_map<std::string, std::string> tenant_for_domain;
-  bool response_headers = false;
-  std::shared_ptr<const envoy::RuleSet> rules;  // never null after ParseConfig
-  const std::string& TenantFor(std::string_view domain,
-                               const std::string& default_tenant) const {
-    if (!tenant_for_all.empty()) return tenant_for_all;
-    auto it = tenant_for_domain.find(absl::string_view(domain.data(), domain.size()));
-    return it == tenant_for_domain.end() ? default_tenant : it->second;
-  }
-};
 
 // An immutable, validated configuration snapshot. Built only by ParseConfig /
 // LoadConfigFile / DefaultConfig, which guarantee every invariant below.
@@ -108,6 +108,7 @@ struct Config {
   // `watch_config`: reload when the file changes (inotify on its directory);
   // SIGHUP reloads either way. Only meaningful with --config.
   bool watch_config = true;
+  // `envoy:` (see EnvoyConfig).
   EnvoyConfig envoy;
   // Names the text in error messages (the file path); set by ParseConfig.
   std::string source = "(embedded default)";

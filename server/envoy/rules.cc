@@ -433,9 +433,15 @@ class Parser {
   absl::Status ParseRule(const YAML::Node& node, const std::string& path, Rule& rule,
                          int depth);
   absl::Status ParseRateLimit(const YAML::Node& node, const std::string& path,
-                              RateLimit& limit, YAML::Node& unit_node,
-                              std::string& unit_text, YAML::Node& replaces_node,
-                              std::vector<YAML::Node>& replace_nodes);
+                              RateLimit& limit, std::optional<YAML::Mark>& unit_mark,
+                              std::string& unit_text,
+                              std::vector<YAML::Mark>& replace_marks);
+
+  // Where a value is, for messages: a null value at its key (yaml-cpp marks
+  // an omitted value at the next token).
+  static YAML::Mark At(const YAML::Node& key, const YAML::Node& value) {
+    return value.IsNull() || value.Mark().is_null() ? key.Mark() : value.Mark();
+  }
 
   YamlReader reader_;
 };
@@ -582,9 +588,10 @@ absl::StatusOr<uint32_t> Parser::Uint32(const YAML::Node& node, const std::strin
 }
 
 absl::Status Parser::ParseRateLimit(const YAML::Node& node, const std::string& path,
-                                    RateLimit& limit, YAML::Node& unit_node,
-                                    std::string& unit_text, YAML::Node& replaces_node,
-                                    std::vector<YAML::Node>& replace_nodes) {
+                                    RateLimit& limit,
+                                    std::optional<YAML::Mark>& unit_mark,
+                                    std::string& unit_text,
+                                    std::vector<YAML::Mark>& replace_marks) {
   return ForEach(
       node, path, {"requests_per_unit", "unit", "unlimited", "name", "replaces"},
       [&](const std::string& key, const YAML::Node& key_node, const YAML::Node& value,
@@ -597,7 +604,7 @@ absl::Status Parser::ParseRateLimit(const YAML::Node& node, const std::string& p
           absl::StatusOr<std::string> v = String(value, field);
           if (!v.ok()) return v.status();
           unit_text = *v;
-          unit_node = value.IsNull() ? key_node : value;
+          unit_mark = At(key_node, value);
         } else if (key == "unlimited") {
           absl::StatusOr<bool> v = Bool(value, field);
           if (!v.ok()) return v.status();
@@ -607,7 +614,6 @@ absl::Status Parser::ParseRateLimit(const YAML::Node& node, const std::string& p
           if (!v.ok()) return v.status();
           limit.name = *v;
         } else if (key == "replaces") {
-          replaces_node = key_node;
           Scalar r = Resolve(value);
           if (r.kind == Kind::kNull) return absl::OkStatus();
           if (r.kind != Kind::kList) {
@@ -625,7 +631,7 @@ absl::Status Parser::ParseRateLimit(const YAML::Node& node, const std::string& p
                                         Describe(item)));
             }
             std::string name;
-            YAML::Node where = item;
+            YAML::Mark where = item.Mark();
             absl::Status s =
                 ForEach(item, p, {"name"},
                         [&](const std::string&, const YAML::Node& k, const YAML::Node& v,
@@ -633,12 +639,12 @@ absl::Status Parser::ParseRateLimit(const YAML::Node& node, const std::string& p
                           absl::StatusOr<std::string> n = String(v, f);
                           if (!n.ok()) return n.status();
                           name = *n;
-                          where = v.IsNull() ? k : v;
+                          where = At(k, v);
                           return absl::OkStatus();
                         });
             if (!s.ok()) return s;
             limit.replaces.push_back(std::move(name));
-            replace_nodes.push_back(where);
+            replace_marks.push_back(where);
           }
         }
         return absl::OkStatus();
@@ -649,58 +655,58 @@ absl::Status Parser::ParseRule(const YAML::Node& node, const std::string& path,
                                Rule& rule, int depth) {
   rule.line = node.Mark().line + 1;
   rule.column = node.Mark().column + 1;
-  YAML::Node key_node, rate_limit_node, unit_node, replaces_node, share_node;
-  std::vector<YAML::Node> replace_nodes;
+  // Marks, not nodes: assigning to a yaml-cpp Node that refers to a node
+  // overwrites that node in the tree.
+  YAML::Mark key_mark = node.Mark(), rate_limit_mark;
+  std::optional<YAML::Mark> unit_mark;
+  std::vector<YAML::Mark> replace_marks;
   std::string unit_text;
-  bool has_unit = false;
-  absl::Status s = ForEach(
-      node, path,
-      {"key", "value", "rate_limit", "descriptors", "shadow_mode", "quota_mode",
-       "detailed_metric", "value_to_metric", "share_threshold", "metadata"},
-      [&](const std::string& key, const YAML::Node& k, const YAML::Node& value,
-          const std::string& field) -> absl::Status {
-        if (key == "key" || key == "value") {
-          absl::StatusOr<std::string> v = String(value, field);
-          if (!v.ok()) return v.status();
-          (key == "key" ? rule.key : rule.value) = *v;
-          if (key == "key") key_node = value.IsNull() ? k : value;
-        } else if (key == "rate_limit") {
-          if (value.IsNull()) return absl::OkStatus();  // upstream: no limit
-          rate_limit_node = k;
-          RateLimit limit;
-          absl::Status st = ParseRateLimit(value, field, limit, unit_node, unit_text,
-                                           replaces_node, replace_nodes);
-          if (!st.ok()) return st;
-          has_unit = unit_node.IsDefined();
-          rule.rate_limit = std::move(limit);
-        } else if (key == "descriptors") {
-          return ParseDescriptors(value, field, rule.children, depth + 1);
-        } else if (key == "metadata") {
-          // Free-form (upstream returns it in the response's metadata; not
-          // supported here), but a map as upstream's struct requires.
-          if (!value.IsNull() && !value.IsMap()) {
-            return Error(value, field,
-                         absl::StrCat("expected a map, got ", Describe(value)));
-          }
-        } else {
-          absl::StatusOr<bool> v = Bool(value, field);
-          if (!v.ok()) return v.status();
-          if (key == "shadow_mode") rule.shadow_mode = *v;
-          if (key == "quota_mode") rule.quota_mode = *v;
-          if (key == "detailed_metric") rule.detailed_metric = *v;
-          if (key == "value_to_metric") rule.value_to_metric = *v;
-          if (key == "share_threshold") {
-            rule.share_threshold = *v;
-            share_node = k;
-          }
-        }
-        return absl::OkStatus();
-      });
+  absl::Status s =
+      ForEach(node, path,
+              {"key", "value", "rate_limit", "descriptors", "shadow_mode", "quota_mode",
+               "detailed_metric", "value_to_metric", "share_threshold", "metadata"},
+              [&](const std::string& key, const YAML::Node& k, const YAML::Node& value,
+                  const std::string& field) -> absl::Status {
+                if (key == "key" || key == "value") {
+                  absl::StatusOr<std::string> v = String(value, field);
+                  if (!v.ok()) return v.status();
+                  (key == "key" ? rule.key : rule.value) = *v;
+                  if (key == "key") key_mark = At(k, value);
+                } else if (key == "rate_limit") {
+                  if (value.IsNull()) return absl::OkStatus();  // upstream: no limit
+                  rate_limit_mark = k.Mark();
+                  RateLimit limit;
+                  absl::Status st = ParseRateLimit(value, field, limit, unit_mark,
+                                                   unit_text, replace_marks);
+                  if (!st.ok()) return st;
+                  rule.rate_limit = std::move(limit);
+                } else if (key == "descriptors") {
+                  return ParseDescriptors(value, field, rule.children, depth + 1);
+                } else if (key == "metadata") {
+                  // Free-form (upstream returns it in the response's metadata; not
+                  // supported here), but a map as upstream's struct requires.
+                  if (!value.IsNull() && !value.IsMap()) {
+                    return Error(value, field,
+                                 absl::StrCat("expected a map, got ", Describe(value)));
+                  }
+                } else {
+                  absl::StatusOr<bool> v = Bool(value, field);
+                  if (!v.ok()) return v.status();
+                  if (key == "shadow_mode") rule.shadow_mode = *v;
+                  if (key == "quota_mode") rule.quota_mode = *v;
+                  if (key == "detailed_metric") rule.detailed_metric = *v;
+                  if (key == "value_to_metric") rule.value_to_metric = *v;
+                  if (key == "share_threshold") {
+                    rule.share_threshold = *v;
+                  }
+                }
+                return absl::OkStatus();
+              });
   if (!s.ok()) return s;
 
   if (rule.key.empty()) {
-    return Error(key_node.IsDefined() ? key_node : node, absl::StrCat(path, ".key"),
-                 "descriptor has empty key");
+    return reader_.Error(key_mark, absl::StrCat(path, ".key"),
+                         "descriptor has empty key");
   }
   if (rule.rate_limit) {
     RateLimit& limit = *rule.rate_limit;
@@ -708,24 +714,26 @@ absl::Status Parser::ParseRule(const YAML::Node& node, const std::string& path,
     const std::string unit_path = absl::StrCat(path, ".rate_limit.unit");
     if (limit.unlimited) {
       if (unit) {
-        return Error(unit_node, unit_path,
-                     "should not specify rate limit unit when unlimited");
+        return reader_.Error(*unit_mark, unit_path,
+                             "should not specify rate limit unit when unlimited");
       }
     } else if (!unit) {
-      return Error(has_unit ? unit_node : rate_limit_node, unit_path,
-                   absl::StrCat("invalid rate limit unit ", Quote(unit_text),
-                                " (expected second, minute, hour, day, week, month or "
-                                "year)"));
+      return reader_.Error(
+          unit_mark ? *unit_mark : rate_limit_mark, unit_path,
+          absl::StrCat("invalid rate limit unit ", Quote(unit_text),
+                       " (expected second, minute, hour, day, week, month or "
+                       "year)"));
     }
     if (unit) limit.unit = *unit;
     for (size_t i = 0; i < limit.replaces.size(); ++i) {
       const std::string p = absl::StrCat(path, ".rate_limit.replaces[", i, "].name");
       if (limit.replaces[i].empty()) {
-        return Error(replace_nodes[i], p, "should not have an empty replaces entry");
+        return reader_.Error(replace_marks[i], p,
+                             "should not have an empty replaces entry");
       }
       if (limit.replaces[i] == limit.name) {
-        return Error(replace_nodes[i], p,
-                     "replaces should not contain name of same descriptor");
+        return reader_.Error(replace_marks[i], p,
+                             "replaces should not contain name of same descriptor");
       }
     }
   }
@@ -764,7 +772,7 @@ absl::StatusOr<Domain> Parser::ParseRoot(const YAML::Node& root) {
     return reader_.Error(YAML::Mark::null_mark(), "domain",
                          "config file cannot have empty domain");
   }
-  YAML::Node domain_node;
+  std::optional<YAML::Mark> domain_mark;
   absl::Status s =
       ForEach(root, "", {"domain", "descriptors"},
               [&](const std::string& key, const YAML::Node& k, const YAML::Node& value,
@@ -773,7 +781,7 @@ absl::StatusOr<Domain> Parser::ParseRoot(const YAML::Node& root) {
                   absl::StatusOr<std::string> v = String(value, field);
                   if (!v.ok()) return v.status();
                   domain.name = *v;
-                  domain_node = k;
+                  domain_mark = k.Mark();
                   return absl::OkStatus();
                 }
                 return ParseDescriptors(value, field, domain.descriptors, 0);
@@ -787,11 +795,11 @@ absl::StatusOr<Domain> Parser::ParseRoot(const YAML::Node& root) {
     return s;
   }
   if (domain.name.empty()) {
-    return Error(domain_node.IsDefined() ? domain_node : root, "domain",
-                 "config file cannot have empty domain");
+    return reader_.Error(domain_mark ? *domain_mark : root.Mark(), "domain",
+                         "config file cannot have empty domain");
   }
-  domain.line = domain_node.Mark().line + 1;
-  domain.column = domain_node.Mark().column + 1;
+  domain.line = domain_mark->line + 1;
+  domain.column = domain_mark->column + 1;
   return domain;
 }
 
@@ -1043,6 +1051,11 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::LoadDirs(
     }
   }
   return FromDomains(std::move(domains));
+}
+
+std::shared_ptr<const RuleSet> RuleSet::Empty() {
+  static const std::shared_ptr<const RuleSet> kEmpty(new RuleSet());
+  return kEmpty;
 }
 
 const Domain* RuleSet::FindDomain(absl::string_view name) const {

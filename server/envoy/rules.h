@@ -165,6 +165,9 @@ class RuleSet {
   static absl::StatusOr<std::shared_ptr<const RuleSet>> FromDomains(
       std::vector<Domain> domains);
 
+  // A set without domains (shared; every domain is unknown).
+  static std::shared_ptr<const RuleSet> Empty();
+
   // The domain called `name`, or nullptr (an unknown domain answers OK).
   const Domain* FindDomain(absl::string_view name) const;
 
