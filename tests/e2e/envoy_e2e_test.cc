@@ -25,11 +25,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "app/server.h"
-#include "clock/clock.h"
-#include "config/config.h"
 #include "e2e/traffikd_process.h"
-#include "envoy/rules.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -121,33 +117,28 @@ struct Reply {
 
 class EnvoyE2eTest : public ::testing::Test {
  protected:
-  // Starts the server with the two domains; `redis_url` empty: no Redis
-  // tenant. In process (app/server.h) until the `envoy:` config section is
-  // parsed by traffikd (envoy-rules branch); the config is the same.
+  // Starts traffikd with the two domains; `redis_url` empty: no Redis tenant.
   void Start(const std::string& redis_url = "", bool response_headers = true) {
     rules_.Write("rl.yaml", kRlDomain);
-    std::string yaml =
-        "max_identifier_bytes: 64\nmax_batch_size: 10\n"
-        "listen: 127.0.0.1:0\nmetrics_listen: ''\n"
-        "tenants:\n  - name: default\n";
+    std::string tenants = "tenants:\n  - name: default\n";
+    std::string mapping = "    rl: default\n";
     if (!redis_url.empty()) {
       rules_.Write("rl_redis.yaml", kRedisDomain);
-      absl::StrAppend(&yaml, "  - name: shared\n    backend: ", redis_url, "\n");
+      absl::StrAppend(&tenants, "  - name: shared\n    backend: ", redis_url, "\n");
+      absl::StrAppend(&mapping, "    rl_redis: shared\n");
     }
-    absl::StatusOr<Config> config = ParseConfig(yaml, "test.yaml");
+    const std::string yaml = absl::StrCat(
+        "max_identifier_bytes: 64\nmax_batch_size: 10\n", tenants,
+        "envoy:\n  config_dirs: [", rules_.path(), "]\n  tenant_for_domain:\n", mapping,
+        "  response_headers: ", response_headers ? "true" : "false", "\n");
+    absl::StatusOr<TempFile> config = TempFile::Create(yaml);
     ASSERT_TRUE(config.ok()) << config.status();
-    config->envoy.enabled = true;
-    config->envoy.config_dirs = {rules_.path()};
-    config->envoy.tenant_for_domain["rl"] = "default";
-    if (!redis_url.empty()) config->envoy.tenant_for_domain["rl_redis"] = "shared";
-    config->envoy.response_headers = response_headers;
-    absl::StatusOr<std::shared_ptr<const envoy::RuleSet>> rules =
-        envoy::RuleSet::LoadDirs(config->envoy.config_dirs);
-    ASSERT_TRUE(rules.ok()) << rules.status();
-    config->envoy.rules = *rules;
-    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(*config, clock_);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    config_ = std::make_unique<TempFile>(std::move(*config));
+    absl::StatusOr<std::unique_ptr<TraffikdProcess>> process =
+        TraffikdProcess::Start({"--listen", "127.0.0.1:0", "--metrics-listen",
+                                "127.0.0.1:0", "--config", config_->path()});
+    ASSERT_TRUE(process.ok()) << process.status();
+    process_ = std::move(*process);
     stub_ = NewStub(0);
   }
 
@@ -155,7 +146,7 @@ class EnvoyE2eTest : public ::testing::Test {
     grpc::ChannelArguments args;
     args.SetInt("traffik.e2e.channel", tag);  // distinct connections
     return rls::RateLimitService::NewStub(grpc::CreateCustomChannel(
-        server_->grpc_address(), grpc::InsecureChannelCredentials(), args));
+        process_->grpc_address(), grpc::InsecureChannelCredentials(), args));
   }
 
   static Reply Call(rls::RateLimitService::Stub& stub,
@@ -168,11 +159,14 @@ class EnvoyE2eTest : public ::testing::Test {
   }
   Reply Call(const rls::RateLimitRequest& request) { return Call(*stub_, request); }
 
-  std::string Metrics() { return server_->metrics().RenderText(); }
+  std::string Metrics() {
+    absl::StatusOr<HttpResponse> page = HttpGet(process_->metrics_port(), "/metrics");
+    return page.ok() ? page->body : "";
+  }
 
-  SteadyClock clock_;
   RuleDir rules_;
-  std::unique_ptr<Server> server_;
+  std::unique_ptr<TempFile> config_;
+  std::unique_ptr<TraffikdProcess> process_;
   std::unique_ptr<rls::RateLimitService::Stub> stub_;
 };
 
@@ -525,7 +519,8 @@ class EnvoyRedisE2eTest : public EnvoyE2eTest {
       if (reply.status.ok()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     } while (std::chrono::steady_clock::now() < deadline);
-    FAIL() << "Redis tenant never decided: " << reply.status.error_message();
+    FAIL() << "Redis tenant never decided: " << reply.status.error_message() << "\n"
+           << process_->StderrText();
   }
 
   std::unique_ptr<RedisServer> redis_;
