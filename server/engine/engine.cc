@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -604,11 +605,14 @@ namespace {
 
 // One Engine::DecideRules call in flight: its ops and answers, until the last
 // backend call has answered.
+using RuleIndices = absl::InlinedVector<size_t, 4>;
+
 struct RuleState {
   std::shared_ptr<const Snapshot> snapshot;
   const Snapshot::Tenant* tenant = nullptr;
-  std::vector<BucketOp> ops;     // one per hit, as prepared
-  std::vector<char> impossible;  // 1: cost above the capacity (refused)
+  // Inline storage: the usual request has one or two descriptors.
+  absl::InlinedVector<BucketOp, 2> ops;     // one per hit, as prepared
+  absl::InlinedVector<char, 4> impossible;  // 1: cost above the capacity (refused)
   std::vector<RuleDecision> results;
   std::atomic<int> pending{1};  // 1 for the caller, released by Release()
   Mutex mu;
@@ -621,7 +625,7 @@ struct RuleState {
   }
 
   // Applies the tenant's policy to a backend error for `indices`.
-  void OnError(const std::vector<size_t>& indices, const absl::Status& status) {
+  void OnError(absl::Span<const size_t> indices, const absl::Status& status) {
     for (size_t i : indices) {
       const BucketOp& op = ops[i];
       absl::StatusOr<Decision> d =
@@ -637,7 +641,7 @@ struct RuleState {
   }
 
   // Stores the decisions of `indices` (in that order).
-  void Store(const std::vector<size_t>& indices, const std::vector<Decision>& decisions) {
+  void Store(absl::Span<const size_t> indices, const std::vector<Decision>& decisions) {
     if (decisions.size() != indices.size()) {
       Fail(absl::InternalError(absl::StrCat("backend answered ", decisions.size(),
                                             " decisions for ", indices.size(), " ops")));
@@ -671,7 +675,7 @@ struct RuleState {
 
 // The ops of `indices`; `peek` sets peek on each (a dry run), and a cost-0
 // or impossible op becomes a cost-0 peek (it takes nothing either way).
-std::vector<BucketOp> OpsOf(const RuleState& state, const std::vector<size_t>& indices,
+std::vector<BucketOp> OpsOf(const RuleState& state, absl::Span<const size_t> indices,
                             bool peek) {
   std::vector<BucketOp> ops;
   ops.reserve(indices.size());
@@ -684,9 +688,35 @@ std::vector<BucketOp> OpsOf(const RuleState& state, const std::vector<size_t>& i
   return ops;
 }
 
+// One hit that takes tokens (cost >= 1, within the capacity): a plain
+// decision, which is all or nothing by itself (the common one-descriptor
+// request skips the batch machinery).
+void DecideOne(const std::shared_ptr<RuleState>& state, Backend* backend, size_t i) {
+  const BucketOp& op = state->ops[i];
+  state->pending.fetch_add(1);
+  backend->DecideIn(op.partition, op.key, op.rate, op.cost,
+                    [state, i](absl::StatusOr<Decision> result) {
+                      if (result.ok()) {
+                        state->results[i].decision = *result;
+                      } else {
+                        const size_t one[] = {i};
+                        state->OnError(one, result.status());
+                      }
+                      state->Release();
+                    });
+}
+
+bool TakesTokens(const RuleState& state, size_t i) {
+  return state.ops[i].cost >= 1 && state.impossible[i] == 0;
+}
+
 // Decides `indices` each on its own (DecideBatch).
 void DecideEach(const std::shared_ptr<RuleState>& state, Backend* backend,
-                std::vector<size_t> indices) {
+                RuleIndices indices) {
+  if (indices.size() == 1 && TakesTokens(*state, indices[0])) {
+    DecideOne(state, backend, indices[0]);
+    return;
+  }
   std::vector<BucketOp> ops = OpsOf(*state, indices, /*peek=*/false);
   state->pending.fetch_add(1);
   backend->DecideBatch(ops, [state, indices = std::move(indices)](
@@ -703,9 +733,13 @@ void DecideEach(const std::shared_ptr<RuleState>& state, Backend* backend,
 // Decides `indices` all or nothing; falls back to DecideEach when the backend
 // cannot decide these keys together.
 void DecideGroup(const std::shared_ptr<RuleState>& state, Backend* backend,
-                 std::vector<size_t> indices, bool refuse_group) {
+                 RuleIndices indices, bool refuse_group) {
   bool any_impossible = refuse_group;
   for (size_t i : indices) any_impossible |= state->impossible[i] != 0;
+  if (indices.size() == 1 && !refuse_group && TakesTokens(*state, indices[0])) {
+    DecideOne(state, backend, indices[0]);
+    return;
+  }
   std::vector<BucketOp> ops;
   ops.reserve(indices.size());
   for (size_t i : indices) {
@@ -757,8 +791,8 @@ void Engine::DecideRules(std::shared_ptr<const Snapshot> snapshot,
   state->tenant = &tenant;
   state->ops.reserve(hits.size());
   state->impossible.reserve(hits.size());
-  std::vector<size_t> group;
-  std::vector<size_t> independent;
+  RuleIndices group;
+  RuleIndices independent;
   for (size_t i = 0; i < hits.size(); ++i) {
     const RuleHit& hit = hits[i];
     if (hit.identifier.size() > snapshot->max_identifier_bytes()) {

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
@@ -133,14 +134,15 @@ struct Plan {
   bool shadow = false;
   uint32_t requests_per_unit = 0;
   ProtoUnit unit = rls::RateLimitResponse::RateLimit::UNKNOWN;
-  std::string name;
-  size_t hit = 0;  // kLimit: index into the RuleHits
+  absl::string_view name;  // the rule's, kept alive by the call's snapshot
+  size_t hit = 0;          // kLimit: index into the RuleHits
 };
 
-// One call in flight.
+// One call in flight. Inline storage: the usual request has one or two
+// descriptors.
 struct Call {
   std::shared_ptr<const Snapshot> snapshot;
-  std::vector<Plan> plans;
+  absl::InlinedVector<Plan, 2> plans;
   bool response_headers = false;
 };
 
@@ -161,9 +163,9 @@ uint64_t CeilSeconds(uint64_t ms) { return ms / 1000 + (ms % 1000 != 0 ? 1 : 0);
 void Answer(const Call& call, const std::vector<RuleDecision>& decisions,
             rls::RateLimitResponse* response) {
   bool over = false;
-  std::vector<uint64_t> reset_ms(call.plans.size(), 0);
-  std::vector<uint64_t> wait_ms(call.plans.size(), 0);
-  std::vector<char> refused(call.plans.size(), 0);  // answered OVER_LIMIT
+  absl::InlinedVector<uint64_t, 4> reset_ms(call.plans.size(), 0);
+  absl::InlinedVector<uint64_t, 4> wait_ms(call.plans.size(), 0);
+  absl::InlinedVector<char, 4> refused(call.plans.size(), 0);  // answered OVER_LIMIT
   response->mutable_statuses()->Reserve(static_cast<int>(call.plans.size()));
   for (size_t i = 0; i < call.plans.size(); ++i) {
     const Plan& plan = call.plans[i];
@@ -181,7 +183,7 @@ void Answer(const Call& call, const std::vector<RuleDecision>& decisions,
       case Plan::kLimit: {
         auto* limit = status->mutable_current_limit();
         limit->set_unit(plan.unit);
-        limit->set_name(plan.name);
+        limit->set_name(plan.name.data(), plan.name.size());
         bool allowed = false;
         if (plan.kind == Plan::kLimit) {
           const RuleDecision& rd = decisions[plan.hit];
@@ -283,26 +285,34 @@ grpc::ServerUnaryReactor* EnvoyRateLimitServiceImpl::ShouldRateLimit(
   call->response_headers = snapshot.envoy_response_headers();
 
   const size_t n = static_cast<size_t>(request->descriptors_size());
-  std::vector<std::vector<envoy::Entry>> entries(n);
-  std::vector<envoy::Match> matches(n);
-  std::vector<std::string> override_ids(n);
+  // Every descriptor's entries in one array: descriptor i is
+  // all_entries[first_entry[i], first_entry[i + 1]).
+  absl::InlinedVector<envoy::Entry, 8> all_entries;
+  absl::InlinedVector<size_t, 4> first_entry;
+  for (const RateLimitDescriptor& d : request->descriptors()) {
+    first_entry.push_back(all_entries.size());
+    for (const auto& e : d.entries())
+      all_entries.push_back(envoy::Entry{e.key(), e.value()});
+  }
+  first_entry.push_back(all_entries.size());
+  auto entries_of = [&](size_t i) {
+    return absl::MakeConstSpan(all_entries.data() + first_entry[i],
+                               first_entry[i + 1] - first_entry[i]);
+  };
+  absl::InlinedVector<envoy::Match, 2> matches(n);
+  absl::InlinedVector<std::string, 2> override_ids(n);
   call->plans.resize(n);
   const uint64_t request_cost = request->hits_addend() == 0 ? 1 : request->hits_addend();
   for (size_t i = 0; i < n; ++i) {
     const RateLimitDescriptor& d = request->descriptors(static_cast<int>(i));
-    entries[i].reserve(static_cast<size_t>(d.entries_size()));
-    for (const auto& e : d.entries()) {
-      entries[i].push_back(envoy::Entry{e.key(), e.value()});
-    }
     // A limit override applies whatever the rules say, with no name, shadow
     // mode or replaces (as upstream): it takes part in `replaces` as Match{}.
     if (!d.has_limit())
-      matches[i] = envoy::RuleSet::MatchDescriptor(*domain->domain, entries[i]);
+      matches[i] = envoy::RuleSet::MatchDescriptor(*domain->domain, entries_of(i));
   }
   const std::vector<bool> replaced = envoy::RuleSet::Replaced(matches);
 
-  std::vector<RuleHit> hits;
-  hits.reserve(n);
+  absl::InlinedVector<RuleHit, 2> hits;
   bool refuse_group = false;
   for (size_t i = 0; i < n; ++i) {
     const RateLimitDescriptor& d = request->descriptors(static_cast<int>(i));
@@ -321,7 +331,7 @@ grpc::ServerUnaryReactor* EnvoyRateLimitServiceImpl::ShouldRateLimit(
         refuse_group = true;
         continue;
       }
-      override_ids[i] = envoy::RuleSet::EncodeBucketId(entries[i]);
+      override_ids[i] = envoy::RuleSet::EncodeBucketId(entries_of(i));
       hit.uid = domain->override_uid;
       hit.identifier = override_ids[i];
       hit.requests_per_unit = plan.requests_per_unit;
@@ -363,7 +373,7 @@ grpc::ServerUnaryReactor* EnvoyRateLimitServiceImpl::ShouldRateLimit(
   }
 
   if (hits.empty()) {
-    Answer(*call, {}, response);
+    Answer(*call, std::vector<RuleDecision>(), response);
     metrics.ObserveLatency(Rpc::kShouldRateLimit, NowNanos() - start_ns);
     reactor->Finish(grpc::Status::OK);
     return reactor;
