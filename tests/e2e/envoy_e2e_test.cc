@@ -8,6 +8,7 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -478,6 +479,32 @@ TEST_F(EnvoyE2eTest, DecisionMetrics) {
   EXPECT_EQ(value("rl", "", "no_match"), 1.0);
   EXPECT_EQ(value("", "", "no_match"), 1.0);
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr("attacker-chosen-domain")));
+}
+
+// Verifies that a reload (SIGHUP) swaps the rules with the rest of the
+// config: a changed requests_per_unit applies to the next call.
+TEST_F(EnvoyE2eTest, ReloadSwapsRules) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_EQ(Call(Request("rl", {{{"user", "rex"}}}))
+                .response.statuses(0)
+                .current_limit()
+                .requests_per_unit(),
+            5u);
+  std::string changed = kRlDomain;
+  changed.replace(changed.find("requests_per_unit: 5"), 20, "requests_per_unit: 7");
+  rules_.Write("rl.yaml", changed);
+  ASSERT_TRUE(process_->SendSignal(SIGHUP));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  uint32_t limit = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    limit = Call(Request("rl", {{{"user", "rex"}}}))
+                .response.statuses(0)
+                .current_limit()
+                .requests_per_unit();
+    if (limit == 7) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(limit, 7u) << process_->StderrText();
 }
 
 // Verifies that traffikd without an `envoy:` section serves ShouldRateLimit
