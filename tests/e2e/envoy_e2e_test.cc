@@ -37,6 +37,8 @@ namespace {
 
 namespace rls = ::envoy::service::ratelimit::v3;
 using ::testing::HasSubstr;
+using ::traffik::testing_redis::KeySlot;
+using ::traffik::testing_redis::RedisCluster;
 using ::traffik::testing_redis::RedisServer;
 using Code = rls::RateLimitResponse::Code;
 using Status = rls::RateLimitResponse::DescriptorStatus;
@@ -534,7 +536,12 @@ class EnvoyRedisE2eTest : public EnvoyE2eTest {
     absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
     ASSERT_TRUE(redis.ok()) << redis.status();
     redis_ = std::move(*redis);
-    ASSERT_NO_FATAL_FAILURE(Start(redis_->url()));
+    ASSERT_NO_FATAL_FAILURE(StartOn(redis_->url()));
+  }
+
+  // Starts traffikd with the Redis tenant on `url` and waits until it decides.
+  void StartOn(const std::string& url) {
+    ASSERT_NO_FATAL_FAILURE(Start(url));
     // traffikd connects in the background: wait until a decision succeeds.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     Reply reply;
@@ -600,6 +607,31 @@ TEST_F(EnvoyRedisE2eTest, RedisTenant) {
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(ok.load(), 40);
   (void)kHourMs;
+}
+
+// Verifies Redis Cluster: descriptors whose keys live in different hash slots
+// cannot be decided together (kFailedPrecondition from the backend), so they
+// are decided one by one (documented): the call succeeds, each limit holds.
+TEST_F(EnvoyRedisE2eTest, ClusterKeysInSeveralSlots) {
+  absl::StatusOr<std::unique_ptr<RedisCluster>> cluster = RedisCluster::Start(3);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ASSERT_NO_FATAL_FAILURE(StartOn((*cluster)->seeds_url()));
+  const std::string user_key =
+      "shared:\x1f"
+      "envoy/rl_redis/user:{4:user3:ann}";
+  const std::string path_key =
+      "shared:\x1f"
+      "envoy/rl_redis/path:{4:path1:p}";
+  ASSERT_NE(KeySlot(user_key), KeySlot(path_key));
+  Reply reply = Call(Request("rl_redis", {{{"user", "ann"}}, {{"path", "p"}}}));
+  ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+  EXPECT_EQ(reply.response.overall_code(), rls::RateLimitResponse::OK);
+  EXPECT_EQ(reply.response.statuses(0).limit_remaining(), 2u);
+  EXPECT_EQ(reply.response.statuses(1).limit_remaining(), 0u);
+  reply = Call(Request("rl_redis", {{{"user", "ann"}}, {{"path", "p"}}}));
+  ASSERT_TRUE(reply.status.ok()) << reply.status.error_message();
+  EXPECT_EQ(reply.response.overall_code(), rls::RateLimitResponse::OVER_LIMIT);
+  EXPECT_EQ(reply.response.statuses(1).code(), rls::RateLimitResponse::OVER_LIMIT);
 }
 
 }  // namespace
