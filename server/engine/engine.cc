@@ -614,6 +614,7 @@ struct RuleState {
   absl::InlinedVector<BucketOp, 2> ops;     // one per hit, as prepared
   absl::InlinedVector<char, 4> impossible;  // 1: cost above the capacity (refused)
   std::vector<RuleDecision> results;
+  size_t one = 0;               // DecideOne's hit
   std::atomic<int> pending{1};  // 1 for the caller, released by Release()
   Mutex mu;
   absl::Status error ABSL_GUARDED_BY(mu);
@@ -694,8 +695,10 @@ std::vector<BucketOp> OpsOf(const RuleState& state, absl::Span<const size_t> ind
 void DecideOne(const std::shared_ptr<RuleState>& state, Backend* backend, size_t i) {
   const BucketOp& op = state->ops[i];
   state->pending.fetch_add(1);
+  state->one = i;  // (not captured: a callback of one shared_ptr allocates nothing)
   backend->DecideIn(op.partition, op.key, op.rate, op.cost,
-                    [state, i](absl::StatusOr<Decision> result) {
+                    [state](absl::StatusOr<Decision> result) {
+                      const size_t i = state->one;
                       if (result.ok()) {
                         state->results[i].decision = *result;
                       } else {

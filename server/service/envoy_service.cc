@@ -144,6 +144,11 @@ struct Call {
   std::shared_ptr<const Snapshot> snapshot;
   absl::InlinedVector<Plan, 2> plans;
   bool response_headers = false;
+  // Where the answer goes (so the engine's callback captures only the call).
+  grpc::ServerUnaryReactor* reactor = nullptr;
+  rls::RateLimitResponse* response = nullptr;
+  Metrics* metrics = nullptr;
+  int64_t start_ns = 0;
 };
 
 void SetDuration(uint64_t ms, google::protobuf::Duration* out) {
@@ -378,22 +383,27 @@ grpc::ServerUnaryReactor* EnvoyRateLimitServiceImpl::ShouldRateLimit(
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
+  call->reactor = reactor;
+  call->response = response;
+  call->metrics = &metrics;
+  call->start_ns = start_ns;
+  const std::shared_ptr<const Snapshot>& snapshot_ref = call->snapshot;
   Engine::DecideRules(
-      call->snapshot, *domain->tenant, hits, refuse_group,
-      [call, reactor, response, start_ns,
-       &metrics](absl::StatusOr<std::vector<RuleDecision>> decisions) {
-        metrics.ObserveLatency(Rpc::kShouldRateLimit, NowNanos() - start_ns);
+      snapshot_ref, *domain->tenant, hits, refuse_group,
+      [call = std::move(call)](absl::StatusOr<std::vector<RuleDecision>> decisions) {
+        Metrics& metrics = *call->metrics;
+        metrics.ObserveLatency(Rpc::kShouldRateLimit, NowNanos() - call->start_ns);
         if (!decisions.ok()) {
           metrics.CountError(decisions.status().code());
           if (decisions.status().code() != absl::StatusCode::kInvalidArgument) {
             TRAFFIK_LOG_LIMITED(
                 absl::StrCat("ShouldRateLimit failed: ", decisions.status().ToString()));
           }
-          reactor->Finish(ToGrpc(decisions.status()));
+          call->reactor->Finish(ToGrpc(decisions.status()));
           return;
         }
-        Answer(*call, *decisions, response);
-        reactor->Finish(grpc::Status::OK);
+        Answer(*call, *decisions, call->response);
+        call->reactor->Finish(grpc::Status::OK);
       });
   return reactor;
 }
