@@ -455,6 +455,21 @@ TEST_F(EnvoyE2eTest, InvalidRequests) {
   EXPECT_THAT(reply.status.error_message(), HasSubstr("descriptors[1].entries[1].value"));
   EXPECT_LT(reply.status.error_message().size(), 400u);
 
+  // An override's unit must be SECOND ... YEAR; its rate must fit the exact
+  // bucket arithmetic (requests_per_unit * unit in ms <= 2^53).
+  rls::RateLimitRequest bad_unit = Request("rl", {{{"user", "zed"}}});
+  bad_unit.mutable_descriptors(0)->mutable_limit()->set_requests_per_unit(1);
+  reply = Call(bad_unit);
+  EXPECT_EQ(reply.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(reply.status.error_message(), HasSubstr("descriptors[0].limit.unit"));
+  rls::RateLimitRequest huge_rate = Request("rl", {{{"user", "zed"}}});
+  huge_rate.mutable_descriptors(0)->mutable_limit()->set_requests_per_unit(
+      4'000'000'000u);
+  huge_rate.mutable_descriptors(0)->mutable_limit()->set_unit(::envoy::type::v3::YEAR);
+  reply = Call(huge_rate);
+  EXPECT_EQ(reply.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(reply.status.error_message(), HasSubstr("descriptors[0]: limit of"));
+
   // Each value fits, the bucket identity (all entries) does not.
   reply = Call(Request("rl", {{{"user", std::string(60, 'u')}}}));
   EXPECT_EQ(reply.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
