@@ -570,7 +570,7 @@ absl::Status Parser::ParseEnvoy(const YAML::Node& node, EnvoyConfig& envoy) {
   const std::string base = slash == std::string::npos ? "" : file.substr(0, slash + 1);
   return ForEachEntry(
       node, "envoy", {"config_dirs", "tenant_for_domain", "response_headers"},
-      [&](const std::string& key, const YAML::Node& key_node,
+      [&](const std::string& key, const YAML::Node& /*key_node*/,
           const YAML::Node& value) -> absl::Status {
         const std::string path = absl::StrCat("envoy.", key);
         if (key == "config_dirs") {
@@ -630,7 +630,6 @@ absl::Status Parser::ParseEnvoy(const YAML::Node& node, EnvoyConfig& envoy) {
           if (!b.ok()) return b.status();
           envoy.response_headers = *b;
         }
-        (void)key_node;
         return absl::OkStatus();
       });
 }

@@ -212,7 +212,7 @@ struct Scalar {
   // of a plain integer is representable).
   bool negative = false;
   uint64_t magnitude = 0;
-  bool int_overflow = false;  // kInt beyond int64/uint64: yaml.v2 makes it a float
+  bool int_overflow = false;  // beyond int64: refused as upstream does
 };
 
 bool IsDigitIn(char c, int base) {
@@ -259,8 +259,13 @@ bool ParseGoInt(std::string_view text, Scalar* out) {
   out->kind = Kind::kInt;
   out->negative = negative;
   out->magnitude = static_cast<uint64_t>(v);
-  // int64 for any sign, else uint64 for positives; beyond: a float.
-  out->int_overflow = overflow || (negative && out->magnitude > (uint64_t{1} << 63));
+  // Outside int64, yaml.v2 makes it a uint64 or a float, which upstream's key
+  // check (string, int, bool or null only) refuses.
+  out->int_overflow =
+      overflow ||
+      out->magnitude > (negative
+                            ? uint64_t{1} << 63
+                            : static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
   return true;
 }
 

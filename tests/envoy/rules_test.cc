@@ -797,6 +797,17 @@ descriptors:
                 "with wildcard values"));
   EXPECT_THAT(ParseError("domain: d\ndescriptors:\n  - key: k\n    value: 1.5\n"),
               HasSubstr("bad.yaml:4:12: descriptors[0].value: error checking config"));
+  // Beyond int64 yaml.v2 makes a uint64 or a float: refused by upstream's key check.
+  EXPECT_THAT(
+      ParseError("domain: d\ndescriptors:\n  - key: k\n    value: 9223372036854775808\n"),
+      HasSubstr("descriptors[0].value: error checking config"));
+  EXPECT_THAT(ParseError("domain: d\ndescriptors:\n  - key: k\n    value: 08\n"),
+              HasSubstr("descriptors[0].value: error checking config"));
+  EXPECT_EQ(
+      Rpu(Load("domain: d\ndescriptors:\n  - key: k\n    value: 9223372036854775807\n    "
+               "rate_limit: {unit: second, requests_per_unit: 017}\n"),
+          {{"k", "9223372036854775807"}}),
+      15);  // a leading 0 is octal, as in Go
   EXPECT_THAT(ParseError("domain: d\ndescriptors:\n  - key: k\n    shadow_mode: 1\n"),
               HasSubstr("descriptors[0].shadow_mode: expected a boolean"));
   EXPECT_THAT(
