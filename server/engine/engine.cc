@@ -689,6 +689,29 @@ std::vector<BucketOp> OpsOf(const RuleState& state, absl::Span<const size_t> ind
   return ops;
 }
 
+// Replaces the remaining and reset_ms of `indices` (decided as peeks that
+// took nothing) by their buckets as they stand (cost-0 peeks), keeping
+// allowed and wait_ms.
+void DescribeAsIs(const std::shared_ptr<RuleState>& state, Backend* backend,
+                  const RuleIndices& indices) {
+  std::vector<BucketOp> ops = OpsOf(*state, indices, /*peek=*/true);
+  for (BucketOp& op : ops) op.cost = 0;
+  state->pending.fetch_add(1);
+  backend->DecideBatch(ops,
+                       [state, indices](absl::StatusOr<std::vector<Decision>> as_is) {
+                         if (!as_is.ok()) {
+                           state->OnError(indices, as_is.status());
+                         } else if (as_is->size() == indices.size()) {
+                           for (size_t k = 0; k < indices.size(); ++k) {
+                             Decision& d = state->results[indices[k]].decision;
+                             d.remaining = (*as_is)[k].remaining;
+                             d.reset_ms = (*as_is)[k].reset_ms;
+                           }
+                         }
+                         state->Release();
+                       });
+}
+
 // One hit that takes tokens (cost >= 1, within the capacity): a plain
 // decision, which is all or nothing by itself (the common one-descriptor
 // request skips the batch machinery).
@@ -759,22 +782,27 @@ void DecideGroup(const std::shared_ptr<RuleState>& state, Backend* backend,
             any_impossible](absl::StatusOr<AllOrNothingResult> result) mutable {
         if (result.ok()) {
           state->Store(indices, result->decisions);
+          // A dry run that would apply describes the buckets after the hits;
+          // nothing was taken, so answer them as they stand.
+          if (any_impossible && result->applied) DescribeAsIs(state, backend, indices);
         } else if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
           // Keys the backend cannot decide together (Redis Cluster: several
           // hash slots): decided one by one, as envoyproxy/ratelimit does.
           if (any_impossible) {
-            // Refused anyway: only describe the buckets.
+            // Refused anyway: whether each would pass, then the buckets as
+            // they stand.
             std::vector<BucketOp> ops = OpsOf(*state, indices, /*peek=*/true);
             state->pending.fetch_add(1);
-            backend->DecideBatch(
-                ops, [state, indices](absl::StatusOr<std::vector<Decision>> peeked) {
-                  if (peeked.ok()) {
-                    state->Store(indices, *peeked);
-                  } else {
-                    state->OnError(indices, peeked.status());
-                  }
-                  state->Release();
-                });
+            backend->DecideBatch(ops, [state, backend, indices](
+                                          absl::StatusOr<std::vector<Decision>> peeked) {
+              if (peeked.ok()) {
+                state->Store(indices, *peeked);
+                DescribeAsIs(state, backend, indices);
+              } else {
+                state->OnError(indices, peeked.status());
+              }
+              state->Release();
+            });
           } else {
             DecideEach(state, backend, std::move(indices));
           }

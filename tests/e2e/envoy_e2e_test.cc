@@ -342,6 +342,7 @@ TEST_F(EnvoyE2eTest, AllOrNothingAcrossDescriptors) {
 
   reply = Call(Request("rl", {{{"blocked", "x"}}, {{"user", "erin"}}}));
   EXPECT_EQ(reply.response.overall_code(), rls::RateLimitResponse::OVER_LIMIT);
+  EXPECT_EQ(reply.response.statuses(1).limit_remaining(), 5u);  // as it stands
   reply = Call(Request("rl", {{{"user", "erin"}}}));
   EXPECT_EQ(reply.response.statuses(0).limit_remaining(),
             4u);  // the blocked call took none
