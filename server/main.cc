@@ -76,8 +76,14 @@ int Run(int argc, char** argv) {
   if (options->listen) config->listen = *options->listen;
   if (options->metrics_listen) config->metrics_listen = *options->metrics_listen;
   if (options->check_config) {
-    std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants)\n", source.c_str(),
-                config->throttles.size(), config->tenants.size());
+    std::string envoy;
+    if (config->envoy.enabled) {
+      envoy =
+          ", " + std::to_string(config->envoy.rules->domains().size()) + " envoy domains";
+    }
+    std::printf("traffikd: config OK: %s (%zu throttles, %zu tenants%s)\n",
+                source.c_str(), config->throttles.size(), config->tenants.size(),
+                envoy.c_str());
     return 0;
   }
 
@@ -122,9 +128,12 @@ int Run(int argc, char** argv) {
     if (config->watch_config) {
       traffik::ConfigReloader* r = reloader.get();
       absl::StatusOr<std::unique_ptr<traffik::ConfigWatcher>> w =
-          traffik::ConfigWatcher::Start(*options->config_path, kWatchDebounce, [r] {
-            (void)r->Reload(/*only_if_changed=*/true);
-          });
+          traffik::ConfigWatcher::Start(
+              *options->config_path, kWatchDebounce,
+              [r] { (void)r->Reload(/*only_if_changed=*/true); },
+              // The envoy rule files' directories too, as the config at start
+              // names them (SIGHUP reloads any).
+              config->envoy.config_dirs);
       if (w.ok()) {
         watcher = *std::move(w);
       } else {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -31,17 +32,20 @@ constexpr uint32_t kEvents = IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED
 
 absl::StatusOr<std::unique_ptr<ConfigWatcher>> ConfigWatcher::Start(
     const std::string& config_path, std::chrono::milliseconds debounce,
-    std::function<void()> on_change) {
-  const std::string dir = DirectoryOf(config_path);
+    std::function<void()> on_change, const std::vector<std::string>& extra_dirs) {
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) {
     return absl::InternalError(absl::StrCat("inotify_init1: ", std::strerror(errno)));
   }
-  if (inotify_add_watch(fd, dir.c_str(), kEvents) < 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(
-        absl::StrCat("cannot watch directory ", dir, ": ", std::strerror(err)));
+  std::vector<std::string> dirs = {DirectoryOf(config_path)};
+  dirs.insert(dirs.end(), extra_dirs.begin(), extra_dirs.end());
+  for (const std::string& dir : dirs) {
+    if (inotify_add_watch(fd, dir.c_str(), kEvents) < 0) {
+      const int err = errno;
+      close(fd);
+      return absl::InternalError(
+          absl::StrCat("cannot watch directory ", dir, ": ", std::strerror(err)));
+    }
   }
   int stop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (stop < 0) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -28,9 +29,11 @@ namespace traffik {
 // callback to return).
 class ConfigWatcher {
  public:
+  // `extra_dirs`: more directories watched the same way (the envoy rule
+  // files' config_dirs), as given at start.
   static absl::StatusOr<std::unique_ptr<ConfigWatcher>> Start(
       const std::string& config_path, std::chrono::milliseconds debounce,
-      std::function<void()> on_change);
+      std::function<void()> on_change, const std::vector<std::string>& extra_dirs = {});
   ~ConfigWatcher();
   ConfigWatcher(const ConfigWatcher&) = delete;
   ConfigWatcher& operator=(const ConfigWatcher&) = delete;

@@ -30,12 +30,20 @@ absl::Status ConfigReloader::Fail(const absl::Status& error) {
   return error;
 }
 
+bool ConfigReloader::EnvoyRulesChanged() const {
+  const EnvoyConfig& envoy = running_.envoy;
+  if (envoy.config_dirs.empty()) return false;
+  absl::StatusOr<std::string> digest = envoy::RuleSet::DigestDirs(envoy.config_dirs);
+  // Unreadable now: reload, so the error is logged and counted.
+  return !digest.ok() || *digest != envoy.rules->files_digest();
+}
+
 absl::Status ConfigReloader::Reload(bool only_if_changed) {
   MutexLock lock(&mu_);
   absl::StatusOr<std::string> text = ReadConfigFile(path_);
   if (!text.ok()) return Fail(text.status());
   std::string hash = Sha256Hex(*text);
-  if (only_if_changed && hash == hash_) return absl::OkStatus();
+  if (only_if_changed && hash == hash_ && !EnvoyRulesChanged()) return absl::OkStatus();
   absl::StatusOr<Config> config = ParseConfig(*text, path_);
   if (!config.ok()) return Fail(config.status());
 

@@ -41,9 +41,11 @@ class ConfigReloader {
                  LogFn log);
 
   // Reloads the file. With `only_if_changed` (the file watch), a file whose
-  // SHA-256 equals the running one is skipped (no log, no metric): one
-  // ConfigMap update fires several events, an editor may touch the file
-  // without changing it. Returns the error that was logged, if any.
+  // SHA-256 equals the running one is skipped (no log, no metric) unless the
+  // envoy rule files changed (their names and bytes, see
+  // envoy::RuleSet::DigestDirs): one ConfigMap update fires several events,
+  // an editor may touch the file without changing it. Returns the error that
+  // was logged, if any.
   absl::Status Reload(bool only_if_changed);
 
   // The configuration serving now.
@@ -51,6 +53,9 @@ class ConfigReloader {
 
  private:
   absl::Status Fail(const absl::Status& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether the running config's envoy rule files (envoy.config_dirs) differ
+  // from the bytes it loaded.
+  bool EnvoyRulesChanged() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Server& server_;
   const std::string path_;

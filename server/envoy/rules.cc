@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -918,6 +919,63 @@ absl::StatusOr<std::string> ReadRuleFile(const std::string& path) {
   return text;
 }
 
+// The rule files of `dirs`, in load order: regular files (symlinks
+// followed, as in a ConfigMap mount) ending in ".yaml" or ".yml" directly in
+// each directory, names starting with '.' skipped, in name order per
+// directory.
+absl::StatusOr<std::vector<std::string>> ListRuleFiles(
+    const std::vector<std::string>& dirs) {
+  std::vector<std::string> paths;
+  for (const std::string& dir : dirs) {
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) {
+      int err = errno;
+      std::string what = absl::StrCat("envoy config directory ", Quote(dir), ": ");
+      if (err == ENOENT)
+        return absl::NotFoundError(absl::StrCat(what, "no such directory"));
+      if (err == EACCES) {
+        return absl::PermissionDeniedError(absl::StrCat(what, "permission denied"));
+      }
+      return absl::InvalidArgumentError(absl::StrCat(what, std::strerror(err)));
+    }
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d)) {
+      absl::string_view name = e->d_name;
+      if (name.empty() || name[0] == '.') continue;
+      if (!absl::EndsWith(name, ".yaml") && !absl::EndsWith(name, ".yml")) continue;
+      names.emplace_back(name.data(), name.size());
+    }
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) {
+      std::string path = absl::EndsWith(dir, "/") ? absl::StrCat(dir, name)
+                                                  : absl::StrCat(dir, "/", name);
+      struct stat st;
+      // stat, not lstat: a ConfigMap's files are symlinks into ..data.
+      if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      paths.push_back(std::move(path));
+    }
+  }
+  return paths;
+}
+
+// Two independent 64-bit hashes (FNV-1a and the process' absl::Hash) over
+// every file's name and bytes, length-prefixed: for noticing a change, not
+// for security (the files are the operator's).
+class Digest {
+ public:
+  void Add(absl::string_view path, absl::string_view text) {
+    const std::string head = absl::StrCat(path.size(), ":", path, text.size(), ":");
+    fnv_ = internal::Fnv(internal::Fnv(fnv_, head), text);
+    other_ = absl::HashOf(other_, head, text);
+  }
+  std::string Hex() const { return absl::StrFormat("%016x%016x", fnv_, other_); }
+
+ private:
+  uint64_t fnv_ = 14695981039346656037ull;
+  size_t other_ = 0;
+};
+
 }  // namespace
 
 int64_t UnitMs(Unit unit) {
@@ -1020,42 +1078,34 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::FromDomains(
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::LoadDirs(
     const std::vector<std::string>& dirs) {
+  absl::StatusOr<std::vector<std::string>> paths = ListRuleFiles(dirs);
+  if (!paths.ok()) return paths.status();
+  Digest digest;
   std::vector<Domain> domains;
-  for (const std::string& dir : dirs) {
-    DIR* d = opendir(dir.c_str());
-    if (d == nullptr) {
-      int err = errno;
-      std::string what = absl::StrCat("envoy config directory ", Quote(dir), ": ");
-      if (err == ENOENT)
-        return absl::NotFoundError(absl::StrCat(what, "no such directory"));
-      if (err == EACCES) {
-        return absl::PermissionDeniedError(absl::StrCat(what, "permission denied"));
-      }
-      return absl::InvalidArgumentError(absl::StrCat(what, std::strerror(err)));
-    }
-    std::vector<std::string> names;
-    while (dirent* e = readdir(d)) {
-      absl::string_view name = e->d_name;
-      if (name.empty() || name[0] == '.') continue;
-      if (!absl::EndsWith(name, ".yaml") && !absl::EndsWith(name, ".yml")) continue;
-      names.emplace_back(name.data(), name.size());
-    }
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
-      const std::string path = absl::EndsWith(dir, "/") ? absl::StrCat(dir, name)
-                                                        : absl::StrCat(dir, "/", name);
-      struct stat st;
-      // stat, not lstat: a ConfigMap's files are symlinks into ..data.
-      if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-      absl::StatusOr<std::string> text = ReadRuleFile(path);
-      if (!text.ok()) return text.status();
-      absl::StatusOr<Domain> domain = ParseDomain(*text, path);
-      if (!domain.ok()) return domain.status();
-      domains.push_back(*std::move(domain));
-    }
+  for (const std::string& path : *paths) {
+    absl::StatusOr<std::string> text = ReadRuleFile(path);
+    if (!text.ok()) return text.status();
+    digest.Add(path, *text);
+    absl::StatusOr<Domain> domain = ParseDomain(*text, path);
+    if (!domain.ok()) return domain.status();
+    domains.push_back(*std::move(domain));
   }
-  return FromDomains(std::move(domains));
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = FromDomains(std::move(domains));
+  if (!set.ok()) return set.status();
+  std::const_pointer_cast<RuleSet>(*set)->files_digest_ = digest.Hex();
+  return set;
+}
+
+absl::StatusOr<std::string> RuleSet::DigestDirs(const std::vector<std::string>& dirs) {
+  absl::StatusOr<std::vector<std::string>> paths = ListRuleFiles(dirs);
+  if (!paths.ok()) return paths.status();
+  Digest digest;
+  for (const std::string& path : *paths) {
+    absl::StatusOr<std::string> text = ReadRuleFile(path);
+    if (!text.ok()) return text.status();
+    digest.Add(path, *text);
+  }
+  return digest.Hex();
 }
 
 std::shared_ptr<const RuleSet> RuleSet::Empty() {

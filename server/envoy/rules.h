@@ -156,6 +156,16 @@ class RuleSet {
   static absl::StatusOr<std::shared_ptr<const RuleSet>> LoadDirs(
       const std::vector<std::string>& dirs);
 
+  // A digest of the names and bytes of the files LoadDirs would read from
+  // `dirs` now (the same selection), without parsing them: the reloader
+  // compares it with files_digest() to notice a changed rule file. Errors as
+  // LoadDirs' reading errors.
+  static absl::StatusOr<std::string> DigestDirs(const std::vector<std::string>& dirs);
+
+  // The DigestDirs value of the bytes LoadDirs parsed into this set; empty
+  // for a set not loaded from directories.
+  const std::string& files_digest() const { return files_digest_; }
+
   // Parses one file's text (for tests and fuzzing); `source` names it in
   // messages.
   static absl::StatusOr<Domain> ParseDomain(std::string_view yaml_text,
@@ -197,6 +207,7 @@ class RuleSet {
  private:
   std::vector<Domain> domains_;
   absl::flat_hash_map<std::string, size_t> by_name_;
+  std::string files_digest_;
 };
 
 }  // namespace traffik::envoy

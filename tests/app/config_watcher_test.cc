@@ -76,6 +76,25 @@ TEST_F(ConfigWatcherTest, SeesConfigMapSymlinkSwap) {
   EXPECT_EQ(ReadFile(dir_ + "/traffik.yaml"), "new\n");
 }
 
+// Verifies a change in an extra directory (the envoy rule files') is seen,
+// as a ConfigMap symlink swap there; a missing one fails the start.
+TEST_F(ConfigWatcherTest, SeesExtraDirectory) {
+  WriteFile(dir_ + "/traffik.yaml", "x\n");
+  const std::string rl = dir_ + "/rl";
+  fs::create_directory(rl);
+  auto watcher = ConfigWatcher::Start(dir_ + "/traffik.yaml", milliseconds(100),
+                                      [this] { ++calls_; }, {rl});
+  ASSERT_TRUE(watcher.ok()) << watcher.status();
+  watcher_ = *std::move(watcher);
+  fs::create_directory(rl + "/..2026_01_01_b");
+  WriteFile(rl + "/..2026_01_01_b/a.yaml", "domain: a\n");
+  fs::create_directory_symlink("..2026_01_01_b", rl + "/..data");
+  ASSERT_TRUE(WaitForCalls(1));
+  EXPECT_FALSE(ConfigWatcher::Start(dir_ + "/traffik.yaml", milliseconds(100), [] {},
+                                    {dir_ + "/missing"})
+                   .ok());
+}
+
 // Verifies that an editor's save (write a temp file, rename it over) is seen.
 TEST_F(ConfigWatcherTest, SeesRenameOver) {
   WriteFile(dir_ + "/traffik.yaml", "old\n");

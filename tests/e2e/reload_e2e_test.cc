@@ -170,6 +170,24 @@ TEST_F(ReloadE2eTest, ConfigMapSwapReloads) {
   EXPECT_EQ(r.wait_ms(), 0u);
 }
 
+// Verifies the watch covers the envoy rule files' directory: a ConfigMap
+// swap there (traffik.yaml unchanged) reloads; a bad rule file is refused,
+// naming it, and counted as an error.
+TEST_F(ReloadE2eTest, EnvoyRuleFileSwapReloads) {
+  ConfigMapDir rules;  // its "traffik.yaml" is a rule file (*.yaml) here
+  rules.Update("domain: one\n");
+  const std::string dir = fs::path(rules.path()).parent_path();
+  Start(absl::StrCat(Config(5), "envoy:\n  config_dirs: ['", dir, "']\n"));
+  rules.Update("domain: two\n");
+  ASSERT_TRUE(WaitForMetric("traffik_config_reloads_total{result=\"success\"} 1"));
+  rules.Update(
+      "domain: three\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight}\n");
+  ASSERT_TRUE(WaitForMetric("traffik_config_reloads_total{result=\"error\"} 1"));
+  EXPECT_TRUE(process_->WaitForStderr("traffik.yaml:4:24: descriptors[0].rate_limit.unit",
+                                      std::chrono::seconds(5)))
+      << process_->StderrText();
+}
+
 // Verifies that a listen change is logged and ignored: traffikd keeps serving
 // on its port, and the rest of the file applies.
 TEST_F(ReloadE2eTest, ListenChangeIgnored) {

@@ -188,6 +188,7 @@ TEST(EnvoyExampleCheckConfig, TraffikYamlPasses) {
   const e2e::RunResult result =
       e2e::RunTraffikd({"--check-config", "--config", kExampleDir + "/traffik.yaml"});
   EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_THAT(result.output, ::testing::HasSubstr("1 envoy domains)"));
 }
 
 }  // namespace

@@ -963,5 +963,27 @@ TEST_F(LoadDirsTest, Errors) {
   EXPECT_THAT(set.status().message(), HasSubstr("larger than 16777216 bytes"));
 }
 
+// Verifies DigestDirs matches the loaded set's digest and changes exactly when a loaded
+// file does.
+TEST_F(LoadDirsTest, DigestFollowsTheLoadedFiles) {
+  Write("a.yaml", "domain: a\n");
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::LoadDirs({dir_});
+  ASSERT_TRUE(set.ok()) << set.status();
+  const std::string loaded = (*set)->files_digest();
+  EXPECT_FALSE(loaded.empty());
+  EXPECT_EQ(*RuleSet::DigestDirs({dir_}), loaded);
+  Write(".b.yaml", "ignored");
+  Write("notes.txt", "ignored");
+  EXPECT_EQ(*RuleSet::DigestDirs({dir_}), loaded);
+  Write("a.yaml", "domain: b\n");
+  const std::string changed = *RuleSet::DigestDirs({dir_});
+  EXPECT_NE(changed, loaded);
+  Write("c.yml", "domain: c\n");
+  EXPECT_NE(*RuleSet::DigestDirs({dir_}), changed);
+  EXPECT_EQ(RuleSet::DigestDirs({dir_ + "/missing"}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(RuleSet::Empty()->files_digest().empty());
+}
+
 }  // namespace
 }  // namespace traffik::envoy
