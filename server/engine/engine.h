@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "auth/caller_table.h"
 #include "backend/backend.h"
 #include "bucket/token_bucket.h"
 #include "config/config.h"
@@ -99,9 +100,12 @@ class Snapshot {
 
   uint64_t max_identifier_bytes() const { return max_identifier_bytes_; }
   uint64_t max_batch_size() const { return max_batch_size_; }
+  // The config's callers (auth/): swapped with the tenants on reload.
+  const CallerTable& callers() const { return *callers_; }
 
  private:
   Snapshot() = default;
+  std::unique_ptr<const CallerTable> callers_;
   absl::flat_hash_map<std::string, Tenant> tenants_;
   std::vector<std::shared_ptr<Backend>> backends_;  // keeps the tenants' backends alive
   const Tenant* default_tenant_ = nullptr;
