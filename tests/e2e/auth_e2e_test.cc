@@ -6,14 +6,17 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/credentials.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "app/sha256.h"
 #include "e2e/traffikd_process.h"
@@ -437,6 +440,72 @@ callers:
     auto c2 = Context(who);
     EXPECT_TRUE(admin->GetBucket(c2.get(), get, &g).ok());
   }
+}
+
+std::string ReloadConfig(const std::string& key, const std::string& tenants) {
+  return absl::StrCat(R"yaml(
+auth: required
+watch_config: false
+throttles:
+  - uid: search
+    limit: 3
+    period: 1h
+tenants:
+  - name: default
+  - name: shop
+callers:
+  - name: app
+    api_key_sha256: )yaml",
+                      Sha256Hex(key), "\n    tenants: ", tenants, "\n");
+}
+
+// Verifies a reload swaps the callers with the config: after SIGHUP the old
+// key is unknown, the new key works, and a changed grant applies at once; a
+// reload that fails (auth: required without callers) keeps the old callers.
+TEST(AuthReloadE2eTest, ReloadSwapsCallers) {
+  absl::StatusOr<TempFile> config =
+      TempFile::Create(ReloadConfig(kCheckoutKey, "[shop]"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server =
+      TraffikdProcess::Start({"--config", config->path(), "--listen", "127.0.0.1:0",
+                              "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::ThrottleService::NewStub(
+      grpc::CreateChannel((*server)->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto decide = [&](const std::string& key, const std::string& tenant) {
+    v1::ShouldThrottleResponse response;
+    auto context = Context(Bearer(key));
+    return stub->ShouldThrottle(context.get(), Hit("reload", tenant), &response)
+        .error_code();
+  };
+  auto reload = [&](const std::string& yaml, const std::string& needle) {
+    FILE* f = fopen(config->path().c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fputs(yaml.c_str(), f);
+    fclose(f);
+    ASSERT_TRUE((*server)->SendSignal(SIGHUP));
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; ++i) {
+      absl::StatusOr<HttpResponse> page = HttpGet((*server)->metrics_port(), "/metrics");
+      seen = page.ok() && absl::StrContains(page->body, needle);
+      if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(seen) << needle;
+  };
+  EXPECT_EQ(decide(kCheckoutKey, "shop"), grpc::StatusCode::OK);
+  EXPECT_EQ(decide(kCheckoutKey, ""), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(decide(kViewerKey, "shop"), grpc::StatusCode::UNAUTHENTICATED);
+
+  reload(ReloadConfig(kViewerKey, "[shop, default]"),
+         "traffik_config_reloads_total{result=\"success\"} 1");
+  EXPECT_EQ(decide(kCheckoutKey, "shop"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(decide(kViewerKey, "shop"), grpc::StatusCode::OK);
+  EXPECT_EQ(decide(kViewerKey, ""), grpc::StatusCode::OK);
+
+  reload("auth: required\ncallers: []\n",
+         "traffik_config_reloads_total{result=\"error\"} 1");
+  EXPECT_EQ(decide(kViewerKey, "shop"), grpc::StatusCode::OK);
+  EXPECT_EQ(decide(kCheckoutKey, "shop"), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 }  // namespace
