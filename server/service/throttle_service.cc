@@ -109,14 +109,12 @@ void ToProto(const Decision& decision, ShouldThrottleResponse* response) {
 }
 
 absl::Status ThrottleServiceImpl::Authorize(grpc::CallbackServerContext* context,
-                                            std::vector<absl::string_view> tenants,
-                                            bool batch, absl::string_view rpc) {
+                                            absl::string_view tenant) {
   const std::shared_ptr<const Snapshot> snapshot = engine_.snapshot();
   if (!snapshot->callers().required()) return absl::OkStatus();
   CallAccess access;
-  access.rpc = rpc;
-  access.tenants = std::move(tenants);
-  access.batch = batch;
+  access.rpc = "ShouldThrottle";
+  access.tenants = {tenant};
   return AuthorizeCall(snapshot->callers(), *context, access, metrics_);
 }
 
@@ -125,9 +123,7 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
     ShouldThrottleResponse* response) {
   const int64_t start_ns = NowNanos();
   // Auth before anything else: no bucket is touched for a refused call.
-  if (absl::Status s =
-          Authorize(context, {request->tenant()}, /*batch=*/false, "ShouldThrottle");
-      !s.ok()) {
+  if (absl::Status s = Authorize(context, request->tenant()); !s.ok()) {
     metrics_.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
     metrics_.CountError(s.code());
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -177,15 +173,18 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(
     ShouldThrottleBatchResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const int64_t start_ns = NowNanos();
-  {
+  if (const std::shared_ptr<const Snapshot> snapshot = engine_.snapshot();
+      snapshot->callers().required()) {
     // Auth before anything else: one refused item refuses the whole batch,
     // nothing taken.
-    std::vector<absl::string_view> tenants;
-    tenants.reserve(request->requests_size());
-    for (const ShouldThrottleRequest& r : request->requests())
-      tenants.push_back(r.tenant());
-    if (absl::Status s =
-            Authorize(context, std::move(tenants), /*batch=*/true, "ShouldThrottleBatch");
+    CallAccess access;
+    access.rpc = "ShouldThrottleBatch";
+    access.batch = true;
+    access.tenants.reserve(request->requests_size());
+    for (const ShouldThrottleRequest& r : request->requests()) {
+      access.tenants.push_back(r.tenant());
+    }
+    if (absl::Status s = AuthorizeCall(snapshot->callers(), *context, access, metrics_);
         !s.ok()) {
       metrics_.CountError(s.code());
       metrics_.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);

@@ -1,7 +1,5 @@
 #pragma once
 
-#include <vector>
-
 #include "absl/strings/string_view.h"
 #include "engine/engine.h"
 #include "metrics/metrics.h"
@@ -36,11 +34,9 @@ class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackS
       traffik::v1::ShouldThrottleBatchResponse* response) override;
 
  private:
-  // The auth check (auth/grpc_auth.h) of a call touching `tenants`, against
-  // the current snapshot's callers; OK at once with `auth: off`.
-  absl::Status Authorize(grpc::CallbackServerContext* context,
-                         std::vector<absl::string_view> tenants, bool batch,
-                         absl::string_view rpc);
+  // The auth check (auth/grpc_auth.h) of a ShouldThrottle on `tenant`,
+  // against the current snapshot's callers; OK at once with `auth: off`.
+  absl::Status Authorize(grpc::CallbackServerContext* context, absl::string_view tenant);
 
   const Engine& engine_;
   Metrics& metrics_;
