@@ -36,6 +36,8 @@ absl::string_view BearerKey(absl::string_view value) {
 
 CallerTable::CallerTable(const Config& config, Metrics* metrics)
     : required_(config.auth == AuthMode::kRequired),
+      client_certs_verified_(config.tls.has_value() &&
+                             !config.tls->client_ca_file.empty()),
       default_tenant_(config.default_tenant) {
   callers_.reserve(config.callers.size());
   for (const CallerConfig& c : config.callers) {
@@ -80,7 +82,7 @@ absl::StatusOr<const Caller*> CallerTable::Authenticate(
         "unknown credential: the authorization metadata is not \"Bearer <key>\" with a "
         "configured API key");
   }
-  if (!credentials.peer_identities.empty()) {
+  if (client_certs_verified_ && !credentials.peer_identities.empty()) {
     for (const std::string& identity : credentials.peer_identities) {
       auto it = identities_.find(identity);
       if (it != identities_.end()) return &callers_[it->second];

@@ -73,6 +73,10 @@ class CallerTable {
 
  private:
   const bool required_;
+  // tls.client_ca_file is set: the server verifies every client certificate
+  // it accepts (app/tls.cc never asks for one without verifying it), so a
+  // certificate's identities can be trusted. Otherwise they are ignored.
+  const bool client_certs_verified_;
   const std::string default_tenant_;
   std::vector<Caller> callers_;
   // Parallel: digest_callers_[i] owns digests_[i] (32 bytes each).

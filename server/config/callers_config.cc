@@ -188,6 +188,11 @@ absl::Status ParseCaller(const YamlReader& reader, const YAML::Node& item,
           if (auto c = FindControlCharacter(*text)) {
             return reader.Error(value, field, "must not contain control characters");
           }
+          if (!config.tls.has_value() || config.tls->client_ca_file.empty()) {
+            return reader.Error(value, field,
+                                "needs tls.client_ca_file: only a client certificate "
+                                "verified against it identifies a caller");
+          }
           caller->mtls_identity = *text;
           return absl::OkStatus();
         }

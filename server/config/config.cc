@@ -459,6 +459,77 @@ absl::Status Parser::CheckCapacities(const Config& config) const {
   return absl::OkStatus();
 }
 
+// --- tls: (TlsConfig) ---
+
+// A file named by `path` in the config must open for reading now.
+absl::Status CheckReadableFile(const YamlReader& reader, const YAML::Node& node,
+                               std::string_view path, const std::string& file) {
+  if (file.empty()) return reader.Error(node, path, "must not be empty");
+  const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return reader.Error(
+        node, path,
+        absl::StrCat("cannot read ", Quote(file), ": ",
+                     err == ENOENT ? "no such file" : std::strerror(err)));
+  }
+  struct stat st;
+  const bool is_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
+  close(fd);
+  if (is_dir)
+    return reader.Error(node, path, absl::StrCat(Quote(file), " is a directory"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TlsConfig> ParseTls(const YamlReader& reader, const YAML::Node& node) {
+  TlsConfig tls;
+  std::optional<YAML::Node> cert_node, key_node, ca_node, require_node;
+  absl::Status s = reader.ForEachEntry(
+      node, "tls", {"cert_file", "key_file", "client_ca_file", "require_client_cert"},
+      [&](const std::string& key, const YAML::Node&,
+          const YAML::Node& value) -> absl::Status {
+        const std::string path = absl::StrCat("tls.", key);
+        if (key == "require_client_cert") {
+          absl::StatusOr<bool> b = reader.GetBool(value, path);
+          if (!b.ok()) return b.status();
+          tls.require_client_cert = *b;
+          require_node = value;
+          return absl::OkStatus();
+        }
+        absl::StatusOr<std::string> file = reader.GetString(value, path);
+        if (!file.ok()) return file.status();
+        if (absl::Status r = CheckReadableFile(reader, value, path, *file); !r.ok())
+          return r;
+        if (key == "cert_file") {
+          tls.cert_file = *file;
+          cert_node = value;
+        } else if (key == "key_file") {
+          tls.key_file = *file;
+          key_node = value;
+        } else {
+          tls.client_ca_file = *file;
+          ca_node = value;
+        }
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s;
+  if (!cert_node && !key_node) {
+    return reader.Error(node, "tls", "cert_file and key_file are required");
+  }
+  if (!cert_node)
+    return reader.Error(*key_node, "tls.cert_file", "required with key_file");
+  if (!key_node)
+    return reader.Error(*cert_node, "tls.key_file", "required with cert_file");
+  if (tls.require_client_cert && !ca_node) {
+    return reader.Error(
+        *require_node, "tls.require_client_cert",
+        "needs tls.client_ca_file (the CA that signs client certificates)");
+  }
+  return tls;
+}
+
+// --- end tls: ---
+
 absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
   if (root.IsNull()) return DefaultConfig();  // empty document: all defaults
   Config config;
@@ -470,7 +541,7 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory", "admin_api", "watch_config", "auth", "callers"},
+       "memory", "admin_api", "watch_config", "tls", "auth", "callers"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -515,6 +586,10 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           absl::StatusOr<bool> b = GetBool(value, key);
           if (!b.ok()) return b.status();
           config.watch_config = *b;
+        } else if (key == "tls") {
+          absl::StatusOr<TlsConfig> tls = ParseTls(*this, value);
+          if (!tls.ok()) return tls.status();
+          config.tls = *std::move(tls);
         } else if (key == "auth") {  // issue 10: config/callers_config.h
           absl::StatusOr<AuthMode> mode = ParseAuthMode(*this, value);
           if (!mode.ok()) return mode.status();

@@ -93,6 +93,21 @@ struct CallerConfig {
 // The `backend:` of the in-process store, whose budget is `memory:`.
 inline constexpr char kMemoryBackend[] = "memory";
 
+// TLS on the gRPC port (YAML key `tls:`). Paths as written (relative ones
+// are relative to traffikd's working directory); ParseConfig checks that each
+// names a readable file, the server checks their contents at start. The
+// certificate and key are re-read when they change (a rotation); a config
+// reload does not change them (the port is not re-bound).
+struct TlsConfig {
+  std::string cert_file;  // `cert_file`: PEM certificate chain, required
+  std::string key_file;   // `key_file`: PEM private key, required
+  // `client_ca_file`: PEM CA bundle for client certificates (mutual TLS); ""
+  // = none asked for. Set without require_client_cert: a client certificate
+  // is verified when sent, and not required.
+  std::string client_ca_file;
+  bool require_client_cert = false;  // `require_client_cert`: needs client_ca_file
+};
+
 // An immutable, validated configuration snapshot. Built only by ParseConfig /
 // LoadConfigFile / DefaultConfig, which guarantee every invariant below.
 struct Config {
@@ -117,6 +132,8 @@ struct Config {
   // every granted tenant exists; `required` needs at least one caller.
   AuthMode auth = AuthMode::kOff;
   std::vector<CallerConfig> callers;
+  // `tls`: nullopt = plaintext (the default).
+  std::optional<TlsConfig> tls;
   // Names the text in error messages (the file path); set by ParseConfig.
   std::string source = "(embedded default)";
 };

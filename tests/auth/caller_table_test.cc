@@ -31,15 +31,22 @@ callers:
     api_key_sha256: )yaml",
                                                            Sha256Hex("key-two"), R"yaml(
     tenants: "*"
-  - name: spiffe
-    mtls_identity: spiffe://cluster.local/ns/a/sa/b
-    tenants: [billing]
-  - name: cn
-    mtls_identity: client.example
-    tenants: [shop]
 )yaml"),
                                               "t.yaml");
   EXPECT_TRUE(config.ok()) << config.status();
+  // mtls_identity callers need tls.client_ca_file, whose file ParseConfig
+  // checks: added here (the table reads no file).
+  config->tls = TlsConfig{"server.crt", "server.key", "clients-ca.crt", false};
+  CallerConfig spiffe;
+  spiffe.name = "spiffe";
+  spiffe.mtls_identity = "spiffe://cluster.local/ns/a/sa/b";
+  spiffe.tenants = {"billing"};
+  CallerConfig cn;
+  cn.name = "cn";
+  cn.mtls_identity = "client.example";
+  cn.tenants = {"shop"};
+  config->callers.push_back(spiffe);
+  config->callers.push_back(cn);
   return *config;
 }
 
@@ -127,6 +134,25 @@ TEST_F(CallerTableTest, TenantGrant) {
   for (absl::string_view t : {"", "shop", "billing", "unknown"}) {
     EXPECT_TRUE(table_.CheckTenant(*other, t).ok()) << t;
   }
+}
+
+// Verifies certificate identities are ignored (missing credential) when
+// the config has no tls.client_ca_file: nothing vouches for them then.
+TEST(CallerTableNoClientCaTest, IdentitiesIgnored) {
+  Config config = TestConfig();
+  config.tls->client_ca_file.clear();
+  CallerTable table(config, nullptr);
+  PresentedCredentials c;
+  c.peer_identities = {"client.example"};
+  AuthFailure failure = AuthFailure::kNotAdmin;
+  EXPECT_EQ(table.Authenticate(c, &failure).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(failure, AuthFailure::kMissingCredential);
+  config.tls.reset();
+  CallerTable plaintext(config, nullptr);
+  failure = AuthFailure::kNotAdmin;
+  EXPECT_FALSE(plaintext.Authenticate(c, &failure).ok());
+  EXPECT_EQ(failure, AuthFailure::kMissingCredential);
 }
 
 // Verifies a table from a config without auth is not required.

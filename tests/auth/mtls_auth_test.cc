@@ -37,8 +37,10 @@ using testing_support::TestCerts;
 
 constexpr char kSpiffeId[] = "spiffe://cluster.local/ns/shop/sa/checkout";
 
-std::string ConfigYaml() {
-  return absl::StrCat(R"yaml(
+std::string ConfigYaml(const TestCerts& certs) {
+  return absl::StrCat("tls:\n  cert_file: ", certs.server().cert_file,
+                      "\n  key_file: ", certs.server().key_file,
+                      "\n  client_ca_file: ", certs.ca_file(), R"yaml(
 auth: required
 throttles:
   - uid: search
@@ -96,7 +98,7 @@ class MtlsAuthTest : public ::testing::Test {
     other_ca.other_ca = true;
     other_ca_ = issue("otherca", other_ca);
 
-    absl::StatusOr<Config> config = ParseConfig(ConfigYaml(), "mtls.yaml");
+    absl::StatusOr<Config> config = ParseConfig(ConfigYaml(*certs_), "mtls.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     config_ = new Config(*std::move(config));
     memory_ = new MemoryBackend(clock_, MemoryBackendOptions{1'000'000, 0});

@@ -52,6 +52,12 @@ class KeyFile {
   std::string path_;
 };
 
+// A `tls:` block with a client CA, every file `pem`.
+std::string Tls(const KeyFile& pem) {
+  return absl::StrCat("tls:\n  cert_file: ", pem.path(), "\n  key_file: ", pem.path(),
+                      "\n  client_ca_file: ", pem.path(), "\n");
+}
+
 // Verifies auth is off with no callers by default, also in the embedded config.
 TEST(CallersConfigTest, DefaultsOff) {
   EXPECT_EQ(DefaultConfig().auth, AuthMode::kOff);
@@ -66,6 +72,7 @@ TEST(CallersConfigTest, DefaultsOff) {
 // tenants, "*" and admin are read.
 TEST(CallersConfigTest, KeySourcesAgree) {
   const std::string digest = Sha256Digest(kKey);
+  KeyFile pem("not checked at load");
   KeyFile file(absl::StrCat(kKey, "\n"));
   KeyFile crlf(absl::StrCat(kKey, "\r\n"));
   ASSERT_EQ(setenv("TRAFFIK_CALLERS_TEST_KEY", kKey, 1), 0);
@@ -81,7 +88,7 @@ TEST(CallersConfigTest, KeySourcesAgree) {
                                 "\n    tenants: [shop]\n    admin: true\n"
                                 "  - name: b.c-D_9\n    mtls_identity: spiffe://x/y\n"
                                 "    tenants: \"*\"\n"),
-                   "auth: required\n");
+                   absl::StrCat("auth: required\n", Tls(pem)));
     ASSERT_TRUE(c.ok()) << credential << ": " << c.status();
     EXPECT_EQ(c->auth, AuthMode::kRequired);
     ASSERT_EQ(c->callers.size(), 2u);
@@ -108,6 +115,7 @@ TEST(CallersConfigTest, Errors) {
   unsetenv("TRAFFIK_CALLERS_TEST_UNSET");
   const std::string ok_hex = Sha256Hex(kKey);
   const std::string other_hex = Sha256Hex("other");
+  KeyFile pem("not checked at load");
   struct Case {
     std::string callers;
     std::string extra;
@@ -173,7 +181,13 @@ TEST(CallersConfigTest, Errors) {
        "", "callers[1]: the same API key as another caller (callers[0], caller 'a')"},
       {"  - name: a\n    mtls_identity: spiffe://x\n    tenants: [shop]\n"
        "  - name: b\n    mtls_identity: spiffe://x\n    tenants: [shop]\n",
-       "", "callers[1]: duplicate mtls_identity 'spiffe://x'"},
+       Tls(pem), "callers[1]: duplicate mtls_identity 'spiffe://x'"},
+      {"  - name: a\n    mtls_identity: spiffe://x\n    tenants: [shop]\n", "",
+       "callers[0].mtls_identity: needs tls.client_ca_file"},
+      {"  - name: a\n    mtls_identity: spiffe://x\n    tenants: [shop]\n",
+       absl::StrCat("tls:\n  cert_file: ", pem.path(), "\n  key_file: ", pem.path(),
+                    "\n"),
+       "callers[0].mtls_identity: needs tls.client_ca_file"},
       {absl::StrCat("  - name: a\n    api_key_sha256: ", ok_hex,
                     "\n    tenants: [shop]\n    admin: maybe\n"),
        "", "callers[0].admin: expected a boolean"},
