@@ -394,6 +394,24 @@ TEST_F(AuthE2eTest, KeysNeverInLogsOrMetrics) {
   EXPECT_THAT(logs, HasSubstr("refused (tenant_not_granted)"));
 }
 
+// Verifies the refusal log line is rate-limited: 200 refused calls add at
+// most the site's burst (10 lines) plus what refills meanwhile.
+TEST_F(AuthE2eTest, RefusalLogIsRateLimited) {
+  auto count = [] {
+    const std::string logs = server_->StderrText();
+    size_t n = 0;
+    for (size_t at = logs.find("refused ("); at != std::string::npos;
+         at = logs.find("refused (", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  const size_t before = count();
+  for (int i = 0; i < 200; ++i) Decide(std::nullopt, Hit("flood", "shop"));
+  EXPECT_LE(count() - before, 12u);
+  EXPECT_EQ(Remaining("flood", "shop"), 3u);
+}
+
 // `auth: off` with callers configured: every call is served as before and a
 // presented credential, valid or not, is ignored.
 class AuthOffE2eTest : public ::testing::Test {};
