@@ -18,6 +18,7 @@
 #include "app/reloader.h"
 #include "app/server.h"
 #include "app/sha256.h"
+#include "app/tls.h"
 #include "clock/clock.h"
 #include "config/config.h"
 
@@ -48,8 +49,9 @@ int Run(int argc, char** argv) {
     return 0;
   }
   if (options->health_check) {
-    absl::StatusOr<bool> serving = traffik::CheckHealth(
-        *options->health_check, options->health_service, std::chrono::milliseconds(2000));
+    absl::StatusOr<bool> serving =
+        traffik::CheckHealth(*options->health_check, options->health_service,
+                             std::chrono::milliseconds(2000), options->health_tls);
     if (!serving.ok()) {
       Log("health check failed: " + std::string(serving.status().message()));
       return 1;
@@ -107,6 +109,9 @@ int Run(int argc, char** argv) {
       " throttles, " + std::to_string(config->tenants.size()) + " tenants");
   Log("listening grpc=" + (*server)->grpc_address() + " metrics=" +
       ((*server)->metrics_address().empty() ? "off" : (*server)->metrics_address()));
+  if (std::optional<std::string> warning = traffik::PlaintextListenWarning(*config)) {
+    Log(*warning);
+  }
 
   (*server)->metrics().SetConfigReloadSuccessTime(
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())

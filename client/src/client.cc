@@ -13,7 +13,11 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Create(ClientOptions options) {
   if (absl::Status valid = client_internal::ValidateOptions(options); !valid.ok()) {
     return valid;
   }
-  return std::shared_ptr<Client>(client_internal::ClientImpl::Make(std::move(options)));
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      client_internal::MakeChannel(options);
+  if (!channel.ok()) return channel.status();
+  return std::shared_ptr<Client>(
+      client_internal::ClientImpl::Make(std::move(options), *std::move(channel)));
 }
 
 std::future<absl::StatusOr<ThrottleResult>> Client::CheckFuture(

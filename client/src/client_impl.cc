@@ -9,6 +9,7 @@
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/stub_options.h>
 
+#include <fstream>
 #include <future>
 #include <string_view>
 #include <thread>
@@ -28,10 +29,23 @@ namespace {
 // is back within seconds.
 constexpr int kMaxReconnectBackoffMs = 5000;
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+// A PEM file named by option `name`, bounded (certificates and keys are small).
+absl::StatusOr<std::string> ReadPem(const char* name, const std::string& path) {
+  constexpr size_t kMaxPemBytes = 1 << 20;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(name, ": cannot read '", path, "'"));
+  std::string text(kMaxPemBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxPemBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": '", path, "' is larger than ", kMaxPemBytes, " bytes"));
+  }
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": '", path, "' holds no PEM data"));
+  }
+  return text;
 }
 
 // `identifier` is the wire form of request.identifier (WireIdentifier).
@@ -94,7 +108,52 @@ absl::Status ToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  if (!options.tls.has_value()) {
+    return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(),
+                                     args);
+  }
+  const ClientTlsOptions& tls = *options.tls;
+  grpc::SslCredentialsOptions ssl;
+  if (!tls.ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPem("tls.ca_file", tls.ca_file);
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!tls.cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem("tls.cert_file", tls.cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem("tls.key_file", tls.key_file);
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  if (!tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(tls.server_name);
+  }
+  return grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args);
+}
+
 absl::Status ValidateOptions(const ClientOptions& options) {
+  if (options.tls.has_value() &&
+      options.tls->cert_file.empty() != options.tls->key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tls.cert_file and tls.key_file go together (a client certificate and its key)");
+  }
+  if (options.api_key.size() > kMaxApiKeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("api_key is longer than ", kMaxApiKeyBytes, " bytes"));
+  }
+  for (char c : options.api_key) {
+    // Never echo the key: only say what is wrong with it.
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "api_key must be printable ASCII without spaces (a stray newline from a "
+          "file?)");
+    }
+  }
   if (options.target.empty()) return absl::InvalidArgumentError("target is empty");
   if (options.deadline <= std::chrono::milliseconds::zero()) {
     return absl::InvalidArgumentError(
@@ -143,9 +202,14 @@ struct ClientImpl::BatchCall {
   std::function<void(absl::StatusOr<BatchResult>)> done;
 };
 
-std::shared_ptr<ClientImpl> ClientImpl::Make(ClientOptions options) {
-  return std::shared_ptr<ClientImpl>(new ClientImpl(std::move(options)),
-                                     &ClientImpl::Destroy);
+std::shared_ptr<ClientImpl> ClientImpl::Make(ClientOptions options,
+                                             std::shared_ptr<grpc::Channel> channel) {
+  return std::shared_ptr<ClientImpl>(
+      new ClientImpl(std::move(options), std::move(channel)), &ClientImpl::Destroy);
+}
+
+void ClientImpl::Prepare(grpc::ClientContext& context) const {
+  if (!authorization_.empty()) context.AddMetadata("authorization", authorization_);
 }
 
 void ClientImpl::Destroy(ClientImpl* client) {
@@ -158,9 +222,11 @@ void ClientImpl::Destroy(ClientImpl* client) {
   std::thread([client] { delete client; }).detach();
 }
 
-ClientImpl::ClientImpl(ClientOptions options)
+ClientImpl::ClientImpl(ClientOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)),
-      channel_(MakeChannel(options_.target)),
+      authorization_(
+          options_.api_key.empty() ? "" : absl::StrCat("Bearer ", options_.api_key)),
+      channel_(std::move(channel)),
       stub_(v1::ThrottleService::NewStub(channel_)),
       health_stub_(channel_),
       short_circuit_(options_.short_circuit_max_keys),
@@ -232,6 +298,7 @@ void ClientImpl::CheckAsync(const ThrottleRequest& request,
   call->policy = policy.value_or(options_.failure_policy);
   call->done = std::move(done);
   call->context.set_deadline(RpcDeadline());
+  Prepare(call->context);
   call->sent_at = std::chrono::steady_clock::now();
   rpcs_.fetch_add(1, std::memory_order_relaxed);
 
@@ -360,6 +427,7 @@ void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
 
 void ClientImpl::SendBatch(std::unique_ptr<BatchCall> call) {
   call->context.set_deadline(call->deadline);
+  Prepare(call->context);
   call->sent_at = std::chrono::steady_clock::now();
   rpcs_.fetch_add(1, std::memory_order_relaxed);
   BatchCall* raw = call.release();
@@ -469,6 +537,7 @@ absl::StatusOr<bool> ClientImpl::Healthy(const std::string& service) {
   };
   auto call = std::make_shared<HealthCall>();
   call->context.set_deadline(RpcDeadline());
+  Prepare(call->context);
   const std::string request_bytes = EncodeHealthCheckRequest(service);
   grpc::Slice request_slice(request_bytes);
   call->request = grpc::ByteBuffer(&request_slice, 1);

@@ -39,7 +39,9 @@ namespace traffik::client_internal {
 class ClientImpl final : public Client, public std::enable_shared_from_this<ClientImpl> {
  public:
   // `options` must have been validated (Client::Create does).
-  static std::shared_ptr<ClientImpl> Make(ClientOptions options);
+  // `channel`: from MakeChannel(options).
+  static std::shared_ptr<ClientImpl> Make(ClientOptions options,
+                                          std::shared_ptr<grpc::Channel> channel);
 
   absl::StatusOr<ThrottleResult> Check(const ThrottleRequest& request,
                                        std::optional<FailurePolicy> policy) override;
@@ -62,7 +64,9 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   ClientStats stats() const override;
 
  private:
-  explicit ClientImpl(ClientOptions options);
+  ClientImpl(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  // Adds what every call carries (the API key) to `context`.
+  void Prepare(grpc::ClientContext& context) const;
   // Make()'s deleter.
   static void Destroy(ClientImpl* client);
 
@@ -88,6 +92,7 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
                 const ThrottleResult& result);
 
   const ClientOptions options_;
+  const std::string authorization_;  // "Bearer <api_key>", or empty
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ThrottleService::Stub> stub_;
   grpc::GenericStub health_stub_;
@@ -101,6 +106,10 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
 
 // Validates `options` (the checks behind Client::Create).
 absl::Status ValidateOptions(const ClientOptions& options);
+
+// The channel for `options` (validated): plaintext, or TLS with the files of
+// options.tls read now (errors name the option, e.g. "tls.ca_file").
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options);
 
 // grpc::Status -> absl::Status (the codes share their numeric values).
 absl::Status ToAbslStatus(const grpc::Status& status);

@@ -39,7 +39,8 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
     };
     absl::Status status;
     if (name == "--config" || name == "--listen" || name == "--metrics-listen" ||
-        name == "--health-check" || name == "--health-service") {
+        name == "--health-check" || name == "--health-service" || name == "--tls-ca" ||
+        name == "--tls-cert" || name == "--tls-key" || name == "--tls-server-name") {
       absl::StatusOr<std::string> value = take_value();
       if (!value.ok()) return value.status();
       if (name == "--config") {
@@ -57,8 +58,19 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
           return absl::InvalidArgumentError("flag --health-check needs HOST:PORT");
         }
         options.health_check = *value;
-      } else {
+      } else if (name == "--health-service") {
         options.health_service = *value;
+      } else {
+        if (value->empty()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("flag ", name, " needs a value"));
+        }
+        if (!options.health_tls) options.health_tls.emplace();
+        HealthCheckTls& tls = *options.health_tls;
+        (name == "--tls-ca"     ? tls.ca_file
+         : name == "--tls-cert" ? tls.cert_file
+         : name == "--tls-key"  ? tls.key_file
+                                : tls.server_name) = *value;
       }
     } else if (name == "--check-config") {
       status = as_switch(&options.check_config);
@@ -71,6 +83,16 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
     }
     if (!status.ok()) return status;
   }
+  if (options.health_tls) {
+    if (!options.health_check) {
+      return absl::InvalidArgumentError(
+          "flags --tls-ca, --tls-cert, --tls-key and --tls-server-name are for "
+          "--health-check (the server's TLS is the config's tls:)");
+    }
+    if (options.health_tls->cert_file.empty() != options.health_tls->key_file.empty()) {
+      return absl::InvalidArgumentError("flags --tls-cert and --tls-key go together");
+    }
+  }
   return options;
 }
 
@@ -78,6 +100,7 @@ std::string Usage() {
   return R"(usage: traffikd [--config PATH] [--listen HOST:PORT] [--metrics-listen HOST:PORT]
        traffikd --check-config [--config PATH]
        traffikd --health-check HOST:PORT [--health-service NAME]
+                [--tls-ca PATH [--tls-cert PATH --tls-key PATH] [--tls-server-name NAME]]
 
 Traffik's rate-limit decision service (gRPC traffik.v1.ThrottleService).
 
@@ -90,6 +113,13 @@ Traffik's rate-limit decision service (gRPC traffik.v1.ThrottleService).
   --health-check HOST:PORT   ask a running traffikd's gRPC health service and
                              exit 0 if SERVING, 1 otherwise
   --health-service NAME      service name for --health-check (default "")
+  --tls-ca PATH              --health-check over TLS: the CA bundle that signs
+                             the server's certificate
+  --tls-cert PATH            with --tls-key: a client certificate, for a server
+                             with tls.require_client_cert
+  --tls-key PATH             the client certificate's key
+  --tls-server-name NAME     the name the server's certificate must carry
+                             (default: the host of HOST:PORT)
   --version                  print the version and exit
   -h, --help                 print this help and exit
 

@@ -51,6 +51,10 @@ absl::Status ConfigReloader::Reload(bool only_if_changed) {
   if (config->watch_config != running_.watch_config) ignored.push_back("watch_config");
   // The gRPC server's services are fixed once it runs.
   if (config->admin_api != running_.admin_api) ignored.push_back("admin_api");
+  // TLS is the listening port's: the port is not re-bound (the certificate
+  // files themselves are re-read when they change, without a reload).
+  if (config->tls != running_.tls) ignored.push_back("tls");
+  config->tls = running_.tls;
   config->listen = running_.listen;
   config->metrics_listen = running_.metrics_listen;
   config->memory.sweep_interval_ms = running_.memory.sweep_interval_ms;

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "app/backends.h"
+#include "app/tls.h"
 #include "base/host_port.h"
 #include "base/log.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -57,7 +58,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
+  if (config.tls.has_value()) {
+    // Checked first: an unusable pair is a startup error naming the file, not
+    // a server whose every handshake fails.
+    absl::StatusOr<std::unique_ptr<TlsCertificateWatch>> watch =
+        TlsCertificateWatch::Start(
+            *config.tls, *server->metrics_,
+            [](const std::string& line) { WriteLogLineToStderr(line); });
+    if (!watch.ok()) return watch.status();
+    server->tls_watch_ = *std::move(watch);
+    credentials = server->tls_watch_->ServerCredentials();
+  }
+  builder.AddListeningPort(config.listen, credentials, &port);
   // Without this a second server binds the same port silently and the kernel
   // splits connections between them; a taken port must be a startup error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -160,6 +174,7 @@ void Server::Shutdown(std::chrono::milliseconds grace) {
   grpc_server_->Wait();
   grpc_server_.reset();
   exposer_.reset();
+  tls_watch_.reset();
 }
 
 }  // namespace traffik

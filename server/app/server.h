@@ -21,6 +21,8 @@ class Server;
 
 namespace traffik {
 
+class TlsCertificateWatch;
+
 // The fully wired service: backends, engine, gRPC server (ThrottleService,
 // health, reflection) and the Prometheus exposer. Start() either returns a
 // serving instance or an error with nothing left listening.
@@ -73,6 +75,9 @@ class Server {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ThrottleServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;  // only with admin_api: true
+  // With `tls:`: checks each change of the certificate files before gRPC
+  // serves it (destroyed after grpc_server_).
+  std::unique_ptr<TlsCertificateWatch> tls_watch_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;

@@ -106,6 +106,8 @@ struct TlsConfig {
   // is verified when sent, and not required.
   std::string client_ca_file;
   bool require_client_cert = false;  // `require_client_cert`: needs client_ca_file
+
+  bool operator==(const TlsConfig&) const = default;
 };
 
 // An immutable, validated configuration snapshot. Built only by ParseConfig /

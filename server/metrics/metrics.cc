@@ -198,6 +198,16 @@ Metrics::Metrics()
                       .Register(*registry_);
   reloads_success_ = &reloads.Add({{"result", "success"}});
   reloads_error_ = &reloads.Add({{"result", "error"}});
+  auto& tls_reloads =
+      prometheus::BuildCounter()
+          .Name("traffik_tls_certificate_reloads_total")
+          .Help(
+              "Changes of the gRPC port's TLS certificate/key files seen, by result: "
+              "success (the new pair is served), or error (it is broken; the previous "
+              "pair keeps serving).")
+          .Register(*registry_);
+  tls_reloads_success_ = &tls_reloads.Add({{"result", "success"}});
+  tls_reloads_error_ = &tls_reloads.Add({{"result", "error"}});
   last_reload_success_ =
       &prometheus::BuildGauge()
            .Name("traffik_config_last_reload_success_timestamp_seconds")
@@ -280,6 +290,10 @@ void Metrics::AddRejectionSource(std::string backend, std::string tenant,
 
 void Metrics::CountConfigReload(bool success) {
   (success ? reloads_success_ : reloads_error_)->Increment();
+}
+
+void Metrics::CountTlsCertificateReload(bool success) {
+  (success ? tls_reloads_success_ : tls_reloads_error_)->Increment();
 }
 
 void Metrics::SetConfigReloadSuccessTime(double unix_seconds) {

@@ -75,6 +75,7 @@ const char* AuthFailureName(AuthFailure failure);
 //   traffik_admin_requests_total{rpc,code}           counter (AdminService)
 //   traffik_auth_failures_total{reason}              counter (AuthFailure names)
 //   traffik_caller_requests_total{caller}            counter (configured caller names)
+//   traffik_tls_certificate_reloads_total{result}    counter (success, error)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -122,6 +123,10 @@ class Metrics {
 
   // Configuration reloads: counts one (result "success" or "error").
   void CountConfigReload(bool success);
+  // The gRPC port's certificate and key files changed: counts one (result
+  // "success": the new pair is served, or "error": it is broken and the
+  // previous pair keeps serving).
+  void CountTlsCertificateReload(bool success);
   // When the configuration last loaded successfully (startup or reload),
   // seconds since the Unix epoch.
   void SetConfigReloadSuccessTime(double unix_seconds);
@@ -145,6 +150,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* caller_requests_;
   prometheus::Counter* reloads_success_;
   prometheus::Counter* reloads_error_;
+  prometheus::Counter* tls_reloads_success_;
+  prometheus::Counter* tls_reloads_error_;
   prometheus::Gauge* last_reload_success_;
   prometheus::Family<prometheus::Gauge>* config_info_;
   absl::Mutex config_info_mu_;

@@ -128,6 +128,24 @@ struct BatchResult {
   bool all_or_nothing = false;
 };
 
+// TLS to traffikd (ClientOptions::tls). Files are PEM, read once by
+// Client::Create.
+struct ClientTlsOptions {
+  // The CA bundle that signs traffikd's certificate; empty: the system's
+  // default roots (gRPC's, or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
+  std::string ca_file;
+  // A client certificate chain and its key, for a traffikd that asks for one
+  // (mutual TLS); both or neither.
+  std::string cert_file;
+  std::string key_file;
+  // The name traffikd's certificate is checked against (and sent as SNI);
+  // empty: the host of `target`.
+  std::string server_name;
+};
+
+// The longest API key accepted (ClientOptions::api_key).
+inline constexpr size_t kMaxApiKeyBytes = 4096;
+
 struct ClientOptions {
   std::string target = "127.0.0.1:50051";                // traffikd's gRPC address
   std::chrono::milliseconds deadline{200};               // per RPC
@@ -151,6 +169,14 @@ struct ClientOptions {
   // Where failure lines go (one call per line, without a newline); empty:
   // stderr. Called from client threads; must be thread-safe and quick.
   std::function<void(const std::string&)> log;
+  // nullopt: plaintext (the default; fine on loopback). Set: TLS, the
+  // server's certificate verified against `tls->ca_file`.
+  std::optional<ClientTlsOptions> tls;
+  // Sent on every call as gRPC metadata `authorization: Bearer <api_key>`
+  // (traffikd's `callers:` with `auth: required`); empty: none. Printable
+  // ASCII without spaces, at most kMaxApiKeyBytes. Never logged; over
+  // plaintext anyone on the path can read it: use TLS off loopback.
+  std::string api_key;
 };
 
 // Counters for observability and tests.
@@ -167,7 +193,10 @@ class Client {
 
   // Connects lazily; never blocks. Errors only for unusable options
   // (kInvalidArgument: empty target, deadline <= 0, negative deny_wait or
-  // failure_log_interval, max_identifier_bytes < kDigestIdentifierBytes).
+  // failure_log_interval, max_identifier_bytes < kDigestIdentifierBytes, a
+  // tls cert_file without key_file or the reverse, an api_key that is not
+  // printable ASCII or too long; kNotFound / kInvalidArgument: a tls file
+  // that cannot be read or holds no PEM data, naming the option).
   // One gRPC channel per Client: share the Client.
   static absl::StatusOr<std::shared_ptr<Client>> Create(ClientOptions options);
 
