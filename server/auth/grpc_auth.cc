@@ -41,7 +41,10 @@ PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context) {
   bool ssl = false;
   for (const grpc::string_ref& type :
        auth->FindPropertyValues(GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME)) {
-    ssl = ssl || View(type) == GRPC_SSL_TRANSPORT_SECURITY_TYPE;
+    // "ssl": grpc::SslServerCredentials; "tls": the TlsServerCredentials
+    // (certificate provider) traffikd's tls: uses (app/tls.cc).
+    ssl = ssl || View(type) == GRPC_SSL_TRANSPORT_SECURITY_TYPE ||
+          View(type) == GRPC_TLS_TRANSPORT_SECURITY_TYPE;
   }
   if (!ssl) return credentials;
   for (const grpc::string_ref& uri :

@@ -16,8 +16,12 @@ namespace traffik {
 // Views into `context`: valid while the call is.
 //
 // A certificate counts only when gRPC authenticated the peer
-// (AuthContext::IsPeerAuthenticated over "ssl"): the server verifies client
-// certificates against tls.client_ca_file, and without one requests none.
+// (AuthContext::IsPeerAuthenticated over "ssl" or "tls"), and CallerTable
+// uses it only with tls.client_ca_file set. That relies on the server
+// verifying every client certificate it accepts: app/tls.cc asks for one only
+// with client_ca_file, always with *_AND_VERIFY (gRPC's *_BUT_DONT_VERIFY
+// modes would hand over an unverified certificate's identities as
+// authenticated: never use them with mtls_identity callers).
 PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context);
 
 // What a call wants to do, for AuthorizeCall.
