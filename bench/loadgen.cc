@@ -1,4 +1,5 @@
-// traffik_loadgen: a closed-loop gRPC load generator for traffik.v1.ThrottleService.
+// traffik_loadgen: a closed-loop gRPC load generator for traffik.v1.ThrottleService
+// and envoy.service.ratelimit.v3.RateLimitService (--rpc envoy).
 //
 // Keeps --concurrency calls in flight over --channels TCP connections, driven
 // by --threads completion-queue threads (async API). Every completion starts
@@ -10,6 +11,7 @@
 //
 //   traffik_loadgen --target 127.0.0.1:50051 --concurrency 64 --duration 10s
 //   traffik_loadgen --target 127.0.0.1:50051 --rpc batch --batch-size 10 --json
+//   traffik_loadgen --target 127.0.0.1:50051 --rpc envoy --domain bench --uid user
 //
 // Run with --help for every flag.
 #include <algorithm>
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "traffik/v1/throttle.grpc.pb.h"
 
@@ -40,6 +43,9 @@ using traffik::v1::ShouldThrottleBatchResponse;
 using traffik::v1::ShouldThrottleRequest;
 using traffik::v1::ShouldThrottleResponse;
 using traffik::v1::ThrottleService;
+using RateLimitService = envoy::service::ratelimit::v3::RateLimitService;
+using RateLimitRequest = envoy::service::ratelimit::v3::RateLimitRequest;
+using RateLimitResponse = envoy::service::ratelimit::v3::RateLimitResponse;
 
 constexpr int kNumCodes = 17;  // grpc::StatusCode 0..16
 
@@ -64,7 +70,7 @@ const char* CodeName(int code) {
   return code >= 0 && code < kNumCodes ? kNames[code] : "UNKNOWN_CODE";
 }
 
-enum class Rpc { kShouldThrottle, kBatch };
+enum class Rpc { kShouldThrottle, kBatch, kEnvoy };
 
 struct Options {
   std::string target;
@@ -79,7 +85,8 @@ struct Options {
   int batch_size = 10;
   std::string tenant;
   std::string uid = "bench";
-  uint64_t limit = 1000000;  // 0: no inline spec (the uid must be configured)
+  std::string domain = "bench";  // --rpc envoy
+  uint64_t limit = 1000000;      // 0: no inline spec (the uid must be configured)
   uint64_t period_ms = 1000;
   uint32_t cost = 0;
   int keys = 1;
@@ -98,7 +105,10 @@ void Usage(FILE* out) {
       "  --warmup D            unmeasured time before it (default 1s)\n"
       "  --deadline-ms MS      per-call deadline (default 1000)\n"
       "  --rpc KIND            should_throttle | batch | noop (noop = should_throttle;\n"
-      "                        point --target at traffik_noop_server)\n"
+      "                        point --target at traffik_noop_server) | envoy\n"
+      "                        (ShouldRateLimit: domain --domain, one descriptor with\n"
+      "                        one entry, key --uid, value the identifier)\n"
+      "  --domain D            envoy: request domain (default bench)\n"
       "  --batch-size K        items per ShouldThrottleBatch call (default 10)\n"
       "  --tenant T            request tenant (default empty = server default)\n"
       "  --uid U               throttle_uid (default bench)\n"
@@ -211,9 +221,13 @@ bool ParseArgs(int argc, char** argv, Options& o, bool* help) {
         o.rpc = Rpc::kShouldThrottle;
       } else if (v == "batch") {
         o.rpc = Rpc::kBatch;
+      } else if (v == "envoy") {
+        o.rpc = Rpc::kEnvoy;
       } else {
-        ok = Fail("--rpc must be should_throttle, batch or noop");
+        ok = Fail("--rpc must be should_throttle, batch, noop or envoy");
       }
+    } else if (flag == "--domain") {
+      o.domain = v;
     } else if (flag == "--batch-size") {
       ok = positive_int(o.batch_size);
     } else if (flag == "--tenant") {
@@ -252,6 +266,10 @@ struct Tally {
 // One call slot: a closed loop of its own.
 struct Slot {
   ThrottleService::Stub* stub = nullptr;
+  RateLimitService::Stub* envoy_stub = nullptr;
+  RateLimitRequest envoy_request;
+  RateLimitResponse envoy_response;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<RateLimitResponse>> envoy_reader;
   std::unique_ptr<grpc::ClientContext> context;
   ShouldThrottleRequest request;
   ShouldThrottleResponse response;
@@ -271,9 +289,13 @@ class Worker {
     tally_.latency_us.reserve(1 << 18);
   }
 
-  void AddSlot(ThrottleService::Stub* stub) {
+  void AddSlot(ThrottleService::Stub* stub, RateLimitService::Stub* envoy_stub) {
     auto slot = std::make_unique<Slot>();
     slot->stub = stub;
+    slot->envoy_stub = envoy_stub;
+    slot->envoy_request.set_domain(options_.domain);
+    slot->envoy_request.set_hits_addend(options_.cost);
+    slot->envoy_request.add_descriptors()->add_entries()->set_key(options_.uid);
     FillTemplate(slot->request);
     for (int i = 0; i < options_.batch_size; ++i) {
       FillTemplate(*slot->batch_request.add_requests());
@@ -329,7 +351,14 @@ class Worker {
     slot.context->set_deadline(std::chrono::system_clock::now() +
                                std::chrono::milliseconds(options_.deadline_ms));
     slot.start = Clock::now();
-    if (options_.rpc == Rpc::kBatch) {
+    if (options_.rpc == Rpc::kEnvoy) {
+      slot.envoy_request.mutable_descriptors(0)->mutable_entries(0)->set_value(NextId());
+      slot.envoy_response.Clear();
+      slot.envoy_reader = slot.envoy_stub->PrepareAsyncShouldRateLimit(
+          slot.context.get(), slot.envoy_request, &cq_);
+      slot.envoy_reader->StartCall();
+      slot.envoy_reader->Finish(&slot.envoy_response, &slot.status, &slot);
+    } else if (options_.rpc == Rpc::kBatch) {
       for (ShouldThrottleRequest& item : *slot.batch_request.mutable_requests()) {
         item.set_identifier(NextId());
       }
@@ -358,7 +387,13 @@ class Worker {
         std::chrono::duration_cast<std::chrono::microseconds>(now - slot.start).count();
     tally_.latency_us.push_back(
         static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX)));
-    if (options_.rpc == Rpc::kBatch) {
+    if (options_.rpc == Rpc::kEnvoy) {
+      // The no-op server answers UNKNOWN (0): counted as allowed, as its
+      // zero ShouldThrottle responses are.
+      ++(slot.envoy_response.overall_code() != RateLimitResponse::OVER_LIMIT
+             ? tally_.allowed
+             : tally_.throttled);
+    } else if (options_.rpc == Rpc::kBatch) {
       for (const ShouldThrottleResponse& r : slot.batch_response.responses()) {
         ++(r.wait_ms() == 0 ? tally_.allowed : tally_.throttled);
       }
@@ -404,6 +439,7 @@ int Run(const Options& o) {
   // otherwise channels with identical arguments share one TCP connection.
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   std::vector<std::unique_ptr<ThrottleService::Stub>> stubs;
+  std::vector<std::unique_ptr<RateLimitService::Stub>> envoy_stubs;
   const auto connect_deadline =
       std::chrono::system_clock::now() + std::chrono::seconds(5);
   for (int i = 0; i < o.channels; ++i) {
@@ -418,6 +454,7 @@ int Run(const Options& o) {
       return 1;
     }
     stubs.push_back(ThrottleService::NewStub(channels.back()));
+    envoy_stubs.push_back(RateLimitService::NewStub(channels.back()));
   }
 
   std::vector<std::string> ids;
@@ -429,7 +466,8 @@ int Run(const Options& o) {
     workers.push_back(std::make_unique<Worker>(o, ids, t % o.keys));
   }
   for (int i = 0; i < o.concurrency; ++i) {
-    workers[i % o.threads]->AddSlot(stubs[i % o.channels].get());
+    workers[i % o.threads]->AddSlot(stubs[i % o.channels].get(),
+                                    envoy_stubs[i % o.channels].get());
   }
 
   const Clock::time_point begin = Clock::now();

@@ -1,7 +1,9 @@
-// traffik_noop_server: traffik.v1.ThrottleService on the same gRPC stack as
+// traffik_noop_server: traffik.v1.ThrottleService and
+// envoy.service.ratelimit.v3.RateLimitService on the same gRPC stack as
 // traffikd (callback API, health service, reflection, SO_REUSEPORT off) that
-// answers every call immediately with zero responses: the ceiling a real
-// decision cannot beat on the same machine.
+// answers every call immediately with zero responses (ShouldRateLimit: an
+// empty RateLimitResponse): the ceiling a real decision cannot beat on the
+// same machine.
 //
 //   traffik_noop_server [--listen HOST:PORT]   (default 127.0.0.1:0)
 //
@@ -17,6 +19,7 @@
 #include <string>
 
 #include "absl/synchronization/mutex.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -41,6 +44,19 @@ class NoopService final : public traffik::v1::ThrottleService::CallbackService {
       traffik::v1::ShouldThrottleBatchResponse* response) override {
     response->mutable_responses()->Reserve(request->requests_size());
     for (int i = 0; i < request->requests_size(); ++i) response->add_responses();
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
+class NoopEnvoyService final
+    : public envoy::service::ratelimit::v3::RateLimitService::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* ShouldRateLimit(
+      grpc::CallbackServerContext* context,
+      const envoy::service::ratelimit::v3::RateLimitRequest* /*request*/,
+      envoy::service::ratelimit::v3::RateLimitResponse* /*response*/) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
@@ -91,6 +107,7 @@ int main(int argc, char** argv) {
 
   // The same builder settings as traffikd (server/app/server.cc).
   NoopService service;
+  NoopEnvoyService envoy_service;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -98,6 +115,7 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&service);
+  builder.RegisterService(&envoy_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     std::fprintf(stderr, "noop: cannot listen for gRPC on %s\n", listen.c_str());

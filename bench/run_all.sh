@@ -50,6 +50,10 @@ log "gRPC load (this takes about 7 minutes)"
 DATA_FILE="$results/throughput.tsv" bash "$root/bench/run_redis_bench.sh" "$build" \
   >"$results/grpc.md"
 
+log "Envoy RLS (ShouldRateLimit) against the no-op server"
+bash "$root/bench/run_envoy_bench.sh" "$build" >"$results/envoy.md"
+envoy_ratio=$(sed -n 's/^ratio=//p' "$results/envoy.md")
+
 # --- plot -----------------------------------------------------------------------
 for t in noop memory redis batch10 batch100; do
   awk -v t="$t" -F'\t' '$1 == t { print $2, $4, $6 }' "$results/throughput.tsv" \
@@ -104,6 +108,7 @@ TARGET_ROWS=(
   "$(row "memory / no-op calls/s, 256 in flight" "$(ratio "$(val memory 256 4)" "$(val noop 256 3)")" 0.90 ge)"
   "$(row "memory / no-op p99, 64 in flight" "$(ratio "$(val memory 64 6)" "$(val noop 64 6)")" 1.2 le)"
   "$(row "memory / no-op p99, 256 in flight" "$(ratio "$(val memory 256 6)" "$(val noop 256 6)")" 1.2 le)"
+  "$(row "Envoy ShouldRateLimit memory / no-op ShouldRateLimit calls/s, 64 in flight" "$envoy_ratio" 0.90 ge)"
   "$(row "Redis / no-op calls/s, 64 in flight" "$(ratio "$(val redis 64 4)" "$(val noop 64 3)")" 0.80 ge)"
   "$(row "batch of 100 / single decisions/s, 64 in flight" "$(ratio "$(val batch100 64 4)" "$(val memory 64 4)")" 20 ge)"
   "$(row "engine: hot-key decision (ns)" "$(ns_of 'BM_MemoryHotKey/real_time/threads:1')" 100 le)"
@@ -132,6 +137,8 @@ $(printf '%s\n' "${TARGET_ROWS[@]}")
 ![throughput and p99 against calls in flight](bench/results/throughput.png)
 
 $(tail -n +2 "$results/grpc.md")
+
+$(sed '/^ratio=/d' "$results/envoy.md" | sed 's/^## /### /')
 
 ## Engine (Google Benchmark, one process, no gRPC)
 

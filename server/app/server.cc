@@ -76,6 +76,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Config& config,
   // splits connections between them; a taken port must be a startup error.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(server->service_.get());
+  server->envoy_service_ =
+      std::make_unique<EnvoyRateLimitServiceImpl>(*server->engine_, *server->metrics_);
+  builder.RegisterService(server->envoy_service_.get());
   // The admin API exists only when asked for: otherwise gRPC answers its calls
   // as for any service this server does not have.
   if (config.admin_api) {

@@ -13,6 +13,7 @@
 #include "metrics/http_exposer.h"
 #include "metrics/metrics.h"
 #include "service/admin_service.h"
+#include "service/envoy_service.h"
 #include "service/throttle_service.h"
 
 namespace grpc {
@@ -78,6 +79,9 @@ class Server {
   // With `tls:`: checks each change of the certificate files before gRPC
   // serves it (destroyed after grpc_server_).
   std::unique_ptr<TlsCertificateWatch> tls_watch_;
+  // envoy.service.ratelimit.v3.RateLimitService: always served (no `envoy:`
+  // section: no domains, every descriptor OK).
+  std::unique_ptr<EnvoyRateLimitServiceImpl> envoy_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpExposer> exposer_;
   std::string grpc_address_;

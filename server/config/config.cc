@@ -97,6 +97,16 @@ class Parser : public YamlReader {
   absl::Status ParseThrottles(const YAML::Node& node, Config& config);
   absl::Status ParseTenants(const YAML::Node& node, Config& config);
   absl::Status CheckCapacities(const Config& config) const;
+  // `envoy:`; rule files are loaded by LoadEnvoyRules once the tenants are
+  // known.
+  absl::Status ParseEnvoy(const YAML::Node& node, EnvoyConfig& envoy);
+  absl::Status CheckEnvoy(const Config& config) const;
+  absl::Status LoadEnvoyRules(EnvoyConfig& envoy) const;
+
+  // Where each `envoy` setting is written (for errors found later).
+  std::vector<YAML::Mark> envoy_dir_marks_;  // parallel to config_dirs
+  YAML::Mark envoy_tenant_mark_ = YAML::Mark::null_mark();
+  std::vector<std::pair<std::string, YAML::Mark>> envoy_tenant_marks_;  // domain, mark
 
   const BackendRegistry& registry_;
   std::vector<Located> throttle_locs_;  // parallel to Config::throttles
@@ -541,7 +551,7 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory", "admin_api", "watch_config", "tls", "auth", "callers"},
+       "memory", "admin_api", "watch_config", "tls", "auth", "callers", "envoy"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -597,6 +607,8 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           auth_node = value;
         } else if (key == "callers") {  // parsed once the tenants are known
           callers_node = value;
+        } else if (key == "envoy") {
+          return ParseEnvoy(value, config.envoy);
         }
         return absl::OkStatus();
       });
@@ -632,12 +644,145 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
   }
 
   if (absl::Status c = CheckCapacities(config); !c.ok()) return c;
+  if (absl::Status e = CheckEnvoy(config); !e.ok()) return e;
   if (absl::Status m = CheckMemoryShares(
           config, tenants_key ? tenants_key->Mark() : YAML::Mark::null_mark());
       !m.ok()) {
     return m;
   }
+  // Last: reading the rule files is the one costly step.
+  if (absl::Status r = LoadEnvoyRules(config.envoy); !r.ok()) return r;
   return config;
+}
+
+absl::Status Parser::ParseEnvoy(const YAML::Node& node, EnvoyConfig& envoy) {
+  envoy.enabled = true;
+  if (node.IsNull()) return absl::OkStatus();  // `envoy:` alone: the defaults
+  // Relative directories are relative to the config file's own directory.
+  const std::string& file = source();
+  const size_t slash = file.rfind('/');
+  const std::string base = slash == std::string::npos ? "" : file.substr(0, slash + 1);
+  return ForEachEntry(
+      node, "envoy", {"config_dirs", "tenant_for_domain", "response_headers"},
+      [&](const std::string& key, const YAML::Node& /*key_node*/,
+          const YAML::Node& value) -> absl::Status {
+        const std::string path = absl::StrCat("envoy.", key);
+        if (key == "config_dirs") {
+          if (!value.IsSequence()) {
+            return Error(
+                value, path,
+                absl::StrCat("expected a list of directories, got ", Describe(value)));
+          }
+          size_t i = 0;
+          for (const YAML::Node& item : value) {
+            const std::string p = absl::StrCat(path, "[", i++, "]");
+            absl::StatusOr<std::string> dir = GetString(item, p);
+            if (!dir.ok()) return dir.status();
+            if (dir->empty()) return Error(item, p, "must not be empty");
+            if (auto c = FindControl(*dir)) {
+              return Error(item, p,
+                           absl::StrFormat("contains control character 0x%02x", *c));
+            }
+            envoy.config_dirs.push_back((*dir)[0] == '/' ? *dir : base + *dir);
+            envoy_dir_marks_.push_back(item.Mark());
+          }
+        } else if (key == "tenant_for_domain") {
+          if (value.IsScalar()) {
+            absl::StatusOr<std::string> name = GetString(value, path);
+            if (!name.ok()) return name.status();
+            if (name->empty()) return Error(value, path, "must not be empty");
+            envoy.tenant_for_all = *name;
+            envoy_tenant_mark_ = value.Mark();
+            return absl::OkStatus();
+          }
+          if (!value.IsMap()) {
+            return Error(value, path,
+                         absl::StrCat("expected a tenant name or a map of domain to "
+                                      "tenant, got ",
+                                      Describe(value)));
+          }
+          for (auto it = value.begin(); it != value.end(); ++it) {
+            const YAML::Node k = it->first;
+            const YAML::Node v = it->second;
+            if (!k.IsScalar()) {
+              return Error(k, path,
+                           absl::StrCat("domains must be strings, got ", Describe(k)));
+            }
+            const std::string& domain = k.Scalar();
+            const std::string p = absl::StrCat(path, ".", domain);
+            set_current_key_mark(k.Mark());
+            absl::StatusOr<std::string> name = GetString(v, p);
+            if (!name.ok()) return name.status();
+            if (name->empty()) return Error(v, p, "must not be empty");
+            if (!envoy.tenant_for_domain.emplace(domain, *name).second) {
+              return Error(k, path, absl::StrCat("duplicate domain ", Quote(domain)));
+            }
+            envoy_tenant_marks_.emplace_back(domain, v.Mark());
+          }
+        } else if (key == "response_headers") {
+          absl::StatusOr<bool> b = GetBool(value, path);
+          if (!b.ok()) return b.status();
+          envoy.response_headers = *b;
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::Status Parser::CheckEnvoy(const Config& config) const {
+  std::vector<std::string> names;
+  for (const TenantConfig& t : config.tenants) names.push_back(t.name);
+  auto check = [&](const std::string& tenant, const YAML::Mark& mark,
+                   const std::string& path) -> absl::Status {
+    for (const std::string& n : names) {
+      if (n == tenant) return absl::OkStatus();
+    }
+    return Error(mark, path,
+                 absl::StrCat("unknown tenant ", Quote(tenant),
+                              " (defined tenants: ", absl::StrJoin(names, ", "), ")"));
+  };
+  const EnvoyConfig& envoy = config.envoy;
+  if (!envoy.tenant_for_all.empty()) {
+    if (absl::Status s =
+            check(envoy.tenant_for_all, envoy_tenant_mark_, "envoy.tenant_for_domain");
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (const auto& [domain, mark] : envoy_tenant_marks_) {
+    if (absl::Status s = check(envoy.tenant_for_domain.at(domain), mark,
+                               absl::StrCat("envoy.tenant_for_domain.", domain));
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Parser::LoadEnvoyRules(EnvoyConfig& envoy) const {
+  if (envoy.config_dirs.empty()) return absl::OkStatus();
+  // A missing directory is the config's error (named with its field); a bad
+  // rule file is reported by the rules loader, naming that file.
+  for (size_t i = 0; i < envoy.config_dirs.size(); ++i) {
+    struct stat st;
+    const std::string& dir = envoy.config_dirs[i];
+    const std::string path = absl::StrCat("envoy.config_dirs[", i, "]");
+    if (stat(dir.c_str(), &st) != 0) {
+      return Error(envoy_dir_marks_[i], path,
+                   absl::StrCat("directory ", Quote(dir), ": ", std::strerror(errno)));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      return Error(envoy_dir_marks_[i], path,
+                   absl::StrCat(Quote(dir), " is not a directory"));
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const envoy::RuleSet>> rules =
+      envoy::RuleSet::LoadDirs(envoy.config_dirs);
+  if (!rules.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(rules.status().message(), " (from ",
+                                                   source(), ": envoy.config_dirs)"));
+  }
+  envoy.rules = *std::move(rules);
+  return absl::OkStatus();
 }
 
 absl::Status ReadError(const std::string& path, int err) {
@@ -838,6 +983,13 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   if (!text.ok()) return text.status();
   return ParseConfig(*text, path);
 }
+const std::string& EnvoyConfig::TenantFor(std::string_view domain,
+                                          const std::string& default_tenant) const {
+  auto it = tenant_for_domain.find(Absl(domain));
+  if (it != tenant_for_domain.end()) return it->second;
+  return tenant_for_all.empty() ? default_tenant : tenant_for_all;
+}
+
 absl::Status ValidateTenantName(std::string_view name) {
   const absl::string_view text = Absl(name);
   if (name.empty()) return absl::InvalidArgumentError("tenant name must not be empty");

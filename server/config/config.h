@@ -6,9 +6,11 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "backend/registry.h"
 #include "engine/key.h"
+#include "envoy/rules.h"
 #include "yaml/yaml_reader.h"
 
 namespace traffik {
@@ -90,6 +92,24 @@ struct CallerConfig {
   bool admin = false;                // may call traffik.v1.AdminService
 };
 
+// The `envoy:` section: Envoy's rate-limit service
+// (envoy.service.ratelimit.v3.RateLimitService) and the envoyproxy/ratelimit
+// config files it decides with (envoy/rules.h). The files are loaded by
+// ParseConfig / LoadConfigFile, so a bad one fails the config (and a reload).
+struct EnvoyConfig {
+  bool enabled = false;                  // the file has an `envoy:` section
+  std::vector<std::string> config_dirs;  // as resolved (absolute or relative to cwd)
+  std::string tenant_for_all;  // `tenant_for_domain: <name>`; "" = default_tenant
+  absl::flat_hash_map<std::string, std::string> tenant_for_domain;  // map form
+  bool response_headers = false;
+  // never null after ParseConfig (empty set)
+  std::shared_ptr<const envoy::RuleSet> rules = envoy::RuleSet::Empty();
+  // The tenant a domain's buckets live on: the map's entry, else tenant_for_all,
+  // else `default_tenant` of the Config.
+  const std::string& TenantFor(std::string_view domain,
+                               const std::string& default_tenant) const;
+};
+
 // The `backend:` of the in-process store, whose budget is `memory:`.
 inline constexpr char kMemoryBackend[] = "memory";
 
@@ -136,6 +156,8 @@ struct Config {
   std::vector<CallerConfig> callers;
   // `tls`: nullopt = plaintext (the default).
   std::optional<TlsConfig> tls;
+  // `envoy:` (see EnvoyConfig).
+  EnvoyConfig envoy;
   // Names the text in error messages (the file path); set by ParseConfig.
   std::string source = "(embedded default)";
 };

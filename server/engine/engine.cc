@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -58,7 +59,73 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
         absl::StrCat("default_tenant '", config.default_tenant, "' is not a tenant"));
   }
   snap->default_tenant_ = &it->second;
+  if (absl::Status s = snap->BuildEnvoy(config, metrics); !s.ok()) return s;
   return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+namespace {
+
+// Adds the rules of `rules` (and below) that hold a rate_limit to `out`,
+// checking that each usable rate fits the bucket arithmetic for `tenant`.
+absl::Status AddEnvoyRules(const envoy::Domain& domain,
+                           const std::vector<envoy::Rule>& rules,
+                           const Snapshot::Tenant& tenant, Metrics& metrics,
+                           Snapshot::EnvoyDomain* out) {
+  for (const envoy::Rule& rule : rules) {
+    if (rule.rate_limit.has_value()) {
+      const envoy::RateLimit& limit = *rule.rate_limit;
+      if (!limit.unlimited && limit.requests_per_unit > 0) {
+        const Rate rate{ScaledCapacity(limit.requests_per_unit, tenant.quota_multiplier),
+                        static_cast<uint64_t>(envoy::UnitMs(limit.unit))};
+        if (!IsValidRate(rate)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              domain.source, ": domain '", domain.name, "' rule '", rule.path,
+              "': requests_per_unit (", rate.capacity, " for tenant '", tenant.name,
+              "') * the unit in ms (", rate.period_ms, ") exceeds ",
+              kMaxScaledCapacityText, "; use a shorter unit"));
+        }
+      }
+      out->rules.emplace(
+          &rule, Snapshot::EnvoyRule{EnvoyBucketUid(domain.name, rule.path),
+                                     metrics.ForEnvoyRule(domain.name, rule.path)});
+    }
+    if (absl::Status s = AddEnvoyRules(domain, rule.children, tenant, metrics, out);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Snapshot::BuildEnvoy(const Config& config, Metrics& metrics) {
+  envoy_rules_ = config.envoy.rules;
+  envoy_response_headers_ = config.envoy.response_headers;
+  envoy_unknown_domain_ = metrics.ForEnvoyRule("", "");
+  if (envoy_rules_ == nullptr) return absl::OkStatus();
+  for (const envoy::Domain& domain : envoy_rules_->domains()) {
+    const std::string& tenant_name =
+        config.envoy.TenantFor(domain.name, config.default_tenant);
+    auto it = tenants_.find(tenant_name);
+    if (it == tenants_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("envoy domain '", domain.name,
+                                                     "': tenant '", tenant_name,
+                                                     "' is not a tenant"));
+    }
+    EnvoyDomain d;
+    d.domain = &domain;
+    d.tenant = &it->second;
+    d.override_uid = EnvoyBucketUid(domain.name, "");
+    d.no_rule_counters = metrics.ForEnvoyRule(domain.name, "");
+    if (absl::Status s =
+            AddEnvoyRules(domain, domain.descriptors, it->second, metrics, &d);
+        !s.ok()) {
+      return s;
+    }
+    envoy_domains_.emplace(domain.name, std::move(d));
+  }
+  return absl::OkStatus();
 }
 
 const Snapshot::Tenant* Snapshot::FindTenant(absl::string_view name) const {
@@ -534,6 +601,243 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
 }
 
 }  // namespace
+
+namespace {
+
+// One Engine::DecideRules call in flight: its ops and answers, until the last
+// backend call has answered.
+using RuleIndices = absl::InlinedVector<size_t, 4>;
+
+struct RuleState {
+  std::shared_ptr<const Snapshot> snapshot;
+  const Snapshot::Tenant* tenant = nullptr;
+  // Inline storage: the usual request has one or two descriptors.
+  absl::InlinedVector<BucketOp, 2> ops;     // one per hit, as prepared
+  absl::InlinedVector<char, 4> impossible;  // 1: cost above the capacity (refused)
+  std::vector<RuleDecision> results;
+  size_t one = 0;               // DecideOne's hit
+  std::atomic<int> pending{1};  // 1 for the caller, released by Release()
+  Mutex mu;
+  absl::Status error ABSL_GUARDED_BY(mu);
+  RuleCallback done;
+
+  void Fail(const absl::Status& status) {
+    MutexLock lock(&mu);
+    if (error.ok()) error = status;
+  }
+
+  // Applies the tenant's policy to a backend error for `indices`.
+  void OnError(absl::Span<const size_t> indices, const absl::Status& status) {
+    for (size_t i : indices) {
+      const BucketOp& op = ops[i];
+      absl::StatusOr<Decision> d =
+          OnBackendError(*tenant, op.rate, std::min(op.cost, op.rate.capacity), status);
+      if (!d.ok()) {
+        Fail(d.status());
+        continue;
+      }
+      results[i].decision = *d;
+      results[i].fail_open = true;
+      if (impossible[i]) results[i].decision.allowed = false;
+    }
+  }
+
+  // Stores the decisions of `indices` (in that order).
+  void Store(absl::Span<const size_t> indices, const std::vector<Decision>& decisions) {
+    if (decisions.size() != indices.size()) {
+      Fail(absl::InternalError(absl::StrCat("backend answered ", decisions.size(),
+                                            " decisions for ", indices.size(), " ops")));
+      return;
+    }
+    for (size_t k = 0; k < indices.size(); ++k) {
+      const size_t i = indices[k];
+      results[i].decision = decisions[k];
+      if (impossible[i]) {
+        // Never allowed whatever it waits: no wait_ms to promise.
+        results[i].decision.allowed = false;
+        results[i].decision.wait_ms = 0;
+      }
+    }
+  }
+
+  void Release() {
+    if (pending.fetch_sub(1) != 1) return;
+    absl::Status first;
+    {
+      MutexLock lock(&mu);
+      first = error;
+    }
+    if (!first.ok()) {
+      std::move(done)(first);
+      return;
+    }
+    std::move(done)(std::move(results));
+  }
+};
+
+// The ops of `indices`; `peek` sets peek on each (a dry run), and a cost-0
+// or impossible op becomes a cost-0 peek (it takes nothing either way).
+std::vector<BucketOp> OpsOf(const RuleState& state, absl::Span<const size_t> indices,
+                            bool peek) {
+  std::vector<BucketOp> ops;
+  ops.reserve(indices.size());
+  for (size_t i : indices) {
+    BucketOp op = state.ops[i];
+    if (state.impossible[i]) op.cost = 0;
+    op.peek = peek || op.cost == 0;
+    ops.push_back(std::move(op));
+  }
+  return ops;
+}
+
+// One hit that takes tokens (cost >= 1, within the capacity): a plain
+// decision, which is all or nothing by itself (the common one-descriptor
+// request skips the batch machinery).
+void DecideOne(const std::shared_ptr<RuleState>& state, Backend* backend, size_t i) {
+  const BucketOp& op = state->ops[i];
+  state->pending.fetch_add(1);
+  state->one = i;  // (not captured: a callback of one shared_ptr allocates nothing)
+  backend->DecideIn(op.partition, op.key, op.rate, op.cost,
+                    [state](absl::StatusOr<Decision> result) {
+                      const size_t i = state->one;
+                      if (result.ok()) {
+                        state->results[i].decision = *result;
+                      } else {
+                        const size_t one[] = {i};
+                        state->OnError(one, result.status());
+                      }
+                      state->Release();
+                    });
+}
+
+bool TakesTokens(const RuleState& state, size_t i) {
+  return state.ops[i].cost >= 1 && state.impossible[i] == 0;
+}
+
+// Decides `indices` each on its own (DecideBatch).
+void DecideEach(const std::shared_ptr<RuleState>& state, Backend* backend,
+                RuleIndices indices) {
+  if (indices.size() == 1 && TakesTokens(*state, indices[0])) {
+    DecideOne(state, backend, indices[0]);
+    return;
+  }
+  std::vector<BucketOp> ops = OpsOf(*state, indices, /*peek=*/false);
+  state->pending.fetch_add(1);
+  backend->DecideBatch(ops, [state, indices = std::move(indices)](
+                                absl::StatusOr<std::vector<Decision>> result) {
+    if (result.ok()) {
+      state->Store(indices, *result);
+    } else {
+      state->OnError(indices, result.status());
+    }
+    state->Release();
+  });
+}
+
+// Decides `indices` all or nothing; falls back to DecideEach when the backend
+// cannot decide these keys together.
+void DecideGroup(const std::shared_ptr<RuleState>& state, Backend* backend,
+                 RuleIndices indices, bool refuse_group) {
+  bool any_impossible = refuse_group;
+  for (size_t i : indices) any_impossible |= state->impossible[i] != 0;
+  if (indices.size() == 1 && !refuse_group && TakesTokens(*state, indices[0])) {
+    DecideOne(state, backend, indices[0]);
+    return;
+  }
+  std::vector<BucketOp> ops;
+  ops.reserve(indices.size());
+  for (size_t i : indices) {
+    BucketOp op = state->ops[i];
+    if (state->impossible[i]) op.cost = 0;
+    // A cost-0 op takes nothing and is always allowed; with an impossible op
+    // the group is refused anyway: a dry run describes every bucket.
+    op.peek = any_impossible;
+    ops.push_back(std::move(op));
+  }
+  state->pending.fetch_add(1);
+  backend->DecideAllOrNothing(
+      ops, [state, backend, indices = std::move(indices),
+            any_impossible](absl::StatusOr<AllOrNothingResult> result) mutable {
+        if (result.ok()) {
+          state->Store(indices, result->decisions);
+        } else if (result.status().code() == absl::StatusCode::kFailedPrecondition) {
+          // Keys the backend cannot decide together (Redis Cluster: several
+          // hash slots): decided one by one, as envoyproxy/ratelimit does.
+          if (any_impossible) {
+            // Refused anyway: only describe the buckets.
+            std::vector<BucketOp> ops = OpsOf(*state, indices, /*peek=*/true);
+            state->pending.fetch_add(1);
+            backend->DecideBatch(
+                ops, [state, indices](absl::StatusOr<std::vector<Decision>> peeked) {
+                  if (peeked.ok()) {
+                    state->Store(indices, *peeked);
+                  } else {
+                    state->OnError(indices, peeked.status());
+                  }
+                  state->Release();
+                });
+          } else {
+            DecideEach(state, backend, std::move(indices));
+          }
+        } else {
+          state->OnError(indices, result.status());
+        }
+        state->Release();
+      });
+}
+
+}  // namespace
+
+void Engine::DecideRules(std::shared_ptr<const Snapshot> snapshot,
+                         const Snapshot::Tenant& tenant, absl::Span<const RuleHit> hits,
+                         bool refuse_group, RuleCallback done) {
+  auto state = std::make_shared<RuleState>();
+  state->tenant = &tenant;
+  state->ops.reserve(hits.size());
+  state->impossible.reserve(hits.size());
+  RuleIndices group;
+  RuleIndices independent;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    const RuleHit& hit = hits[i];
+    if (hit.identifier.size() > snapshot->max_identifier_bytes()) {
+      std::move(done)(absl::InvalidArgumentError(absl::StrCat(
+          "descriptors[", hit.descriptor_index,
+          "]: the bucket identity (its entries) is ", hit.identifier.size(),
+          " bytes; the limit is ", snapshot->max_identifier_bytes(), " bytes")));
+      return;
+    }
+    const Rate rate{ScaledCapacity(hit.requests_per_unit, tenant.quota_multiplier),
+                    hit.unit_ms};
+    if (hit.requests_per_unit == 0 || !IsValidRate(rate)) {
+      std::move(done)(absl::InvalidArgumentError(
+          absl::StrCat("descriptors[", hit.descriptor_index, "]: limit of ",
+                       hit.requests_per_unit, " per ", hit.unit_ms,
+                       " ms is not usable: requests_per_unit * the unit in ms "
+                       "must be between 1 and ",
+                       kMaxScaledCapacityText)));
+      return;
+    }
+    BucketOp op;
+    if (hit.rate_in_key) {
+      BuildInlineBucketKey(tenant.prefix, hit.uid, hit.identifier, hit.requests_per_unit,
+                           hit.unit_ms, &op.key);
+    } else {
+      BuildBucketKey(tenant.prefix, hit.uid, hit.identifier, &op.key);
+    }
+    op.rate = rate;
+    op.cost = hit.cost;
+    op.partition = tenant.partition;
+    state->ops.push_back(std::move(op));
+    state->impossible.push_back(hit.cost > rate.capacity ? 1 : 0);
+    (hit.independent ? independent : group).push_back(i);
+  }
+  state->results.resize(hits.size());
+  state->snapshot = std::move(snapshot);
+  state->done = std::move(done);
+  if (!group.empty()) DecideGroup(state, tenant.backend, std::move(group), refuse_group);
+  if (!independent.empty()) DecideEach(state, tenant.backend, std::move(independent));
+  state->Release();
+}
 
 void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
                                  BatchCallback done) const {

@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "bucket/token_bucket.h"
 #include "config/config.h"
+#include "envoy/rules.h"
 #include "metrics/metrics.h"
 
 namespace traffik {
@@ -89,6 +90,21 @@ class Snapshot {
   using BackendResolver =
       absl::FunctionRef<absl::StatusOr<TenantBackend>(const TenantConfig&)>;
 
+  // Envoy RLS (service/envoy_service.h): a configured domain, resolved.
+  struct EnvoyRule {
+    std::string uid;  // EnvoyBucketUid(domain, rule path)
+    EnvoyDecisionCounters counters;
+  };
+  struct EnvoyDomain {
+    const envoy::Domain* domain = nullptr;  // owned by envoy_rules()
+    const Tenant* tenant = nullptr;         // config.envoy.TenantFor(domain)
+    // The bucket uid of a limit override no rule matched (empty rule path).
+    std::string override_uid;
+    // rule="": descriptors matching no rule, and overrides no rule matched.
+    EnvoyDecisionCounters no_rule_counters;
+    absl::flat_hash_map<const envoy::Rule*, EnvoyRule> rules;  // those with a rate_limit
+  };
+
   static absl::StatusOr<std::shared_ptr<const Snapshot>> Build(const Config& config,
                                                                BackendResolver backends,
                                                                Metrics& metrics);
@@ -98,6 +114,19 @@ class Snapshot {
   // Every tenant, by name.
   const absl::flat_hash_map<std::string, Tenant>& tenants() const { return tenants_; }
 
+  // The configured Envoy domain called `name`, or nullptr.
+  const EnvoyDomain* FindEnvoyDomain(absl::string_view name) const {
+    auto it = envoy_domains_.find(name);
+    return it == envoy_domains_.end() ? nullptr : &it->second;
+  }
+  // Counters for requests naming an unknown domain (domain="", rule="").
+  const EnvoyDecisionCounters& envoy_unknown_domain() const {
+    return envoy_unknown_domain_;
+  }
+  // `envoy.response_headers`.
+  bool envoy_response_headers() const { return envoy_response_headers_; }
+  const envoy::RuleSet* envoy_rules() const { return envoy_rules_.get(); }
+
   uint64_t max_identifier_bytes() const { return max_identifier_bytes_; }
   uint64_t max_batch_size() const { return max_batch_size_; }
   // The config's callers (auth/): swapped with the tenants on reload.
@@ -106,12 +135,46 @@ class Snapshot {
  private:
   Snapshot() = default;
   std::unique_ptr<const CallerTable> callers_;
+  // Resolves config.envoy (domains -> tenants, rules -> uids and counters).
+  absl::Status BuildEnvoy(const Config& config, Metrics& metrics);
   absl::flat_hash_map<std::string, Tenant> tenants_;
   std::vector<std::shared_ptr<Backend>> backends_;  // keeps the tenants' backends alive
   const Tenant* default_tenant_ = nullptr;
   uint64_t max_identifier_bytes_ = 0;
   uint64_t max_batch_size_ = 0;
+  // The rules travel with the snapshot, so a reload swaps both at once.
+  std::shared_ptr<const envoy::RuleSet> envoy_rules_;
+  absl::flat_hash_map<std::string, EnvoyDomain> envoy_domains_;
+  EnvoyDecisionCounters envoy_unknown_domain_;
+  bool envoy_response_headers_ = false;
 };
+
+// One Envoy descriptor's bucket as the transport resolved it from a rule
+// match (service/envoy_service.h); decided by Engine::DecideRules.
+struct RuleHit {
+  size_t descriptor_index = 0;     // names the descriptor in error messages
+  absl::string_view uid;           // EnvoyBucketUid: from the config, key-safe
+  absl::string_view identifier;    // envoy::Match::bucket_id (caller bytes)
+  uint64_t requests_per_unit = 0;  // >= 1; before the tenant's quota multiplier
+  uint64_t unit_ms = 0;            // >= 1
+  // A request's limit override: the rate is part of the bucket key
+  // (BuildInlineBucketKey), so an override never refills another rate's bucket.
+  bool rate_in_key = false;
+  // Tokens to take. 0: check only (takes nothing, allowed, the bucket as it
+  // stands). Above the capacity: refused (and so is the group, see
+  // DecideRules), never an error.
+  uint64_t cost = 1;
+  // Decided on its own, outside the all-or-nothing group (shadow_mode).
+  bool independent = false;
+};
+
+// What Engine::DecideRules answers for one RuleHit.
+struct RuleDecision {
+  Decision decision;       // allowed: tokens were (or, if not applied, would be) taken
+  bool fail_open = false;  // allowed by the tenant's on_backend_error: allow
+};
+using RuleCallback =
+    absl::AnyInvocable<void(absl::StatusOr<std::vector<RuleDecision>>) &&>;
 
 // A validated hit, ready for its backend. The caller owns it until the
 // backend's callback has run (the key and snapshot must stay alive).
@@ -217,6 +280,28 @@ class Engine {
   // takes nothing (it sees what earlier items took) and is not counted.
   void ShouldThrottleBatch(absl::Span<const HitRequest> requests,
                            BatchCallback done) const;
+
+  // Envoy RLS: decides `hits` on `tenant` (of `snapshot`). The hits without
+  // `independent` form one all-or-nothing group (Backend::DecideAllOrNothing;
+  // a cost-0 hit takes nothing and is always allowed): if any is refused,
+  // none takes tokens. A hit whose cost exceeds its capacity refuses the
+  // group without a backend write (a dry run describes the buckets). The
+  // `independent` hits are decided each on its own (Backend::DecideBatch).
+  // On a backend that cannot decide the group's keys together
+  // (kFailedPrecondition: Redis Cluster, keys in different slots), the group
+  // is decided hit by hit (DecideBatch), not atomically. An outage follows
+  // the tenant's on_backend_error policy per hit (fail open: allowed, marked
+  // fail_open; deny: the call fails with kUnavailable); other backend errors
+  // are returned as they are. Errors before any backend call:
+  // kInvalidArgument "descriptors[i]: ..." (identifier over
+  // max_identifier_bytes, a rate whose capacity * unit_ms exceeds 2^53).
+  // With `refuse_group` (the transport refuses another member of the group
+  // itself, e.g. requests_per_unit 0), the group is only described (a dry
+  // run): nothing is taken. Counts no decision metrics (the transport does);
+  // `snapshot` is kept alive until `done` runs.
+  static void DecideRules(std::shared_ptr<const Snapshot> snapshot,
+                          const Snapshot::Tenant& tenant, absl::Span<const RuleHit> hits,
+                          bool refuse_group, RuleCallback done);
 
   // The same with the wire's all_or_nothing flag (false: the batch above,
   // answered with applied = true). True: after the same preparation, every

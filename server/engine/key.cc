@@ -1,5 +1,7 @@
 #include "engine/key.h"
 
+#include <openssl/sha.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -92,6 +94,47 @@ void BuildInlineBucketKey(absl::string_view prefix, absl::string_view uid,
   out->push_back('/');
   out->append(buffer,
               absl::numbers_internal::FastIntToBuffer(period_ms, buffer) - buffer);
+}
+
+namespace {
+
+void AppendPercentEncoded(absl::string_view text, std::string* out) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : text) {
+    if (c < 0x20 || c >= 0x7f || c == '%' || c == '/' || c == ':' || c == '{' ||
+        c == '}' || c == '#') {
+      out->push_back('%');
+      out->push_back(kHex[c >> 4]);
+      out->push_back(kHex[c & 15]);
+    } else {
+      out->push_back(static_cast<char>(c));
+    }
+  }
+}
+
+}  // namespace
+
+std::string EnvoyBucketUid(absl::string_view domain, absl::string_view rule_path) {
+  std::string uid =
+      "\x1f"
+      "envoy/";
+  AppendPercentEncoded(domain, &uid);
+  uid.push_back('/');
+  AppendPercentEncoded(rule_path, &uid);
+  if (uid.size() <= kMaxThrottleUidBytes) return uid;
+  const std::string framed =
+      absl::StrCat(domain.size(), ":", domain, rule_path.size(), ":", rule_path);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(framed.data()), framed.size(), digest);
+  uid =
+      "\x1f"
+      "envoy#";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : digest) {
+    uid.push_back(kHex[c >> 4]);
+    uid.push_back(kHex[c & 15]);
+  }
+  return uid;
 }
 
 std::optional<BucketKeyParts> ParseBucketKey(absl::string_view key) {

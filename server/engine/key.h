@@ -57,6 +57,24 @@ void BuildInlineBucketKey(absl::string_view prefix, absl::string_view uid,
                           absl::string_view identifier, uint64_t limit,
                           uint64_t period_ms, std::string* out);
 
+// Envoy RLS buckets (service/envoy_service.h) use the same two forms, with a
+// uid built from the config by EnvoyBucketUid and the identifier
+// envoy::Match::bucket_id (the descriptor's entries, length-prefixed):
+//
+//   configured limit:  prefix:\x1fenvoy/<domain>/<rule path>:{bucket_id}
+//   limit override:    prefix:\x1fenvoy/<domain>/<rule path>:{bucket_id}#<rpu>/<unit_ms>
+//
+// <domain> and <rule path> are percent-encoded (every byte outside printable
+// ASCII and each of "%/:{}#" as %XX), so the uid holds no ':', '{' or '}'
+// and the first and second '/' split it unambiguously. The leading 0x1f byte
+// is a control character, which ValidateThrottleUid refuses in a traffik.v1
+// uid: no traffik.v1 call can name (or refill) an Envoy bucket. A uid whose
+// encoding exceeds kMaxThrottleUidBytes is "\x1fenvoy#" followed by the
+// SHA-256 (hex) of the length-prefixed domain and path. An override that no
+// rule matched uses an empty rule path ("\x1fenvoy/<domain>/"; a rule's path
+// is never empty).
+std::string EnvoyBucketUid(absl::string_view domain, absl::string_view rule_path);
+
 // The parts of a bucket key (views into it).
 struct BucketKeyParts {
   absl::string_view prefix;

@@ -21,6 +21,49 @@
 
 namespace traffik::envoy {
 
+namespace internal {
+
+// A lookup key of one level's exact index: upstream's composite "key" or
+// "key_value", given as its pieces so a request entry is looked up without
+// building the string.
+struct CompositeView {
+  absl::string_view key;
+  absl::string_view value;
+  bool with_value = true;  // "key" + '_' + "value"; false: "key" alone
+};
+
+// Hash and equality over the composite's bytes (a std::string key equals a
+// CompositeView spelling the same bytes).
+struct CompositeHash {
+  using is_transparent = void;
+  size_t operator()(absl::string_view s) const;
+  size_t operator()(const CompositeView& c) const;
+};
+struct CompositeEq {
+  using is_transparent = void;
+  bool operator()(absl::string_view a, absl::string_view b) const { return a == b; }
+  bool operator()(absl::string_view a, const CompositeView& b) const;
+  bool operator()(const CompositeView& a, absl::string_view b) const {
+    return (*this)(b, a);
+  }
+};
+
+// A child whose composite holds a '*', with the composite split on '*'.
+struct WildcardEntry {
+  uint32_t child = 0;
+  std::vector<std::string> parts;
+};
+
+// The index of one level's children (built by ParseDomain / FromDomains):
+// each child's composite -> its position, and the wildcard children in file
+// order.
+struct LevelIndex {
+  absl::flat_hash_map<std::string, uint32_t, CompositeHash, CompositeEq> exact;
+  std::vector<WildcardEntry> wildcards;
+};
+
+}  // namespace internal
+
 // envoyproxy/ratelimit's units. A month is 30 days and a year 365 days, as
 // upstream.
 enum class Unit { kSecond, kMinute, kHour, kDay, kWeek, kMonth, kYear };
@@ -55,7 +98,18 @@ struct Rule {
   bool detailed_metric = false;
   bool share_threshold = false;  // only meaningful when `value` has a '*'
   bool quota_mode = false;       // accepted, no effect
+  bool value_to_metric = false;  // accepted (upstream: a stats-name option), no effect
   std::vector<Rule> children;    // `descriptors:` below this one
+
+  // Upstream's composite key of this node: "key", or "key_value" when the
+  // value is not empty. Matching compares request entries' "key_value"
+  // against it (see RuleSet::MatchDescriptor).
+  std::string composite;
+  // Where the node starts in its file (1-based; 0 when built by hand).
+  int line = 0;
+  int column = 0;
+  // Index of `children` (built by ParseDomain / FromDomains).
+  internal::LevelIndex index;
 };
 
 // One file's `domain` and its top-level descriptors.
@@ -63,6 +117,11 @@ struct Domain {
   std::string name;
   std::string source;  // the file it came from (for messages)
   std::vector<Rule> descriptors;
+  // Where `domain:` is written (1-based; 0 when built by hand).
+  int line = 0;
+  int column = 0;
+  // Index of `descriptors` (built by ParseDomain / FromDomains).
+  internal::LevelIndex index;
 };
 
 // One request descriptor's entry, as Envoy sends it (views into the request).
@@ -106,6 +165,9 @@ class RuleSet {
   static absl::StatusOr<std::shared_ptr<const RuleSet>> FromDomains(
       std::vector<Domain> domains);
 
+  // A set without domains (shared; every domain is unknown).
+  static std::shared_ptr<const RuleSet> Empty();
+
   // The domain called `name`, or nullptr (an unknown domain answers OK).
   const Domain* FindDomain(absl::string_view name) const;
 
@@ -119,8 +181,18 @@ class RuleSet {
   // `replaces`: given the matches of all descriptors of one request, marks
   // (true) those whose rule's rate_limit `name` is listed in the `replaces`
   // of another match of the same request; those are not applied (answered
-  // OK with no current_limit, nothing taken), as upstream.
+  // OK with no current_limit, nothing taken), as upstream. As upstream: an
+  // `unlimited` match is never marked (it stays unlimited) but its own
+  // `replaces` count; a replaced match's own `replaces` still count; a rule
+  // without a name is never replaced. A descriptor answered by its `limit`
+  // override has no name and no replaces upstream: pass Match{} for it.
   static std::vector<bool> Replaced(absl::Span<const Match> matches);
+
+  // The bucket_id encoding of `entries` with their own values (what a match
+  // without share_threshold gives): for each entry "<len>:<key><len>:<value>"
+  // with decimal byte lengths. For a descriptor's `limit` override, which
+  // applies without a matching rule.
+  static std::string EncodeBucketId(absl::Span<const Entry> entries);
 
  private:
   std::vector<Domain> domains_;

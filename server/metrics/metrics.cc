@@ -38,7 +38,7 @@ void LatencyHistogram::Snapshot(prometheus::ClientMetric* metric) const {
 // Renders the lock-free series at scrape time.
 class Metrics::RuntimeCollector final : public prometheus::Collectable {
  public:
-  explicit RuntimeCollector(const std::array<LatencyHistogram, 2>* latency)
+  explicit RuntimeCollector(const std::array<LatencyHistogram, 3>* latency)
       : latency_(latency) {}
 
   void AddBucketSource(std::string backend, std::function<uint64_t()> buckets,
@@ -78,8 +78,9 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
         "Time from receiving a decision RPC to answering it, in seconds.",
         prometheus::MetricType::Histogram,
         {}};
-    const char* rpc_names[] = {"ShouldThrottle", "ShouldThrottleBatch"};
-    for (int i = 0; i < 2; ++i) {
+    const char* rpc_names[] = {"ShouldThrottle", "ShouldThrottleBatch",
+                               "ShouldRateLimit"};
+    for (int i = 0; i < 3; ++i) {
       prometheus::ClientMetric m;
       m.label.push_back({"rpc", rpc_names[i]});
       (*latency_)[i].Snapshot(&m);
@@ -141,7 +142,7 @@ class Metrics::RuntimeCollector final : public prometheus::Collectable {
     std::string tenant;
     std::function<uint64_t()> rejections;
   };
-  const std::array<LatencyHistogram, 2>* latency_;
+  const std::array<LatencyHistogram, 3>* latency_;
   mutable Mutex mu_;
   std::vector<Source> sources_ ABSL_GUARDED_BY(mu_);
   std::vector<RejectionSource> rejection_sources_ ABSL_GUARDED_BY(mu_);
@@ -171,6 +172,13 @@ Metrics::Metrics()
                            .Help("traffik.v1.AdminService calls, by method (rpc) and "
                                  "answer code (gRPC status code name).")
                            .Register(*registry_)),
+      envoy_decisions_(
+          &prometheus::BuildCounter()
+               .Name("traffik_envoy_decisions_total")
+               .Help("Envoy RLS descriptor decisions, by configured domain, matched rule "
+                     "(its config path) and result (ok, over_limit, shadow_over_limit, "
+                     "unlimited, no_match).")
+               .Register(*registry_)),
       caller_requests_(&prometheus::BuildCounter()
                             .Name("traffik_caller_requests_total")
                             .Help("Calls authenticated as a configured caller (auth: "
@@ -236,6 +244,21 @@ DecisionCounters Metrics::ForThrottle(const std::string& tenant,
       {{"tenant", tenant}, {"throttle", throttle}, {"result", "allowed"}});
   c.throttled = &decisions_->Add(
       {{"tenant", tenant}, {"throttle", throttle}, {"result", "throttled"}});
+  return c;
+}
+
+EnvoyDecisionCounters Metrics::ForEnvoyRule(const std::string& domain,
+                                            const std::string& rule) {
+  auto add = [&](const char* result) {
+    return &envoy_decisions_->Add(
+        {{"domain", domain}, {"rule", rule}, {"result", result}});
+  };
+  EnvoyDecisionCounters c;
+  c.ok = add("ok");
+  c.over_limit = add("over_limit");
+  c.shadow_over_limit = add("shadow_over_limit");
+  c.unlimited = add("unlimited");
+  c.no_match = add("no_match");
   return c;
 }
 

@@ -39,7 +39,7 @@ class LatencyHistogram {
 };
 
 // The RPCs whose latency is measured.
-enum class Rpc { kShouldThrottle = 0, kShouldThrottleBatch = 1 };
+enum class Rpc { kShouldThrottle = 0, kShouldThrottleBatch = 1, kShouldRateLimit = 2 };
 
 // Counters for one (tenant, throttle) pair, resolved once when a config
 // snapshot is built so a decision only increments (no label lookup).
@@ -59,6 +59,16 @@ enum class AuthFailure {
 inline constexpr int kAuthFailureCount = 4;
 // The label value of `failure`.
 const char* AuthFailureName(AuthFailure failure);
+// Counters of traffik_envoy_decisions_total for one (domain, rule) pair,
+// resolved once when a config snapshot is built (no label lookup per
+// request). `result` is one of the five below.
+struct EnvoyDecisionCounters {
+  prometheus::Counter* ok = nullptr;
+  prometheus::Counter* over_limit = nullptr;
+  prometheus::Counter* shadow_over_limit = nullptr;  // shadow_mode, answered OK
+  prometheus::Counter* unlimited = nullptr;
+  prometheus::Counter* no_match = nullptr;
+};
 
 // The server's Prometheus metrics. Series (names follow Prometheus
 // conventions; identifiers are never labels):
@@ -76,6 +86,8 @@ const char* AuthFailureName(AuthFailure failure);
 //   traffik_auth_failures_total{reason}              counter (AuthFailure names)
 //   traffik_caller_requests_total{caller}            counter (configured caller names)
 //   traffik_tls_certificate_reloads_total{result}    counter (success, error)
+//   traffik_envoy_decisions_total{domain,rule,result} counter (Envoy RLS; labels
+//       come from the config only: see ForEnvoyRule)
 // Thread-safe; the increment paths take no lock.
 class Metrics {
  public:
@@ -85,6 +97,13 @@ class Metrics {
 
   // Slow path (a locked label lookup): call when building a config snapshot.
   DecisionCounters ForThrottle(const std::string& tenant, const std::string& throttle);
+
+  // Slow path: the Envoy RLS counters of a configured `domain` and `rule`
+  // (a rule's config path, envoy::Rule::path). Label values come from the
+  // loaded config files, never from a request, so their number is bounded by
+  // the config: a request for an unknown domain is counted under domain=""
+  // rule="", descriptors matching no rule under rule="".
+  EnvoyDecisionCounters ForEnvoyRule(const std::string& domain, const std::string& rule);
 
   void ObserveLatency(Rpc rpc, int64_t nanos) {
     latency_[static_cast<int>(rpc)].ObserveNanos(nanos);
@@ -145,6 +164,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* errors_;
   prometheus::Family<prometheus::Counter>* backend_errors_;
   prometheus::Family<prometheus::Counter>* admin_requests_;
+  prometheus::Family<prometheus::Counter>* envoy_decisions_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
   std::array<prometheus::Counter*, kAuthFailureCount> auth_failures_{};  // by AuthFailure
   prometheus::Family<prometheus::Counter>* caller_requests_;
@@ -156,7 +176,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* config_info_;
   absl::Mutex config_info_mu_;
   prometheus::Gauge* config_info_series_ ABSL_GUARDED_BY(config_info_mu_) = nullptr;
-  std::array<LatencyHistogram, 2> latency_;
+  std::array<LatencyHistogram, 3> latency_;
   std::shared_ptr<RuntimeCollector> runtime_;
 };
 

@@ -65,6 +65,7 @@ containerPorts. Keys are emitted as written in values (the config file's own nam
 {{- else }}
 {{- $_ := set $cfg "metrics_listen" "" }}
 {{- end }}
+{{- include "traffik.envoyConfig" (dict "root" . "cfg" $cfg) }}
 {{- toYaml $cfg }}
 {{- end }}
 
