@@ -110,6 +110,7 @@ void ToProto(const Decision& decision, ShouldThrottleResponse* response) {
 
 absl::Status ThrottleServiceImpl::Authorize(grpc::CallbackServerContext* context,
                                             absl::string_view tenant) {
+  if (!engine_.auth_maybe_required()) return absl::OkStatus();
   const std::shared_ptr<const Snapshot> snapshot = engine_.snapshot();
   if (!snapshot->callers().required()) return absl::OkStatus();
   CallAccess access;
@@ -173,8 +174,9 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(
     ShouldThrottleBatchResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const int64_t start_ns = NowNanos();
-  if (const std::shared_ptr<const Snapshot> snapshot = engine_.snapshot();
-      snapshot->callers().required()) {
+  if (std::shared_ptr<const Snapshot> snapshot =
+          engine_.auth_maybe_required() ? engine_.snapshot() : nullptr;
+      snapshot != nullptr && snapshot->callers().required()) {
     // Auth before anything else: one refused item refuses the whole batch,
     // nothing taken.
     CallAccess access;

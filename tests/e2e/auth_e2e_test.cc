@@ -479,7 +479,8 @@ callers:
 
 // Verifies a reload swaps the callers with the config: after SIGHUP the old
 // key is unknown, the new key works, and a changed grant applies at once; a
-// reload that fails (auth: required without callers) keeps the old callers.
+// reload that fails (auth: required without callers) keeps the old callers;
+// reloads to auth: off and back to required apply at once.
 TEST(AuthReloadE2eTest, ReloadSwapsCallers) {
   absl::StatusOr<TempFile> config =
       TempFile::Create(ReloadConfig(kCheckoutKey, "[shop]"));
@@ -524,6 +525,17 @@ TEST(AuthReloadE2eTest, ReloadSwapsCallers) {
          "traffik_config_reloads_total{result=\"error\"} 1");
   EXPECT_EQ(decide(kViewerKey, "shop"), grpc::StatusCode::OK);
   EXPECT_EQ(decide(kCheckoutKey, "shop"), grpc::StatusCode::UNAUTHENTICATED);
+
+  // auth: off and back: credentials ignored, then required again.
+  std::string off = ReloadConfig(kViewerKey, "[shop]");
+  off.replace(off.find("auth: required"), 14, "auth: off");
+  reload(off, "traffik_config_reloads_total{result=\"success\"} 2");
+  EXPECT_EQ(decide("anything", "shop"), grpc::StatusCode::OK);
+  EXPECT_EQ(decide(kCheckoutKey, ""), grpc::StatusCode::OK);
+  reload(ReloadConfig(kViewerKey, "[shop]"),
+         "traffik_config_reloads_total{result=\"success\"} 3");
+  EXPECT_EQ(decide("anything", "shop"), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(decide(kViewerKey, ""), grpc::StatusCode::PERMISSION_DENIED);
 }
 
 }  // namespace
