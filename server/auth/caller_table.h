@@ -70,6 +70,11 @@ class CallerTable {
   absl::Status CheckTenant(const Caller& caller, absl::string_view tenant) const;
 
   size_t size() const { return callers_.size(); }
+  // How many callers have an mtls_identity that counts (tls.client_ca_file
+  // set).
+  size_t identity_callers() const {
+    return client_certs_verified_ ? identities_.size() : 0;
+  }
 
  private:
   const bool required_;

@@ -28,7 +28,8 @@ void Refuse(const grpc::ServerContextBase& context, const CallAccess& access,
 
 }  // namespace
 
-PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context) {
+PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context,
+                                   bool identities) {
   PresentedCredentials credentials;
   const auto& metadata = context.client_metadata();
   auto [begin, end] = metadata.equal_range(kAuthorizationKey);
@@ -36,6 +37,8 @@ PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context) {
     if (credentials.authorization_count++ == 0)
       credentials.authorization = View(it->second);
   }
+  // A key decides alone (CallerTable::Authenticate): no certificate needed.
+  if (!identities || credentials.authorization_count > 0) return credentials;
   const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   if (auth == nullptr || !auth->IsPeerAuthenticated()) return credentials;
   bool ssl = false;
@@ -64,7 +67,7 @@ absl::Status AuthorizeCall(const CallerTable& table,
   if (!table.required()) return absl::OkStatus();
   AuthFailure failure = AuthFailure::kMissingCredential;
   absl::StatusOr<const Caller*> caller =
-      table.Authenticate(CredentialsOf(context), &failure);
+      table.Authenticate(CredentialsOf(context, table.identity_callers() > 0), &failure);
   if (!caller.ok()) {
     Refuse(context, access, failure, caller.status(), metrics);
     return caller.status();

@@ -22,7 +22,10 @@ namespace traffik {
 // with client_ca_file, always with *_AND_VERIFY (gRPC's *_BUT_DONT_VERIFY
 // modes would hand over an unverified certificate's identities as
 // authenticated: never use them with mtls_identity callers).
-PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context);
+// With `identities` false the certificate is not looked at (no AuthContext is
+// built): for a caller table without mtls_identity callers.
+PresentedCredentials CredentialsOf(const grpc::ServerContextBase& context,
+                                   bool identities = true);
 
 // What a call wants to do, for AuthorizeCall.
 struct CallAccess {
