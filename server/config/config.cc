@@ -32,6 +32,7 @@
 #include "base/quote.h"
 #include "base/utf8.h"
 #include "bucket/token_bucket.h"
+#include "config/callers_config.h"
 #include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
@@ -545,11 +546,12 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
   bool has_tenants = false;
   std::optional<YAML::Node> default_tenant_node;
   std::optional<YAML::Node> tenants_key;
+  std::optional<YAML::Node> auth_node, callers_node;  // issue 10
   absl::Status s = ForEachEntry(
       root, kTopLevel,
       {"listen", "metrics_listen", "throttles", "tenants", "default_tenant",
        "max_identifier_bytes", "max_batch_size", "shutdown_grace", "drain_delay",
-       "memory", "admin_api", "watch_config", "envoy", "tls"},
+       "memory", "admin_api", "watch_config", "tls", "auth", "callers", "envoy"},
       [&](const std::string& key, const YAML::Node& key_node,
           const YAML::Node& value) -> absl::Status {
         if (key == "listen" || key == "metrics_listen") {
@@ -594,12 +596,19 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
           absl::StatusOr<bool> b = GetBool(value, key);
           if (!b.ok()) return b.status();
           config.watch_config = *b;
-        } else if (key == "envoy") {
-          return ParseEnvoy(value, config.envoy);
         } else if (key == "tls") {
           absl::StatusOr<TlsConfig> tls = ParseTls(*this, value);
           if (!tls.ok()) return tls.status();
           config.tls = *std::move(tls);
+        } else if (key == "auth") {  // issue 10: config/callers_config.h
+          absl::StatusOr<AuthMode> mode = ParseAuthMode(*this, value);
+          if (!mode.ok()) return mode.status();
+          config.auth = *mode;
+          auth_node = value;
+        } else if (key == "callers") {  // parsed once the tenants are known
+          callers_node = value;
+        } else if (key == "envoy") {
+          return ParseEnvoy(value, config.envoy);
         }
         return absl::OkStatus();
       });
@@ -622,6 +631,16 @@ absl::StatusOr<Config> Parser::Parse(const YAML::Node& root) {
     // Not written: the implicit "default" must then be one of `tenants`.
     return Error(*tenants_key, "default_tenant",
                  absl::StrCat(problem, "; define it or set default_tenant"));
+  }
+
+  // Callers (issue 10): their tenants must exist, so after the tenants.
+  if (callers_node) {
+    if (absl::Status c = ParseCallers(*this, *callers_node, &config); !c.ok()) return c;
+  }
+  if (auth_node) {
+    if (absl::Status a = CheckAuthHasCallers(*this, *auth_node, config); !a.ok()) {
+      return a;
+    }
   }
 
   if (absl::Status c = CheckCapacities(config); !c.ok()) return c;

@@ -67,6 +67,31 @@ struct MemoryConfig {
       10'000;  // `sweep_interval` (duration); how often full buckets are dropped
 };
 
+// ---- Callers and authorization (issue 10; parsed in config/callers_config.cc) ----
+
+// `auth:` whether every gRPC call must carry a configured caller's credential.
+enum class AuthMode {
+  kOff,       // `off` (default): no checks; a presented credential is ignored
+  kRequired,  // `required`: UNAUTHENTICATED / PERMISSION_DENIED (auth/)
+};
+
+// One entry of `callers:`: who may call, with which credential, for which
+// tenants. Exactly one credential: an API key (held only as its SHA-256
+// digest, whichever of api_key_sha256 / api_key_file / api_key_env gave it) or
+// a verified client certificate's identity.
+struct CallerConfig {
+  std::string name;  // [a-zA-Z0-9_.-]{1,64}, unique (bounded: a metric label)
+  // The 32 raw bytes of the SHA-256 of the key; empty for an mTLS caller.
+  // Never logged or shown.
+  std::string api_key_digest;
+  // Subject CN or a URI SAN (e.g. spiffe://...) of the client certificate;
+  // empty for an API-key caller.
+  std::string mtls_identity;
+  bool all_tenants = false;          // `tenants: "*"`
+  std::vector<std::string> tenants;  // configured tenant names (unless all_tenants)
+  bool admin = false;                // may call traffik.v1.AdminService
+};
+
 // The `envoy:` section: Envoy's rate-limit service
 // (envoy.service.ratelimit.v3.RateLimitService) and the envoyproxy/ratelimit
 // config files it decides with (envoy/rules.h). The files are loaded by
@@ -125,10 +150,14 @@ struct Config {
   // `watch_config`: reload when the file changes (inotify on its directory);
   // SIGHUP reloads either way. Only meaningful with --config.
   bool watch_config = true;
-  // `envoy:` (see EnvoyConfig).
-  EnvoyConfig envoy;
+  // `auth` and `callers` (issue 10): unique names, digests and identities;
+  // every granted tenant exists; `required` needs at least one caller.
+  AuthMode auth = AuthMode::kOff;
+  std::vector<CallerConfig> callers;
   // `tls`: nullopt = plaintext (the default).
   std::optional<TlsConfig> tls;
+  // `envoy:` (see EnvoyConfig).
+  EnvoyConfig envoy;
   // Names the text in error messages (the file path); set by ParseConfig.
   std::string source = "(embedded default)";
 };

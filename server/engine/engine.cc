@@ -23,6 +23,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> Snapshot::Build(const Config& co
   std::shared_ptr<Snapshot> snap(new Snapshot());
   snap->max_identifier_bytes_ = config.max_identifier_bytes;
   snap->max_batch_size_ = config.max_batch_size;
+  snap->callers_ = std::make_unique<const CallerTable>(config, &metrics);
   for (const TenantConfig& tc : config.tenants) {
     absl::StatusOr<TenantBackend> backend = backends(tc);
     if (!backend.ok()) return backend.status();

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "auth/caller_table.h"
 #include "backend/backend.h"
 #include "bucket/token_bucket.h"
 #include "config/config.h"
@@ -128,9 +129,12 @@ class Snapshot {
 
   uint64_t max_identifier_bytes() const { return max_identifier_bytes_; }
   uint64_t max_batch_size() const { return max_batch_size_; }
+  // The config's callers (auth/): swapped with the tenants on reload.
+  const CallerTable& callers() const { return *callers_; }
 
  private:
   Snapshot() = default;
+  std::unique_ptr<const CallerTable> callers_;
   // Resolves config.envoy (domains -> tenants, rules -> uids and counters).
   absl::Status BuildEnvoy(const Config& config, Metrics& metrics);
   absl::flat_hash_map<std::string, Tenant> tenants_;
@@ -192,14 +196,26 @@ struct PreparedHit {
 class Engine {
  public:
   explicit Engine(std::shared_ptr<const Snapshot> snapshot)
-      : snapshot_(std::move(snapshot)) {}
+      : snapshot_(std::move(snapshot)) {
+    auth_maybe_required_.store(snapshot_.load()->callers().required());
+  }
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   std::shared_ptr<const Snapshot> snapshot() const { return snapshot_.load(); }
   void SetSnapshot(std::shared_ptr<const Snapshot> snapshot) {
+    // Raised before a snapshot requiring auth is published and lowered only
+    // after one that does not: whenever the current snapshot requires auth,
+    // auth_maybe_required() is true.
+    const bool required = snapshot->callers().required();
+    if (required) auth_maybe_required_.store(true);
     snapshot_.store(std::move(snapshot));
+    if (!required) auth_maybe_required_.store(false);
   }
+  // False when the current snapshot has `auth: off`: lets a transport skip
+  // loading the snapshot for the auth check (auth/grpc_auth.h) on that path.
+  // True: load the snapshot and ask its callers().required().
+  bool auth_maybe_required() const { return auth_maybe_required_.load(); }
 
   // Validates and resolves one hit. Errors: kInvalidArgument (identifier
   // empty or over max_identifier_bytes; uid not valid per ValidateThrottleUid,
@@ -316,6 +332,7 @@ class Engine {
 
  private:
   std::atomic<std::shared_ptr<const Snapshot>> snapshot_;
+  std::atomic<bool> auth_maybe_required_{false};
 };
 
 }  // namespace traffik

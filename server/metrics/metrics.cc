@@ -179,7 +179,24 @@ Metrics::Metrics()
                      "(its config path) and result (ok, over_limit, shadow_over_limit, "
                      "unlimited, no_match).")
                .Register(*registry_)),
+      caller_requests_(&prometheus::BuildCounter()
+                            .Name("traffik_caller_requests_total")
+                            .Help("Calls authenticated as a configured caller (auth: "
+                                  "required), by caller name, whatever their answer.")
+                            .Register(*registry_)),
       runtime_(std::make_shared<RuntimeCollector>(&latency_)) {
+  auto& auth_failures =
+      prometheus::BuildCounter()
+          .Name("traffik_auth_failures_total")
+          .Help(
+              "Calls refused by auth (auth: required), by reason: missing_credential, "
+              "unknown_credential (UNAUTHENTICATED), tenant_not_granted, not_admin "
+              "(PERMISSION_DENIED).")
+          .Register(*registry_);
+  for (int i = 0; i < kAuthFailureCount; ++i) {
+    auth_failures_[i] =
+        &auth_failures.Add({{"reason", AuthFailureName(static_cast<AuthFailure>(i))}});
+  }
   auto& reloads = prometheus::BuildCounter()
                       .Name("traffik_config_reloads_total")
                       .Help(
@@ -250,6 +267,24 @@ prometheus::Counter* Metrics::ForBackendErrors(const std::string& tenant,
                                                const std::string& policy) {
   return &backend_errors_->Add(
       {{"tenant", tenant}, {"backend", backend}, {"policy", policy}});
+}
+
+const char* AuthFailureName(AuthFailure failure) {
+  switch (failure) {
+    case AuthFailure::kMissingCredential:
+      return "missing_credential";
+    case AuthFailure::kUnknownCredential:
+      return "unknown_credential";
+    case AuthFailure::kTenantNotGranted:
+      return "tenant_not_granted";
+    case AuthFailure::kNotAdmin:
+      return "not_admin";
+  }
+  return "unknown_credential";
+}
+
+prometheus::Counter* Metrics::ForCaller(const std::string& caller) {
+  return &caller_requests_->Add({{"caller", caller}});
 }
 
 void Metrics::CountError(absl::StatusCode code) {

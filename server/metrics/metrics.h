@@ -48,6 +48,17 @@ struct DecisionCounters {
   prometheus::Counter* throttled = nullptr;
 };
 
+// Why a call was refused by auth (auth/): the fixed label values of
+// traffik_auth_failures_total{reason}. Never a caller-supplied value.
+enum class AuthFailure {
+  kMissingCredential = 0,  // "missing_credential": no key, no verified client cert
+  kUnknownCredential = 1,  // "unknown_credential": bad scheme/format, or no such caller
+  kTenantNotGranted = 2,   // "tenant_not_granted": a tenant outside the caller's grant
+  kNotAdmin = 3,           // "not_admin": AdminService by a caller without admin: true
+};
+inline constexpr int kAuthFailureCount = 4;
+// The label value of `failure`.
+const char* AuthFailureName(AuthFailure failure);
 // Counters of traffik_envoy_decisions_total for one (domain, rule) pair,
 // resolved once when a config snapshot is built (no label lookup per
 // request). `result` is one of the five below.
@@ -72,6 +83,8 @@ struct EnvoyDecisionCounters {
 //   traffik_config_last_reload_success_timestamp_seconds gauge
 //   traffik_config_info{config_hash}                 gauge, always 1, one series
 //   traffik_admin_requests_total{rpc,code}           counter (AdminService)
+//   traffik_auth_failures_total{reason}              counter (AuthFailure names)
+//   traffik_caller_requests_total{caller}            counter (configured caller names)
 //   traffik_tls_certificate_reloads_total{result}    counter (success, error)
 //   traffik_envoy_decisions_total{domain,rule,result} counter (Envoy RLS; labels
 //       come from the config only: see ForEnvoyRule)
@@ -101,6 +114,14 @@ class Metrics {
   // (gRPC code name, "OK" included). Slow path (a locked label lookup): admin
   // calls are rare.
   void CountAdminRequest(const std::string& rpc, absl::StatusCode code);
+
+  // Counts one call refused by auth (lock-free).
+  void CountAuthFailure(AuthFailure failure) {
+    auth_failures_[static_cast<int>(failure)]->Increment();
+  }
+  // Slow path: the counter of calls authenticated as the configured caller
+  // `caller` (built with a config snapshot; names are bounded by the config).
+  prometheus::Counter* ForCaller(const std::string& caller);
 
   // Slow path: the counter of decisions whose backend failed, for one tenant.
   // `policy` is "allow" or "deny"; `backend` is the backend's Name().
@@ -145,6 +166,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* admin_requests_;
   prometheus::Family<prometheus::Counter>* envoy_decisions_;
   std::array<prometheus::Counter*, 17> error_counters_{};  // by absl::StatusCode
+  std::array<prometheus::Counter*, kAuthFailureCount> auth_failures_{};  // by AuthFailure
+  prometheus::Family<prometheus::Counter>* caller_requests_;
   prometheus::Counter* reloads_success_;
   prometheus::Counter* reloads_error_;
   prometheus::Counter* tls_reloads_success_;

@@ -4,6 +4,8 @@
 #include <utility>
 #include <vector>
 
+#include "auth/grpc_auth.h"
+
 namespace traffik {
 namespace {
 
@@ -23,12 +25,34 @@ void Finish(Metrics& metrics, const char* rpc, grpc::ServerUnaryReactor* reactor
                                std::string(status.message())));
 }
 
+// The auth check of an admin call on `tenant` (auth/grpc_auth.h): with
+// `auth: required`, admin callers granted the tenant only; with `auth: off`,
+// everyone, as before.
+absl::Status Authorize(const Engine& engine, Metrics& metrics,
+                       grpc::CallbackServerContext* context, const char* rpc,
+                       absl::string_view tenant) {
+  if (!engine.auth_maybe_required()) return absl::OkStatus();
+  const std::shared_ptr<const Snapshot> snapshot = engine.snapshot();
+  if (!snapshot->callers().required()) return absl::OkStatus();
+  CallAccess access;
+  access.rpc = rpc;
+  access.admin = true;
+  access.tenants = {tenant};
+  return AuthorizeCall(snapshot->callers(), *context, access, metrics);
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ResetBuckets(
     grpc::CallbackServerContext* context, const ResetBucketsRequest* request,
     ResetBucketsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s =
+          Authorize(engine_, metrics_, context, "ResetBuckets", request->tenant());
+      !s.ok()) {
+    Finish(metrics_, "ResetBuckets", reactor, s);
+    return reactor;
+  }
   ResetRequest reset;
   reset.tenant = request->tenant();
   reset.throttle_uid = request->throttle_uid();
@@ -48,6 +72,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetBucket(
     grpc::CallbackServerContext* context, const GetBucketRequest* request,
     GetBucketResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s =
+          Authorize(engine_, metrics_, context, "GetBucket", request->tenant());
+      !s.ok()) {
+    Finish(metrics_, "GetBucket", reactor, s);
+    return reactor;
+  }
   HitRequest hit;
   hit.identifier = request->identifier();
   hit.throttle_uid = request->throttle_uid();
@@ -76,6 +106,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListThrottles(
     grpc::CallbackServerContext* context, const ListThrottlesRequest* request,
     ListThrottlesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s =
+          Authorize(engine_, metrics_, context, "ListThrottles", request->tenant());
+      !s.ok()) {
+    Finish(metrics_, "ListThrottles", reactor, s);
+    return reactor;
+  }
   absl::StatusOr<std::vector<ThrottleInfo>> throttles =
       engine_.ListThrottles(request->tenant());
   if (throttles.ok()) {

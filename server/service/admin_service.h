@@ -12,9 +12,11 @@ namespace traffik {
 // traffik_admin_requests_total{rpc,code}. Never blocks a gRPC thread: a call
 // on a network backend finishes from the backend's callback.
 //
-// Registered only when the config has `admin_api: true`. Who may call it is
-// not checked here yet: the server has no caller identity (see the security
-// issue); once it has, only admin callers may reach this service.
+// Registered only when the config has `admin_api: true`. With `auth:
+// required` only callers with `admin: true` reach it, and only for their
+// granted tenants (PERMISSION_DENIED otherwise, UNAUTHENTICATED without a
+// known credential); with `auth: off` anyone who reaches the port may call it,
+// as before.
 //
 // Thread-safe; the engine and metrics must outlive the server.
 class AdminServiceImpl final : public traffik::v1::AdminService::CallbackService {

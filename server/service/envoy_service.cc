@@ -11,6 +11,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "auth/grpc_auth.h"
 #include "base/log.h"
 #include "base/quote.h"
 #include "envoy/rules.h"
@@ -273,6 +274,21 @@ grpc::ServerUnaryReactor* EnvoyRateLimitServiceImpl::ShouldRateLimit(
   auto call = std::make_shared<Call>();
   call->snapshot = engine_.snapshot();
   const Snapshot& snapshot = *call->snapshot;
+  // Auth first (auth/grpc_auth.h), against this call's snapshot: with `auth:
+  // required` the caller must be known and, for a configured domain, granted
+  // the domain's tenant; nothing is matched or taken before.
+  if (snapshot.callers().required()) {
+    CallAccess access;
+    access.rpc = "ShouldRateLimit";
+    if (const Snapshot::EnvoyDomain* d = snapshot.FindEnvoyDomain(request->domain());
+        d != nullptr) {
+      access.tenants = {d->tenant->name};
+    }
+    if (absl::Status s = AuthorizeCall(snapshot.callers(), *context, access, metrics);
+        !s.ok()) {
+      return fail(s);
+    }
+  }
   if (absl::Status s = Validate(*request, snapshot); !s.ok()) return fail(s);
 
   const Snapshot::EnvoyDomain* domain = snapshot.FindEnvoyDomain(request->domain());

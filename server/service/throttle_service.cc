@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "auth/grpc_auth.h"
 #include "base/error_reason.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -107,10 +108,29 @@ void ToProto(const Decision& decision, ShouldThrottleResponse* response) {
   response->set_reset_ms(decision.reset_ms);
 }
 
+absl::Status ThrottleServiceImpl::Authorize(grpc::CallbackServerContext* context,
+                                            absl::string_view tenant) {
+  if (!engine_.auth_maybe_required()) return absl::OkStatus();
+  const std::shared_ptr<const Snapshot> snapshot = engine_.snapshot();
+  if (!snapshot->callers().required()) return absl::OkStatus();
+  CallAccess access;
+  access.rpc = "ShouldThrottle";
+  access.tenants = {tenant};
+  return AuthorizeCall(snapshot->callers(), *context, access, metrics_);
+}
+
 grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottle(
     grpc::CallbackServerContext* context, const ShouldThrottleRequest* request,
     ShouldThrottleResponse* response) {
   const int64_t start_ns = NowNanos();
+  // Auth before anything else: no bucket is touched for a refused call.
+  if (absl::Status s = Authorize(context, request->tenant()); !s.ok()) {
+    metrics_.ObserveLatency(Rpc::kShouldThrottle, NowNanos() - start_ns);
+    metrics_.CountError(s.code());
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
   if (request->peek()) {
     // Takes nothing: Engine::Peek answers as a decision would, from the
     // backend's callback (inline for memory).
@@ -154,6 +174,26 @@ grpc::ServerUnaryReactor* ThrottleServiceImpl::ShouldThrottleBatch(
     ShouldThrottleBatchResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const int64_t start_ns = NowNanos();
+  if (std::shared_ptr<const Snapshot> snapshot =
+          engine_.auth_maybe_required() ? engine_.snapshot() : nullptr;
+      snapshot != nullptr && snapshot->callers().required()) {
+    // Auth before anything else: one refused item refuses the whole batch,
+    // nothing taken.
+    CallAccess access;
+    access.rpc = "ShouldThrottleBatch";
+    access.batch = true;
+    access.tenants.reserve(request->requests_size());
+    for (const ShouldThrottleRequest& r : request->requests()) {
+      access.tenants.push_back(r.tenant());
+    }
+    if (absl::Status s = AuthorizeCall(snapshot->callers(), *context, access, metrics_);
+        !s.ok()) {
+      metrics_.CountError(s.code());
+      metrics_.ObserveLatency(Rpc::kShouldThrottleBatch, NowNanos() - start_ns);
+      reactor->Finish(ToGrpcStatus(s));
+      return reactor;
+    }
+  }
   std::vector<HitRequest> hits;
   hits.reserve(request->requests_size());
   for (const ShouldThrottleRequest& r : request->requests())

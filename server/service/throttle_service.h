@@ -1,5 +1,6 @@
 #pragma once
 
+#include "absl/strings/string_view.h"
 #include "engine/engine.h"
 #include "metrics/metrics.h"
 #include "traffik/v1/throttle.grpc.pb.h"
@@ -10,6 +11,9 @@ namespace traffik {
 // engine calls and back, records latency and errors, nothing else. A decision
 // never blocks a gRPC thread: the reactor finishes from the backend's
 // callback (inline for memory).
+//
+// With `auth: required` every call is checked first (auth/grpc_auth.h):
+// UNAUTHENTICATED or PERMISSION_DENIED before any bucket is touched.
 //
 // Thread-safe; the engine and metrics must outlive the server.
 class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackService {
@@ -30,6 +34,10 @@ class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackS
       traffik::v1::ShouldThrottleBatchResponse* response) override;
 
  private:
+  // The auth check (auth/grpc_auth.h) of a ShouldThrottle on `tenant`,
+  // against the current snapshot's callers; OK at once with `auth: off`.
+  absl::Status Authorize(grpc::CallbackServerContext* context, absl::string_view tenant);
+
   const Engine& engine_;
   Metrics& metrics_;
 };
