@@ -95,6 +95,12 @@ absl::StatusOr<SslCtxPtr> NewRedisTlsContext(const RedisTlsOptions& options,
     }
     if (SSL_CTX_use_PrivateKey_file(ctx.get(), options.key_file.c_str(),
                                     SSL_FILETYPE_PEM) != 1) {
+      if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+        ERR_clear_error();
+        return FieldError("key_file", bad_field,
+                          absl::StrCat(QuotePath(options.key_file),
+                                       " does not match the certificate of cert_file"));
+      }
       return FieldError(
           "key_file", bad_field,
           absl::StrCat("cannot load a PEM private key from ", QuotePath(options.key_file),
