@@ -316,13 +316,23 @@ TEST_F(RedisTlsTest, InsecureSkipVerify) {
 TEST_F(RedisTlsTest, ClientCertificate) {
   StartServer(/*auth_clients=*/true);
   RedisOptions without = TlsOptions();
+  ::testing::internal::CaptureStderr();
   {
     std::unique_ptr<RedisBackend> backend = MustCreate(without);
     ASSERT_NE(backend, nullptr);
-    absl::Status status = WaitUntilServing(*backend, std::chrono::milliseconds(700));
+    absl::Status status = WaitUntilServing(*backend, std::chrono::milliseconds(1000));
     EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
     EXPECT_FALSE(backend->connected());
   }
+  // TLS 1.3 completes our side of the handshake before the server checks for
+  // a certificate: the refusal (an alert, or the connection reset) must still
+  // count as a failed connect, logged once per distinct reason, never as
+  // "connected" followed by "lost connection" on every attempt.
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(CountLines(log, "connected to"), 0) << log;
+  EXPECT_EQ(CountLines(log, "lost connection"), 0) << log;
+  EXPECT_GE(CountLines(log, "cannot connect to"), 1) << log;
+  EXPECT_LE(CountLines(log, "cannot connect to"), 2) << log;
   RedisOptions with = TlsOptions();
   with.tls_options.cert_file = pki_->client_cert_file();
   with.tls_options.key_file = pki_->client_key_file();

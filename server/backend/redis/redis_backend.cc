@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -60,6 +61,7 @@ constexpr int kMaxRedirects = 5;
 constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
 constexpr int64_t kSlotRefreshIntervalMs = 10'000;
+constexpr size_t kMaxOutageReasons = 4;
 
 }  // namespace
 
@@ -185,7 +187,9 @@ class RedisBackend::Loop {
   struct Node;
   enum class State { kDown, kConnecting, kUp };
   // Who takes the reply to a command sent on a connection.
-  enum class ReplyTo { kOp, kNobody, kHandshake, kClusterSlots };
+  // kHandshake: AUTH / SELECT after connecting; kReady: the PING that
+  // follows them, whose reply makes the connection kUp.
+  enum class ReplyTo { kOp, kNobody, kHandshake, kReady, kClusterSlots };
   struct Pending {
     ReplyTo to;
     const Op* op;  // kOp: the op (in `inflight`); else null
@@ -225,6 +229,10 @@ class RedisBackend::Loop {
     size_t next = 0;
     std::deque<std::unique_ptr<Op>> waiting;  // parked while a connection is being made
     std::string last_error;
+    // The distinct reasons connects failed for since the last successful
+    // connection (at most kMaxOutageReasons): each is logged once per outage,
+    // even when attempts alternate between them (e.g. a TLS alert or a reset).
+    std::vector<std::string> outage_reasons;
   };
 
   void Run();
@@ -232,6 +240,9 @@ class RedisBackend::Loop {
   static void OnTick(evutil_socket_t fd, short what, void* arg);
   static void OnRead(bufferevent* bev, void* arg);
   static void OnEvent(bufferevent* bev, short events, void* arg);
+  // The socket (and TLS session) is up: sends AUTH, SELECT and PING.
+  void OnTransportUp(Conn* conn);
+  // The server answered the PING: the connection is usable.
   void OnConnected(Conn* conn);
   void OnDisconnected(Conn* conn, const std::string& reason);
   // Why the connection's bufferevent reported an error (socket or TLS).
@@ -540,7 +551,13 @@ void RedisBackend::Loop::Backoff(Conn* conn) {
 void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
   Node* node = conn->node;
   conn->state = State::kDown;
-  if (node->last_error != reason || conn->was_up) {
+  const bool new_reason =
+      std::find(node->outage_reasons.begin(), node->outage_reasons.end(), reason) ==
+      node->outage_reasons.end();
+  if (new_reason && node->outage_reasons.size() < kMaxOutageReasons) {
+    node->outage_reasons.push_back(reason);
+  }
+  if ((new_reason && node->last_error != reason) || conn->was_up) {
     TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": cannot connect to ", node->address, ": ",
                                      reason, "; retrying with backoff"));
   }
@@ -555,7 +572,12 @@ void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
 
 std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
   if (conn->ssl != nullptr) {
-    const unsigned long tls_error = bufferevent_get_openssl_error(conn->bev);
+    // libevent also queues bare SSL_get_error() codes (library 0), which
+    // say nothing beyond the socket error handled below.
+    unsigned long tls_error = 0;
+    while (const unsigned long e = bufferevent_get_openssl_error(conn->bev)) {
+      if (tls_error == 0 && ERR_GET_LIB(e) != 0) tls_error = e;
+    }
     if (tls_error != 0 || SSL_get_verify_result(conn->ssl) != X509_V_OK) {
       return DescribeRedisTlsFailure(conn->ssl, tls_error);
     }
@@ -575,7 +597,7 @@ void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   Loop* loop = conn->loop;
   if (conn->bev != bev) return;
   if ((events & BEV_EVENT_CONNECTED) != 0) {
-    if (conn->state == State::kConnecting) loop->OnConnected(conn);
+    if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
     return;
   }
   if ((events & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) == 0) return;
@@ -588,18 +610,13 @@ void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   }
 }
 
-void RedisBackend::Loop::OnConnected(Conn* conn) {
-  Node* node = conn->node;
-  conn->state = State::kUp;
-  // backoff_ms is reset by the first good reply, not here: a Redis that
-  // accepts connections but never answers keeps backing off.
-  if (!conn->was_up && !node->last_error.empty()) {
-    TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": connected to ", node->address));
-  }
-  conn->was_up = true;
-  node->last_error.clear();
-  owner_->connected_count_.fetch_add(1, std::memory_order_relaxed);
-
+void RedisBackend::Loop::OnTransportUp(Conn* conn) {
+  // Still kConnecting (bounded by connect_timeout) until the PING is
+  // answered: a server that takes the TCP connection or even completes the
+  // TLS handshake may still refuse us (TLS 1.3 checks the client certificate
+  // after the client's handshake is done; AUTH may fail), and such a
+  // refusal is a failed connect, logged once per reason, not a connection
+  // that flaps up and down.
   const RedisOptions& o = options_;
   if (!o.password.empty()) {
     if (o.username.empty()) {
@@ -618,7 +635,27 @@ void RedisBackend::Loop::OnConnected(Conn* conn) {
     const size_t lens[] = {6, db.size()};
     Write(conn, 2, argv, lens, ReplyTo::kHandshake);
   }
-  if (o.cluster && last_refresh_ms_ == 0) refresh_wanted_ = true;
+  const char* argv[] = {"PING"};
+  const size_t lens[] = {4};
+  if (!Write(conn, 1, argv, lens, ReplyTo::kReady)) {
+    CloseSocket(conn);
+    ConnectFailed(conn, "cannot send the connection setup");
+  }
+}
+
+void RedisBackend::Loop::OnConnected(Conn* conn) {
+  Node* node = conn->node;
+  conn->state = State::kUp;
+  // backoff_ms is reset by the first good reply, not here: a Redis that
+  // accepts connections but never answers keeps backing off.
+  if (!conn->was_up && !node->last_error.empty()) {
+    TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": connected to ", node->address));
+  }
+  conn->was_up = true;
+  node->last_error.clear();
+  node->outage_reasons.clear();
+  owner_->connected_count_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.cluster && last_refresh_ms_ == 0) refresh_wanted_ = true;
 
   // Operations parked while this node had no connection go out now.
   std::deque<std::unique_ptr<Op>> waiting;
@@ -669,6 +706,11 @@ void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply
     case ReplyTo::kHandshake:
       OnHandshakeReply(conn, reply.get());
       return;
+    case ReplyTo::kReady:
+      // Any answer, even an error (an ACL user without PING), shows the
+      // server talks to us; AUTH and SELECT were answered before it.
+      if (conn->state == State::kConnecting) OnConnected(conn);
+      return;
     case ReplyTo::kClusterSlots:
       OnClusterSlots(conn, reply.get());
       return;
@@ -683,11 +725,16 @@ void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply
 
 void RedisBackend::Loop::OnHandshakeReply(Conn* conn, const redisReply* reply) {
   if (reply->type != REDIS_REPLY_ERROR) return;
-  const std::string error(reply->str, reply->len);
-  TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": ", conn->node->address,
-                                   " refused the connection setup: ", error));
-  conn->node->last_error = error;
-  Drop(conn, error);
+  // Redis' own text ("WRONGPASS ...", "ERR DB index is out of range"): it
+  // never echoes the password.
+  const std::string reason = absl::StrCat("refused the connection setup: ",
+                                          absl::string_view(reply->str, reply->len));
+  if (conn->state == State::kConnecting) {
+    CloseSocket(conn);
+    ConnectFailed(conn, reason);
+  } else {
+    Drop(conn, reason);
+  }
 }
 
 void RedisBackend::Loop::OnDisconnected(Conn* conn, const std::string& reason) {
