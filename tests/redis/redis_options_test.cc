@@ -304,6 +304,7 @@ TEST_F(RedisOptionsTest, IdentityKeyCoversEveryField) {
   base.endpoints = {{"h1", 6379}};
   base.username = "u";
   base.password = "p";
+  base.tls = true;
   RedisOptions copy = base;
   EXPECT_EQ(base.IdentityKey(), copy.IdentityKey());
 
@@ -323,6 +324,13 @@ TEST_F(RedisOptionsTest, IdentityKeyCoversEveryField) {
           {"timeout", [](RedisOptions& o) { o.timeout_ms = 251; }},
           {"connect_timeout", [](RedisOptions& o) { o.connect_timeout_ms = 999; }},
           {"pool_size", [](RedisOptions& o) { o.pool_size = 3; }},
+          {"tls", [](RedisOptions& o) { o.tls = false; }},
+          {"ca_file", [](RedisOptions& o) { o.tls_options.ca_file = "ca.pem"; }},
+          {"cert_file", [](RedisOptions& o) { o.tls_options.cert_file = "c.pem"; }},
+          {"key_file", [](RedisOptions& o) { o.tls_options.key_file = "k.pem"; }},
+          {"server_name", [](RedisOptions& o) { o.tls_options.server_name = "r"; }},
+          {"insecure_skip_verify",
+           [](RedisOptions& o) { o.tls_options.insecure_skip_verify = true; }},
       };
   for (const auto& [what, change] : changes) {
     RedisOptions other = base;
