@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -470,6 +471,14 @@ void RedisBackend::Loop::Connect(Conn* conn) {
     return;
   }
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(resolved, &freeaddrinfo);
+  // IPv4 first, as hiredis did (a name with both is usually bound on IPv4).
+  const addrinfo* address = resolved;
+  for (const addrinfo* a = resolved; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      address = a;
+      break;
+    }
+  }
   bufferevent* bev = nullptr;
   if (tls_ctx_ != nullptr) {
     SSL* ssl = NewRedisTlsSession(tls_ctx_.get(), options_.tls_options, tls_name_);
@@ -507,8 +516,8 @@ void RedisBackend::Loop::Connect(Conn* conn) {
     return;
   }
   const uint64_t generation = conn->generation;
-  if (bufferevent_socket_connect(bev, addresses->ai_addr,
-                                 static_cast<int>(addresses->ai_addrlen)) != 0) {
+  if (bufferevent_socket_connect(bev, address->ai_addr,
+                                 static_cast<int>(address->ai_addrlen)) != 0) {
     // libevent may have reported the failure through OnEvent already.
     if (conn->generation != generation) return;
     const std::string reason = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
