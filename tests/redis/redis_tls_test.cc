@@ -443,6 +443,39 @@ TEST_F(RedisTlsClusterTest, DecisionsAndMovedAcrossTlsNodes) {
       HasSubstr("MOVED"));
 }
 
+// Verifies Reset (SCAN + UNLINK on every master, each addressed by the TLS
+// port CLUSTER SLOTS names) over TLS: buckets on all nodes are removed, others
+// stay.
+TEST_F(RedisTlsClusterTest, ResetScansEveryMaster) {
+  std::unique_ptr<RedisBackend> backend = MustCreate(ClusterOptions());
+  ASSERT_NE(backend, nullptr);
+  ASSERT_TRUE(WaitUntilServing(*backend, std::chrono::seconds(10)).ok());
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(
+        DecideSync(*backend, absl::StrCat("tlsreset:{user", i, "}"), Rate{5, 60'000})
+            .ok());
+    ASSERT_TRUE(
+        DecideSync(*backend, absl::StrCat("tlskeep:{user", i, "}"), Rate{5, 60'000})
+            .ok());
+  }
+  auto reset = [&](const std::string& prefix) -> absl::StatusOr<uint64_t> {
+    BucketSelector selector;
+    selector.key_prefix = prefix;
+    selector.matches = [prefix](absl::string_view key) {
+      return absl::StartsWith(key, prefix);
+    };
+    std::promise<absl::StatusOr<uint64_t>> promise;
+    backend->Reset(nullptr, std::move(selector),
+                   [&promise](absl::StatusOr<uint64_t> n) { promise.set_value(n); });
+    return promise.get_future().get();
+  };
+  absl::StatusOr<uint64_t> removed = reset("tlsreset:");
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 60u);
+  EXPECT_EQ(*reset("tlsreset:"), 0u);
+  EXPECT_EQ(*reset("tlskeep:"), 60u);
+}
+
 // Verifies the cluster's nodes are checked too: a wrong server_name is
 // refused by every node (UNAVAILABLE), with the seeds named.
 TEST_F(RedisTlsClusterTest, WrongServerNameRefused) {
