@@ -123,7 +123,8 @@ TEST(BackendRegistryTest, FindsBuiltinsBySchemeOnce) {
   EXPECT_EQ(registry.Find("rediss://h"), registry.Find("redis://h"));
   EXPECT_EQ(registry.Find("memcached://h"), nullptr);
   EXPECT_THAT(registry.Forms(),
-              ElementsAre("memory", "redis://...", "redis+cluster://..."));
+              ElementsAre("memory", "redis://...", "redis+cluster://...", "rediss://...",
+                          "rediss+cluster://..."));
   EXPECT_THAT(registry.SettingsKeys(), ElementsAre("redis"));
   EXPECT_EQ(registry.FindBySettingsKey("redis"), registry.Find("redis://h"));
 }

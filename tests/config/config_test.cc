@@ -660,7 +660,8 @@ TEST_F(ConfigErrorTest, EmptyTenantName) {
 TEST_F(ConfigErrorTest, UnknownBackend) {
   ExpectError("tenants:\n  - name: default\n    backend: memcached\n",
               {"test.yaml:3:14: tenants[0].backend: unknown backend 'memcached' "
-               "(supported: memory, redis://..., redis+cluster://...)"});
+               "(supported: memory, redis://..., redis+cluster://..., rediss://..., "
+               "rediss+cluster://...)"});
   ExpectError("tenants:\n  - name: default\n    backend: Memory\n",
               {"unknown backend 'Memory'"});
   ExpectError("tenants:\n  - name: default\n    backend: \"http://u:hunter2@h:1\"\n",
@@ -681,9 +682,9 @@ default_tenant: a
 )yaml",
       {"test.yaml:4:14: tenants[1].backend: bad Redis URL: bad port '99999'"}, "hunter2");
   ExpectError(
-      "tenants:\n  - {name: a, backend: \"rediss://:hunter2@h\"}\n"
+      "tenants:\n  - {name: a, backend: \"rediss://:hunter2@h:0\"}\n"
       "default_tenant: a\n",
-      {"tenants[0].backend", "TLS (rediss://) is not supported"}, "hunter2");
+      {"tenants[0].backend", "bad port '0'"}, "hunter2");
   ExpectError(
       "tenants:\n  - {name: a, backend: \"redis://:hunter2@h?db=1\"}\n"
       "default_tenant: a\n",

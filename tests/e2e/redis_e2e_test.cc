@@ -47,6 +47,8 @@ using ::testing::HasSubstr;
 using ::traffik::testing_redis::KeySlot;
 using ::traffik::testing_redis::RedisCluster;
 using ::traffik::testing_redis::RedisServer;
+using ::traffik::testing_redis::RedisServerTls;
+using ::traffik::testing_redis::TestPki;
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
@@ -120,6 +122,16 @@ Reply<v1::ShouldThrottleBatchResponse> DecideBatch(
 std::string Describe(const grpc::Status& status) {
   return absl::StrCat("code ", static_cast<int>(status.error_code()), ": ",
                       status.error_message());
+}
+
+// How many times `needle` occurs in `text`.
+int CountOccurrences(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos;
+       at = text.find(needle, at + needle.size())) {
+    ++n;
+  }
+  return n;
 }
 
 // Splits a harness reply rendered as lines (array replies) into a set.
@@ -851,6 +863,85 @@ tenants:
   const auto other = Decide(*stub, Request("someone-else", "small"));
   ASSERT_TRUE(other.status.ok()) << Describe(other.status);
   EXPECT_EQ(other.response.wait_ms(), 0u);
+}
+
+// ------------------------------------------------------ TLS
+
+// Verifies a rediss:// tenant end to end: traffikd verifies the TLS server
+// (test CA, IP SAN) and presents its client certificate (the server requires
+// one); the limit is enforced with buckets stored in that Redis, batches
+// included. A second tenant trusting another CA is refused with UNAVAILABLE
+// naming its backend, and traffikd logs why (once, not per call).
+TEST_F(RedisE2eTest, TlsTenant) {
+  absl::StatusOr<std::unique_ptr<TestPki>> pki = TestPki::Create();
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  RedisServer::Options options;
+  options.tls = RedisServerTls{(*pki)->server_cert_file(), (*pki)->server_key_file(),
+                               (*pki)->ca_file(), /*auth_clients=*/true};
+  absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start(options);
+  ASSERT_TRUE(redis.ok()) << redis.status();
+  const std::string url = (*redis)->tls_url();
+  const std::string yaml = absl::StrCat(R"yaml(
+throttles:
+  - uid: api
+    limit: 3
+    period: 1h
+tenants:
+  - name: secure
+    backend: ")yaml",
+                                        url, R"yaml("
+    on_backend_error: deny
+    redis:
+      tls:
+        ca_file: ")yaml",
+                                        (*pki)->ca_file(), R"yaml("
+        cert_file: ")yaml",
+                                        (*pki)->client_cert_file(), R"yaml("
+        key_file: ")yaml",
+                                        (*pki)->client_key_file(), R"yaml("
+  - name: untrusted
+    backend: ")yaml",
+                                        url, R"yaml("
+    on_backend_error: deny
+    redis:
+      tls:
+        ca_file: ")yaml",
+                                        (*pki)->other_ca_file(), R"yaml("
+        cert_file: ")yaml",
+                                        (*pki)->client_cert_file(), R"yaml("
+        key_file: ")yaml",
+                                        (*pki)->client_key_file(), R"yaml("
+default_tenant: secure
+)yaml");
+  TraffikdProcess* process = nullptr;
+  ASSERT_NO_FATAL_FAILURE(StartTraffikd(yaml, &process));
+  auto stub = NewStub(process->grpc_address());
+  ASSERT_NO_FATAL_FAILURE(WaitUntilDecides(*stub, "secure", *process));
+
+  for (int i = 0; i < 2; ++i) {
+    const auto reply = Decide(*stub, Request("user:tls", "api", "secure"));
+    ASSERT_TRUE(reply.status.ok()) << Describe(reply.status);
+    EXPECT_EQ(reply.response.wait_ms(), 0u) << i;
+  }
+  const auto batch = DecideBatch(*stub, {Request("user:tls", "api", "secure"),
+                                         Request("user:tls", "api", "secure")});
+  ASSERT_TRUE(batch.status.ok()) << Describe(batch.status);
+  ASSERT_EQ(batch.response.responses_size(), 2);
+  EXPECT_EQ(batch.response.responses(0).wait_ms(), 0u);
+  EXPECT_GT(batch.response.responses(1).wait_ms(), 0u);
+  // The buckets live in that Redis (the warm-up probe's and user:tls').
+  EXPECT_EQ(*(*redis)->Command({"DBSIZE"}), "2");
+
+  for (int i = 0; i < 5; ++i) {
+    const auto refused = Decide(*stub, Request("user:tls", "api", "untrusted"));
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << Describe(refused.status);
+    EXPECT_THAT(refused.status.error_message(), HasSubstr(url));
+  }
+  EXPECT_EQ(*(*redis)->Command({"DBSIZE"}), "2");
+  const std::string log = process->StderrText();
+  EXPECT_EQ(CountOccurrences(log, "certificate verify failed"), 1) << log;
+  EXPECT_TRUE(process->IsRunning());
 }
 
 }  // namespace

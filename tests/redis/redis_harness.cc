@@ -285,6 +285,76 @@ int FreeLoopbackPort() {
 
 int KeySlot(const std::string& key) { return RedisKeySlot(key); }
 
+// ----------------------------------------------------------------- TestPki
+
+absl::StatusOr<std::unique_ptr<TestPki>> TestPki::Create() {
+  std::unique_ptr<TestPki> pki(new TestPki());
+  std::string dir = absl::StrCat(TempRoot(), "/traffik-pki-XXXXXX");
+  if (mkdtemp(dir.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp(", dir, "): ", ErrnoText(errno)));
+  }
+  pki->dir_ = dir;
+  {
+    std::ofstream server_ext(dir + "/server.ext");
+    server_ext << "subjectAltName=DNS:redis.test,IP:127.0.0.1\n"
+                  "basicConstraints=CA:FALSE\n"
+                  "keyUsage=digitalSignature,keyEncipherment\n"
+                  "extendedKeyUsage=serverAuth,clientAuth\n";
+    std::ofstream client_ext(dir + "/client.ext");
+    client_ext << "basicConstraints=CA:FALSE\n"
+                  "keyUsage=digitalSignature\n"
+                  "extendedKeyUsage=clientAuth\n";
+  }
+  const std::string openssl = FindBinary("openssl", "TRAFFIK_OPENSSL");
+  const std::string log_path = dir + "/openssl.log";
+  auto run = [&](std::vector<std::string> args) -> absl::Status {
+    absl::StatusOr<pid_t> pid = Spawn(openssl, args, log_path);
+    if (!pid.ok()) return pid.status();
+    std::optional<int> status = WaitReap(*pid, std::chrono::seconds(20));
+    if (!status.has_value()) {
+      KillAndReap(*pid);
+      return absl::DeadlineExceededError("openssl did not finish within 20 s");
+    }
+    if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      return absl::InternalError(absl::StrCat(
+          "openssl ", absl::StrJoin(args, " "), " failed with ",
+          DescribeWaitStatus(*status), "; output:\n", Tail(ReadFileOrEmpty(log_path))));
+    }
+    return absl::OkStatus();
+  };
+  auto new_ca = [&](const std::string& name, const std::string& cn) {
+    return run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", dir + "/" + name + ".key", "-out",
+                dir + "/" + name + ".pem", "-days", "2", "-subj", "/CN=" + cn});
+  };
+  auto new_leaf = [&](const std::string& name, const std::string& cn) -> absl::Status {
+    if (absl::Status s =
+            run({"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", dir + "/" + name + ".key", "-out",
+                 dir + "/" + name + ".csr", "-subj", "/CN=" + cn});
+        !s.ok()) {
+      return s;
+    }
+    return run({"x509", "-req", "-in", dir + "/" + name + ".csr", "-CA", dir + "/ca.pem",
+                "-CAkey", dir + "/ca.key", "-CAcreateserial", "-out",
+                dir + "/" + name + ".pem", "-days", "2", "-extfile",
+                dir + "/" + name + ".ext"});
+  };
+  for (absl::Status s :
+       {new_ca("ca", "traffik-test-ca"), new_ca("other-ca", "traffik-other-ca"),
+        new_leaf("server", "redis.test"), new_leaf("client", "traffik-client")}) {
+    if (!s.ok()) return s;
+  }
+  return pki;
+}
+
+TestPki::~TestPki() {
+  if (!dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+}
+
 // ------------------------------------------------------------- RedisServer
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(Options options) {
@@ -306,10 +376,21 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(Options options)
   for (int attempt = 0; attempt < (pick_ports ? kStartAttempts : 1); ++attempt) {
     server->port_ = pick_ports ? FreeLoopbackPort() : server->options_.port;
     server->cluster_bus_port_ = 0;
+    server->tls_port_ = 0;
     if (server->options_.cluster_enabled) {
       do {
         server->cluster_bus_port_ = FreeLoopbackPort();
       } while (server->cluster_bus_port_ == server->port_);
+    }
+    if (server->options_.tls.has_value()) {
+      do {
+        server->tls_port_ = FreeLoopbackPort();
+      } while (server->tls_port_ != 0 &&
+               (server->tls_port_ == server->port_ ||
+                server->tls_port_ == server->cluster_bus_port_));
+      if (server->tls_port_ == 0) {
+        return absl::InternalError("could not find a free loopback port");
+      }
     }
     if (server->port_ == 0 ||
         (server->options_.cluster_enabled && server->cluster_bus_port_ == 0)) {
@@ -339,6 +420,16 @@ absl::Status RedisServer::Launch(bool* port_in_use) {
   }
   if (!options_.requirepass.empty()) {
     args.insert(args.end(), {"--requirepass", options_.requirepass});
+  }
+  if (options_.tls.has_value()) {
+    const RedisServerTls& tls = *options_.tls;
+    args.insert(args.end(),
+                {"--tls-port", absl::StrCat(tls_port_), "--tls-cert-file", tls.cert_file,
+                 "--tls-key-file", tls.key_file, "--tls-ca-cert-file", tls.ca_file,
+                 "--tls-auth-clients", tls.auth_clients ? "yes" : "no"});
+    if (options_.cluster_enabled) {
+      args.insert(args.end(), {"--tls-cluster", "yes", "--tls-replication", "yes"});
+    }
   }
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
 
@@ -398,6 +489,10 @@ std::string RedisServer::url() const {
   return absl::StrCat("redis://127.0.0.1:", port_, "/0");
 }
 
+std::string RedisServer::tls_url() const {
+  return absl::StrCat("rediss://127.0.0.1:", tls_port_, "/0");
+}
+
 std::string RedisServer::LogText() const { return ReadFileOrEmpty(log_path_); }
 
 void RedisServer::Kill() {
@@ -447,7 +542,8 @@ absl::StatusOr<std::string> RedisServer::CommandNoAuth(
 
 // ------------------------------------------------------------ RedisCluster
 
-absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::Start(int masters) {
+absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::Start(
+    int masters, std::optional<RedisServerTls> tls) {
   if (masters < 3) {
     return absl::InvalidArgumentError(
         absl::StrCat("a Redis Cluster needs at least 3 masters, not ", masters));
@@ -456,6 +552,7 @@ absl::StatusOr<std::unique_ptr<RedisCluster>> RedisCluster::Start(int masters) {
   for (int i = 0; i < masters; ++i) {
     RedisServer::Options options;
     options.cluster_enabled = true;
+    options.tls = tls;
     absl::StatusOr<std::unique_ptr<RedisServer>> node = RedisServer::Start(options);
     if (!node.ok()) return node.status();
     cluster->nodes_.push_back(std::move(*node));
@@ -530,6 +627,14 @@ std::string RedisCluster::seeds_url() const {
   return absl::StrCat("redis+cluster://", absl::StrJoin(addresses, ","));
 }
 
+std::string RedisCluster::tls_seeds_url() const {
+  std::vector<std::string> addresses;
+  for (const auto& node : nodes_) {
+    addresses.push_back(absl::StrCat("127.0.0.1:", node->tls_port()));
+  }
+  return absl::StrCat("rediss+cluster://", absl::StrJoin(addresses, ","));
+}
+
 absl::StatusOr<int> RedisCluster::NodeForSlot(int slot) const {
   if (slot < 0 || slot >= kClusterSlots) {
     return absl::InvalidArgumentError(absl::StrCat("bad slot ", slot));
@@ -553,7 +658,10 @@ absl::StatusOr<int> RedisCluster::NodeForSlot(int slot) const {
       if (slot < range.element[0]->integer || slot > range.element[1]->integer) continue;
       const long long port = range.element[2]->element[1]->integer;
       for (size_t i = 0; i < nodes_.size(); ++i) {
-        if (nodes_[i]->port() == port) return static_cast<int>(i);
+        if (nodes_[i]->port() == port ||
+            (nodes_[i]->tls_port() != 0 && nodes_[i]->tls_port() == port)) {
+          return static_cast<int>(i);
+        }
       }
       return absl::InternalError(
           absl::StrCat("slot ", slot, " is served by unknown port ", port));

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,43 @@ int FreeLoopbackPort();
 // as CLUSTER KEYSLOT, without a server.
 int KeySlot(const std::string& key);
 
+// A throwaway PKI for TLS tests, made with the openssl CLI (EC P-256, valid
+// for two days) in its own temp dir, removed by the destructor:
+// - ca: the CA that signs the server and client certificates;
+// - server: CN "redis.test", SANs DNS:redis.test and IP:127.0.0.1 (server
+//   and client auth, so Redis Cluster nodes use it on their TLS bus too);
+// - client: CN "traffik-client" (client auth), signed by ca;
+// - other_ca: an unrelated CA (signs nothing we use).
+class TestPki {
+ public:
+  static absl::StatusOr<std::unique_ptr<TestPki>> Create();
+  TestPki(const TestPki&) = delete;
+  TestPki& operator=(const TestPki&) = delete;
+  ~TestPki();
+
+  const std::string& dir() const { return dir_; }
+  std::string ca_file() const { return dir_ + "/ca.pem"; }
+  std::string server_cert_file() const { return dir_ + "/server.pem"; }
+  std::string server_key_file() const { return dir_ + "/server.key"; }
+  std::string client_cert_file() const { return dir_ + "/client.pem"; }
+  std::string client_key_file() const { return dir_ + "/client.key"; }
+  std::string other_ca_file() const { return dir_ + "/other-ca.pem"; }
+
+ private:
+  TestPki() = default;
+  std::string dir_;
+};
+
+// TLS on a test redis-server: --tls-port (a second free loopback port) with
+// these files. The plaintext --port stays open for the harness' own
+// commands (Command(), cluster setup); the code under test uses tls_port().
+struct RedisServerTls {
+  std::string cert_file;
+  std::string key_file;
+  std::string ca_file;        // --tls-ca-cert-file (checks client certificates)
+  bool auth_clients = false;  // --tls-auth-clients yes: a client cert is required
+};
+
 struct RedisServerOptions {
   // --cluster-enabled yes (with nodes.conf in the temp dir, node timeout
   // 2000 ms, and a cluster bus port picked like the client port).
@@ -47,6 +85,10 @@ struct RedisServerOptions {
   // 0: pick a free loopback port (retrying a few times if another process
   // takes it first). Otherwise that port, no retry.
   int port = 0;
+  // Set: also listen with TLS on tls_port() (--tls-cluster and
+  // --tls-replication too when cluster_enabled, so the bus runs over TLS and
+  // CLUSTER SLOTS / MOVED name TLS ports to TLS clients).
+  std::optional<RedisServerTls> tls;
   // Appended to the redis-server command line, e.g. {"--maxmemory", "1mb"}.
   std::vector<std::string> extra_args;
   // How long Start()/Restart() wait for the server to answer.
@@ -81,6 +123,10 @@ class RedisServer {
   std::string address() const;
   // "redis://127.0.0.1:PORT/0" (no credentials, even with requirepass).
   std::string url() const;
+  // The TLS port; 0 unless options.tls.
+  int tls_port() const { return tls_port_; }
+  // "rediss://127.0.0.1:TLS_PORT/0".
+  std::string tls_url() const;
   const Options& options() const { return options_; }
   // The server's working directory (nodes.conf, redis.log live here).
   const std::string& dir() const { return dir_; }
@@ -124,6 +170,7 @@ class RedisServer {
   std::string log_path_;
   int port_ = 0;
   int cluster_bus_port_ = 0;
+  int tls_port_ = 0;
   pid_t pid_ = -1;  // -1 when not running (reaped)
 };
 
@@ -137,7 +184,10 @@ class RedisCluster {
   // Starts `masters` (>= 3, redis-cli's minimum) nodes, creates the cluster
   // (at most 30 s) and waits at most 15 s until every node reports
   // cluster_state:ok, all 16384 slots assigned and all nodes known.
-  static absl::StatusOr<std::unique_ptr<RedisCluster>> Start(int masters = 3);
+  // With `tls`, every node also listens with TLS (RedisServerTls) and the
+  // cluster bus runs over TLS.
+  static absl::StatusOr<std::unique_ptr<RedisCluster>> Start(
+      int masters = 3, std::optional<RedisServerTls> tls = std::nullopt);
 
   RedisCluster(const RedisCluster&) = delete;
   RedisCluster& operator=(const RedisCluster&) = delete;
@@ -150,6 +200,8 @@ class RedisCluster {
   const std::string& node_id(int i) const { return ids_.at(static_cast<size_t>(i)); }
   // "redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...", all nodes in order.
   std::string seeds_url() const;
+  // "rediss+cluster://127.0.0.1:t1,...", the nodes' TLS ports (needs tls).
+  std::string tls_seeds_url() const;
 
   // Index of the node that owns `slot` / the slot of `key`, according to
   // CLUSTER SLOTS of the first node that answers. kNotFound if unassigned.

@@ -146,10 +146,28 @@ TEST_F(ParseRedisUrlTest, ClusterOneSeed) {
   EXPECT_EQ(o.endpoints[0], (RedisEndpoint{"n1", 6379}));
 }
 
-// Verifies unsupported schemes, TLS included.
+// Verifies the TLS schemes: rediss:// and rediss+cluster://, named as such.
+TEST_F(ParseRedisUrlTest, TlsSchemes) {
+  RedisOptions single = MustParse("rediss://:pw@host:6380/2");
+  EXPECT_TRUE(single.tls);
+  EXPECT_FALSE(single.cluster);
+  EXPECT_EQ(single.Name(), "rediss://host:6380/2");
+  EXPECT_EQ(single.TlsName(), "host");
+  RedisOptions cluster = MustParse("REDISS+CLUSTER://10.0.0.1:7000,10.0.0.2:7000");
+  EXPECT_TRUE(cluster.tls);
+  EXPECT_TRUE(cluster.cluster);
+  EXPECT_EQ(cluster.Name(), "rediss+cluster://10.0.0.1:7000,10.0.0.2:7000");
+  EXPECT_EQ(cluster.TlsName(), "10.0.0.1");
+  cluster.tls_options.server_name = "redis.internal";
+  EXPECT_EQ(cluster.TlsName(), "redis.internal");
+  EXPECT_FALSE(MustParse("redis://host").tls);
+  EXPECT_NE(MustParse("redis://host").IdentityKey(),
+            MustParse("rediss://host").IdentityKey());
+  ExpectError("rediss+cluster://:pw@a,b/1", "rediss+cluster:// has no databases", "pw");
+}
+
+// Verifies unsupported schemes.
 TEST_F(ParseRedisUrlTest, BadScheme) {
-  ExpectError("rediss://:pw@host:6379", "TLS (rediss://) is not supported", "pw");
-  ExpectError("rediss+cluster://host", "TLS (rediss://) is not supported");
   ExpectError("redis+sentinel://host", "unsupported scheme 'redis+sentinel'");
   ExpectError("http://host", "unsupported scheme 'http'");
   ExpectError("localhost:6379", "expected 'redis://...' or 'redis+cluster://...'");
@@ -237,7 +255,7 @@ TEST_F(ParseRedisUrlTest, BadCredentials) {
 TEST_F(ParseRedisUrlTest, ErrorsNeverContainPassword) {
   const std::string secret = "Zq9-secret-Zq9";
   const std::vector<std::string> urls = {
-      "rediss://u:" + secret + "@h",    "ftp://u:" + secret + "@h",
+      "rediss://u:" + secret + "@h:0",  "ftp://u:" + secret + "@h",
       "redis://u:" + secret + "@",      "redis://u:" + secret + "@h:0",
       "redis://u:" + secret + "@h:1/x", "redis://u:" + secret + "@h?x=1",
       "redis://u:" + secret + "@a,b",   "redis://u:" + secret + "@::1",
@@ -286,6 +304,7 @@ TEST_F(RedisOptionsTest, IdentityKeyCoversEveryField) {
   base.endpoints = {{"h1", 6379}};
   base.username = "u";
   base.password = "p";
+  base.tls = true;
   RedisOptions copy = base;
   EXPECT_EQ(base.IdentityKey(), copy.IdentityKey());
 
@@ -305,6 +324,13 @@ TEST_F(RedisOptionsTest, IdentityKeyCoversEveryField) {
           {"timeout", [](RedisOptions& o) { o.timeout_ms = 251; }},
           {"connect_timeout", [](RedisOptions& o) { o.connect_timeout_ms = 999; }},
           {"pool_size", [](RedisOptions& o) { o.pool_size = 3; }},
+          {"tls", [](RedisOptions& o) { o.tls = false; }},
+          {"ca_file", [](RedisOptions& o) { o.tls_options.ca_file = "ca.pem"; }},
+          {"cert_file", [](RedisOptions& o) { o.tls_options.cert_file = "c.pem"; }},
+          {"key_file", [](RedisOptions& o) { o.tls_options.key_file = "k.pem"; }},
+          {"server_name", [](RedisOptions& o) { o.tls_options.server_name = "r"; }},
+          {"insecure_skip_verify",
+           [](RedisOptions& o) { o.tls_options.insecure_skip_verify = true; }},
       };
   for (const auto& [what, change] : changes) {
     RedisOptions other = base;

@@ -1,12 +1,17 @@
 #include "backend/redis/redis_backend.h"
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +29,7 @@
 #include "backend/redis/cluster_topology.h"
 #include "backend/redis/key_scan.h"
 #include "backend/redis/key_slot.h"
+#include "backend/redis/redis_tls.h"
 #include "backend/redis/script_registry.h"
 #include "backend/redis/script_reply.h"
 #include "base/error_reason.h"
@@ -47,10 +53,16 @@ bool IsScriptFault(absl::string_view error) {
          absl::StartsWith(error, "ERR Error running script");
 }
 
+struct ReplyDeleter {
+  void operator()(redisReply* reply) const { freeReplyObject(reply); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
+
 constexpr int kMaxRedirects = 5;
 constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
 constexpr int64_t kSlotRefreshIntervalMs = 10'000;
+constexpr size_t kMaxOutageReasons = 4;
 
 }  // namespace
 
@@ -102,8 +114,7 @@ class BatchCompletion final : public RedisBackend::Completion {
 
 // One bucket operation on its way through Redis. Always owned by exactly one
 // place (a std::unique_ptr): the submit queue, a node's waiting list or a
-// connection's in-flight list; hiredis' callbacks get a non-owning pointer
-// and take the op out of its connection's in-flight list. Whoever takes it
+// connection's in-flight list; its reply takes it out of that list. Whoever takes it
 // out answers it, once, and frees it.
 struct RedisBackend::Op {
   std::string key;
@@ -154,10 +165,19 @@ struct RedisBackend::Op {
   }
 };
 
-// The I/O thread: owns every hiredis context, the slot map and the queue.
+// The I/O thread: owns every connection, the slot map and the queue.
+//
+// A connection is a libevent bufferevent (a plain socket, or OpenSSL over
+// one for rediss://: the one code path differs only in how the bufferevent
+// is made) plus a hiredis redisReader for the replies; commands are
+// formatted by hiredis (redisFormatCommandArgv) and appended to the
+// bufferevent's output, which libevent writes when control returns to the
+// loop. Replies come in the order commands were sent, so each connection
+// keeps one `pending` entry per command saying who takes its reply.
 class RedisBackend::Loop {
  public:
-  Loop(RedisBackend* owner, const RedisOptions& options);
+  // `tls_ctx`: the TLS context for rediss:// (null for plaintext).
+  Loop(RedisBackend* owner, const RedisOptions& options, SslCtxPtr tls_ctx);
   ~Loop();
 
   // Any thread.
@@ -167,10 +187,24 @@ class RedisBackend::Loop {
  private:
   struct Node;
   enum class State { kDown, kConnecting, kUp };
+  // Who takes the reply to a command sent on a connection.
+  // kHandshake: AUTH / SELECT after connecting; kReady: the PING that
+  // follows them, whose reply makes the connection kUp.
+  enum class ReplyTo { kOp, kNobody, kHandshake, kReady, kClusterSlots };
+  struct Pending {
+    ReplyTo to;
+    const Op* op;  // kOp: the op (in `inflight`); else null
+  };
   struct Conn {
     Loop* loop = nullptr;
     Node* node = nullptr;
-    redisAsyncContext* ac = nullptr;
+    // Set while kConnecting or kUp; freed (closing the socket and the TLS
+    // session) by CloseSocket.
+    bufferevent* bev = nullptr;
+    redisReader* reader = nullptr;
+    SSL* ssl = nullptr;           // owned by bev; null for plaintext
+    uint64_t generation = 0;      // bumped by each Connect and CloseSocket
+    std::deque<Pending> pending;  // one per command sent, in reply order
     State state = State::kDown;
     int64_t since_ms = 0;         // when the current connect attempt started
     int64_t next_attempt_ms = 0;  // when kDown: next connect attempt
@@ -196,16 +230,36 @@ class RedisBackend::Loop {
     size_t next = 0;
     std::deque<std::unique_ptr<Op>> waiting;  // parked while a connection is being made
     std::string last_error;
+    // The distinct reasons connects failed for since the last successful
+    // connection (at most kMaxOutageReasons): each is logged once per outage,
+    // even when attempts alternate between them (e.g. a TLS alert or a reset).
+    std::vector<std::string> outage_reasons;
   };
 
   void Run();
   static void OnWake(evutil_socket_t fd, short what, void* arg);
   static void OnTick(evutil_socket_t fd, short what, void* arg);
-  static void OnConnect(const redisAsyncContext* ac, int status);
-  static void OnDisconnect(const redisAsyncContext* ac, int status);
-  static void OnReply(redisAsyncContext* ac, void* reply, void* privdata);
-  static void OnHandshakeReply(redisAsyncContext* ac, void* reply, void* privdata);
-  static void OnClusterSlots(redisAsyncContext* ac, void* reply, void* privdata);
+  static void OnRead(bufferevent* bev, void* arg);
+  static void OnEvent(bufferevent* bev, short events, void* arg);
+  // The socket (and TLS session) is up: sends AUTH, SELECT and PING.
+  void OnTransportUp(Conn* conn);
+  // The server answered the PING: the connection is usable.
+  void OnConnected(Conn* conn);
+  void OnDisconnected(Conn* conn, const std::string& reason);
+  // Why the connection's bufferevent reported an error (socket or TLS).
+  std::string ErrorText(Conn* conn, short events) const;
+  void HandleReply(Conn* conn, Pending pending, ReplyPtr reply);
+  void OnOpReply(Conn* conn, std::unique_ptr<Op> op, const redisReply* reply);
+  void OnHandshakeReply(Conn* conn, const redisReply* reply);
+  void OnClusterSlots(Conn* conn, const redisReply* reply);
+  // Formats the command and appends it to the connection's output; false
+  // when it could not (out of memory).
+  bool Write(Conn* conn, int argc, const char** argv, const size_t* lens, ReplyTo to,
+             const Op* op = nullptr);
+  // Frees the connection's socket, TLS session and reader; forgets its
+  // pending replies (an outstanding CLUSTER SLOTS counts as lost). The ops in
+  // `inflight` stay for the caller to answer.
+  void CloseSocket(Conn* conn);
 
   void Drain();
   void Tick();
@@ -243,6 +297,8 @@ class RedisBackend::Loop {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
+  const SslCtxPtr tls_ctx_;            // null: plaintext
+  const std::string tls_name_;         // the name every node's certificate must carry
 
   // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
@@ -257,8 +313,13 @@ class RedisBackend::Loop {
   std::thread thread_;
 };
 
-RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options)
-    : owner_(owner), options_(options), name_(owner->name_) {
+RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options,
+                         SslCtxPtr tls_ctx)
+    : owner_(owner),
+      options_(options),
+      name_(owner->name_),
+      tls_ctx_(std::move(tls_ctx)),
+      tls_name_(options.TlsName()) {
   base_ = event_base_new();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Loop::OnWake, this);
@@ -304,7 +365,7 @@ void RedisBackend::Loop::Shutdown() {
   for (auto& op : queued) Fail(std::move(op), "backend is shutting down");
   for (auto& node : nodes_) {
     for (auto& conn : node->conns) {
-      if (conn->ac != nullptr) Drop(conn.get(), "backend is shutting down");
+      if (conn->bev != nullptr) Drop(conn.get(), "backend is shutting down");
     }
     FailWaiting(node.get(), "backend is shutting down");
   }
@@ -393,22 +454,101 @@ RedisBackend::Loop::Node* RedisBackend::Loop::NodeFor(const std::string& address
 }
 
 void RedisBackend::Loop::Connect(Conn* conn) {
-  // hiredis 0.14 resolves names synchronously here; addresses are instant.
-  redisAsyncContext* ac =
-      redisAsyncConnect(conn->node->endpoint.host.c_str(), conn->node->endpoint.port);
-  if (ac == nullptr || ac->err != 0) {
-    const std::string reason = ac != nullptr ? ac->errstr : "out of memory";
-    if (ac != nullptr) redisAsyncFree(ac);
-    ConnectFailed(conn, reason);
+  ++conn->generation;
+  const RedisEndpoint& endpoint = conn->node->endpoint;
+  // Resolved synchronously, as hiredis did: addresses are instant, and a
+  // name is looked up once per connection attempt.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* resolved = nullptr;
+  const std::string port = absl::StrCat(endpoint.port);
+  if (const int rc = getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &resolved);
+      rc != 0 || resolved == nullptr) {
+    ConnectFailed(conn, absl::StrCat("cannot resolve host: ",
+                                     rc != 0 ? gai_strerror(rc) : "no address"));
     return;
   }
-  ac->data = conn;
-  redisLibeventAttach(ac, base_);
-  redisAsyncSetConnectCallback(ac, &Loop::OnConnect);
-  redisAsyncSetDisconnectCallback(ac, &Loop::OnDisconnect);
-  conn->ac = ac;
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(resolved, &freeaddrinfo);
+  // IPv4 first, as hiredis did (a name with both is usually bound on IPv4).
+  const addrinfo* address = resolved;
+  for (const addrinfo* a = resolved; a != nullptr; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      address = a;
+      break;
+    }
+  }
+  bufferevent* bev = nullptr;
+  if (tls_ctx_ != nullptr) {
+    SSL* ssl = NewRedisTlsSession(tls_ctx_.get(), options_.tls_options, tls_name_);
+    if (ssl == nullptr) {
+      ConnectFailed(conn, "cannot create a TLS session");
+      return;
+    }
+    // Owns `ssl` from here (BEV_OPT_CLOSE_ON_FREE frees it with the socket).
+    bev = bufferevent_openssl_socket_new(base_, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (bev == nullptr) {
+      SSL_free(ssl);
+    } else {
+      // A server closing without close_notify is a closed connection, not
+      // an attack on a request/response protocol with its own framing.
+      bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+      conn->ssl = ssl;
+    }
+  } else {
+    bev = bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE);
+  }
+  if (bev == nullptr) {
+    ConnectFailed(conn, "cannot create a socket buffer");
+    return;
+  }
+  conn->bev = bev;
+  conn->reader = redisReaderCreate();
   conn->state = State::kConnecting;
   conn->since_ms = NowMs();
+  bufferevent_setcb(bev, &Loop::OnRead, nullptr, &Loop::OnEvent, conn);
+  bufferevent_enable(bev, EV_READ | EV_WRITE);
+  if (conn->reader == nullptr) {
+    CloseSocket(conn);
+    ConnectFailed(conn, "out of memory");
+    return;
+  }
+  const uint64_t generation = conn->generation;
+  if (bufferevent_socket_connect(bev, address->ai_addr,
+                                 static_cast<int>(address->ai_addrlen)) != 0) {
+    // libevent may have reported the failure through OnEvent already.
+    if (conn->generation != generation) return;
+    const std::string reason = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+    CloseSocket(conn);
+    ConnectFailed(conn, reason);
+  }
+}
+
+void RedisBackend::Loop::CloseSocket(Conn* conn) {
+  ++conn->generation;
+  for (const Pending& pending : conn->pending) {
+    if (pending.to == ReplyTo::kClusterSlots) refresh_inflight_ = false;
+  }
+  conn->pending.clear();
+  if (conn->bev != nullptr) bufferevent_free(conn->bev);
+  if (conn->reader != nullptr) redisReaderFree(conn->reader);
+  conn->bev = nullptr;
+  conn->reader = nullptr;
+  conn->ssl = nullptr;
+}
+
+bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
+                               const size_t* lens, ReplyTo to, const Op* op) {
+  char* command = nullptr;
+  const int len = redisFormatCommandArgv(&command, argc, argv, lens);
+  if (len < 0 || command == nullptr) return false;
+  const int rc = bufferevent_write(conn->bev, command, static_cast<size_t>(len));
+  free(command);
+  if (rc != 0) return false;
+  conn->pending.push_back(Pending{to, op});
+  return true;
 }
 
 void RedisBackend::Loop::Backoff(Conn* conn) {
@@ -419,9 +559,14 @@ void RedisBackend::Loop::Backoff(Conn* conn) {
 
 void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
   Node* node = conn->node;
-  conn->ac = nullptr;
   conn->state = State::kDown;
-  if (node->last_error != reason || conn->was_up) {
+  const bool new_reason =
+      std::find(node->outage_reasons.begin(), node->outage_reasons.end(), reason) ==
+      node->outage_reasons.end();
+  if (new_reason && node->outage_reasons.size() < kMaxOutageReasons) {
+    node->outage_reasons.push_back(reason);
+  }
+  if ((new_reason && node->last_error != reason) || conn->was_up) {
     TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": cannot connect to ", node->address, ": ",
                                      reason, "; retrying with backoff"));
   }
@@ -434,101 +579,199 @@ void RedisBackend::Loop::ConnectFailed(Conn* conn, const std::string& reason) {
   if (options_.cluster) refresh_wanted_ = true;
 }
 
-void RedisBackend::Loop::OnConnect(const redisAsyncContext* cac, int status) {
-  auto* ac = const_cast<redisAsyncContext*>(cac);
-  auto* conn = static_cast<Conn*>(ac->data);
+std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
+  if (conn->ssl != nullptr) {
+    // libevent also queues bare SSL_get_error() codes (library 0), which
+    // say nothing beyond the socket error handled below.
+    unsigned long tls_error = 0;
+    while (const unsigned long e = bufferevent_get_openssl_error(conn->bev)) {
+      if (tls_error == 0 && ERR_GET_LIB(e) != 0) tls_error = e;
+    }
+    if (tls_error != 0 || SSL_get_verify_result(conn->ssl) != X509_V_OK) {
+      return DescribeRedisTlsFailure(conn->ssl, tls_error);
+    }
+  }
+  if ((events & BEV_EVENT_EOF) != 0) return "connection closed";
+  const int error = EVUTIL_SOCKET_ERROR();
+  if (error == 0) {
+    return conn->ssl != nullptr && conn->state == State::kConnecting
+               ? "connection closed during the TLS handshake"
+               : "connection closed";
+  }
+  return evutil_socket_error_to_string(error);
+}
+
+void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
+  auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  if (conn->ac != ac) return;
-  if (status != REDIS_OK) {
-    // hiredis frees the context after this callback.
-    loop->ConnectFailed(conn, ac->errstr[0] != '\0' ? ac->errstr : "connection failed");
+  if (conn->bev != bev) return;
+  if ((events & BEV_EVENT_CONNECTED) != 0) {
+    if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
     return;
   }
-  Node* node = conn->node;
-  conn->state = State::kUp;
-  // backoff_ms is reset by the first good reply, not here: a Redis that
-  // accepts connections but never answers keeps backing off.
-  if (!conn->was_up && !node->last_error.empty()) {
-    TRAFFIK_LOG_LIMITED(absl::StrCat(loop->name_, ": connected to ", node->address));
+  if ((events & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) == 0) return;
+  const std::string reason = loop->ErrorText(conn, events);
+  if (conn->state == State::kConnecting) {
+    loop->CloseSocket(conn);
+    loop->ConnectFailed(conn, reason);
+  } else {
+    loop->OnDisconnected(conn, reason);
   }
-  conn->was_up = true;
-  node->last_error.clear();
-  loop->owner_->connected_count_.fetch_add(1, std::memory_order_relaxed);
+}
 
-  const RedisOptions& o = loop->options_;
+void RedisBackend::Loop::OnTransportUp(Conn* conn) {
+  // Still kConnecting (bounded by connect_timeout) until the PING is
+  // answered: a server that takes the TCP connection or even completes the
+  // TLS handshake may still refuse us (TLS 1.3 checks the client certificate
+  // after the client's handshake is done; AUTH may fail), and such a
+  // refusal is a failed connect, logged once per reason, not a connection
+  // that flaps up and down.
+  const RedisOptions& o = options_;
   if (!o.password.empty()) {
     if (o.username.empty()) {
       const char* argv[] = {"AUTH", o.password.c_str()};
       const size_t lens[] = {4, o.password.size()};
-      redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 2, argv, lens);
+      Write(conn, 2, argv, lens, ReplyTo::kHandshake);
     } else {
       const char* argv[] = {"AUTH", o.username.c_str(), o.password.c_str()};
       const size_t lens[] = {4, o.username.size(), o.password.size()};
-      redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 3, argv, lens);
+      Write(conn, 3, argv, lens, ReplyTo::kHandshake);
     }
   }
   if (o.db != 0 && !o.cluster) {
     const std::string db = absl::StrCat(o.db);
     const char* argv[] = {"SELECT", db.c_str()};
     const size_t lens[] = {6, db.size()};
-    redisAsyncCommandArgv(ac, &Loop::OnHandshakeReply, conn, 2, argv, lens);
+    Write(conn, 2, argv, lens, ReplyTo::kHandshake);
   }
-  if (o.cluster && loop->last_refresh_ms_ == 0) loop->refresh_wanted_ = true;
+  const char* argv[] = {"PING"};
+  const size_t lens[] = {4};
+  if (!Write(conn, 1, argv, lens, ReplyTo::kReady)) {
+    CloseSocket(conn);
+    ConnectFailed(conn, "cannot send the connection setup");
+  }
+}
+
+void RedisBackend::Loop::OnConnected(Conn* conn) {
+  Node* node = conn->node;
+  conn->state = State::kUp;
+  // backoff_ms is reset by the first good reply, not here: a Redis that
+  // accepts connections but never answers keeps backing off.
+  if (!conn->was_up && !node->last_error.empty()) {
+    TRAFFIK_LOG_LIMITED(absl::StrCat(name_, ": connected to ", node->address));
+  }
+  conn->was_up = true;
+  node->last_error.clear();
+  node->outage_reasons.clear();
+  owner_->connected_count_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.cluster && last_refresh_ms_ == 0) refresh_wanted_ = true;
 
   // Operations parked while this node had no connection go out now.
   std::deque<std::unique_ptr<Op>> waiting;
   waiting.swap(node->waiting);
-  for (auto& op : waiting) loop->Dispatch(std::move(op));
+  for (auto& op : waiting) Dispatch(std::move(op));
 }
 
-void RedisBackend::Loop::OnHandshakeReply(redisAsyncContext* ac, void* r,
-                                          void* privdata) {
-  auto* reply = static_cast<redisReply*>(r);
-  auto* conn = static_cast<Conn*>(privdata);
-  if (reply == nullptr || conn->ac != ac) return;
-  if (reply->type == REDIS_REPLY_ERROR) {
-    TRAFFIK_LOG_LIMITED(absl::StrCat(
-        conn->loop->name_, ": ", conn->node->address,
-        " refused the connection setup: ", std::string(reply->str, reply->len)));
-    conn->node->last_error = std::string(reply->str, reply->len);
-    redisAsyncDisconnect(ac);
-  }
-}
-
-void RedisBackend::Loop::OnDisconnect(const redisAsyncContext* cac, int /*status*/) {
-  auto* ac = const_cast<redisAsyncContext*>(cac);
-  auto* conn = static_cast<Conn*>(ac->data);
-  if (conn->ac != ac) return;  // we dropped it ourselves
+void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
+  auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  // hiredis has already failed this context's callbacks (reply == nullptr).
-  conn->ac = nullptr;
-  if (conn->state == State::kUp) {
-    loop->owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
+  if (conn->bev != bev) return;
+  const uint64_t generation = conn->generation;
+  evbuffer* input = bufferevent_get_input(bev);
+  while (evbuffer_get_length(input) > 0) {
+    const ev_ssize_t chunk = evbuffer_get_contiguous_space(input);
+    const unsigned char* data = evbuffer_pullup(input, chunk);
+    if (redisReaderFeed(conn->reader, reinterpret_cast<const char*>(data),
+                        static_cast<size_t>(chunk)) != REDIS_OK) {
+      loop->Drop(conn, "out of memory reading a reply");
+      return;
+    }
+    evbuffer_drain(input, static_cast<size_t>(chunk));
   }
-  conn->state = State::kDown;
-  const std::string reason = ac->errstr[0] != '\0' ? ac->errstr : "connection closed";
-  TRAFFIK_LOG_LIMITED(absl::StrCat(loop->name_, ": lost connection to ",
-                                   conn->node->address, ": ", reason));
-  conn->node->last_error = reason;
-  conn->was_up = false;
-  // Normally empty: each op was taken out by its callback.
-  for (auto& op : conn->inflight) {
-    op->Complete(absl::UnavailableError(absl::StrCat(loop->name_, ": ", reason)));
+  while (true) {
+    void* raw = nullptr;
+    if (redisReaderGetReply(conn->reader, &raw) != REDIS_OK) {
+      loop->Drop(conn, absl::StrCat("bad reply: ", conn->reader->errstr));
+      return;
+    }
+    if (raw == nullptr) return;
+    ReplyPtr reply(static_cast<redisReply*>(raw));
+    if (conn->pending.empty()) {
+      loop->Drop(conn, "a reply to no command");
+      return;
+    }
+    const Pending pending = conn->pending.front();
+    conn->pending.pop_front();
+    loop->HandleReply(conn, pending, std::move(reply));
+    // The handler may have dropped this connection (and its reader).
+    if (conn->generation != generation) return;
   }
-  conn->inflight.clear();
-  loop->Backoff(conn);
-  if (loop->options_.cluster) loop->refresh_wanted_ = true;
 }
 
-void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
-  redisAsyncContext* ac = conn->ac;
-  conn->ac = nullptr;
+void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply) {
+  switch (pending.to) {
+    case ReplyTo::kNobody:
+      return;
+    case ReplyTo::kHandshake:
+      OnHandshakeReply(conn, reply.get());
+      return;
+    case ReplyTo::kReady:
+      // Any answer, even an error (an ACL user without PING), shows the
+      // server talks to us; AUTH and SELECT were answered before it.
+      if (conn->state == State::kConnecting) OnConnected(conn);
+      return;
+    case ReplyTo::kClusterSlots:
+      OnClusterSlots(conn, reply.get());
+      return;
+    case ReplyTo::kOp: {
+      // Replies come in order, so this is the front of `inflight`.
+      std::unique_ptr<Op> op = conn->Take(pending.op);
+      if (op != nullptr) OnOpReply(conn, std::move(op), reply.get());
+      return;
+    }
+  }
+}
+
+void RedisBackend::Loop::OnHandshakeReply(Conn* conn, const redisReply* reply) {
+  if (reply->type != REDIS_REPLY_ERROR) return;
+  // Redis' own text ("WRONGPASS ...", "ERR DB index is out of range"): it
+  // never echoes the password.
+  const std::string reason = absl::StrCat("refused the connection setup: ",
+                                          absl::string_view(reply->str, reply->len));
+  if (conn->state == State::kConnecting) {
+    CloseSocket(conn);
+    ConnectFailed(conn, reason);
+  } else {
+    Drop(conn, reason);
+  }
+}
+
+void RedisBackend::Loop::OnDisconnected(Conn* conn, const std::string& reason) {
   if (conn->state == State::kUp) {
     owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
   }
   conn->state = State::kDown;
-  // Ours now: the callbacks redisAsyncFree runs below find their
-  // connection's ac changed and leave the ops to us.
+  CloseSocket(conn);
+  TRAFFIK_LOG_LIMITED(
+      absl::StrCat(name_, ": lost connection to ", conn->node->address, ": ", reason));
+  conn->node->last_error = reason;
+  conn->was_up = false;
+  std::deque<std::unique_ptr<Op>> lost;
+  lost.swap(conn->inflight);
+  for (auto& op : lost) {
+    op->Complete(absl::UnavailableError(
+        absl::StrCat(name_, ": lost connection to ", conn->node->address, ": ", reason)));
+  }
+  Backoff(conn);
+  if (options_.cluster) refresh_wanted_ = true;
+}
+
+void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
+  if (conn->state == State::kUp) {
+    owner_->connected_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  conn->state = State::kDown;
+  CloseSocket(conn);
   std::deque<std::unique_ptr<Op>> dropped;
   dropped.swap(conn->inflight);
   if (conn->node->last_error != reason && !shutting_down_) {
@@ -538,9 +781,6 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
   conn->node->last_error = reason;
   conn->was_up = false;
   Backoff(conn);
-  // Runs the pending callbacks with no reply; they see conn->ac changed and
-  // return. Our disconnect callback ignores this context too.
-  if (ac != nullptr) redisAsyncFree(ac);
   for (auto& op : dropped) {
     op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
   }
@@ -613,7 +853,7 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
   if (!op->ask_node.empty()) {
     const char* argv[] = {"ASKING"};
     const size_t lens[] = {6};
-    redisAsyncCommandArgv(conn->ac, nullptr, nullptr, 1, argv, lens);
+    if (!Write(conn, 1, argv, lens, ReplyTo::kNobody)) return false;
     op->ask_node.clear();
   }
   if (!op->items.empty()) return SendAllOrNothing(conn, op);
@@ -624,9 +864,8 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
       argv.push_back(arg.data());
       lens.push_back(arg.size());
     }
-    return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
-                                 static_cast<int>(argv.size()), argv.data(),
-                                 lens.data()) == REDIS_OK;
+    return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
+                 ReplyTo::kOp, op);
   }
   char capacity[24], period[24], cost[24];
   const size_t capacity_len =
@@ -651,8 +890,7 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
                          period_len,
                          cost_len,
                          4};
-  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op, op->peek ? 8 : 7, argv,
-                               lens) == REDIS_OK;
+  return Write(conn, op->peek ? 8 : 7, argv, lens, ReplyTo::kOp, op);
 }
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
@@ -689,9 +927,8 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
     argv.push_back("peek");
     lens.push_back(4);
   }
-  return redisAsyncCommandArgv(conn->ac, &Loop::OnReply, op,
-                               static_cast<int>(argv.size()), argv.data(),
-                               lens.data()) == REDIS_OK;
+  return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
+               ReplyTo::kOp, op);
 }
 
 bool RedisBackend::Loop::OnAllOrNothingReply(std::unique_ptr<Op> op,
@@ -706,18 +943,9 @@ bool RedisBackend::Loop::OnAllOrNothingReply(std::unique_ptr<Op> op,
   return true;
 }
 
-void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata) {
-  auto* reply = static_cast<redisReply*>(r);
-  auto* conn = static_cast<Conn*>(ac->data);
-  Loop* loop = conn->loop;
-  // A dropped connection's ops belong to Drop, which answers them.
-  if (conn->ac != ac) return;
-  std::unique_ptr<Op> op = conn->Take(static_cast<const Op*>(privdata));
-  if (op == nullptr) return;
-  if (reply == nullptr) {
-    loop->Fail(std::move(op), absl::StrCat("lost connection to ", conn->node->address));
-    return;
-  }
+void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
+                                   const redisReply* reply) {
+  Loop* loop = this;
   if (reply->type == REDIS_REPLY_ERROR) {
     const absl::string_view error(reply->str, reply->len);
     if (RedisScriptRegistry::ShouldRetryWithEval(error, op->use_eval)) {
@@ -750,15 +978,12 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
     return;
   }
   if (!op->items.empty()) {
-    if (loop->OnAllOrNothingReply(std::move(op), reply) && conn->ac == ac) {
-      conn->backoff_ms = 0;
-    }
+    if (loop->OnAllOrNothingReply(std::move(op), reply)) conn->backoff_ms = 0;
     return;
   }
   if (!op->command.empty()) {
     conn->backoff_ms = 0;
-    std::move(op->raw_done)(static_cast<const redisReply*>(reply),
-                            conn->node->endpoint.host);
+    std::move(op->raw_done)(reply, conn->node->endpoint.host);
     return;
   }
   if (op->peek) {
@@ -782,16 +1007,13 @@ void RedisBackend::Loop::OnReply(redisAsyncContext* ac, void* r, void* privdata)
                absl::StatusCode::kInternal);
     return;
   }
-  if (conn->ac == ac) conn->backoff_ms = 0;
+  conn->backoff_ms = 0;
   op->Complete(*d);
 }
 
-void RedisBackend::Loop::OnClusterSlots(redisAsyncContext* ac, void* r, void* privdata) {
-  auto* loop = static_cast<Loop*>(privdata);
-  auto* reply = static_cast<redisReply*>(r);
-  auto* conn = static_cast<Conn*>(ac->data);
+void RedisBackend::Loop::OnClusterSlots(Conn* conn, const redisReply* reply) {
+  Loop* loop = this;
   loop->refresh_inflight_ = false;
-  if (reply == nullptr) return;
   const std::optional<std::vector<RedisSlotRange>> ranges =
       ParseClusterSlots(*reply, conn->node->endpoint.host);
   if (!ranges) return;
@@ -817,8 +1039,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
     if (conn == nullptr) continue;
     const char* argv[] = {"CLUSTER", "SLOTS"};
     const size_t lens[] = {7, 5};
-    if (redisAsyncCommandArgv(conn->ac, &Loop::OnClusterSlots, this, 2, argv, lens) ==
-        REDIS_OK) {
+    if (Write(conn, 2, argv, lens, ReplyTo::kClusterSlots)) {
       refresh_inflight_ = true;
       refresh_wanted_ = false;
       refresh_sent_ms_ = now_ms;
@@ -881,14 +1102,31 @@ absl::StatusOr<std::unique_ptr<RedisBackend>> RedisBackend::Create(RedisOptions 
     return absl::InvalidArgumentError(
         "pool_size, timeout and connect_timeout must be >= 1");
   }
-  // hiredis writes with write(2): a Redis dying mid-write would raise SIGPIPE
-  // and kill the process. Ignore it unless the program installed a handler.
+  SslCtxPtr tls_ctx;
+  if (options.tls) {
+    absl::StatusOr<SslCtxPtr> ctx = NewRedisTlsContext(options.tls_options);
+    if (!ctx.ok()) {
+      return absl::Status(ctx.status().code(),
+                          absl::StrCat(options.Name(), ": tls.", ctx.status().message()));
+    }
+    tls_ctx = *std::move(ctx);
+    if (options.tls_options.insecure_skip_verify) {
+      TRAFFIK_LOG_LIMITED(absl::StrCat(
+          options.Name(),
+          ": WARNING: tls.insecure_skip_verify is set: the Redis servers' certificates "
+          "and names are NOT verified (encrypted, but anyone on the path can "
+          "impersonate them)"));
+    }
+  }
+  // Writing to a socket whose peer is gone raises SIGPIPE, which would kill
+  // the process. Ignore it unless the program installed a handler.
   struct sigaction current {};
   if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
     signal(SIGPIPE, SIG_IGN);
   }
   std::unique_ptr<RedisBackend> backend(new RedisBackend(std::move(options)));
-  backend->loop_ = std::make_unique<Loop>(backend.get(), backend->options_);
+  backend->loop_ =
+      std::make_unique<Loop>(backend.get(), backend->options_, std::move(tls_ctx));
   return backend;
 }
 

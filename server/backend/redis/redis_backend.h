@@ -23,10 +23,20 @@ namespace traffik {
 // Redis' clock.
 //
 // Asynchronous and pipelined: callers enqueue operations and return at once;
-// one I/O thread (libevent + hiredis async) sends everything queued at each
-// wake-up as one pipelined write over `pool_size` connections per node, and
-// completes callbacks on that thread as replies arrive. So throughput grows
-// with concurrency instead of costing one round trip per caller thread.
+// one I/O thread (libevent bufferevents; hiredis only formats commands and
+// parses replies) sends everything queued at each wake-up as one pipelined
+// write over `pool_size` connections per node, and completes callbacks on
+// that thread as replies arrive. So throughput grows with concurrency instead
+// of costing one round trip per caller thread.
+//
+// TLS (rediss://, rediss+cluster://): the same connections over OpenSSL
+// bufferevents, TLS 1.2+, the server's chain verified against
+// tls_options.ca_file (else the system trust store) and its name against
+// options.TlsName() (server_name, else the first URL host; every cluster
+// node, including those learnt from CLUSTER SLOTS and MOVED, is checked
+// against that one name), unless insecure_skip_verify. A connection counts
+// as up once the server has answered a PING sent after the handshake, AUTH
+// and SELECT.
 //
 // Faults: every operation has a deadline (`timeout_ms`); a connection whose
 // oldest operation misses it is dropped (its operations fail with

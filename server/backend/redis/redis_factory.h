@@ -9,12 +9,13 @@
 
 namespace traffik {
 
-// The factory of the Redis backend: `redis://`, `redis+cluster://` (and
-// `rediss://`, `rediss+cluster://`, refused by name: no TLS). Its settings
-// are the URL plus the tenant's `redis:` map (timeout, connect_timeout,
-// pool_size, username, password_env; the password is read from the
-// environment when the settings are parsed). Tenants with equal options
-// share one RedisBackend; a reload keeps it (and its connections) while a
+// The factory of the Redis backend: `redis://`, `redis+cluster://` and over
+// TLS `rediss://`, `rediss+cluster://`. Its settings are the URL plus the
+// tenant's `redis:` map (timeout, connect_timeout, pool_size, username,
+// password_env; the password is read from the environment when the settings
+// are parsed; tls: {ca_file, cert_file, key_file, server_name,
+// insecure_skip_verify}, its files loaded and checked when parsed). Tenants with equal
+// options share one RedisBackend; a reload keeps it (and its connections) while a
 // tenant's options are unchanged.
 std::shared_ptr<const BackendFactory> RedisBackendFactory();
 

@@ -135,8 +135,16 @@ std::string RedisOptions::Name() const {
   for (const RedisEndpoint& e : endpoints) {
     hosts.push_back(JoinHostPort(e.host, static_cast<uint32_t>(e.port)));
   }
-  if (cluster) return absl::StrCat("redis+cluster://", absl::StrJoin(hosts, ","));
-  return absl::StrCat("redis://", absl::StrJoin(hosts, ","), "/", db);
+  const char* scheme = tls ? "rediss" : "redis";
+  if (cluster) {
+    return absl::StrCat(scheme, "+cluster://", absl::StrJoin(hosts, ","));
+  }
+  return absl::StrCat(scheme, "://", absl::StrJoin(hosts, ","), "/", db);
+}
+
+std::string RedisOptions::TlsName() const {
+  if (!tls_options.server_name.empty()) return tls_options.server_name;
+  return endpoints.empty() ? std::string() : endpoints.front().host;
 }
 
 std::string RedisOptions::IdentityKey() const {
@@ -152,6 +160,15 @@ std::string RedisOptions::IdentityKey() const {
   absl::StrAppend(&key, "db=", db, ";timeout_ms=", timeout_ms,
                   ";connect_timeout_ms=", connect_timeout_ms, ";pool_size=", pool_size,
                   ";");
+  absl::StrAppend(&key, "tls=", tls ? 1 : 0, ";");
+  if (tls) {
+    AppendField(key, "ca_file", tls_options.ca_file);
+    AppendField(key, "cert_file", tls_options.cert_file);
+    AppendField(key, "key_file", tls_options.key_file);
+    AppendField(key, "server_name", tls_options.server_name);
+    absl::StrAppend(
+        &key, "insecure_skip_verify=", tls_options.insecure_skip_verify ? 1 : 0, ";");
+  }
   return key;
 }
 
@@ -167,15 +184,16 @@ absl::StatusOr<RedisOptions> ParseRedisUrl(absl::string_view url) {
   }
   std::string scheme = absl::AsciiStrToLower(url.substr(0, sep));
   RedisOptions options;
-  if (scheme == "redis") {
+  if (scheme == "redis" || scheme == "rediss") {
     options.cluster = false;
-  } else if (scheme == "redis+cluster") {
+    options.tls = scheme == "rediss";
+  } else if (scheme == "redis+cluster" || scheme == "rediss+cluster") {
     options.cluster = true;
-  } else if (scheme == "rediss" || scheme == "rediss+cluster") {
-    return Bad("TLS (rediss://) is not supported");
+    options.tls = scheme == "rediss+cluster";
   } else {
     return Bad("unsupported scheme ", Quote(url.substr(0, sep)),
-               " (expected redis:// or redis+cluster://)");
+               " (expected redis://, redis+cluster://, rediss:// or "
+               "rediss+cluster://)");
   }
   absl::string_view rest = url.substr(sep + 3);
 
@@ -242,8 +260,8 @@ absl::StatusOr<RedisOptions> ParseRedisUrl(absl::string_view url) {
                  " (expected '/<n>' with n a non-negative integer below 2^31)");
     }
     if (options.cluster && db != 0) {
-      return Bad("redis+cluster:// has no databases (path ", Quote(path),
-                 "; only '/0' or none)");
+      return Bad(options.tls ? "rediss+cluster://" : "redis+cluster://",
+                 " has no databases (path ", Quote(path), "; only '/0' or none)");
     }
     options.db = static_cast<int>(db);
   }
