@@ -264,6 +264,12 @@ value to fix. Included once, from configmap.yaml.
 {{- fail "tls.requireClientCert needs tls.clientCA.enabled: true (the CA client certificates are checked against)" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.clientNamespaceLabels) }}
+{{- fail "networkPolicy.clientNamespaceLabels: name at least one label of the client namespaces (empty would admit every namespace)" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled .Values.metrics.enabled (not .Values.networkPolicy.metricsNamespaceLabels) }}
+{{- fail "networkPolicy.metricsNamespaceLabels: name at least one label of the monitoring namespace (empty would admit every namespace)" }}
+{{- end }}
 {{- $auth := include "traffik.auth" . }}
 {{- if and (eq $auth "required") (not .Values.callers) }}
 {{- fail "auth: required needs at least one entry in callers" }}
