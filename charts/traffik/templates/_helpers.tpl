@@ -270,6 +270,19 @@ value to fix. Included once, from configmap.yaml.
 {{- if and .Values.networkPolicy.enabled .Values.metrics.enabled (not .Values.networkPolicy.metricsNamespaceLabels) }}
 {{- fail "networkPolicy.metricsNamespaceLabels: name at least one label of the monitoring namespace (empty would admit every namespace)" }}
 {{- end }}
+{{- if .Values.envoy.enabled }}
+{{- $mp := trimSuffix "/" .Values.envoy.existingConfigMapMountPath }}
+{{- range (list "/etc/traffik" "/run/traffik") }}
+{{- if or (eq $mp .) (hasPrefix (printf "%s/" .) $mp) (hasPrefix (printf "%s/" $mp) .) }}
+{{- fail (printf "envoy.existingConfigMapMountPath %s overlaps %s, where the chart mounts traffikd's config and secrets" $mp .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $secretFiles := false }}
+{{- range .Values.callers }}{{ if .api_key_secret }}{{ $secretFiles = true }}{{ end }}{{ end }}
+{{- if and (or .Values.tls.enabled $secretFiles) (not .Values.podSecurityContext.fsGroup) }}
+{{- fail "podSecurityContext.fsGroup: set it (default 10001): the mounted TLS and API key Secrets are readable by owner and group only (mode 0440)" }}
+{{- end }}
 {{- $auth := include "traffik.auth" . }}
 {{- if and (eq $auth "required") (not .Values.callers) }}
 {{- fail "auth: required needs at least one entry in callers" }}
