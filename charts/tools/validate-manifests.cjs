@@ -209,8 +209,8 @@ function matches(selector, labels) {
 
 // traffikd's --health-check flags for a TLS port (server/app/options.cc).
 const PROBE_FLAGS = {
-  ca: '--health-check-ca', cert: '--health-check-cert', key: '--health-check-key',
-  serverName: '--health-check-server-name', service: '--health-service',
+  ca: '--tls-ca', cert: '--tls-cert', key: '--tls-key',
+  serverName: '--tls-server-name', service: '--health-service',
 };
 const TRAFFIKD = '/usr/local/bin/traffikd';  // in the image (Dockerfile)
 

@@ -166,14 +166,14 @@ exec:
     - --health-service
     - {{ . | quote }}
     {{- end }}
-    - --health-check-ca
+    - --tls-ca
     - {{ include "traffik.probeCAFile" .root }}
-    - --health-check-server-name
+    - --tls-server-name
     - {{ include "traffik.probeServerName" .root }}
     {{- if $v.tls.requireClientCert }}
-    - --health-check-cert
+    - --tls-cert
     - {{ include "traffik.probeClientDir" .root }}/tls.crt
-    - --health-check-key
+    - --tls-key
     - {{ include "traffik.probeClientDir" .root }}/tls.key
     {{- end }}
 {{- else }}
