@@ -1,12 +1,15 @@
 #!/usr/bin/env node
 // Validates manifests rendered by `helm template` (used by .ci/chart-test).
 //
-// Usage: node validate-manifests.cjs [--external-secret NAME]... [--extract DIR] FILE.yaml...
+// Usage: node validate-manifests.cjs [--external-secret NAME]... [--external-configmap NAME]...
+//            [--extract DIR] FILE.yaml...
 //
 // Three layers, each failing with a message naming the object and the field:
 //  1. Schema: every object against the Kubernetes OpenAPI schema of its
 //     apiVersion/kind (npm `kubernetes-models`, `@kubernetes-models/prometheus-operator`
-//     for ServiceMonitor): types, formats, required fields.
+//     for ServiceMonitor): types, formats, required fields. cert-manager's Certificate,
+//     which those packages lack, against CERTIFICATE_SCHEMA below (cert-manager.io/v1
+//     CRD, unknown fields rejected) with ajv.
 //  2. Strict fields: each object is type-checked by the TypeScript compiler against
 //     the same models' declarations: it rejects unknown (misspelt) fields, which
 //     the schema layer lets through, and checks types and enum values again.
@@ -15,12 +18,21 @@
 //     (ConfigMap, Secret, ServiceAccount, HPA target) resolve, the hardening the
 //     chart promises (non-root, read-only root, no privilege escalation, no caps),
 //     and traffikd's memory budget (config memory.max_bytes, default 256MiB) plus
-//     PROCESS_OVERHEAD_BYTES fits the container's memory limit.
+//     PROCESS_OVERHEAD_BYTES fits the container's memory limit. Every file or
+//     directory the config names (tls.*_file, callers[].api_key_file,
+//     envoy.config_dirs) and every file the exec probes read lies in a read-only
+//     directory mount (no subPath, so Secret and ConfigMap updates arrive) of a volume
+//     that provides it (its items, or the rendered ConfigMap's keys); probes are the
+//     native gRPC ones, or with tls in the config `traffikd --health-check` over TLS;
+//     a rendered Certificate writes the mounted TLS Secret and names the probe's host;
+//     a NetworkPolicy selects the pods, names container ports and no empty selectors.
 //
 // Each FILE is one rendering (one release). With --extract DIR it writes, for each
 // FILE, what later checks need into DIR/<FILE's base name without .yaml>/: traffik.yaml
 // (the config from the ConfigMap), env (the env var names the Deployment sets, one a
-// line), dashboard.json (when the Grafana dashboard is rendered), kinds.
+// line), dashboard.json (when the Grafana dashboard is rendered), kinds, mounts.json
+// (the container's mounts: mountPath, volume type and name, items, and a rendered
+// ConfigMap's data), paths (the files and directories the config names, one a line).
 // Exit status: 0 when every FILE is valid, 1 otherwise.
 // Modules are resolved through NODE_PATH (the chart-test cache).
 'use strict';
@@ -32,10 +44,12 @@ const ts = require('typescript');
 
 const args = process.argv.slice(2);
 const externalSecrets = new Set();
+const externalConfigMaps = new Set();
 let extractDir = null;
 const files = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--external-secret') externalSecrets.add(args[++i]);
+  else if (args[i] === '--external-configmap') externalConfigMaps.add(args[++i]);
   else if (args[i] === '--extract') extractDir = args[++i];
   else files.push(args[i]);
 }
@@ -71,6 +85,68 @@ function parseQuantity(q) {
   return Number(m[1]) * (m[2] ? mult[m[2]] : 1);
 }
 const mib = (b) => `${(b / 2 ** 20).toFixed(1)}Mi`;
+
+// cert-manager.io/v1 Certificate (the CRD's spec, cert-manager 1.15); no npm models
+// package covers it. Unknown fields are errors, as the TypeScript layer does for the
+// other kinds.
+const CERT_USAGES = ['signing', 'digital signature', 'content commitment', 'key encipherment',
+  'key agreement', 'data encipherment', 'cert sign', 'crl sign', 'encipher only', 'decipher only',
+  'any', 'server auth', 'client auth', 'code signing', 'email protection', 's/mime',
+  'ipsec end system', 'ipsec tunnel', 'ipsec user', 'timestamping', 'ocsp signing',
+  'microsoft sgc', 'netscape sgc'];
+const strMap = { type: 'object', additionalProperties: { type: 'string' } };
+const strList = { type: 'array', items: { type: 'string' } };
+const CERTIFICATE_SCHEMA = {
+  type: 'object', additionalProperties: false, required: ['apiVersion', 'kind', 'metadata', 'spec'],
+  properties: {
+    apiVersion: { const: 'cert-manager.io/v1' }, kind: { const: 'Certificate' },
+    metadata: {
+      type: 'object', additionalProperties: false, required: ['name'],
+      properties: { name: { type: 'string' }, namespace: { type: 'string' }, labels: strMap, annotations: strMap },
+    },
+    spec: {
+      type: 'object', additionalProperties: false, required: ['secretName', 'issuerRef'],
+      properties: {
+        secretName: { type: 'string', minLength: 1 },
+        issuerRef: {
+          type: 'object', additionalProperties: false, required: ['name'],
+          properties: { name: { type: 'string', minLength: 1 }, kind: { type: 'string' }, group: { type: 'string' } },
+        },
+        commonName: { type: 'string', maxLength: 64 },
+        dnsNames: strList, ipAddresses: strList, uris: strList, emailAddresses: strList,
+        duration: { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$' },
+        renewBefore: { type: 'string', pattern: '^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$' },
+        renewBeforePercentage: { type: 'integer' },
+        revisionHistoryLimit: { type: 'integer', minimum: 1 },
+        isCA: { type: 'boolean' },
+        usages: { type: 'array', items: { enum: CERT_USAGES } },
+        privateKey: {
+          type: 'object', additionalProperties: false,
+          properties: {
+            algorithm: { enum: ['RSA', 'ECDSA', 'Ed25519'] }, encoding: { enum: ['PKCS1', 'PKCS8'] },
+            rotationPolicy: { enum: ['Never', 'Always'] }, size: { type: 'integer' },
+          },
+        },
+        secretTemplate: { type: 'object', additionalProperties: false, properties: { annotations: strMap, labels: strMap } },
+        subject: { type: 'object' }, literalSubject: { type: 'string' }, keystores: { type: 'object' },
+        additionalOutputFormats: { type: 'array' }, encodeUsagesInRequest: { type: 'boolean' },
+        nameConstraints: { type: 'object' }, otherNames: { type: 'array' }, signatureAlgorithm: { type: 'string' },
+      },
+    },
+  },
+};
+let certificateValidator = null;
+function validateCertificate(o) {
+  if (!certificateValidator) {
+    const Ajv = require('ajv');
+    certificateValidator = new Ajv({ allErrors: true, strict: false }).compile(CERTIFICATE_SCHEMA);
+  }
+  if (certificateValidator(o)) return [];
+  return certificateValidator.errors.map((e) => `${e.instancePath || '/'} ${e.message}` +
+    (e.params && e.params.additionalProperty ? ` (${e.params.additionalProperty})` : '') +
+    (e.params && e.params.allowedValues ? ` (${e.params.allowedValues.join(', ')})` : ''));
+}
+const hasTsModel = (o) => o.apiVersion !== 'cert-manager.io/v1';
 
 const id = (o) => `${o.kind || '?'}/${(o.metadata && o.metadata.name) || '?'}`;
 
@@ -131,6 +207,139 @@ function matches(selector, labels) {
 }
 
 
+// traffikd's --health-check flags for a TLS port (server/app/options.cc).
+const PROBE_FLAGS = {
+  ca: '--tls-ca', cert: '--tls-cert', key: '--tls-key',
+  serverName: '--tls-server-name', service: '--health-service',
+};
+const TRAFFIKD = '/usr/local/bin/traffikd';  // in the image (Dockerfile)
+
+// The files and directories traffikd reads, from its config: [what, path, isDir].
+function configPaths(cfg) {
+  const out = [];
+  const tls = cfg.tls || {};
+  for (const k of ['cert_file', 'key_file', 'client_ca_file']) {
+    if (tls[k] !== undefined) out.push([`tls.${k}`, tls[k], false]);
+  }
+  (cfg.callers || []).forEach((c, i) => {
+    if (c && c.api_key_file !== undefined) out.push([`callers[${i}].api_key_file`, c.api_key_file, false]);
+  });
+  ((cfg.envoy && cfg.envoy.config_dirs) || []).forEach((d, i) => out.push([`envoy.config_dirs[${i}]`, d, true]));
+  return out;
+}
+
+// Files the pod reads (config paths, probe files) must come from a read-only
+// directory mount of a volume that provides them; probes must suit the config;
+// a Certificate must write the Secret mounted for TLS.
+function checkFilesAndProbes(where, cw, c, volumes, cfg, find, byKind, podLabels, extracted) {
+  const mounts = (c.volumeMounts || []).map((vm) => ({ vm, vol: volumes.get(vm.name), mp: vm.mountPath.replace(/\/+$/, '') }));
+  for (const { vm, vol } of mounts) {
+    if (!vol) continue;
+    const m = { mountPath: vm.mountPath, volume: vm.name };
+    if (vol.secret) Object.assign(m, { type: 'secret', name: vol.secret.secretName, items: vol.secret.items || null });
+    else if (vol.configMap) {
+      const cm = find('ConfigMap', vol.configMap.name);
+      Object.assign(m, { type: 'configMap', name: vol.configMap.name, items: vol.configMap.items || null,
+        data: cm ? cm.data || {} : null });
+    } else m.type = 'other';
+    extracted.mounts.push(m);
+  }
+  // Why `p` is not provided (null when it is): [volume, problem].
+  function provide(p, isDir) {
+    if (typeof p !== 'string' || !p.startsWith('/')) return [null, 'is not an absolute path'];
+    let best = null;
+    for (const m of mounts) {
+      if ((p === m.mp || p.startsWith(`${m.mp}/`)) && (!best || m.mp.length > best.mp.length)) best = m;
+    }
+    if (!best) return [null, 'is not inside any volume mount'];
+    const vol = best.vol;
+    if (!vol) return [null, `is on mount ${best.vm.name}, which names no volume`];
+    const src = vol.secret || vol.configMap;
+    const what = vol.secret ? `Secret ${vol.secret.secretName}` : vol.configMap ? `ConfigMap ${vol.configMap.name}` : '';
+    if (!src) return [vol, `is on volume ${vol.name}, which is neither a Secret nor a ConfigMap`];
+    const rel = p === best.mp ? '' : p.slice(best.mp.length + 1);
+    if (isDir) {
+      if (rel === '') return [vol, null];
+      if (src.items && src.items.some((it) => it.path.startsWith(`${rel}/`))) return [vol, null];
+      return [vol, `names no directory of volume ${vol.name} (${what})`];
+    }
+    if (rel === '') return [vol, `is the mount point of volume ${vol.name}, not a file`];
+    if (src.items) {
+      return src.items.some((it) => it.path === rel) ? [vol, null] : [vol, `is not an item of volume ${vol.name} (${what}): items ${src.items.map((it) => it.path).join(', ')}`];
+    }
+    const obj = vol.secret ? find('Secret', vol.secret.secretName) : find('ConfigMap', vol.configMap.name);
+    if (obj && !(rel in (obj.data || {}))) return [vol, `is not a key of the rendered ${what}`];
+    return [vol, null];
+  }
+
+  const volumeOf = {};
+  for (const [what, p, isDir] of configPaths(cfg)) {
+    const [vol, problem] = provide(p, isDir);
+    if (problem) fail(where, `config ${what} ${JSON.stringify(p)} ${problem}`);
+    volumeOf[what] = vol;
+    extracted.paths.push(`${isDir ? 'dir' : 'file'} ${p}`);
+  }
+
+  const tls = cfg.tls;
+  const grpcPort = ((c.ports || []).find((p) => p.name === 'grpc') || {}).containerPort;
+  const probeFiles = [];
+  for (const kind of ['readinessProbe', 'livenessProbe']) {
+    const pr = c[kind];
+    if (!pr) continue;
+    if (!tls) {
+      if (!pr.grpc) fail(cw, `${kind} must be a native gRPC probe`);
+      continue;
+    }
+    if (pr.grpc) {
+      fail(cw, `${kind} is a native gRPC probe, which cannot speak TLS (the config has tls)`);
+      continue;
+    }
+    const cmd = (pr.exec && pr.exec.command) || [];
+    if (cmd[0] !== TRAFFIKD || cmd[1] !== '--health-check') {
+      fail(cw, `${kind} must run ${TRAFFIKD} --health-check (the config has tls)`);
+      continue;
+    }
+    if (cmd[2] !== `127.0.0.1:${grpcPort}`) fail(cw, `${kind} checks ${cmd[2]}, not 127.0.0.1:${grpcPort} (the grpc port)`);
+    const flags = {};
+    for (let i = 3; i < cmd.length; i += 2) {
+      if (!Object.values(PROBE_FLAGS).includes(cmd[i])) fail(cw, `${kind}: unknown flag ${cmd[i]}`);
+      flags[cmd[i]] = cmd[i + 1];
+    }
+    const need = [PROBE_FLAGS.ca, PROBE_FLAGS.serverName];
+    if (tls.require_client_cert) need.push(PROBE_FLAGS.cert, PROBE_FLAGS.key);
+    for (const f of need) if (flags[f] === undefined) fail(cw, `${kind} lacks ${f}`);
+    for (const f of [PROBE_FLAGS.ca, PROBE_FLAGS.cert, PROBE_FLAGS.key]) {
+      if (flags[f] === undefined) continue;
+      const [vol, problem] = provide(flags[f], false);
+      if (problem) fail(cw, `${kind} ${f} ${JSON.stringify(flags[f])} ${problem}`);
+      probeFiles.push({ flag: f, path: flags[f], vol });
+    }
+    if (flags[PROBE_FLAGS.serverName]) probeFiles.push({ flag: PROBE_FLAGS.serverName, name: flags[PROBE_FLAGS.serverName] });
+  }
+  for (const pf of probeFiles) if (pf.path && !extracted.paths.includes(`file ${pf.path}`)) extracted.paths.push(`file ${pf.path}`);
+
+  // A Certificate must write the Secret the TLS files come from, name the probes'
+  // server name, and allow client auth when the probes present its certificate.
+  const certs = byKind('Certificate');
+  if (certs.length > 0) {
+    const tlsVol = volumeOf['tls.cert_file'];
+    const tlsSecret = tlsVol && tlsVol.secret && tlsVol.secret.secretName;
+    if (!tlsSecret) fail(where, 'a Certificate is rendered but the config has no tls.cert_file from a Secret');
+    for (const cert of certs) {
+      const cwn = id(cert);
+      if (tlsSecret && cert.spec.secretName !== tlsSecret) fail(cwn, `writes Secret ${cert.spec.secretName}, but tls.cert_file comes from Secret ${tlsSecret}`);
+      if (cert.spec.secretName !== tlsSecret) continue;
+      for (const pf of probeFiles) {
+        if (pf.name && !(cert.spec.dnsNames || []).includes(pf.name)) fail(cwn, `dnsNames lack ${pf.name}, the name the probes check (${PROBE_FLAGS.serverName})`);
+        if (pf.flag === PROBE_FLAGS.cert && pf.vol && pf.vol.secret && pf.vol.secret.secretName === tlsSecret &&
+            !(cert.spec.usages || []).includes('client auth')) {
+          fail(cwn, 'usages lack "client auth", but the probes present this certificate as a client certificate');
+        }
+      }
+    }
+  }
+}
+
 // Checks one rendering; problems go to errorsByFile.get(file).
 function validateFile(file) {
   // ---- parse -------------------------------------------------------------------
@@ -151,6 +360,10 @@ function validateFile(file) {
   for (const o of docs) {
     if (!o.apiVersion || !o.kind) {
       fail(id(o), 'missing apiVersion or kind');
+      continue;
+    }
+    if (o.apiVersion === 'cert-manager.io/v1' && o.kind === 'Certificate') {
+      for (const e of validateCertificate(o)) fail(`${id(o)} (${o.apiVersion})`, `schema: ${e}`);
       continue;
     }
     let Model;
@@ -200,7 +413,7 @@ function validateFile(file) {
   const deployments = byKind('Deployment');
   if (deployments.length !== 1) fail(file, `expected exactly one Deployment, got ${deployments.length}`);
   const dep = deployments[0];
-  const extracted = { config: null, env: [], dashboard: null };
+  const extracted = { config: null, env: [], dashboard: null, mounts: [], paths: [] };
 
   if (dep) {
     const where = id(dep);
@@ -228,9 +441,22 @@ function validateFile(file) {
       if (!DNS1123_LABEL.test(v.name)) fail(where, `volume name ${JSON.stringify(v.name)} is not a DNS-1123 label`);
       if (v.configMap) {
         const cm = find('ConfigMap', v.configMap.name);
-        if (!cm) fail(where, `volume ${v.name} names ConfigMap ${v.configMap.name}, which is not rendered`);
+        if (!cm && !externalConfigMaps.has(v.configMap.name)) {
+          fail(where, `volume ${v.name} names ConfigMap ${v.configMap.name}, which is not rendered`);
+        }
         for (const it of v.configMap.items || []) {
           if (cm && !(cm.data && it.key in cm.data)) fail(where, `volume ${v.name}: ConfigMap ${v.configMap.name} has no key ${it.key}`);
+        }
+      }
+      if (v.secret) {
+        const sec = find('Secret', v.secret.secretName);
+        const cert = docs.find((o) => o.kind === 'Certificate' && o.spec && o.spec.secretName === v.secret.secretName);
+        if (!sec && !cert && !externalSecrets.has(v.secret.secretName)) {
+          fail(where, `volume ${v.name}: Secret ${v.secret.secretName} is neither rendered, written by a rendered Certificate, nor an expected existing secret`);
+        }
+        for (const it of v.secret.items || []) {
+          if (sec && !(sec.data && it.key in sec.data)) fail(where, `volume ${v.name}: Secret ${v.secret.secretName} has no key ${it.key}`);
+          if (cert && !['tls.crt', 'tls.key', 'ca.crt'].includes(it.key)) fail(where, `volume ${v.name}: a cert-manager Secret has no key ${it.key}`);
         }
       }
     }
@@ -270,8 +496,10 @@ function validateFile(file) {
         }
       }
       if (c.name === 'traffikd') {
-        if (!c.readinessProbe || !c.readinessProbe.grpc) fail(cw, 'readinessProbe must be a native gRPC probe');
-        if (!c.livenessProbe || !c.livenessProbe.grpc) fail(cw, 'livenessProbe must be a native gRPC probe');
+        // The probes' kind (native gRPC, or traffikd's health client over TLS) is
+        // checked against the config below.
+        if (!c.readinessProbe) fail(cw, 'no readinessProbe');
+        if (!c.livenessProbe) fail(cw, 'no livenessProbe');
         if (!names.has('grpc')) fail(cw, 'no port named grpc');
       }
       const sc = c.securityContext || {};
@@ -280,7 +508,14 @@ function validateFile(file) {
       if (!(sc.capabilities && (sc.capabilities.drop || []).includes('ALL'))) fail(cw, 'securityContext.capabilities.drop must include ALL');
       if (sc.privileged === true) fail(cw, 'must not be privileged');
       for (const vm of c.volumeMounts || []) {
-        if (!volumes.has(vm.name)) fail(cw, `volumeMount ${vm.name} names no volume`);
+        const v = volumes.get(vm.name);
+        if (!v) fail(cw, `volumeMount ${vm.name} names no volume`);
+        // A subPath mount never sees the kubelet's updates (a renewed certificate,
+        // a changed key or ConfigMap); a writable one would let traffikd change them.
+        if (v && (v.secret || v.configMap) && vm.subPath !== undefined) {
+          fail(cw, `volumeMount ${vm.name} uses subPath ${vm.subPath}: updates of the volume would not reach the pod`);
+        }
+        if (v && (v.secret || v.configMap) && vm.readOnly !== true) fail(cw, `volumeMount ${vm.name} must be readOnly`);
       }
       const envNames = new Set();
       for (const e of c.env || []) {
@@ -338,6 +573,35 @@ function validateFile(file) {
       }
     }
 
+    const c0 = dep.spec.template.spec.containers[0];
+    if (c0 && extracted.config !== null) {
+      let cfg = null;
+      try {
+        cfg = YAML.parse(extracted.config) || {};
+      } catch (e) { /* reported above */ }
+      if (cfg) checkFilesAndProbes(where, `${where} container ${c0.name}`, c0, volumes, cfg, find, byKind, podLabels, extracted);
+    }
+    for (const np of byKind('NetworkPolicy')) {
+      const nw = id(np);
+      const ps = np.spec.podSelector && np.spec.podSelector.matchLabels;
+      if (!ps || Object.keys(ps).length === 0 || !matches(ps, podLabels)) fail(nw, 'spec.podSelector does not select the Deployment pods');
+      if (!(np.spec.policyTypes || []).includes('Ingress')) fail(nw, 'policyTypes lacks Ingress');
+      (np.spec.ingress || []).forEach((rule, i) => {
+        for (const p of rule.ports || []) {
+          const ok = typeof p.port === 'string' ? containerPorts.some((cp) => cp.name === p.port)
+                                                : containerPorts.some((cp) => cp.containerPort === p.port);
+          if (!ok) fail(nw, `ingress[${i}] port ${p.port} is not a container port`);
+        }
+        if (!rule.ports || rule.ports.length === 0) fail(nw, `ingress[${i}] admits every port`);
+        if (!rule.from || rule.from.length === 0) fail(nw, `ingress[${i}] admits every source`);
+        (rule.from || []).forEach((f, j) => {
+          const ns = f.namespaceSelector;
+          if (ns && Object.keys(ns.matchLabels || {}).length === 0 && (ns.matchExpressions || []).length === 0) {
+            fail(nw, `ingress[${i}].from[${j}].namespaceSelector is empty: it admits every namespace`);
+          }
+        });
+      });
+    }
     for (const svc of byKind('Service')) {
       const sw = id(svc);
       if (!matches(svc.spec.selector, podLabels) || Object.keys(svc.spec.selector || {}).length === 0) {
@@ -386,6 +650,8 @@ function validateFile(file) {
     fs.writeFileSync(path.join(dir, 'env'), extracted.env.map((e) => `${e}\n`).join(''));
     if (extracted.dashboard) fs.writeFileSync(path.join(dir, 'dashboard.json'), JSON.stringify(extracted.dashboard));
     fs.writeFileSync(path.join(dir, 'kinds'), docs.map((o) => `${o.kind}/${o.metadata.name}\n`).join(''));
+    fs.writeFileSync(path.join(dir, 'mounts.json'), JSON.stringify(extracted.mounts, null, 2));
+    fs.writeFileSync(path.join(dir, 'paths'), extracted.paths.map((p) => `${p}\n`).join(''));
   }
 }
 
@@ -406,12 +672,12 @@ for (const file of files) {
     const lines = [];
     const owners = [];  // line index -> object id
     docs.forEach((o, n) => {
-      if (!o.apiVersion || !o.kind) return;
+      if (!o.apiVersion || !o.kind || !hasTsModel(o)) return;
       lines.push(`import { I${o.kind} as T${n} } from ${JSON.stringify(modelFile(o.apiVersion, o.kind))};`);
       owners.push(id(o));
     });
     docs.forEach((o, n) => {
-      if (!o.apiVersion || !o.kind) return;
+      if (!o.apiVersion || !o.kind || !hasTsModel(o)) return;
       const body = JSON.stringify(o, null, 2).split('\n');
       body[0] = `export const o${n}: T${n} = ${body[0]}`;
       body[body.length - 1] += ';';
