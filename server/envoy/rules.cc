@@ -714,6 +714,16 @@ absl::Status Parser::ParseRule(const YAML::Node& node, const std::string& path,
     return reader_.Error(key_mark, absl::StrCat(path, ".key"),
                          "descriptor has empty key");
   }
+  // Neither a limit nor children: with a value it exempts that value from the
+  // level's bare-key and wildcard rules (upstream's basic_config.yaml relies
+  // on it), but a bare key like that answers exactly as no rule would, so it
+  // is a mistake (a forgotten rate_limit or descriptors block).
+  if (!rule.rate_limit && rule.children.empty() && rule.value.empty()) {
+    return reader_.Error(key_mark, path,
+                         "descriptor has neither rate_limit nor descriptors (a "
+                         "key without a value and limit changes no decision; to "
+                         "exempt a value, give the value)");
+  }
   if (rule.rate_limit) {
     RateLimit& limit = *rule.rate_limit;
     std::optional<Unit> unit = ParseUnit(unit_text);

@@ -837,6 +837,20 @@ descriptors:
       ParseError("domain: d\ndescriptors:\n  - key: k\n    unit: [x]\n"),
       HasSubstr("descriptors[0].unit[0]: config error, yaml file contains list of "
                 "type other than map"));
+  // Neither rate_limit nor descriptors (issue 9's list): refused for a bare key,
+  // which could never change a decision; a key with a value stays valid (it
+  // exempts the value, as upstream's basic_config.yaml key2/value3 does).
+  EXPECT_THAT(
+      ParseError("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, "
+                 "requests_per_unit: 1}\n    descriptors:\n      - key: sub\n"),
+      HasSubstr("bad.yaml:6:14: descriptors[0].descriptors[0]: descriptor has neither "
+                "rate_limit nor descriptors"));
+  EXPECT_THAT(ParseError("domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n"),
+              HasSubstr("descriptors[0]: descriptor has neither rate_limit nor"));
+  EXPECT_EQ(Rpu(Load("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: day, "
+                     "requests_per_unit: 3}\n  - key: k\n    value: free\n"),
+                {{"k", "free"}}),
+            -1);
 }
 
 // Verifies a domain defined twice (in two files) is rejected, naming both files.
