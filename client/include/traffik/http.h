@@ -320,8 +320,12 @@ class HttpThrottler {
   explicit HttpThrottler(std::shared_ptr<Client> client,
                          HttpThrottlerOptions options = {});
 
-  // Decides `request` against `throttles` (blocking on the RPC). Fills
-  // request.client_address first. No throttles, or all exempt: allowed, no RPC.
+  // Decides `request` against `throttles` (blocking on the RPC), with its
+  // client_address resolved first (on a copy). No throttles, or all exempt:
+  // allowed, no RPC.
+  HttpVerdict Check(const HttpRequest& request,
+                    const std::vector<HttpThrottle>& throttles) const;
+  // The same, also leaving the resolved address in request.client_address.
   HttpVerdict Check(HttpRequest& request,
                     const std::vector<HttpThrottle>& throttles) const;
 
