@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -21,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "base/quote.h"
 #include "base/utf8.h"
 #include "bucket/token_bucket.h"
@@ -97,8 +97,8 @@ struct InProcessClient::State {
   InProcessOptions options;
   std::shared_ptr<const Clock> clock;
 
-  mutable std::mutex mu;
-  absl::flat_hash_map<std::string, Entry> buckets;  // guarded by mu
+  mutable absl::Mutex mu;
+  absl::flat_hash_map<std::string, Entry> buckets ABSL_GUARDED_BY(mu);
 
   std::atomic<uint64_t> calls{0};
   std::atomic<uint64_t> failures{0};
@@ -176,7 +176,7 @@ struct InProcessClient::State {
       BucketState state;
       const Rate* rate = nullptr;  // of the last hit on it
     };
-    std::lock_guard<std::mutex> lock(mu);
+    absl::MutexLock lock(&mu);
     const int64_t now_ms = clock->Now().count();
     std::vector<Scratch> scratch;
     std::vector<size_t> scratch_of(hits.size());
@@ -404,12 +404,12 @@ ClientStats InProcessClient::stats() const {
 }
 
 void InProcessClient::Reset() {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  absl::MutexLock lock(&state_->mu);
   state_->buckets.clear();
 }
 
 size_t InProcessClient::bucket_count() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
+  absl::MutexLock lock(&state_->mu);
   return state_->buckets.size();
 }
 
