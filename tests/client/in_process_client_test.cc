@@ -13,6 +13,7 @@
 #include "e2e/traffikd_process.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "traffik/http.h"
 
 namespace traffik {
 namespace {
@@ -221,6 +222,38 @@ TEST(InProcessClientLimitsTest, CreateValidates) {
   EXPECT_EQ(InProcessClient::Create(multiplier).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(InProcessClient::Create().ok());
+}
+
+// Verifies the use the in-process client is for: an app's throttled handler
+// unit-tested without traffikd (the HTTP decorator, a const request), 5 per
+// 10 s per client, the sixth answered 429 with Retry-After, served again once
+// the fake clock has moved.
+TEST(InProcessClientUseTest, ThrottledHandlerWithoutTraffikd) {
+  auto clock = std::make_shared<FakeClock>();
+  std::shared_ptr<InProcessClient> client = *InProcessClient::Create({.clock = clock});
+  HttpThrottle search({.uid = "search", .spec = ThrottleSpec{5, seconds(10)}});
+  HttpHandler handler = Throttled(
+      HttpThrottler(client),
+      [](const HttpRequest&) { return HttpResponse{.body = "results"}; }, search);
+  const HttpRequest request{
+      .method = "GET", .path = "/search", .peer_address = "203.0.113.9"};
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(handler(request).status, 200) << i;
+  const HttpResponse refused = handler(request);
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_EQ(refused.Header("Retry-After"), "2");
+  EXPECT_EQ(refused.Header("RateLimit-Limit"), "5");
+  clock->Advance(seconds(2));
+  EXPECT_EQ(handler(request).status, 200);
+
+  // HttpThrottler::Check takes a const request (and a temporary).
+  const HttpThrottler throttler(client);
+  EXPECT_FALSE(throttler.Check(request, {search}).allowed);
+  HttpVerdict other = throttler.Check(
+      HttpRequest{.method = "GET", .path = "/search", .peer_address = "198.51.100.1"},
+      {search});
+  EXPECT_TRUE(other.allowed);
+  EXPECT_THAT(other.headers,
+              ::testing::Contains(::testing::Pair("RateLimit-Remaining", "4")));
 }
 
 // One step of a sequence: a single hit or a batch.
