@@ -326,29 +326,6 @@ void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
   call.done(std::move(result));
 }
 
-absl::StatusOr<std::vector<ThrottleResult>> ClientImpl::CheckBatch(
-    const std::vector<ThrottleRequest>& requests, std::optional<FailurePolicy> policy) {
-  absl::StatusOr<BatchResult> result = CheckBatch(requests, BatchOptions{policy});
-  if (!result.ok()) return result.status();
-  return std::move(result->results);
-}
-
-void ClientImpl::CheckBatchAsync(
-    const std::vector<ThrottleRequest>& requests,
-    std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
-    std::optional<FailurePolicy> policy) {
-  CheckBatchAsync(
-      requests,
-      [done = std::move(done)](absl::StatusOr<BatchResult> result) {
-        if (!result.ok()) {
-          done(result.status());
-        } else {
-          done(std::move(result->results));
-        }
-      },
-      BatchOptions{policy});
-}
-
 absl::StatusOr<BatchResult> ClientImpl::CheckBatch(
     const std::vector<ThrottleRequest>& requests, const BatchOptions& options) {
   auto promise = std::make_shared<std::promise<absl::StatusOr<BatchResult>>>();

@@ -48,13 +48,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   void CheckAsync(const ThrottleRequest& request,
                   std::function<void(absl::StatusOr<ThrottleResult>)> done,
                   std::optional<FailurePolicy> policy) override;
-  absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
-      const std::vector<ThrottleRequest>& requests,
-      std::optional<FailurePolicy> policy) override;
-  void CheckBatchAsync(
-      const std::vector<ThrottleRequest>& requests,
-      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
-      std::optional<FailurePolicy> policy) override;
+  using Client::CheckBatch;  // the deprecated forms
+  using Client::CheckBatchAsync;
   absl::StatusOr<BatchResult> CheckBatch(const std::vector<ThrottleRequest>& requests,
                                          const BatchOptions& options) override;
   void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,

@@ -337,6 +337,12 @@ HttpVerdict HttpThrottler::Finish(const HttpRequest& request,
   return verdict;
 }
 
+HttpVerdict HttpThrottler::Check(const HttpRequest& request,
+                                 const std::vector<HttpThrottle>& throttles) const {
+  HttpRequest resolved = request;
+  return Check(resolved, throttles);
+}
+
 HttpVerdict HttpThrottler::Check(HttpRequest& request,
                                  const std::vector<HttpThrottle>& throttles) const {
   Prepared prepared = Prepare(request, throttles);

@@ -5,13 +5,15 @@
 //              [--tls-ca PATH] [--tls-cert PATH --tls-key PATH] [--tls-server-name NAME]
 //              [--api-key-file PATH | --api-key-env VAR] COMMAND ...
 //     check UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]
-//     batch    (requests on stdin, one a line:
+//     batch [--all-or-nothing]  (requests on stdin, one a line:
 //               UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS])
 //     health [--service NAME]
 //   Admin (traffik.v1.AdminService; the server needs `admin_api: true`):
 //     reset [UID [IDENTIFIER]] [--tenant T]
 //     peek UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]
 //     throttles [--tenant T]
+//
+//   traffikctl --version
 //
 // Exit code: 0 allowed / serving; 1 throttled (batch: any item throttled;
 // peek: a hit would be throttled) / not serving; 2 error (bad usage,
@@ -54,10 +56,12 @@ constexpr char kUsage[] =
     "commands:\n"
     "  check UID IDENTIFIER [--tenant T] [--cost N] [--limit N --period-ms MS]\n"
     "      decide one hit (takes its tokens when allowed)\n"
-    "  batch\n"
+    "  batch [--all-or-nothing]\n"
     "      decide the hits read from stdin in one batch, one a line:\n"
     "        UID IDENTIFIER [tenant=T] [cost=N] [limit=N period_ms=MS]\n"
-    "      (blank lines and lines starting with # are skipped)\n"
+    "      (blank lines and lines starting with # are skipped); one line per\n"
+    "      hit, then a verdict line. --all-or-nothing: the tokens are taken\n"
+    "      only if every hit is allowed (traffikd: all on one backend)\n"
     "  health [--service NAME]\n"
     "      ask the gRPC health service\n"
     "\n"
@@ -74,6 +78,7 @@ constexpr char kUsage[] =
     "  --target HOST:PORT   traffikd's gRPC address (default 127.0.0.1:50051)\n"
     "  --deadline-ms N      per-RPC deadline in milliseconds (default 1000)\n"
     "  --json               machine-readable output on stdout\n"
+    "  --version            print traffikctl's version and exit\n"
     "  --tls                TLS, trusting the system's CAs (implied by --tls-*)\n"
     "  --tls-ca PATH        TLS, trusting this CA bundle (PEM) for the server\n"
     "  --tls-cert PATH      with --tls-key: a client certificate (mutual TLS)\n"
@@ -93,9 +98,11 @@ struct Args {
   std::string target = "127.0.0.1:50051";
   int64_t deadline_ms = 1000;
   bool json = false;
+  bool version = false;  // --version
   std::string command;
   std::vector<std::string> positional;       // after the command
   std::map<std::string, std::string> flags;  // command flags, without "--"
+                                             // (a switch: value "")
   std::optional<ClientTlsOptions> tls;       // --tls, --tls-*
   std::optional<std::string> api_key_file;   // --api-key-file
   std::optional<std::string> api_key_env;    // --api-key-env
@@ -108,13 +115,49 @@ struct Args {
 const std::map<std::string, std::set<std::string>>& CommandFlags() {
   static const auto* flags = new std::map<std::string, std::set<std::string>>{
       {"check", {"tenant", "cost", "limit", "period-ms"}},
-      {"batch", {}},
+      {"batch", {"all-or-nothing"}},
       {"health", {"service"}},
       {"reset", {"tenant"}},
       {"peek", {"tenant", "cost", "limit", "period-ms"}},
       {"throttles", {"tenant"}},
   };
   return *flags;
+}
+
+// Command flags that take no value.
+bool IsSwitch(const std::string& name) { return name == "all-or-nothing"; }
+
+// The flags every command takes (besides --json, --help, --version, --tls).
+bool IsGlobalFlag(const std::string& name) {
+  return name == "target" || name == "deadline-ms" || name == "tls-ca" ||
+         name == "tls-cert" || name == "tls-key" || name == "tls-server-name" ||
+         name == "api-key-file" || name == "api-key-env";
+}
+
+// True when some command takes --`name`.
+bool IsCommandFlag(const std::string& name) {
+  for (const auto& [command, flags] : CommandFlags()) {
+    if (flags.count(name) != 0) return true;
+  }
+  return false;
+}
+
+// A flag name from the command line, quoted, escaped and truncated for a message.
+std::string QuotedFlag(const std::string& name) {
+  constexpr size_t kMaxShown = 64;
+  std::string out = "\"--";
+  for (size_t i = 0; i < name.size() && i < kMaxShown; ++i) {
+    const unsigned char c = static_cast<unsigned char>(name[i]);
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (name.size() > kMaxShown) out += "...";
+  return out + "\"";
 }
 
 std::string JsonString(const std::string& s) {
@@ -192,6 +235,23 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       continue;
     }
     if (name == "help") return absl::CancelledError("help");
+    if (name == "version") {
+      if (value.has_value())
+        return absl::InvalidArgumentError("--version takes no value");
+      args.version = true;
+      continue;
+    }
+    if (!IsGlobalFlag(name) && !IsCommandFlag(name) && name != "tls") {
+      // Before taking a value: an unknown flag must not swallow the command.
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", QuotedFlag(name)));
+    }
+    if (IsSwitch(name)) {
+      if (value.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      }
+      args.flags[name] = "";
+      continue;
+    }
     if (name == "tls") {
       if (value.has_value()) return absl::InvalidArgumentError("--tls takes no value");
       if (!args.tls) args.tls.emplace();
@@ -230,6 +290,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
     return absl::InvalidArgumentError(
         "--api-key-file and --api-key-env exclude each other");
   }
+  if (args.version) return args;
   if (args.command.empty()) return absl::InvalidArgumentError("no command given");
   const auto command = CommandFlags().find(args.command);
   if (command == CommandFlags().end()) {
@@ -442,14 +503,21 @@ int RunBatch(const Args& args, Client& client) {
                        absl::InvalidArgumentError("batch: no requests on stdin"));
   }
 
-  const absl::StatusOr<std::vector<ThrottleResult>> results = client.CheckBatch(requests);
+  BatchOptions options;
+  options.all_or_nothing = Flag(args, "all-or-nothing").has_value();
+  const absl::StatusOr<BatchResult> results = client.CheckBatch(requests, options);
   if (!results.ok()) return ReportError(args.json, results.status());
-  bool all_allowed = true;
-  for (const ThrottleResult& result : *results)
-    all_allowed = all_allowed && result.allowed;
+  size_t throttled = 0;
+  for (const ThrottleResult& result : *results) throttled += result.allowed ? 0 : 1;
+  // Every hit may go ahead only when each was allowed and the answers took
+  // effect (an all-or-nothing batch with a refused item took nothing).
+  const bool all_allowed = throttled == 0 && results->applied;
   if (args.json) {
     std::string out =
-        absl::StrCat("{\"allowed\":", all_allowed ? "true" : "false", ",\"results\":[");
+        absl::StrCat("{\"allowed\":", all_allowed ? "true" : "false",
+                     ",\"applied\":", results->applied ? "true" : "false",
+                     ",\"all_or_nothing\":", results->all_or_nothing ? "true" : "false",
+                     ",\"results\":[");
     for (size_t i = 0; i < results->size(); ++i) {
       absl::StrAppend(&out, i == 0 ? "" : ",",
                       "{\"throttle_uid\":", JsonString(requests[i].throttle_uid),
@@ -463,6 +531,18 @@ int RunBatch(const Args& args, Client& client) {
       std::printf("%s %s %s\n", requests[i].throttle_uid.c_str(),
                   requests[i].identifier.c_str(), HumanResult((*results)[i]).c_str());
     }
+    std::string verdict =
+        absl::StrCat("verdict: ", all_allowed ? "allowed" : "throttled", " (",
+                     results->size() - throttled, " of ", results->size(), " allowed");
+    if (results->all_or_nothing) {
+      absl::StrAppend(&verdict, results->applied ? "; all-or-nothing: tokens taken"
+                                                 : "; all-or-nothing: nothing taken");
+    } else if (!results->applied) {
+      absl::StrAppend(&verdict, "; nothing taken");
+    } else if (throttled != 0) {
+      absl::StrAppend(&verdict, "; the allowed hits took their tokens");
+    }
+    std::printf("%s)\n", verdict.c_str());
   }
   return all_allowed ? kExitOk : kExitThrottled;
 }
@@ -622,6 +702,10 @@ int Main(int argc, char** argv) {
     bool json = false;
     for (int i = 1; i < argc; ++i) json = json || std::string(argv[i]) == "--json";
     return UsageError(json, std::string(args.status().message()));
+  }
+  if (args->version) {
+    std::printf("traffikctl %s\n", TRAFFIK_VERSION);
+    return kExitOk;
   }
   absl::StatusOr<ClientOptions> connection = ConnectionOptions(*args);
   if (!connection.ok()) return ReportError(args->json, connection.status());

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -728,6 +729,58 @@ TEST_F(ClientTest, AllOrNothingBatch) {
   EXPECT_TRUE(plain->applied);
   EXPECT_FALSE(plain->all_or_nothing);
   EXPECT_EQ(plain->results[1].remaining, 8u);  // taken despite the refusal
+}
+
+// `client.CheckBatch(requests, {})` and `{.all_or_nothing = true}` name one
+// overload (two overload families made `{}` ambiguous before BatchOptions
+// became the one form).
+template <typename C>
+concept BatchWithBraces = requires(C& c, const std::vector<ThrottleRequest>& r) {
+  { c.CheckBatch(r, {}) } -> std::same_as<absl::StatusOr<BatchResult>>;
+  { c.CheckBatch(r) } -> std::same_as<absl::StatusOr<BatchResult>>;
+  {
+    c.CheckBatch(r, {.all_or_nothing = true})
+    } -> std::same_as<absl::StatusOr<BatchResult>>;
+  c.CheckBatchAsync(r, [](absl::StatusOr<BatchResult>) {}, {});
+};
+static_assert(BatchWithBraces<Client>);
+
+// Verifies the one CheckBatch form (BatchResult, `{}` options) and that the
+// deprecated policy forms and vector-typed results still compile and answer.
+TEST_F(ClientTest, OneCheckBatchForm) {
+  auto client = MakeClient(ServerOptions());
+  const std::vector<ThrottleRequest> two = {Inline(Id("a"), 2), Inline(Id("b"), 2)};
+  absl::StatusOr<BatchResult> braces = client->CheckBatch(two, {});
+  ASSERT_TRUE(braces.ok()) << braces.status();
+  ASSERT_EQ(braces->size(), 2u);
+  EXPECT_TRUE(braces->applied);
+  EXPECT_EQ((*braces)[0].remaining, 1u);
+  size_t seen = 0;
+  for (const ThrottleResult& result : *braces) seen += result.allowed ? 1 : 0;
+  EXPECT_EQ(seen, 2u);
+
+  // Older code: a vector-typed result, a policy argument, a vector callback.
+  absl::StatusOr<std::vector<ThrottleResult>> as_vector = client->CheckBatch(two);
+  ASSERT_TRUE(as_vector.ok()) << as_vector.status();
+  EXPECT_EQ((*as_vector)[1].remaining, 0u);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  absl::StatusOr<std::vector<ThrottleResult>> with_policy =
+      client->CheckBatch(two, FailurePolicy::kAllow);
+  std::promise<absl::StatusOr<std::vector<ThrottleResult>>> promise;
+  client->CheckBatchAsync(
+      two,
+      [&](absl::StatusOr<std::vector<ThrottleResult>> r) {
+        promise.set_value(std::move(r));
+      },
+      std::optional<FailurePolicy>());
+#pragma GCC diagnostic pop
+  ASSERT_TRUE(with_policy.ok()) << with_policy.status();
+  EXPECT_FALSE((*with_policy)[0].allowed);
+  absl::StatusOr<std::vector<ThrottleResult>> async = promise.get_future().get();
+  ASSERT_TRUE(async.ok()) << async.status();
+  ASSERT_THAT(*async, SizeIs(2));
+  EXPECT_FALSE((*async)[1].allowed);
 }
 
 // Verifies a batch over tenants on different backends: all_or_nothing is

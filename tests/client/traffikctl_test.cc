@@ -210,7 +210,9 @@ TEST_F(TraffikctlTest, BatchFromStdin) {
   CtlRun run = Ctl({"batch"}, input);
   EXPECT_EQ(run.exit_code, 1) << run;
   const std::vector<std::string> lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
-  ASSERT_EQ(lines.size(), 3u) << run;
+  ASSERT_EQ(lines.size(), 4u) << run;
+  EXPECT_EQ(lines[3],
+            "verdict: throttled (2 of 3 allowed; the allowed hits took their tokens)");
   EXPECT_THAT(lines[0], StartsWith(absl::StrCat("ctl ", Id("a"), " allowed wait_ms=0")));
   EXPECT_THAT(lines[1], StartsWith(absl::StrCat("ctl ", Id("a"), " throttled wait_ms=")));
   EXPECT_THAT(lines[2], AllOf(StartsWith(absl::StrCat("ctl ", Id("b"), " allowed")),
@@ -219,6 +221,61 @@ TEST_F(TraffikctlTest, BatchFromStdin) {
   CtlRun all_allowed =
       Ctl({"batch"}, absl::StrCat("ctl ", Id("c"), " limit=9 period_ms=1000\n"));
   EXPECT_EQ(all_allowed.exit_code, 0) << all_allowed;
+  EXPECT_THAT(all_allowed.out, EndsWith("\nverdict: allowed (1 of 1 allowed)\n"));
+}
+
+// Verifies `batch --all-or-nothing` takes no tokens when one item is refused, says so
+// in its verdict line and --json, and takes them all when every item is allowed.
+TEST_F(TraffikctlTest, BatchAllOrNothing) {
+  const std::string full =
+      absl::StrCat("ctl ", Id("full"), " limit=1 period_ms=3600000\n");
+  const std::string free =
+      absl::StrCat("ctl ", Id("free"), " limit=5 period_ms=3600000\n");
+  ASSERT_EQ(Ctl({"batch"}, full).exit_code, 0);  // empties Id("full")
+  CtlRun refused = Ctl({"batch", "--all-or-nothing"}, free + full);
+  EXPECT_EQ(refused.exit_code, 1) << refused;
+  EXPECT_THAT(refused.out,
+              EndsWith("\nverdict: throttled (1 of 2 allowed; all-or-nothing: nothing "
+                       "taken)\n"));
+  CtlRun json = Ctl({"--json", "--all-or-nothing", "batch"}, free + full);
+  EXPECT_EQ(json.exit_code, 1) << json;
+  EXPECT_THAT(json.out, StartsWith("{\"allowed\":false,\"applied\":false,"
+                                   "\"all_or_nothing\":true,\"results\":["));
+  // Nothing was taken from Id("free") by the two refused batches: 5 left, then 4.
+  CtlRun applied = Ctl({"batch", "--all-or-nothing"}, free);
+  EXPECT_EQ(applied.exit_code, 0) << applied;
+  EXPECT_THAT(applied.out, HasSubstr("limit=5 remaining=4"));
+  EXPECT_THAT(applied.out,
+              EndsWith("\nverdict: allowed (1 of 1 allowed; all-or-nothing: tokens "
+                       "taken)\n"));
+  CtlRun with_value = Ctl({"batch", "--all-or-nothing=yes"}, free);
+  EXPECT_EQ(with_value.exit_code, 2) << with_value;
+  CtlRun on_check = Ctl({"check", "ctl", Id(), "--all-or-nothing"});
+  EXPECT_EQ(on_check.exit_code, 2) << on_check;
+  EXPECT_THAT(on_check.err, HasSubstr("unknown flag --all-or-nothing for check"));
+}
+
+// Verifies --version prints the version and exits 0, with or without a command.
+TEST_F(TraffikctlTest, Version) {
+  CtlRun run = RunCtl({"--version"});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_EQ(run.out, absl::StrCat("traffikctl ", TRAFFIK_VERSION, "\n"));
+  EXPECT_EQ(RunCtl({"--version", "health"}).out, run.out);
+}
+
+// Verifies an unknown flag says "unknown flag" (quoted, escaped), exits 2, and never
+// takes the command as its value.
+TEST_F(TraffikctlTest, UnknownFlag) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"--bogus", "health"}, {"health", "--bogus"}, {"--bogus=1", "health"}}) {
+    CtlRun run = Ctl(args);
+    EXPECT_EQ(run.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << run;
+    EXPECT_THAT(run.err, HasSubstr("unknown flag \"--bogus\"")) << run;
+    EXPECT_THAT(run.err, HasSubstr("usage:"));
+  }
+  CtlRun hostile = Ctl({"--a\x1b[2J\"", "health"});
+  EXPECT_EQ(hostile.exit_code, 2) << hostile;
+  EXPECT_THAT(hostile.err, HasSubstr("unknown flag \"--a\\x1b[2J\\x22\""));
 }
 
 // Verifies `batch --json` prints the overall decision and one object per item, in order.
@@ -227,7 +284,8 @@ TEST_F(TraffikctlTest, BatchJson) {
                                          "ctl ", Id("a"), " limit=1 period_ms=3600000\n");
   CtlRun run = Ctl({"--json", "batch"}, input);
   EXPECT_EQ(run.exit_code, 1) << run;
-  EXPECT_THAT(run.out, AllOf(StartsWith("{\"allowed\":false,\"results\":[{"),
+  EXPECT_THAT(run.out, AllOf(StartsWith("{\"allowed\":false,\"applied\":true,"
+                                        "\"all_or_nothing\":false,\"results\":[{"),
                              HasSubstr(absl::StrCat("\"identifier\":\"", Id("a"), "\"")),
                              HasSubstr("\"throttle_uid\":\"ctl\""), EndsWith("]}\n")));
   const size_t first = run.out.find("\"allowed\":true");

@@ -29,12 +29,20 @@ endfunction()
 
 step("install"
   ${CMAKE_COMMAND} --install ${TRAFFIK_BUILD_DIR} --prefix ${prefix} --component ${COMPONENT})
-foreach(file include/traffik/client.h)
+foreach(file include/traffik/client.h include/traffik/testing/in_process_client.h
+             include/traffik/adapters/httplib.h
+             lib/cmake/traffik/traffikHttplibTargets.cmake
+             lib/cmake/traffik/traffikBeastTargets.cmake)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "not installed: ${file}")
   endif()
 endforeach()
-file(GLOB_RECURSE private_headers ${prefix}/include/*impl*.h ${prefix}/include/traffik/v1/*)
+file(GLOB_RECURSE private_headers ${prefix}/include/*impl*.h ${prefix}/include/traffik/v1/*
+     ${prefix}/include/bucket/* ${prefix}/include/engine/* ${prefix}/include/base/*)
+# The client component alone: no traffikd.
+if(EXISTS ${prefix}/bin/traffikd)
+  message(FATAL_ERROR "the client component installed traffikd")
+endif()
 if(private_headers)
   message(FATAL_ERROR "private headers installed: ${private_headers}")
 endif()
@@ -53,5 +61,8 @@ step("build" ${CMAKE_COMMAND} --build ${build})
 
 # Fails open against a closed port: exit 0 only for "allowed by failure policy".
 step("run" ${build}/traffik_consumer 127.0.0.1:1)
+message(STATUS "consumer test: ${step_output}")
+# The httplib decorator on the in-process client: 200, 200, 429.
+step("run httplib" ${build}/traffik_consumer_httplib)
 message(STATUS "consumer test: ${step_output}")
 file(REMOVE_RECURSE ${WORK_DIR})

@@ -105,8 +105,8 @@ TEST_F(ClientAuthE2eTest, CredentialErrorsNeverAllowed) {
     for (FailurePolicy policy : {FailurePolicy::kAllow, FailurePolicy::kDeny}) {
       absl::StatusOr<ThrottleResult> r = client->Check(Hit(c.tenant), policy);
       EXPECT_EQ(r.status().code(), c.code) << c.key << " " << c.tenant;
-      absl::StatusOr<std::vector<ThrottleResult>> b =
-          client->CheckBatch({Hit(c.tenant)}, policy);
+      absl::StatusOr<BatchResult> b =
+          client->CheckBatch({Hit(c.tenant)}, {.policy = policy});
       EXPECT_EQ(b.status().code(), c.code) << c.key << " " << c.tenant;
     }
   }

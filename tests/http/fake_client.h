@@ -81,29 +81,11 @@ class FakeClient : public Client {
                   std::optional<FailurePolicy> policy = {}) override {
     done(Check(request, policy));
   }
-  absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
-      const std::vector<ThrottleRequest>& requests,
-      std::optional<FailurePolicy> policy = {}) override {
-    MutexLock lock(&mu_);
-    calls_.push_back(Call{requests, true, policy});
-    if (!failure_.ok()) return failure_;
-    std::vector<ThrottleResult> results;
-    for (const ThrottleRequest& request : requests) {
-      absl::StatusOr<ThrottleResult> r = Answer(request);
-      if (!r.ok()) return r.status();
-      results.push_back(*r);
-    }
-    return results;
-  }
-  void CheckBatchAsync(
-      const std::vector<ThrottleRequest>& requests,
-      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
-      std::optional<FailurePolicy> policy = {}) override {
-    done(CheckBatch(requests, policy));
-  }
+  using Client::CheckBatch;  // the deprecated forms
+  using Client::CheckBatchAsync;
   // All or nothing: applied iff every answer allows (the fake takes nothing).
   absl::StatusOr<BatchResult> CheckBatch(const std::vector<ThrottleRequest>& requests,
-                                         const BatchOptions& options) override {
+                                         const BatchOptions& options = {}) override {
     MutexLock lock(&mu_);
     calls_.push_back(Call{requests, true, options.policy, options.all_or_nothing});
     if (!failure_.ok()) return failure_;
@@ -119,7 +101,7 @@ class FakeClient : public Client {
   }
   void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
                        std::function<void(absl::StatusOr<BatchResult>)> done,
-                       const BatchOptions& options) override {
+                       const BatchOptions& options = {}) override {
     done(CheckBatch(requests, options));
   }
   absl::StatusOr<bool> Healthy(const std::string& /*service*/ = "") override {

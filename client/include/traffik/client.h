@@ -13,12 +13,19 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace traffik {
+
+// The structs below are meant for designated initializers naming only the
+// members that matter (`{.all_or_nothing = true}`): every member has a
+// default member initializer, since GCC's -Wmissing-field-initializers
+// (-Wextra) warns about an omitted member that has none. Keep it so.
 
 // An inline throttle definition (used when the uid is not configured on the
 // server): `limit` tokens refilled continuously over `period`.
@@ -60,11 +67,11 @@ struct ThrottleRequest {
   // Who is limited (e.g. "203.0.113.9:/api/search"); bytes, not necessarily
   // UTF-8. Longer than ClientOptions::max_identifier_bytes: sent in its digest
   // form (WireIdentifier). Empty: traffikd refuses it (kInvalidArgument).
-  std::string identifier;
-  std::string throttle_uid;  // which throttle
-  std::string tenant;        // empty: the server's default tenant
-  uint32_t cost = 1;         // tokens this hit takes
-  std::optional<ThrottleSpec> spec;
+  std::string identifier{};
+  std::string throttle_uid{};  // which throttle
+  std::string tenant{};        // empty: the server's default tenant
+  uint32_t cost = 1;           // tokens this hit takes
+  std::optional<ThrottleSpec> spec{};
 };
 
 // What the client does when traffikd cannot decide: an outage (IsOutage:
@@ -94,7 +101,7 @@ struct ThrottleResult {
 // How a batch is decided (CheckBatch / CheckBatchAsync with BatchOptions).
 struct BatchOptions {
   // nullopt: ClientOptions::failure_policy.
-  std::optional<FailurePolicy> policy;
+  std::optional<FailurePolicy> policy{};
   // Ask traffikd for an all-or-nothing batch (several throttles guarding one
   // action): the items are evaluated in order as if made one by one, and
   // their tokens are taken only if EVERY item is allowed; if one is refused,
@@ -114,7 +121,7 @@ struct BatchOptions {
 // The answer for a batch (CheckBatch with BatchOptions).
 struct BatchResult {
   // One per request, in request order.
-  std::vector<ThrottleResult> results;
+  std::vector<ThrottleResult> results{};
   // True when the answers took effect: every result with allowed=true may go
   // ahead (traffikd took its tokens, or the failure policy kAllow allowed
   // it). False when the batch was refused as a whole and nothing was taken:
@@ -126,21 +133,44 @@ struct BatchResult {
   // True when traffikd decided the batch all-or-nothing (false for an
   // ordinary batch, after a fall-back, and for answers reached locally).
   bool all_or_nothing = false;
+
+  // A BatchResult reads like its results: size(), [i], range-for.
+  size_t size() const { return results.size(); }
+  bool empty() const { return results.empty(); }
+  const ThrottleResult& operator[](size_t i) const { return results[i]; }
+  ThrottleResult& operator[](size_t i) { return results[i]; }
+  std::vector<ThrottleResult>::const_iterator begin() const { return results.begin(); }
+  std::vector<ThrottleResult>::const_iterator end() const { return results.end(); }
+  // For code written against the deprecated CheckBatch(requests, policy),
+  // which answered a std::vector<ThrottleResult>:
+  // `absl::StatusOr<std::vector<ThrottleResult>> r = client->CheckBatch(requests);`
+  // keeps compiling (BatchResult::applied is dropped: read it instead).
+  operator std::vector<ThrottleResult>() const& { return results; }
+  operator std::vector<ThrottleResult>() && { return std::move(results); }
 };
+
+namespace client_internal {
+// The policy argument of the deprecated CheckBatch(requests, policy) forms.
+template <typename P>
+inline constexpr bool kIsPolicyArg =
+    std::is_same_v<std::decay_t<P>, FailurePolicy> ||
+    std::is_same_v<std::decay_t<P>, std::optional<FailurePolicy>> ||
+    std::is_same_v<std::decay_t<P>, std::nullopt_t>;
+}  // namespace client_internal
 
 // TLS to traffikd (ClientOptions::tls). Files are PEM, read once by
 // Client::Create.
 struct ClientTlsOptions {
   // The CA bundle that signs traffikd's certificate; empty: the system's
   // default roots (gRPC's, or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
-  std::string ca_file;
+  std::string ca_file{};
   // A client certificate chain and its key, for a traffikd that asks for one
   // (mutual TLS); both or neither.
-  std::string cert_file;
-  std::string key_file;
+  std::string cert_file{};
+  std::string key_file{};
   // The name traffikd's certificate is checked against (and sent as SNI);
   // empty: the host of `target`.
-  std::string server_name;
+  std::string server_name{};
 };
 
 // The longest API key accepted (ClientOptions::api_key).
@@ -168,15 +198,15 @@ struct ClientOptions {
   std::chrono::milliseconds failure_log_interval{10'000};
   // Where failure lines go (one call per line, without a newline); empty:
   // stderr. Called from client threads; must be thread-safe and quick.
-  std::function<void(const std::string&)> log;
+  std::function<void(const std::string&)> log{};
   // nullopt: plaintext (the default; fine on loopback). Set: TLS, the
   // server's certificate verified against `tls->ca_file`.
-  std::optional<ClientTlsOptions> tls;
+  std::optional<ClientTlsOptions> tls{};
   // Sent on every call as gRPC metadata `authorization: Bearer <api_key>`
   // (traffikd's `callers:` with `auth: required`); empty: none. Printable
   // ASCII without spaces, at most kMaxApiKeyBytes. Never logged; over
   // plaintext anyone on the path can read it: use TLS off loopback.
-  std::string api_key;
+  std::string api_key{};
 };
 
 // Counters for observability and tests.
@@ -224,33 +254,57 @@ class Client {
       const ThrottleRequest& request, std::optional<FailurePolicy> policy = {});
 
   // Decides several hits in one RPC, answered in request order as if made one
-  // by one. The server rejects a batch with an invalid item whole (an error
-  // for the whole batch, whatever the policy; an outage: the policy applies
-  // to the whole batch).
+  // by one: `client->CheckBatch(requests)`, or with options, e.g.
+  // `client->CheckBatch(requests, {.all_or_nothing = true})`. BatchResult::
+  // applied says whether the decisions took effect; the BatchResult reads
+  // like its results (size(), [i], range-for).
+  //
+  // The server rejects a batch with an invalid item whole (an error for the
+  // whole batch, whatever the policy; an outage: the policy applies to the
+  // whole batch, and an outage turned into results by kAllow/kDeny has
+  // applied = (policy is kAllow)).
   //
   // Local short-circuit: if ANY item's key is short-circuited, no RPC is made
-  // and the whole batch is refused locally, so no tokens are taken from the
-  // other items (all-or-nothing, as several throttles on one request need).
-  // Every result then has source kShortCircuit and allowed=false; the
-  // short-circuited items carry their remaining wait, the others wait 0 (they
-  // were not asked). An empty batch is answered locally with no results.
-  virtual absl::StatusOr<std::vector<ThrottleResult>> CheckBatch(
-      const std::vector<ThrottleRequest>& requests,
-      std::optional<FailurePolicy> policy = {}) = 0;
-  virtual void CheckBatchAsync(
-      const std::vector<ThrottleRequest>& requests,
-      std::function<void(absl::StatusOr<std::vector<ThrottleResult>>)> done,
-      std::optional<FailurePolicy> policy = {}) = 0;
-
-  // The same with BatchOptions (e.g. {.all_or_nothing = true}), answering
-  // whether the decisions took effect (BatchResult::applied). The
-  // short-circuit and failure policies work as above; an outage turned into
-  // results by kAllow/kDeny has applied = (policy is kAllow).
+  // and the whole batch is refused locally (applied = false), so no tokens
+  // are taken from the other items (all-or-nothing, as several throttles on
+  // one request need). Every result then has source kShortCircuit and
+  // allowed=false; the short-circuited items carry their remaining wait, the
+  // others wait 0 (they were not asked). An empty batch is answered locally
+  // with no results.
   virtual absl::StatusOr<BatchResult> CheckBatch(
-      const std::vector<ThrottleRequest>& requests, const BatchOptions& options) = 0;
+      const std::vector<ThrottleRequest>& requests, const BatchOptions& options = {}) = 0;
+  // The same without blocking: `done` runs on a client thread (or inline for
+  // an answer reached locally). A `done` taking
+  // absl::StatusOr<std::vector<ThrottleResult>> (the older form) is accepted.
   virtual void CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
                                std::function<void(absl::StatusOr<BatchResult>)> done,
-                               const BatchOptions& options) = 0;
+                               const BatchOptions& options = {}) = 0;
+
+  // Deprecated forms (before BatchOptions): the failure policy alone, the
+  // results as a vector. Use CheckBatch(requests, {.policy = policy}).
+  template <typename Policy,
+            typename = std::enable_if_t<client_internal::kIsPolicyArg<Policy>>>
+  [[deprecated(
+      "use CheckBatch(requests, {.policy = ...}), which answers a BatchResult")]] absl::
+      StatusOr<std::vector<ThrottleResult>>
+      CheckBatch(const std::vector<ThrottleRequest>& requests, Policy policy) {
+    BatchOptions options;
+    options.policy = std::optional<FailurePolicy>(policy);
+    absl::StatusOr<BatchResult> result = CheckBatch(requests, options);
+    if (!result.ok()) return result.status();
+    return std::move(result->results);
+  }
+  template <typename Done, typename Policy,
+            typename = std::enable_if_t<client_internal::kIsPolicyArg<Policy>>>
+  [[deprecated("use CheckBatchAsync(requests, done, {.policy = ...})")]] void
+  CheckBatchAsync(const std::vector<ThrottleRequest>& requests, Done done,
+                  Policy policy) {
+    BatchOptions options;
+    options.policy = std::optional<FailurePolicy>(policy);
+    CheckBatchAsync(requests,
+                    std::function<void(absl::StatusOr<BatchResult>)>(std::move(done)),
+                    options);
+  }
 
   // Asks traffikd's gRPC health service (service "" unless given): true when
   // SERVING, false for any other status. Errors (kUnavailable,

@@ -53,17 +53,17 @@ using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 // The facts about an HTTP request that throttling needs. Adapters build one
 // per request; identifier functions, hooks and on_throttled handlers read it.
 struct HttpRequest {
-  std::string method;        // as received, e.g. "GET"
-  std::string path;          // the request path without the query string
-  std::string route;         // the matched route pattern if the framework knows it
-                             // (e.g. "/users/:id"); empty: `path` is used
-  std::string peer_address;  // the TCP peer's IP address, no port ("10.0.0.7", "::1")
-  HttpHeaders headers;       // as received
+  std::string method{};        // as received, e.g. "GET"
+  std::string path{};          // the request path without the query string
+  std::string route{};         // the matched route pattern if the framework knows it
+                               // (e.g. "/users/:id"); empty: `path` is used
+  std::string peer_address{};  // the TCP peer's IP address, no port ("10.0.0.7", "::1")
+  HttpHeaders headers{};       // as received
   // The address of the client, resolved by the HttpThrottler from
   // `peer_address` and X-Forwarded-For under its trusted proxies (see
   // ClientAddress()). Set by HttpThrottler::Check before identifier functions
   // run; whatever the adapter put here is overwritten.
-  std::string client_address;
+  std::string client_address{};
 
   // The value of header `name` (case-insensitive). Several fields with that
   // name are joined with ", " (RFC 9110 section 5.3). nullopt when absent.
@@ -75,9 +75,9 @@ struct HttpRequest {
 // A response the core wants sent instead of calling the handler.
 struct HttpResponse {
   int status = 200;
-  HttpHeaders headers;  // besides Content-Type
+  HttpHeaders headers{};  // besides Content-Type
   std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
+  std::string body{};
 
   // Sets header `name` to `value`, replacing any field with that name.
   void SetHeader(std::string_view name, std::string value);
@@ -219,16 +219,16 @@ using HttpThrottledFn =
     std::function<HttpResponse(const HttpRequest& request, const ThrottleResult& result)>;
 
 struct HttpThrottleOptions {
-  std::string uid;  // the throttle uid on the server (required)
+  std::string uid{};  // the throttle uid on the server (required)
   // The inline definition, used by the server when `uid` is not configured
   // there; nullopt: the throttle must be configured on the server.
-  std::optional<ThrottleSpec> spec;
-  HttpIdentifierFn identifier;   // empty: DefaultHttpIdentifier
-  HttpThrottledFn on_throttled;  // empty: TooManyRequests
-  uint32_t cost = 1;             // tokens a request takes
-  std::string tenant;            // empty: the server's default tenant
+  std::optional<ThrottleSpec> spec{};
+  HttpIdentifierFn identifier{};   // empty: DefaultHttpIdentifier
+  HttpThrottledFn on_throttled{};  // empty: TooManyRequests
+  uint32_t cost = 1;               // tokens a request takes
+  std::string tenant{};            // empty: the server's default tenant
   // When traffikd cannot answer; nullopt: the Client's default policy.
-  std::optional<FailurePolicy> failure_policy;
+  std::optional<FailurePolicy> failure_policy{};
 };
 
 // One throttle. A cheap-to-copy handle to immutable options; thread-safe.
@@ -256,15 +256,15 @@ struct HttpVerdict {
   // RateLimit-* for the handler's response when allowed: those of the throttle
   // with the fewest remaining tokens (ties: the later reset). Empty when exempt
   // or when the numbers are unknown.
-  HttpHeaders headers;
+  HttpHeaders headers{};
   // Set iff !allowed: the default 429, the refusing throttle's on_throttled
   // response, or (an error: see HttpThrottlerOptions::on_error) the on_error
   // one.
-  std::optional<HttpResponse> response;
+  std::optional<HttpResponse> response{};
   // OK, or the failure that produced an on_error response.
-  absl::Status error;
+  absl::Status error{};
   // The answers, one per non-exempt throttle, in the order checked.
-  std::vector<ThrottleResult> results;
+  std::vector<ThrottleResult> results{};
 };
 
 using HttpErrorFn =
@@ -282,13 +282,13 @@ HttpResponse RateLimiterError(const HttpRequest& request, const absl::Status& er
 struct HttpThrottlerOptions {
   // Proxies whose X-Forwarded-For is believed (see ClientAddress); empty:
   // X-Forwarded-For is ignored.
-  TrustedProxies trusted_proxies;
+  TrustedProxies trusted_proxies{};
   // The response when the Client answers an error instead of a decision: an
   // outage under FailurePolicy::kRaise, or, under any policy, an error that
   // is not an outage (e.g. kInvalidArgument, kNotFound: the failure policy
   // never lets those through). The Client has logged it (rate-limited).
   // Empty: RateLimiterError (503 for an outage, 500 otherwise).
-  HttpErrorFn on_error;
+  HttpErrorFn on_error{};
 };
 
 // Decides HTTP requests with a Client.
@@ -320,8 +320,12 @@ class HttpThrottler {
   explicit HttpThrottler(std::shared_ptr<Client> client,
                          HttpThrottlerOptions options = {});
 
-  // Decides `request` against `throttles` (blocking on the RPC). Fills
-  // request.client_address first. No throttles, or all exempt: allowed, no RPC.
+  // Decides `request` against `throttles` (blocking on the RPC), with its
+  // client_address resolved first (on a copy). No throttles, or all exempt:
+  // allowed, no RPC.
+  HttpVerdict Check(const HttpRequest& request,
+                    const std::vector<HttpThrottle>& throttles) const;
+  // The same, also leaving the resolved address in request.client_address.
   HttpVerdict Check(HttpRequest& request,
                     const std::vector<HttpThrottle>& throttles) const;
 

@@ -66,10 +66,10 @@ class PathMatcher {
 
 struct MiddlewareRule {
   HttpThrottle throttle;
-  PathMatcher path;               // default: any path
-  std::set<std::string> methods;  // upper-case; empty: any method
+  PathMatcher path{};               // default: any path
+  std::set<std::string> methods{};  // upper-case; empty: any method
   // Extra condition; empty: none. Called only when path and method match.
-  std::function<bool(const HttpRequest& request)> hook;
+  std::function<bool(const HttpRequest& request)> hook{};
 };
 
 enum class MatchMode { kAllMatch, kFirstMatch };

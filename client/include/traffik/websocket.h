@@ -36,9 +36,9 @@ namespace traffik {
 struct WebSocketConnection {
   // Unique within the process and across restarts (a random per-process
   // prefix and a counter); part of the default identifier.
-  std::string id;
+  std::string id{};
   // The upgrade request; upgrade.client_address is resolved.
-  HttpRequest upgrade;
+  HttpRequest upgrade{};
 };
 
 // Builds the connection for an accepted upgrade: assigns a fresh id and
@@ -52,7 +52,7 @@ inline constexpr uint16_t kWebSocketInternalError = 1011;
 
 struct WebSocketClose {
   uint16_t code = kWebSocketPolicyViolation;
-  std::string reason;  // at most 123 bytes (the close frame limit)
+  std::string reason{};  // at most 123 bytes (the close frame limit)
 };
 
 // Who is limited for a message. `context_key` is what the app passed to Check
@@ -75,13 +75,13 @@ using WebSocketThrottledFn = std::function<std::optional<std::string>(
     const WebSocketConnection& connection, const ThrottleResult& result)>;
 
 struct WebSocketThrottleOptions {
-  std::string uid;                    // the throttle uid on the server (required)
-  std::optional<ThrottleSpec> spec;   // inline definition; nullopt: server-configured
-  WebSocketIdentifierFn identifier;   // empty: DefaultWebSocketIdentifier
-  WebSocketThrottledFn on_throttled;  // empty: close with 1008 and the wait
-  uint32_t cost = 1;                  // tokens a message takes
-  std::string tenant;                 // empty: the server's default tenant
-  std::optional<FailurePolicy> failure_policy;  // nullopt: the Client's default
+  std::string uid{};                    // the throttle uid on the server (required)
+  std::optional<ThrottleSpec> spec{};   // inline definition; nullopt: server-configured
+  WebSocketIdentifierFn identifier{};   // empty: DefaultWebSocketIdentifier
+  WebSocketThrottledFn on_throttled{};  // empty: close with 1008 and the wait
+  uint32_t cost = 1;                    // tokens a message takes
+  std::string tenant{};                 // empty: the server's default tenant
+  std::optional<FailurePolicy> failure_policy{};  // nullopt: the Client's default
 };
 
 // The outcome for one message. Exactly one of these holds:
@@ -99,10 +99,10 @@ struct WebSocketVerdict {
   bool allowed = true;
   bool exempt = false;
   std::chrono::milliseconds wait{0};  // when refused
-  std::optional<std::string> reply;
-  std::optional<WebSocketClose> close;
-  absl::Status error;
-  std::optional<ThrottleResult> result;  // the server's (or policy's) answer
+  std::optional<std::string> reply{};
+  std::optional<WebSocketClose> close{};
+  absl::Status error{};
+  std::optional<ThrottleResult> result{};  // the server's (or policy's) answer
 };
 
 // Thread-safe; cheap to copy (copies share the Client and options).
