@@ -67,15 +67,15 @@ struct HttpRequest {
   // run; whatever the adapter put here is overwritten.
   std::string client_address;
   // The raw query string, without the "?" ("q=a%20b&page=2"); empty if none.
-  std::string query;
+  std::string query{};
   // The route's parameters as (name, value), when the framework matched a
   // route: named ones ("id" for "/users/:id"), or regex captures named "1",
   // "2", ... (httplib). Empty before routing (middleware).
-  std::vector<std::pair<std::string, std::string>> route_params;
+  std::vector<std::pair<std::string, std::string>> route_params{};
   // The request body, when the framework has read it (a route's decorator;
   // not middleware, which runs before the body is read). Borrowed from the
   // framework's request: see native().
-  std::string_view body;
+  std::string_view body{};
 
   // The value of header `name` (case-insensitive). Several fields with that
   // name are joined with ", " (RFC 9110 section 5.3). nullopt when absent.
@@ -324,9 +324,9 @@ struct HttpThrottleOptions {
   // set: replaces `tenant` for the request (an empty answer: `tenant`). A
   // tenant traffikd does not know is an error (on_error, 500), not an outage:
   // map caller input onto known tenants.
-  std::function<std::string(const HttpRequest& request)> tenant_of;
+  std::function<std::string(const HttpRequest& request)> tenant_of{};
   // Per-request cost (e.g. by payload size); set: replaces `cost`.
-  std::function<uint32_t(const HttpRequest& request)> cost_of;
+  std::function<uint32_t(const HttpRequest& request)> cost_of{};
   // False (the default): a response from on_throttled gets the refusing
   // throttle's Retry-After and RateLimit-* set (replacing any it had), so
   // every refusal carries them. True: it is sent exactly as returned.
