@@ -9,7 +9,11 @@
 // normalized (NormalizeHttpPath with TrailingSlash::kKeep), so "//api/x",
 // "/./api/x", "/%61pi/x" and "/static/../api/x" all match Prefix("/api/") like
 // "/api/x" does, and "/api/" still matches it; hooks see the request as
-// received. Which matching rules apply depends on
+// received. Middleware runs before routing (httplib's pre-routing handler):
+// identifiers and hooks see the path, query and headers, but no route
+// (`route`, `route_params` empty) and no body yet, so key a rule on the
+// client (traffik::ByClientAddress), a header or a query parameter; key on a
+// form field in a route's decorator. Which matching rules apply depends on
 // MatchMode:
 //
 //   kAllMatch (default, as in the seed library): every matching rule's
@@ -23,7 +27,11 @@
 //
 // Example:
 //
+//   // 100 per minute per client address on /api/ (all paths share a bucket):
+//   traffik::HttpThrottle per_ip("api_per_ip", {100, std::chrono::minutes(1)},
+//                                {.identifier = traffik::ByClientAddress});
 //   traffik::ThrottleMiddleware middleware(throttler, {
+//       {.throttle = per_ip, .path = traffik::PathMatcher::Prefix("/api/")},
 //       {.throttle = writes, .methods = {"POST", "PUT", "DELETE"}},
 //       {.throttle = api, .path = traffik::PathMatcher::Prefix("/api/")},
 //       {.throttle = assets,
