@@ -14,9 +14,13 @@
 //       traffik::AcceptWebSocket(upgrade_request, trusted_proxies);
 //   ... for each message:
 //   traffik::WebSocketVerdict v = messages.Check(connection);
-//   if (v.close) { close(v.close->code, v.close->reason); }
-//   else if (v.reply) { send(*v.reply); }      // refused, app's error frame
-//   else if (v.allowed) { handle(message); }
+//   if (v.allowed) { handle(message); }
+//   else if (v.close) { close(v.close->code, v.close->reason); }
+//   else if (v.reply) { send(*v.reply); }  // refused, on_throttled's error frame
+//   // else: refused, on_throttled returned nullopt: drop the message silently
+//
+// With Beast, beast_adapter::CheckMessage does all of this I/O itself and
+// only tells the session whether to handle the message.
 
 #include <chrono>
 #include <cstdint>
@@ -94,7 +98,8 @@ struct WebSocketThrottleOptions {
 //                       error that is not an outage (kInvalidArgument, ...),
 //                       under any policy (see FailurePolicy);
 //   otherwise           refused and on_throttled ran: drop the message and
-//                       send `reply` if set.
+//                       send `reply` if set (on_throttled may return nullopt:
+//                       then `reply` is empty, never dereference it unchecked).
 struct WebSocketVerdict {
   bool allowed = true;
   bool exempt = false;

@@ -9,25 +9,36 @@
 // calls: the verdict is posted back to the executor you pass (a connection's
 // strand), never run on a Client thread.
 //
-//   // HTTP route:
-//   traffik::beast_adapter::CheckAsync(throttler,
-//       traffik::beast_adapter::ToHttpRequest(req, peer), {hello_throttle},
-//       stream.get_executor(), [self](traffik::HttpVerdict v) { self->Respond(v); });
+//   // HTTP: a route handler, throttled (the decorator), behind the middleware.
+//   traffik::beast_adapter::Handler hello = traffik::beast_adapter::Throttled(
+//       throttler, [](const traffik::beast_adapter::Request& req) { ...; return response;
+//       }, hello_throttle);
+//   traffik::beast_adapter::Handler app =
+//       traffik::beast_adapter::WithMiddleware(middleware, router);
+//   // in the session, once a request is read:
+//   app(std::move(request), {.peer = peer, .executor = stream.get_executor()},
+//       [self](traffik::beast_adapter::Response r) { self->Write(std::move(r)); });
 //
-//   // WebSocket, per message:
-//   traffik::beast_adapter::CheckMessageAsync(ws_throttle, connection, "",
-//       ws.get_executor(), [self](traffik::WebSocketVerdict v) {
-//         if (v.close)
-//         self->ws_.async_close(traffik::beast_adapter::ToCloseReason(*v.close), ...);
-//         ...
-//       });
+//   // WebSocket, per message read: refusals are answered here (error frame
+//   // or close); `done(true)` means handle the message.
+//   traffik::beast_adapter::CheckMessage(ws_throttle, connection, ws,
+//       [self](bool allowed) { allowed ? self->Echo() : self->Read(); });
 
 #include <algorithm>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <charconv>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -134,6 +145,215 @@ void CheckMessageAsync(const WebSocketThrottle& throttle,
           done(std::move(verdict));
         });
       });
+}
+
+// WebSocket, the whole per-message step: checks the message just read from
+// `ws` and does the I/O a refusal needs, so the caller only says what comes
+// next. `done(bool allowed)` runs on ws's executor:
+//   done(true)   the message is allowed: handle it;
+//   done(false)  it was refused and is dropped; whatever the refusal needed
+//                has been done: the on_throttled frame sent (as text) when it
+//                returned one, nothing sent when it returned nullopt, or the
+//                connection closed (1008 by default, 1011 on an error). Read
+//                the next message: after a close that read fails at once, so
+//                the session ends the usual way.
+// `ws` must outlive the call (capture the session owning it in `done`), and no
+// other write may be pending on it (Beast allows one at a time). `done` must
+// be copyable.
+template <class NextLayer, bool kDeflate, class Done>
+void CheckMessage(const WebSocketThrottle& throttle,
+                  const WebSocketConnection& connection,
+                  boost::beast::websocket::stream<NextLayer, kDeflate>& ws, Done done,
+                  std::string context_key = {}) {
+  CheckMessageAsync(
+      throttle, connection, std::move(context_key), ws.get_executor(),
+      [&ws, done = std::move(done)](WebSocketVerdict verdict) mutable {
+        if (verdict.close.has_value()) {
+          ws.async_close(ToCloseReason(*verdict.close),
+                         [done](boost::beast::error_code) mutable { done(false); });
+          return;
+        }
+        if (verdict.allowed) return done(true);
+        if (!verdict.reply.has_value()) return done(false);  // on_throttled: nullopt
+        auto reply = std::make_shared<std::string>(std::move(*verdict.reply));
+        ws.text(true);
+        ws.async_write(boost::asio::buffer(*reply),
+                       [reply, done](boost::beast::error_code, std::size_t) mutable {
+                         done(false);
+                       });
+      });
+}
+
+// ----------------------------------------------------------------- HTTP routes
+//
+// Beast has no router, so the adapter defines the shape of an asynchronous
+// handler; the decorator (Throttled) and the middleware (WithMiddleware) wrap
+// one and return one, so they compose with the app's own dispatch:
+//
+//   Handler router = [hello, items](Request req, HttpContext ctx, Send send) {
+//     if (req.target() == "/hello") return hello(std::move(req), ctx, send);
+//     ...
+//   };
+//   Handler app = WithMiddleware(middleware, router);
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+// Answers the request; call it exactly once, on the connection's executor.
+using Send = std::function<void(Response response)>;
+
+// Where a request was read.
+struct HttpContext {
+  HttpContext(boost::asio::ip::address peer_address, boost::asio::any_io_executor io)
+      : peer(std::move(peer_address)), executor(std::move(io)) {}
+
+  // The TCP peer (socket.remote_endpoint().address()); X-Forwarded-For is
+  // believed only under the throttler's trusted proxies.
+  boost::asio::ip::address peer;
+  // The connection's executor (its strand): checked handlers resume here.
+  boost::asio::any_io_executor executor;
+  // The RateLimit-* headers the response will carry, set by WithMiddleware
+  // and Throttled (null when neither ran). They describe the limit that
+  // decided the response: a refusing route's own limit on its 429 (the
+  // middleware's are dropped), and the most restrictive of the limits that
+  // allowed it on a handler's response (fewest remaining; ties: the later
+  // reset), the rule HttpVerdict::headers follows.
+  std::shared_ptr<HttpHeaders> rate_limit_headers;
+};
+
+// An asynchronous route handler: answers `request` through `send`, now or
+// later.
+using Handler = std::function<void(Request request, HttpContext context, Send send)>;
+// A synchronous one: the response for `request`.
+using SyncHandler = std::function<Response(const Request& request)>;
+
+namespace beast_adapter_internal {
+
+// The value of a numeric header, nullopt when absent or not a number.
+inline std::optional<uint64_t> NumericHeader(const HttpHeaders& headers,
+                                             std::string_view name) {
+  for (const auto& [field, value] : headers) {
+    if (!boost::beast::iequals(field, name)) continue;
+    uint64_t number = 0;
+    const char* end = value.data() + value.size();
+    const auto [at, error] = std::from_chars(value.data(), end, number);
+    if (error != std::errc() || at != end) return std::nullopt;
+    return number;
+  }
+  return std::nullopt;
+}
+
+// The RateLimit-* of the more restrictive limit: fewer remaining, ties the
+// later reset; a set without numbers (e.g. a failure-policy answer) loses.
+inline const HttpHeaders& MoreRestrictive(const HttpHeaders& a, const HttpHeaders& b) {
+  const std::optional<uint64_t> a_remaining = NumericHeader(a, "RateLimit-Remaining");
+  const std::optional<uint64_t> b_remaining = NumericHeader(b, "RateLimit-Remaining");
+  if (!a_remaining.has_value()) return b;
+  if (!b_remaining.has_value()) return a;
+  if (*a_remaining != *b_remaining) return *a_remaining < *b_remaining ? a : b;
+  return NumericHeader(a, "RateLimit-Reset").value_or(0) >=
+                 NumericHeader(b, "RateLimit-Reset").value_or(0)
+             ? a
+             : b;
+}
+
+// `send`, adding the context's RateLimit-* headers first.
+inline Send WithHeaders(std::shared_ptr<HttpHeaders> headers, Send send) {
+  return [headers = std::move(headers), send = std::move(send)](Response response) {
+    SetHeaders(*headers, response);
+    send(std::move(response));
+  };
+}
+
+}  // namespace beast_adapter_internal
+
+// An asynchronous handler for a synchronous one.
+inline Handler Async(SyncHandler handler) {
+  return [handler = std::move(handler)](Request request, HttpContext, Send send) {
+    send(handler(request));
+  };
+}
+
+// The decorator: `handler` runs (on the context's executor) only when all
+// `throttles` allow; the RateLimit-* headers are added to its response. A
+// refused request gets the 429 (or the throttle's on_throttled response)
+// carrying the route's own RateLimit-* headers, never the middleware's.
+inline Handler Throttled(HttpThrottler throttler, Handler handler,
+                         std::vector<HttpThrottle> throttles) {
+  return [throttler = std::move(throttler), handler = std::move(handler),
+          throttles = std::move(throttles)](Request request, HttpContext context,
+                                            Send send) {
+    HttpRequest checked = ToHttpRequest(request, context.peer);
+    auto held = std::make_shared<Request>(std::move(request));
+    const boost::asio::any_io_executor executor = context.executor;
+    CheckAsync(
+        throttler, std::move(checked), throttles, executor,
+        [handler, held, context = std::move(context),
+         send = std::move(send)](HttpVerdict verdict) mutable {
+          if (context.rate_limit_headers == nullptr) {
+            context.rate_limit_headers = std::make_shared<HttpHeaders>();
+          }
+          HttpHeaders& headers = *context.rate_limit_headers;
+          if (!verdict.allowed) {
+            headers.clear();  // the refusing limit decides alone
+            send(ToBeastResponse(*verdict.response, held->version(), held->keep_alive()));
+            return;
+          }
+          headers = beast_adapter_internal::MoreRestrictive(headers, verdict.headers);
+          Send with_headers = beast_adapter_internal::WithHeaders(
+              context.rate_limit_headers, std::move(send));
+          handler(std::move(*held), std::move(context), std::move(with_headers));
+        });
+  };
+}
+
+inline Handler Throttled(HttpThrottler throttler, SyncHandler handler,
+                         std::vector<HttpThrottle> throttles) {
+  return Throttled(std::move(throttler), Async(std::move(handler)), std::move(throttles));
+}
+
+template <typename... More>
+Handler Throttled(HttpThrottler throttler, Handler handler, HttpThrottle first,
+                  More... more) {
+  return Throttled(std::move(throttler), std::move(handler),
+                   std::vector<HttpThrottle>{std::move(first), std::move(more)...});
+}
+
+template <typename... More>
+Handler Throttled(HttpThrottler throttler, SyncHandler handler, HttpThrottle first,
+                  More... more) {
+  return Throttled(std::move(throttler), Async(std::move(handler)),
+                   std::vector<HttpThrottle>{std::move(first), std::move(more)...});
+}
+
+// The middleware in front of `next` (the app's router): a refused request
+// gets the 429 / custom response and never reaches `next`; an allowed one
+// carries the middleware's RateLimit-* headers into the response (a throttled
+// route below replaces them: see HttpContext::rate_limit_headers). A request
+// no rule matches goes to `next` with no headers.
+inline Handler WithMiddleware(ThrottleMiddleware middleware, Handler next) {
+  return [middleware = std::move(middleware), next = std::move(next)](
+             Request request, HttpContext context, Send send) {
+    HttpRequest checked = ToHttpRequest(request, context.peer);
+    auto held = std::make_shared<Request>(std::move(request));
+    const boost::asio::any_io_executor executor = context.executor;
+    CheckAsync(
+        middleware, std::move(checked), executor,
+        [next, held, context = std::move(context),
+         send = std::move(send)](HttpVerdict verdict) mutable {
+          if (!verdict.allowed) {
+            send(ToBeastResponse(*verdict.response, held->version(), held->keep_alive()));
+            return;
+          }
+          if (context.rate_limit_headers == nullptr) {
+            context.rate_limit_headers = std::make_shared<HttpHeaders>();
+          }
+          HttpHeaders& headers = *context.rate_limit_headers;
+          headers = beast_adapter_internal::MoreRestrictive(headers, verdict.headers);
+          Send with_headers = beast_adapter_internal::WithHeaders(
+              context.rate_limit_headers, std::move(send));
+          next(std::move(*held), std::move(context), std::move(with_headers));
+        });
+  };
 }
 
 }  // namespace traffik::beast_adapter
