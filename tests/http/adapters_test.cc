@@ -380,6 +380,7 @@ class BeastWebSocketTest : public ::testing::Test {
   // Runs the io_context until `done` holds (at most 5 s without progress).
   template <class Predicate>
   void RunUntil(Predicate done) {
+    ioc_.restart();  // it stops whenever it runs out of work
     while (!done() && ioc_.run_one_for(std::chrono::seconds(5)) > 0) {
     }
   }
