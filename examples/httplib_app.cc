@@ -3,31 +3,43 @@
 //   httplib_app [--listen HOST:PORT] [--traffikd HOST:PORT]
 //               [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
 //               [--deadline-ms N] [--first-match] [--max-body-bytes N]
-//               [--max-connections N] [credential flags: credential_flags.h]
+//               [--max-connections N] [--threads N]
+//               [credential flags: credential_flags.h]
 //
 // Routes:
 //   GET  /search        decorated: burst (3 per minute) + sustained (100 per
 //                       hour), per client address; X-Api-Key: admin-key is
 //                       exempt (kUnlimited: no RPC), another key is its own bucket
+//   GET  /items/<n>     decorated: 5 per 10 s per client address and route
+//                       (one bucket for all /items/<n>: the route pattern)
+//   POST /login         decorated: 3 per minute per form field `username`,
+//                       a JSON 429
 //   GET  /health        no rule matches: never throttled, no RPC
 //   GET|POST /api/...   middleware: "api" 5 per minute on /api/ (admin-key
 //                       exempt), "writes" 2 per minute on POST/PUT/DELETE,
-//                       "expensive" 1 per minute when X-Expensive is present
+//                       "expensive" 1 per minute when X-Expensive is present,
+//                       "api_per_ip" 100 per minute per client address
 //   GET  /static/...    middleware: "static" 10 per minute (regex ^/static/)
+// The app's own pre-routing handler (X-Served-By on every response) runs
+// after the middleware, for the requests it allows.
 // Middleware rules are all-match unless --first-match. Rules match the
 // normalized path (traffik::NormalizeHttpPath: "/api//x", "/api/./x",
 // "/%61pi/x" are "/api/x"), and the identifiers use it too, so no spelling of
 // a path gets a bucket of its own.
 //
+// Serving (traffik::httplib_adapter::Server, ServerOptions): --threads
+// workers (default 64; httplib serves one connection per thread), TCP_NODELAY,
+// unlimited requests per keep-alive connection (idle ones closed after 5 s),
+// a listen backlog of 4096 and no SO_REUSEPORT (a taken port is an error).
 // Bounds (cpp-httplib's defaults are unlimited for the first two):
 //   --max-body-bytes   request bodies above this are refused with 413 before
 //                      they are read (default 65536);
 //   --max-connections  connections being served or waiting for a worker
 //                      (default 256); beyond it the accept loop waits, so
-//                      further connections stay in the kernel's small listen
-//                      backlog (and are refused when it is full);
+//                      further connections stay in the listen backlog (and
+//                      are refused when it is full);
 // and httplib's own: request line and each header line at most 8 KiB, 5 s
-// read and write timeouts, at most 5 requests per keep-alive connection.
+// read and write timeouts.
 // Responses echo caller text (the path, the query) only quoted and cut to 64
 // bytes.
 //
@@ -57,6 +69,8 @@ namespace {
 
 using std::chrono::hours;
 using std::chrono::minutes;
+using std::chrono::seconds;
+namespace adapter = traffik::httplib_adapter;
 
 httplib::Server* g_server = nullptr;
 
@@ -69,7 +83,7 @@ void Stop(int) {
                "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] "
                "[--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise] "
                "[--deadline-ms N] [--first-match] [--max-body-bytes N] "
-               "[--max-connections N] %s\n",
+               "[--max-connections N] [--threads N] %s\n",
                argv0, traffik_examples::kCredentialUsage);
   std::exit(2);
 }
@@ -86,6 +100,24 @@ traffik::Identifier ApiKeyOrAddress(const traffik::HttpRequest& request) {
     return "key:" + *key + ":" + traffik::NormalizeHttpPath(request.path);
   }
   return traffik::DefaultHttpIdentifier(request);
+}
+
+// Caller text as a JSON string: quoted, at most 64 bytes, control bytes,
+// quotes and backslashes escaped (\u00XX), non-ASCII bytes dropped.
+std::string Json(std::string_view text) {
+  constexpr size_t kMax = 64;
+  std::string out = "\"";
+  for (const char c : text.substr(0, kMax)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f || c == '"' || c == '\\') {
+      char escaped[7];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", byte);
+      out += escaped;
+    } else if (byte < 0x80) {
+      out.push_back(c);
+    }
+  }
+  return out + "\"";
 }
 
 void Text(httplib::Response& response, const std::string& body) {
@@ -109,6 +141,15 @@ std::string Quoted(std::string_view text) {
   }
   out += text.size() > kMax ? "\"..." : "\"";
   return out;
+}
+
+void Item(const httplib::Request& request, httplib::Response& response) {
+  Text(response, "item " + Quoted(request.matches[1].str()));
+}
+
+void Login(const httplib::Request& request, httplib::Response& response) {
+  response.set_content("{\"user\":" + Json(request.get_param_value("username")) + "}",
+                       "application/json");
 }
 
 // httplib's thread pool with a bound on the connections it holds (being
@@ -166,6 +207,7 @@ int main(int argc, char** argv) {
   traffik::MiddlewareOptions middleware_options;
   uint64_t max_body_bytes = 64 * 1024;
   uint64_t max_connections = 256;
+  uint64_t threads = 64;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -199,6 +241,8 @@ int main(int argc, char** argv) {
       max_body_bytes = PositiveFlag(argv[0], value(), 1ull << 30);
     } else if (arg == "--max-connections") {
       max_connections = PositiveFlag(argv[0], value(), 1'000'000);
+    } else if (arg == "--threads") {
+      threads = PositiveFlag(argv[0], value(), 4096);
     } else {
       Usage(argv[0]);
     }
@@ -260,21 +304,44 @@ int main(int argc, char** argv) {
       {.throttle = assets, .path = traffik::PathMatcher::Regex("^/static/").value()},
   };
 
-  httplib::Server server;
+  adapter::Server server({.threads = threads});
   server.set_payload_max_length(max_body_bytes);
-  server.new_task_queue = [max_connections] {
-    return new BoundedThreadPool(CPPHTTPLIB_THREAD_POOL_COUNT, max_connections);
+  server.new_task_queue = [threads, max_connections] {
+    return new BoundedThreadPool(threads, max_connections);
   };
-  traffik::httplib_adapter::InstallMiddleware(
-      server,
-      traffik::ThrottleMiddleware(throttler, std::move(rules), middleware_options));
+  // The app's own pre-routing handler: kept, run after the middleware allows.
+  server.set_pre_routing_handler(
+      [](const httplib::Request&, httplib::Response& response) {
+        response.set_header("X-Served-By", "httplib_app");
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
+
+  // Global rule: 100 per minute per client address on /api/.
+  traffik::HttpThrottle per_ip("api_per_ip", {100, minutes(1)},
+                               {.identifier = traffik::ByClientAddress});
+  rules.push_back({.throttle = per_ip, .path = traffik::PathMatcher::Prefix("/api/")});
+  adapter::InstallMiddleware(server, {throttler, std::move(rules), middleware_options});
+
   server.Get("/search",
-             traffik::httplib_adapter::Throttled(
+             adapter::Throttled(
                  throttler,
                  [](const httplib::Request& request, httplib::Response& response) {
                    Text(response, "results for " + Quoted(request.get_param_value("q")));
                  },
                  burst, sustained));
+
+  // 5 per 10 s per client address, one bucket for the route (its pattern).
+  traffik::HttpThrottle items("items", {5, seconds(10)});
+  server.Get(R"(/items/(\d+))", adapter::Throttled(throttler, Item, items));
+
+  // 3 logins per minute per username (form field), answered with a JSON 429.
+  traffik::HttpThrottle login(
+      "login", {3, minutes(1)},
+      {.identifier = traffik::ByFormField("username"),
+       .on_throttled = traffik::TooManyRequestsWith(
+           R"({"error":"too many login attempts","retry_after":{retry_after}})")});
+  server.Post("/login", adapter::Throttled(throttler, Login, login));
+
   server.Get("/health", [](const httplib::Request&, httplib::Response& response) {
     Text(response, "ok");
   });

@@ -73,10 +73,15 @@ ThrottleResult FromProto(const v1::ShouldThrottleResponse& response) {
   return result;
 }
 
-ThrottleResult ShortCircuitResult(std::chrono::milliseconds wait) {
+// A local refusal, with the numbers the server gave when it refused (so a 429
+// answered locally carries the same RateLimit-* headers).
+ThrottleResult ShortCircuitResult(const ShortCircuitCache::Refusal& refusal) {
   ThrottleResult result;
   result.allowed = false;
-  result.wait = wait;
+  result.wait = refusal.wait;
+  result.limit = refusal.limit;
+  result.remaining = refusal.remaining;
+  result.reset = refusal.reset;
   result.source = ThrottleResult::Source::kShortCircuit;
   return result;
 }
@@ -265,7 +270,11 @@ void ClientImpl::Remember(const std::string& key, uint32_t cost, SteadyTime sent
   if (result.allowed || !short_circuit_.enabled()) return;
   // Measured from the send time: the server decided later, so the local
   // refusal never outlasts the server's.
-  short_circuit_.Insert(key, cost, sent_at + result.wait);
+  // The bucket's numbers are kept for the local refusals' headers.
+  short_circuit_.Insert(key, cost, sent_at + result.wait,
+                        {.limit = result.limit,
+                         .remaining = result.remaining,
+                         .full_at = sent_at + result.reset});
 }
 
 absl::StatusOr<ThrottleResult> ClientImpl::Check(const ThrottleRequest& request,
@@ -286,10 +295,10 @@ void ClientImpl::CheckAsync(const ThrottleRequest& request,
       WireIdentifier(request.identifier, options_.max_identifier_bytes);
   if (short_circuit_.enabled()) {
     call->key = KeyOf(request, identifier);
-    if (std::optional<std::chrono::milliseconds> wait =
-            short_circuit_.Lookup(call->key, request.cost)) {
+    if (std::optional<ShortCircuitCache::Refusal> refusal =
+            short_circuit_.LookupRefusal(call->key, request.cost)) {
       short_circuited_.fetch_add(1, std::memory_order_relaxed);
-      done(ShortCircuitResult(*wait));
+      done(ShortCircuitResult(*refusal));
       return;
     }
   }
@@ -393,9 +402,9 @@ void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
     std::vector<ThrottleResult> local(requests.size(), ShortCircuitResult({}));
     for (size_t i = 0; i < requests.size(); ++i) {
       call->keys.push_back(KeyOf(requests[i], identifiers[i]));
-      if (std::optional<std::chrono::milliseconds> wait =
-              short_circuit_.Lookup(call->keys.back(), requests[i].cost)) {
-        local[i].wait = *wait;
+      if (std::optional<ShortCircuitCache::Refusal> refusal =
+              short_circuit_.LookupRefusal(call->keys.back(), requests[i].cost)) {
+        local[i] = ShortCircuitResult(*refusal);
         any_refused = true;
       }
     }

@@ -65,11 +65,91 @@ std::optional<std::string> HttpRequest::Header(std::string_view name) const {
 }
 
 void HttpResponse::SetHeader(std::string_view name, std::string value) {
+  RemoveHeader(name);
+  headers.emplace_back(std::string(name), std::move(value));
+}
+
+void HttpResponse::RemoveHeader(std::string_view name) {
   headers.erase(
       std::remove_if(headers.begin(), headers.end(),
                      [&](const auto& h) { return EqualsIgnoreCase(h.first, name); }),
       headers.end());
-  headers.emplace_back(std::string(name), std::move(value));
+}
+
+namespace {
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded decoding: "+" is a space, "%XX" a byte;
+// an invalid "%" sequence is kept as it is.
+std::string FormDecode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '+') {
+      out.push_back(' ');
+    } else if (c == '%' && i + 2 < text.size() && HexDigit(text[i + 1]) >= 0 &&
+               HexDigit(text[i + 2]) >= 0) {
+      out.push_back(
+          static_cast<char>(HexDigit(text[i + 1]) * 16 + HexDigit(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// The first value of `name` in "a=1&b=2" (decoded); a field without "=" has
+// the value "".
+std::optional<std::string> FindFormValue(std::string_view text, std::string_view name) {
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find('&', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view field = text.substr(start, end - start);
+    const size_t eq = field.find('=');
+    const std::string_view key = field.substr(0, eq);
+    if (!field.empty() && FormDecode(key) == name) {
+      return eq == std::string_view::npos ? std::string()
+                                          : FormDecode(field.substr(eq + 1));
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> HttpRequest::QueryParam(std::string_view name) const {
+  return FindFormValue(query, name);
+}
+
+std::optional<std::string> HttpRequest::FormParam(std::string_view name) const {
+  const std::optional<std::string> type = Header("Content-Type");
+  constexpr std::string_view kForm = "application/x-www-form-urlencoded";
+  if (!type.has_value() || type->size() < kForm.size() ||
+      !EqualsIgnoreCase(std::string_view(*type).substr(0, kForm.size()), kForm)) {
+    return std::nullopt;
+  }
+  if (type->size() > kForm.size() && (*type)[kForm.size()] != ';' &&
+      (*type)[kForm.size()] != ' ') {
+    return std::nullopt;  // another type with this prefix
+  }
+  return FindFormValue(body, name);
+}
+
+std::optional<std::string> HttpRequest::RouteParam(std::string_view name) const {
+  for (const auto& [key, value] : route_params) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> HttpResponse::Header(std::string_view name) const {
@@ -158,11 +238,64 @@ std::string NormalizeHttpPath(std::string_view path, TrailingSlash trailing) {
   return out;
 }
 
-Identifier DefaultHttpIdentifier(const HttpRequest& request) {
+namespace {
+
+// The resolved client address, else the peer's, else "unknown".
+const std::string& AddressOf(const HttpRequest& request) {
+  static const std::string kUnknown = "unknown";
   const std::string& address =
       request.client_address.empty() ? request.peer_address : request.client_address;
-  return (address.empty() ? std::string("unknown") : address) + ":" +
+  return address.empty() ? kUnknown : address;
+}
+
+}  // namespace
+
+Identifier DefaultHttpIdentifier(const HttpRequest& request) {
+  return AddressOf(request) + ":" +
          (request.route.empty() ? NormalizeHttpPath(request.path) : request.route);
+}
+
+namespace {
+
+// An identifier function keyed on one named field of the request, read by
+// `read`; "<kind>:<name>=<value>", or the default identifier when absent.
+template <typename Read>
+HttpIdentifierFn FieldIdentifier(std::string kind, std::string name, Read read) {
+  return [prefix = kind + ":" + name + "=", name, read](const HttpRequest& request) {
+    std::optional<std::string> value = read(request, name);
+    if (!value.has_value()) return DefaultHttpIdentifier(request);
+    return Identifier(prefix + *value);
+  };
+}
+
+}  // namespace
+
+Identifier ByClientAddress(const HttpRequest& request) {
+  return "ip:" + AddressOf(request);
+}
+
+HttpIdentifierFn ByHeader(std::string name) {
+  return FieldIdentifier(
+      "header", std::move(name),
+      [](const HttpRequest& r, const std::string& n) { return r.Header(n); });
+}
+
+HttpIdentifierFn ByQueryParam(std::string name) {
+  return FieldIdentifier(
+      "query", std::move(name),
+      [](const HttpRequest& r, const std::string& n) { return r.QueryParam(n); });
+}
+
+HttpIdentifierFn ByFormField(std::string name) {
+  return FieldIdentifier(
+      "form", std::move(name),
+      [](const HttpRequest& r, const std::string& n) { return r.FormParam(n); });
+}
+
+HttpIdentifierFn ByRouteParam(std::string name) {
+  return FieldIdentifier(
+      "route", std::move(name),
+      [](const HttpRequest& r, const std::string& n) { return r.RouteParam(n); });
 }
 
 // -------------------------------------------------------------------- headers
@@ -191,6 +324,60 @@ HttpResponse TooManyRequests(const ThrottleResult& result) {
   return response;
 }
 
+const std::vector<std::string>& DecisionHeaderNames() {
+  static const std::vector<std::string> kNames = {
+      "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"};
+  return kNames;
+}
+
+namespace {
+
+// The value of `name` in `headers` as a number; nullopt when absent or not one.
+std::optional<uint64_t> NumberHeader(const HttpHeaders& headers, std::string_view name) {
+  for (const auto& [field, value] : headers) {
+    if (!EqualsIgnoreCase(field, name)) continue;
+    if (value.empty() || value.size() > 19) return std::nullopt;
+    uint64_t n = 0;
+    for (const char c : value) {
+      if (c < '0' || c > '9') return std::nullopt;
+      n = n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return n;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool MoreRestrictive(const HttpHeaders& a, const HttpHeaders& b) {
+  const std::optional<uint64_t> a_remaining = NumberHeader(a, "RateLimit-Remaining");
+  if (!a_remaining.has_value()) return false;
+  const std::optional<uint64_t> b_remaining = NumberHeader(b, "RateLimit-Remaining");
+  if (!b_remaining.has_value()) return true;
+  if (*a_remaining != *b_remaining) return *a_remaining < *b_remaining;
+  return NumberHeader(a, "RateLimit-Reset").value_or(0) >
+         NumberHeader(b, "RateLimit-Reset").value_or(0);
+}
+
+HttpThrottledFn TooManyRequestsWith(std::string body, std::string content_type) {
+  return [body = std::move(body), content_type = std::move(content_type)](
+             const HttpRequest& /*request*/, const ThrottleResult& result) {
+    HttpResponse response = TooManyRequests(result);
+    response.content_type = content_type;
+    const std::string seconds = std::to_string(RetryAfterSeconds(result.wait));
+    constexpr std::string_view kPlaceholder = "{retry_after}";
+    response.body.clear();
+    size_t start = 0;
+    for (size_t at; (at = body.find(kPlaceholder, start)) != std::string::npos;
+         start = at + kPlaceholder.size()) {
+      response.body.append(body, start, at - start);
+      response.body.append(seconds);
+    }
+    response.body.append(body, start);
+    return response;
+  };
+}
+
 HttpResponse RateLimiterUnavailable(const HttpRequest& /*request*/,
                                     const absl::Status& /*error*/) {
   HttpResponse response;
@@ -211,6 +398,19 @@ HttpResponse RateLimiterError(const HttpRequest& request, const absl::Status& er
 
 HttpThrottle::HttpThrottle(HttpThrottleOptions options)
     : options_(std::make_shared<const HttpThrottleOptions>(std::move(options))) {}
+
+namespace {
+HttpThrottleOptions WithUidAndSpec(std::string uid, ThrottleSpec spec,
+                                   HttpThrottleOptions options) {
+  options.uid = std::move(uid);
+  options.spec = spec;
+  return options;
+}
+}  // namespace
+
+HttpThrottle::HttpThrottle(std::string uid, ThrottleSpec spec,
+                           HttpThrottleOptions options)
+    : HttpThrottle(WithUidAndSpec(std::move(uid), spec, std::move(options))) {}
 
 // ------------------------------------------------------------------ throttler
 
@@ -264,7 +464,11 @@ HttpThrottler::Prepared HttpThrottler::Prepare(
     hit.identifier = id.value();
     hit.throttle_uid = options.uid;
     hit.tenant = options.tenant;
-    hit.cost = options.cost;
+    if (options.tenant_of) {
+      std::string tenant = options.tenant_of(request);
+      if (!tenant.empty()) hit.tenant = std::move(tenant);
+    }
+    hit.cost = options.cost_of ? options.cost_of(request) : options.cost;
     hit.spec = options.spec;
     prepared.requests.push_back(std::move(hit));
     prepared.throttle_index.push_back(i);
@@ -329,8 +533,21 @@ HttpVerdict HttpThrottler::Finish(const HttpRequest& request,
     verdict.allowed = false;
     verdict.wait = r.wait;
     verdict.headers = RateLimitHeaders(r);
-    verdict.response =
-        options.on_throttled ? options.on_throttled(request, r) : TooManyRequests(r);
+    if (!options.on_throttled) {
+      verdict.response = TooManyRequests(r);
+      return verdict;
+    }
+    verdict.response = options.on_throttled(request, r);
+    if (!options.keep_throttled_response) {
+      // Every refusal carries the deciding throttle's numbers, whatever the
+      // handler set: none (unknown limit, e.g. a kDeny answer) drops theirs.
+      for (const std::string& name : DecisionHeaderNames()) {
+        verdict.response->RemoveHeader(name);
+      }
+      verdict.response->SetHeader("Retry-After",
+                                  std::to_string(RetryAfterSeconds(r.wait)));
+      AddHeaders(verdict.headers, *verdict.response);
+    }
     return verdict;
   }
   if (tightest) verdict.headers = RateLimitHeaders(verdict.results[*tightest]);
@@ -367,6 +584,8 @@ void HttpThrottler::CheckAsync(HttpRequest request, std::vector<HttpThrottle> th
   state->throttles = std::move(throttles);
   state->done = std::move(done);
   state->prepared = Prepare(state->request, state->throttles);
+  // The borrowed parts may not outlive this call (see HttpRequest::native).
+  state->request.clear_native();
   if (state->prepared.requests.empty()) {
     HttpVerdict verdict;
     verdict.exempt = true;

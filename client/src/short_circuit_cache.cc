@@ -55,6 +55,13 @@ void ShortCircuitCache::EraseLocked(
 
 std::optional<std::chrono::milliseconds> ShortCircuitCache::Lookup(const std::string& key,
                                                                    uint32_t cost) {
+  std::optional<Refusal> refusal = LookupRefusal(key, cost);
+  if (!refusal.has_value()) return std::nullopt;
+  return refusal->wait;
+}
+
+std::optional<ShortCircuitCache::Refusal> ShortCircuitCache::LookupRefusal(
+    const std::string& key, uint32_t cost) {
   if (!enabled()) return std::nullopt;
   Shard& shard = ShardFor(key);
   const TimePoint now = clock_();
@@ -67,12 +74,24 @@ std::optional<std::chrono::milliseconds> ShortCircuitCache::Lookup(const std::st
   }
   // A cheaper hit than the refused one may be allowed sooner: ask.
   if (NormalizedCost(cost) < it->second.cost) return std::nullopt;
-  const auto remaining =
-      std::chrono::ceil<std::chrono::milliseconds>(it->second.until - now);
-  return std::max(remaining, std::chrono::milliseconds(1));
+  Refusal refusal;
+  refusal.wait =
+      std::max(std::chrono::ceil<std::chrono::milliseconds>(it->second.until - now),
+               std::chrono::milliseconds(1));
+  const Bucket& bucket = it->second.bucket;
+  refusal.limit = bucket.limit;
+  refusal.remaining = bucket.remaining;
+  refusal.reset = std::max(
+      refusal.wait, std::chrono::ceil<std::chrono::milliseconds>(bucket.full_at - now));
+  return refusal;
 }
 
 void ShortCircuitCache::Insert(const std::string& key, uint32_t cost, TimePoint until) {
+  Insert(key, cost, until, Bucket{});
+}
+
+void ShortCircuitCache::Insert(const std::string& key, uint32_t cost, TimePoint until,
+                               const Bucket& bucket) {
   if (!enabled()) return;
   Shard& shard = ShardFor(key);
   const TimePoint now = clock_();
@@ -83,6 +102,7 @@ void ShortCircuitCache::Insert(const std::string& key, uint32_t cost, TimePoint 
     shard.by_deadline.erase(it->second.index);
     it->second.until = until;
     it->second.cost = NormalizedCost(cost);
+    it->second.bucket = bucket;
     it->second.index = shard.by_deadline.emplace(until, &it->first);
     return;
   }
@@ -93,7 +113,7 @@ void ShortCircuitCache::Insert(const std::string& key, uint32_t cost, TimePoint 
     EraseLocked(shard, shard.entries.find(*shard.by_deadline.begin()->second));
   }
   auto [inserted, ok] =
-      shard.entries.emplace(key, Entry{until, NormalizedCost(cost), {}});
+      shard.entries.emplace(key, Entry{until, NormalizedCost(cost), bucket, {}});
   (void)ok;
   inserted->second.index = shard.by_deadline.emplace(until, &inserted->first);
   size_.fetch_add(1, std::memory_order_relaxed);

@@ -51,14 +51,35 @@ class ShortCircuitCache {
   static std::string Key(const std::string& tenant, const std::string& throttle_uid,
                          const std::string& identifier);
 
+  // What the server said about the bucket when it refused, so that a local
+  // refusal can carry the same RateLimit-* numbers.
+  struct Bucket {
+    uint64_t limit = 0;      // capacity (0: unknown)
+    uint64_t remaining = 0;  // whole tokens left at the refusal (a lower bound later)
+    TimePoint full_at{};     // when the bucket is full again (unknown: epoch)
+  };
+
+  // A hit known to be refused now.
+  struct Refusal {
+    std::chrono::milliseconds wait{0};   // time left, >= 1 ms, rounded up
+    uint64_t limit = 0;                  // as Bucket::limit
+    uint64_t remaining = 0;              // as Bucket::remaining
+    std::chrono::milliseconds reset{0};  // until full_at, rounded up, >= wait
+  };
+
   // If a hit of `cost` tokens (0 means 1) on `key` is known to be refused now,
-  // the remaining wait (>= 1 ms, rounded up); otherwise nullopt (ask the
-  // server).
+  // the refusal; otherwise nullopt (ask the server).
+  std::optional<Refusal> LookupRefusal(const std::string& key, uint32_t cost);
+  // LookupRefusal's wait only.
   std::optional<std::chrono::milliseconds> Lookup(const std::string& key, uint32_t cost);
 
   // Remembers that hits of `cost` tokens (0 means 1) or more on `key` are
-  // refused until `until`. Replaces what was known about `key` (any refusal
-  // the server gives is a valid one). Does nothing if `until` has passed.
+  // refused until `until`, and what the server said of the bucket. Replaces
+  // what was known about `key` (any refusal the server gives is a valid one).
+  // Does nothing if `until` has passed.
+  void Insert(const std::string& key, uint32_t cost, TimePoint until,
+              const Bucket& bucket);
+  // The same with the bucket's numbers unknown.
   void Insert(const std::string& key, uint32_t cost, TimePoint until);
 
   // Entries held now (expired ones not yet dropped included).
@@ -70,6 +91,7 @@ class ShortCircuitCache {
   struct Entry {
     TimePoint until;
     uint32_t cost = 1;
+    Bucket bucket;
     DeadlineIndex::iterator index;  // this entry's place in Shard::by_deadline
   };
   struct Shard {

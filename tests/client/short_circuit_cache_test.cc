@@ -41,6 +41,27 @@ TEST_F(ShortCircuitCacheTest, RefusesUntilDeadline) {
   EXPECT_EQ(cache.size(), 0u);  // dropped when found expired
 }
 
+// Verifies a local refusal keeps the bucket's limit, remaining and reset (counted down
+// with the clock, never below the wait), so its 429 carries RateLimit-* too.
+TEST_F(ShortCircuitCacheTest, RefusalKeepsBucketNumbers) {
+  ShortCircuitCache cache(10, clock());
+  cache.Insert("k", 2, At(milliseconds(500)),
+               {.limit = 5, .remaining = 1, .full_at = At(milliseconds(8000))});
+  Advance(milliseconds(100));
+  std::optional<ShortCircuitCache::Refusal> refusal = cache.LookupRefusal("k", 2);
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(refusal->wait, milliseconds(400));
+  EXPECT_EQ(refusal->limit, 5u);
+  EXPECT_EQ(refusal->remaining, 1u);
+  EXPECT_EQ(refusal->reset, milliseconds(7900));
+  // Unknown numbers (an old-style insert): limit 0, reset no shorter than the wait.
+  cache.Insert("u", 1, At(milliseconds(300)));
+  refusal = cache.LookupRefusal("u", 1);
+  ASSERT_TRUE(refusal.has_value());
+  EXPECT_EQ(refusal->limit, 0u);
+  EXPECT_EQ(refusal->reset, milliseconds(300));
+}
+
 // Verifies the remaining wait is rounded up to whole milliseconds.
 TEST_F(ShortCircuitCacheTest, RoundsWaitUp) {
   ShortCircuitCache cache(10, clock());

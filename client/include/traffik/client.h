@@ -211,7 +211,8 @@ class Client {
   //
   // A short-circuited hit (see ClientOptions::short_circuit_max_keys) is
   // answered at once without an RPC: allowed=false, wait = the time left,
-  // limit/remaining/reset 0 (unknown), source kShortCircuit.
+  // limit and remaining as traffikd gave them with its refusal, reset counted
+  // down from that answer's, source kShortCircuit.
   virtual absl::StatusOr<ThrottleResult> Check(
       const ThrottleRequest& request, std::optional<FailurePolicy> policy = {}) = 0;
   // The same, without blocking: `done` runs on a client thread (or inline for

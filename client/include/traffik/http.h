@@ -38,6 +38,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -56,7 +57,8 @@ struct HttpRequest {
   std::string method;        // as received, e.g. "GET"
   std::string path;          // the request path without the query string
   std::string route;         // the matched route pattern if the framework knows it
-                             // (e.g. "/users/:id"); empty: `path` is used
+                             // (e.g. "/users/:id", httplib's "/items/(\d+)");
+                             // empty: `path` is used
   std::string peer_address;  // the TCP peer's IP address, no port ("10.0.0.7", "::1")
   HttpHeaders headers;       // as received
   // The address of the client, resolved by the HttpThrottler from
@@ -64,12 +66,62 @@ struct HttpRequest {
   // ClientAddress()). Set by HttpThrottler::Check before identifier functions
   // run; whatever the adapter put here is overwritten.
   std::string client_address;
+  // The raw query string, without the "?" ("q=a%20b&page=2"); empty if none.
+  std::string query;
+  // The route's parameters as (name, value), when the framework matched a
+  // route: named ones ("id" for "/users/:id"), or regex captures named "1",
+  // "2", ... (httplib). Empty before routing (middleware).
+  std::vector<std::pair<std::string, std::string>> route_params;
+  // The request body, when the framework has read it (a route's decorator;
+  // not middleware, which runs before the body is read). Borrowed from the
+  // framework's request: see native().
+  std::string_view body;
 
   // The value of header `name` (case-insensitive). Several fields with that
   // name are joined with ", " (RFC 9110 section 5.3). nullopt when absent.
   std::optional<std::string> Header(std::string_view name) const;
   // `route` if set, else `path`.
   const std::string& RouteOrPath() const { return route.empty() ? path : route; }
+
+  // The first value of query parameter `name`, percent-decoded ("+" is a
+  // space); nullopt when absent. Linear in the query's size.
+  std::optional<std::string> QueryParam(std::string_view name) const;
+  // The first value of form field `name` from an
+  // application/x-www-form-urlencoded `body`, decoded like QueryParam;
+  // nullopt when absent, when the body is not such a form, or not read yet.
+  std::optional<std::string> FormParam(std::string_view name) const;
+  // The route parameter `name` ("id", or "1" for the first capture); nullopt
+  // when absent.
+  std::optional<std::string> RouteParam(std::string_view name) const;
+
+  // The framework's own request object (e.g. native<httplib::Request>(),
+  // native<boost::beast::http::request<...>>()), or nullptr when the adapter
+  // gave another type or none. Borrowed, like `body`: valid while the
+  // adapter's call runs, so identifier, tenant, cost and hook functions can
+  // always use it; an on_throttled handler can in a blocking Check only
+  // (HttpThrottler::CheckAsync clears `native` and `body` once the
+  // identifiers have run, since it returns before the answer).
+  template <typename T>
+  const T* native() const {
+    return native_type == &typeid(T) ? static_cast<const T*>(native_object) : nullptr;
+  }
+  // Set by adapters: `request` must outlive the synchronous use (see native()).
+  template <typename T>
+  void set_native(const T& request) {
+    native_object = &request;
+    native_type = &typeid(T);
+  }
+  // Forgets the borrowed parts: native() is nullptr and `body` empty after.
+  void clear_native() {
+    native_object = nullptr;
+    native_type = nullptr;
+    body = {};
+  }
+
+  // What set_native() stores (public so that HttpRequest stays an aggregate;
+  // use native()).
+  const void* native_object = nullptr;
+  const std::type_info* native_type = nullptr;
 };
 
 // A response the core wants sent instead of calling the handler.
@@ -81,6 +133,8 @@ struct HttpResponse {
 
   // Sets header `name` to `value`, replacing any field with that name.
   void SetHeader(std::string_view name, std::string value);
+  // Removes every field named `name` (case-insensitive).
+  void RemoveHeader(std::string_view name);
   // The first value of header `name` (case-insensitive), nullopt when absent.
   std::optional<std::string> Header(std::string_view name) const;
 };
@@ -153,6 +207,24 @@ std::string NormalizeHttpPath(std::string_view path,
 // are one bucket.
 Identifier DefaultHttpIdentifier(const HttpRequest& request);
 
+// Ready-made identifier functions (HttpThrottleOptions::identifier), e.g.
+// `.identifier = traffik::ByFormField("username")` for "3 logins per minute
+// per username". The key names the source, so different sources never share
+// a bucket: "ip:<client address>", "header:<name>=<value>",
+// "query:<name>=<value>", "form:<name>=<value>", "route:<name>=<value>"
+// (values decoded, any bytes; a long one is sent as its digest, see
+// WireIdentifier). A request without the field falls back to the default
+// identifier (client address and route or path), so it is still limited.
+//
+// The client address alone (the resolved one, see ClientAddress): one bucket
+// per client across all paths, e.g. for a middleware rule over "/api/".
+Identifier ByClientAddress(const HttpRequest& request);
+HttpIdentifierFn ByHeader(std::string name);
+HttpIdentifierFn ByQueryParam(std::string name);
+// Only where the body has been read: a route's decorator, not middleware.
+HttpIdentifierFn ByFormField(std::string name);
+HttpIdentifierFn ByRouteParam(std::string name);
+
 // ------------------------------------------------------------- trusted proxies
 
 // A set of proxy addresses whose X-Forwarded-For is believed: exact IPs and
@@ -210,13 +282,32 @@ HttpHeaders RateLimitHeaders(const ThrottleResult& result);
 // RateLimit-* headers and a short text body ("rate limited; retry in 3s").
 HttpResponse TooManyRequests(const ThrottleResult& result);
 
+// The names of the headers a decision sets: Retry-After, RateLimit-Limit,
+// RateLimit-Remaining, RateLimit-Reset.
+const std::vector<std::string>& DecisionHeaderNames();
+
+// True when RateLimit-* `a` describe a bucket closer to refusing than `b`:
+// fewer remaining tokens, or as many and a later reset. Headers without
+// RateLimit-Remaining are never more restrictive; any are more restrictive
+// than none.
+bool MoreRestrictive(const HttpHeaders& a, const HttpHeaders& b);
+
 // ------------------------------------------------------------------ throttles
 
 // Replaces the default 429 for a refused request. `result` is the refusing
-// throttle's answer (result.wait > 0). The response is sent as returned: add
-// Retry-After yourself if you want it (RetryAfterSeconds()).
+// throttle's answer (result.wait > 0). Retry-After and RateLimit-* for
+// `result` are then set on the returned response, replacing any it has,
+// unless HttpThrottleOptions::keep_throttled_response is set.
 using HttpThrottledFn =
     std::function<HttpResponse(const HttpRequest& request, const ThrottleResult& result)>;
+
+// An on_throttled that answers the default 429 (TooManyRequests: status,
+// Retry-After, RateLimit-*) with `body` and `content_type` instead of the
+// text body. Every "{retry_after}" in `body` becomes the Retry-After seconds:
+//   .on_throttled = traffik::TooManyRequestsWith(
+//       R"({"error":"rate_limited","retry_after":{retry_after}})")
+HttpThrottledFn TooManyRequestsWith(std::string body,
+                                    std::string content_type = "application/json");
 
 struct HttpThrottleOptions {
   std::string uid;  // the throttle uid on the server (required)
@@ -229,12 +320,29 @@ struct HttpThrottleOptions {
   std::string tenant;            // empty: the server's default tenant
   // When traffikd cannot answer; nullopt: the Client's default policy.
   std::optional<FailurePolicy> failure_policy;
+  // Per-request tenant (e.g. from a verified JWT claim: the quota tier);
+  // set: replaces `tenant` for the request (an empty answer: `tenant`). A
+  // tenant traffikd does not know is an error (on_error, 500), not an outage:
+  // map caller input onto known tenants.
+  std::function<std::string(const HttpRequest& request)> tenant_of;
+  // Per-request cost (e.g. by payload size); set: replaces `cost`.
+  std::function<uint32_t(const HttpRequest& request)> cost_of;
+  // False (the default): a response from on_throttled gets the refusing
+  // throttle's Retry-After and RateLimit-* set (replacing any it had), so
+  // every refusal carries them. True: it is sent exactly as returned.
+  bool keep_throttled_response = false;
 };
 
 // One throttle. A cheap-to-copy handle to immutable options; thread-safe.
 class HttpThrottle {
  public:
   explicit HttpThrottle(HttpThrottleOptions options);
+  // The same with `uid` and the inline `spec` given first (they replace
+  // options.uid and options.spec):
+  //   traffik::HttpThrottle items("items", {5, std::chrono::seconds(10)});
+  //   traffik::HttpThrottle login("login", {3, std::chrono::minutes(1)},
+  //                               {.identifier = traffik::ByFormField("username")});
+  HttpThrottle(std::string uid, ThrottleSpec spec, HttpThrottleOptions options = {});
   const HttpThrottleOptions& options() const { return *options_; }
   const std::string& uid() const { return options_->uid; }
 
