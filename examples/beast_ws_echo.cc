@@ -407,10 +407,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // WebSocket: --limit messages per --period-ms per connection.
-  traffik::WebSocketThrottleOptions ws_options{
-      .uid = "ws_messages",
-      .spec = traffik::ThrottleSpec{limit, std::chrono::milliseconds(period_ms)}};
+  // WebSocket: --limit messages per --period-ms per connection (the default
+  // identifier: client address, path and connection id).
+  traffik::WebSocketThrottleOptions ws_options;
   if (error_frames) {
     ws_options.on_throttled = [](const traffik::WebSocketConnection&,
                                  const traffik::ThrottleResult& result) {
@@ -419,23 +418,21 @@ int main(int argc, char** argv) {
           std::to_string(result.wait.count()) + "}");
     };
   }
-  // HTTP: the /api/ rule in front of every route, "hello" and "items" on theirs.
+  traffik::WebSocketThrottle messages(*client, "ws_messages",
+                                      {limit, std::chrono::milliseconds(period_ms)},
+                                      std::move(ws_options));
+  // HTTP: the /api/ rule (per client address) in front of every route;
+  // "hello" and "items" (per client and path) on theirs.
   traffik::HttpThrottler throttler(*client, {.trusted_proxies = *proxies});
-  traffik::HttpThrottle api(
-      {.uid = "api", .spec = traffik::ThrottleSpec{api_limit, std::chrono::minutes(1)}});
+  traffik::HttpThrottle api("api", {api_limit, std::chrono::minutes(1)},
+                            {.identifier = traffik::ByClientAddress});
   traffik::ThrottleMiddleware middleware(
       throttler, {{.throttle = api, .path = traffik::PathMatcher::Prefix("/api/")}});
+  traffik::HttpThrottle hello("hello", {2, std::chrono::minutes(1)});
+  traffik::HttpThrottle items("items", {2, std::chrono::minutes(1)});
   auto app = std::make_shared<const App>(App{
-      ba::WithMiddleware(
-          middleware,
-          Routes(throttler,
-                 traffik::HttpThrottle(
-                     {.uid = "hello",
-                      .spec = traffik::ThrottleSpec{2, std::chrono::minutes(1)}}),
-                 traffik::HttpThrottle(
-                     {.uid = "items",
-                      .spec = traffik::ThrottleSpec{2, std::chrono::minutes(1)}}))),
-      traffik::WebSocketThrottle(*client, std::move(ws_options)),
+      ba::WithMiddleware(middleware, Routes(throttler, hello, items)),
+      messages,
       *proxies,
       max_message_bytes,
       static_cast<uint32_t>(max_header_bytes),

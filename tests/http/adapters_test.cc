@@ -104,8 +104,23 @@ TEST_F(BeastAdapterTest, ToHttpRequest) {
       beast_adapter::ToHttpRequest(request, boost::asio::ip::make_address("2001:db8::5"));
   EXPECT_EQ(r.method, "GET");
   EXPECT_EQ(r.path, "/ws/chat");
+  EXPECT_EQ(r.query, "room=1");
+  EXPECT_EQ(r.QueryParam("room"), "1");
   EXPECT_EQ(r.peer_address, "2001:db8::5");
   EXPECT_EQ(r.Header("x-api-key"), "k");
+  EXPECT_EQ(r.native<http::request<http::string_body>>(), &request);
+  EXPECT_EQ(r.native<http::request<http::empty_body>>(), nullptr);
+}
+
+// Verifies a Beast request's string body is the core's body (form fields readable).
+TEST_F(BeastAdapterTest, ToHttpRequestForm) {
+  http::request<http::string_body> request{http::verb::post, "/login", 11};
+  request.set(http::field::content_type, "application/x-www-form-urlencoded");
+  request.body() = "username=ann%40x&password=p";
+  HttpRequest r =
+      beast_adapter::ToHttpRequest(request, boost::asio::ip::make_address("192.0.2.1"));
+  EXPECT_EQ(r.FormParam("username"), "ann@x");
+  EXPECT_EQ(r.query, "");
 }
 
 // Verifies a core response becomes a complete Beast response.
@@ -162,10 +177,14 @@ class BeastHttpTest : public ::testing::Test {
   // Runs `handler` for GET `target` from 192.0.2.7 on an io_context; the response
   // it sent (nullopt: none).
   std::optional<beast_adapter::Response> Serve(const beast_adapter::Handler& handler,
-                                               const std::string& target) {
+                                               const std::string& target,
+                                               beast_adapter::Request request = {}) {
     boost::asio::io_context ioc;
     std::optional<beast_adapter::Response> sent;
-    handler(beast_adapter::Request{http::verb::get, target, 11},
+    if (request.method() == http::verb::unknown) request.method(http::verb::get);
+    request.target(target);
+    request.version(11);
+    handler(std::move(request),
             beast_adapter::HttpContext(boost::asio::ip::make_address("192.0.2.7"),
                                        ioc.get_executor()),
             [&](beast_adapter::Response response) {
@@ -316,6 +335,31 @@ TEST_F(BeastHttpTest, AllowedCarriesMostRestrictiveHeaders) {
   EXPECT_EQ((*api_tighter)["RateLimit-Limit"], "100");
   EXPECT_EQ((*api_tighter)["RateLimit-Remaining"], "1");
   EXPECT_EQ(api_tighter->count("RateLimit-Limit"), 1u);
+}
+
+// Verifies a decorated Beast route's identifier reads the form body, the query and
+// native<beast_adapter::Request>() (e.g. "3 logins per minute per username").
+TEST_F(BeastHttpTest, IdentifierSeesFormQueryAndNativeRequest) {
+  beast_adapter::Handler login = beast_adapter::Throttled(
+      HttpThrottler(client_), Route("login"),
+      HttpThrottle({.uid = "login", .identifier = [](const HttpRequest& r) -> Identifier {
+                      const beast_adapter::Request* native =
+                          r.native<beast_adapter::Request>();
+                      if (native == nullptr) return "no native";
+                      return "user:" + r.FormParam("username").value_or("?") + ":" +
+                             r.QueryParam("app").value_or("?") + ":" +
+                             std::string((*native)["X-Client"]);
+                    }}));
+  beast_adapter::Request request{http::verb::post, "", 11};
+  request.set(http::field::content_type, "application/x-www-form-urlencoded");
+  request.set("X-Client", "cli");
+  request.body() = "username=ann&password=p";
+  std::optional<beast_adapter::Response> response =
+      Serve(login, "/login?app=web", std::move(request));
+  ASSERT_TRUE(response.has_value());
+  EXPECT_EQ(response->body(), "login");
+  ASSERT_EQ(client_->rpc_count(), 1u);
+  EXPECT_EQ(client_->calls()[0].requests[0].identifier, "user:ann:web:cli");
 }
 
 // ------------------------------------------------------- Beast WebSocket helper

@@ -8,8 +8,8 @@
 //
 // Example (the adapter in traffik/adapters/beast.h does the I/O):
 //
-//   traffik::WebSocketThrottle messages(client, {.uid = "ws_messages",
-//       .spec = traffik::ThrottleSpec{5, std::chrono::seconds(10)}});
+//   traffik::WebSocketThrottle messages(client, "ws_messages",
+//                                       {5, std::chrono::seconds(10)});
 //   traffik::WebSocketConnection connection =
 //       traffik::AcceptWebSocket(upgrade_request, trusted_proxies);
 //   ... for each message:
@@ -114,6 +114,12 @@ struct WebSocketVerdict {
 class WebSocketThrottle {
  public:
   WebSocketThrottle(std::shared_ptr<Client> client, WebSocketThrottleOptions options);
+  // The same with `uid` and the inline `spec` given first (they replace
+  // options.uid and options.spec), like HttpThrottle's:
+  //   traffik::WebSocketThrottle messages(client, "ws_messages",
+  //                                       {10, std::chrono::seconds(10)});
+  WebSocketThrottle(std::shared_ptr<Client> client, std::string uid, ThrottleSpec spec,
+                    WebSocketThrottleOptions options = {});
 
   // Decides one incoming message (blocking on the RPC).
   WebSocketVerdict Check(const WebSocketConnection& connection,

@@ -32,13 +32,13 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/beast/websocket/stream.hpp>
-#include <charconv>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -48,17 +48,23 @@
 
 namespace traffik::beast_adapter {
 
-// The core's view of a Beast request. `path` is the target up to '?', not
-// percent-decoded; `peer` is the TCP peer (socket.remote_endpoint().address()).
+// The core's view of a Beast request: method, path (the target up to '?',
+// not percent-decoded), query (after '?'), peer (the TCP peer:
+// socket.remote_endpoint().address()), headers, the body when the request
+// has a string body, and native<boost::beast::http::request<Body, Fields>>().
+// Beast has no router, so `route` and `route_params` stay empty. Borrows
+// `request` (body, native): see HttpRequest::native.
 template <class Body, class Fields>
 HttpRequest ToHttpRequest(const boost::beast::http::request<Body, Fields>& request,
                           const boost::asio::ip::address& peer) {
   HttpRequest r;
   const auto method = request.method_string();
   r.method.assign(method.data(), method.size());
-  const auto target = request.target();
-  const std::string target_text(target.data(), target.size());
-  r.path = target_text.substr(0, target_text.find('?'));
+  const std::string_view target(request.target().data(), request.target().size());
+  const size_t question = target.find('?');
+  r.path = std::string(target.substr(0, question));
+  if (question != std::string_view::npos)
+    r.query = std::string(target.substr(question + 1));
   r.peer_address = peer.to_string();
   for (const auto& field : request) {
     const auto name = field.name_string();
@@ -66,6 +72,10 @@ HttpRequest ToHttpRequest(const boost::beast::http::request<Body, Fields>& reque
     r.headers.emplace_back(std::string(name.data(), name.size()),
                            std::string(value.data(), value.size()));
   }
+  if constexpr (std::is_same_v<Body, boost::beast::http::string_body>) {
+    r.body = request.body();
+  }
+  r.set_native(request);
   return r;
 }
 
@@ -228,32 +238,10 @@ using SyncHandler = std::function<Response(const Request& request)>;
 
 namespace beast_adapter_internal {
 
-// The value of a numeric header, nullopt when absent or not a number.
-inline std::optional<uint64_t> NumericHeader(const HttpHeaders& headers,
-                                             std::string_view name) {
-  for (const auto& [field, value] : headers) {
-    if (!boost::beast::iequals(field, name)) continue;
-    uint64_t number = 0;
-    const char* end = value.data() + value.size();
-    const auto [at, error] = std::from_chars(value.data(), end, number);
-    if (error != std::errc() || at != end) return std::nullopt;
-    return number;
-  }
-  return std::nullopt;
-}
-
-// The RateLimit-* of the more restrictive limit: fewer remaining, ties the
-// later reset; a set without numbers (e.g. a failure-policy answer) loses.
-inline const HttpHeaders& MoreRestrictive(const HttpHeaders& a, const HttpHeaders& b) {
-  const std::optional<uint64_t> a_remaining = NumericHeader(a, "RateLimit-Remaining");
-  const std::optional<uint64_t> b_remaining = NumericHeader(b, "RateLimit-Remaining");
-  if (!a_remaining.has_value()) return b;
-  if (!b_remaining.has_value()) return a;
-  if (*a_remaining != *b_remaining) return *a_remaining < *b_remaining ? a : b;
-  return NumericHeader(a, "RateLimit-Reset").value_or(0) >=
-                 NumericHeader(b, "RateLimit-Reset").value_or(0)
-             ? a
-             : b;
+// `current` becomes `candidate` when that is more restrictive (the rule of
+// HttpVerdict::headers: fewest remaining, ties the later reset).
+inline void KeepMostRestrictive(HttpHeaders& current, const HttpHeaders& candidate) {
+  if (current.empty() || MoreRestrictive(candidate, current)) current = candidate;
 }
 
 // `send`, adding the context's RateLimit-* headers first.
@@ -282,8 +270,9 @@ inline Handler Throttled(HttpThrottler throttler, Handler handler,
   return [throttler = std::move(throttler), handler = std::move(handler),
           throttles = std::move(throttles)](Request request, HttpContext context,
                                             Send send) {
-    HttpRequest checked = ToHttpRequest(request, context.peer);
+    // Held until the verdict; `checked` borrows it (body, native<Request>()).
     auto held = std::make_shared<Request>(std::move(request));
+    HttpRequest checked = ToHttpRequest(*held, context.peer);
     const boost::asio::any_io_executor executor = context.executor;
     CheckAsync(
         throttler, std::move(checked), throttles, executor,
@@ -298,7 +287,7 @@ inline Handler Throttled(HttpThrottler throttler, Handler handler,
             send(ToBeastResponse(*verdict.response, held->version(), held->keep_alive()));
             return;
           }
-          headers = beast_adapter_internal::MoreRestrictive(headers, verdict.headers);
+          beast_adapter_internal::KeepMostRestrictive(headers, verdict.headers);
           Send with_headers = beast_adapter_internal::WithHeaders(
               context.rate_limit_headers, std::move(send));
           handler(std::move(*held), std::move(context), std::move(with_headers));
@@ -333,8 +322,9 @@ Handler Throttled(HttpThrottler throttler, SyncHandler handler, HttpThrottle fir
 inline Handler WithMiddleware(ThrottleMiddleware middleware, Handler next) {
   return [middleware = std::move(middleware), next = std::move(next)](
              Request request, HttpContext context, Send send) {
-    HttpRequest checked = ToHttpRequest(request, context.peer);
+    // Held until the verdict; `checked` borrows it (body, native<Request>()).
     auto held = std::make_shared<Request>(std::move(request));
+    HttpRequest checked = ToHttpRequest(*held, context.peer);
     const boost::asio::any_io_executor executor = context.executor;
     CheckAsync(
         middleware, std::move(checked), executor,
@@ -348,7 +338,7 @@ inline Handler WithMiddleware(ThrottleMiddleware middleware, Handler next) {
             context.rate_limit_headers = std::make_shared<HttpHeaders>();
           }
           HttpHeaders& headers = *context.rate_limit_headers;
-          headers = beast_adapter_internal::MoreRestrictive(headers, verdict.headers);
+          beast_adapter_internal::KeepMostRestrictive(headers, verdict.headers);
           Send with_headers = beast_adapter_internal::WithHeaders(
               context.rate_limit_headers, std::move(send));
           next(std::move(*held), std::move(context), std::move(with_headers));
