@@ -9,20 +9,22 @@
 // calls: the verdict is posted back to the executor you pass (a connection's
 // strand), never run on a Client thread.
 //
-//   // HTTP: a route handler, throttled (the decorator), behind the middleware.
-//   traffik::beast_adapter::Handler hello = traffik::beast_adapter::Throttled(
-//       throttler, [](const traffik::beast_adapter::Request& req) { ...; return response;
-//       }, hello_throttle);
-//   traffik::beast_adapter::Handler app =
-//       traffik::beast_adapter::WithMiddleware(middleware, router);
+//   namespace ba = traffik::beast_adapter;
+//   // HTTP: a route handler, throttled (the decorator), and the app's router
+//   // behind the middleware.
+//   ba::Handler hello = ba::Throttled(throttler, HelloHandler, hello_throttle);
+//   ba::Handler app = ba::WithMiddleware(middleware, router);
 //   // in the session, once a request is read:
-//   app(std::move(request), {.peer = peer, .executor = stream.get_executor()},
-//       [self](traffik::beast_adapter::Response r) { self->Write(std::move(r)); });
+//   app(std::move(request), ba::HttpContext(peer, stream.get_executor()),
+//       [self](ba::Response r) { self->Write(std::move(r)); });
 //
 //   // WebSocket, per message read: refusals are answered here (error frame
 //   // or close); `done(true)` means handle the message.
-//   traffik::beast_adapter::CheckMessage(ws_throttle, connection, ws,
-//       [self](bool allowed) { allowed ? self->Echo() : self->Read(); });
+//   ba::CheckMessage(ws_throttle, connection, ws,
+//                    [self](bool allowed) { allowed ? self->Echo() : self->Read(); });
+//
+// Which RateLimit-* an HTTP response carries: those of the limit that decided
+// it (see HttpContext::rate_limit_headers), as with the httplib adapter.
 
 #include <algorithm>
 #include <boost/asio/any_io_executor.hpp>
