@@ -1,9 +1,11 @@
 // A Boost.Beast server throttled through traffikd: a WebSocket echo limited per
 // message, and plain HTTP routes behind a throttling middleware, one of them
 // decorated with its own limit. It serves like production code: N I/O threads
-// (one strand per connection), TCP_NODELAY on every connection (no ~40 ms
-// Nagle / delayed-ACK stall per response), a 4096-deep listen backlog, HTTP
-// keep-alive without a request cap.
+// (one strand per connection), TCP_NODELAY on every connection (a small write
+// that follows an unacknowledged one, e.g. back-to-back WebSocket frames, is
+// not held back ~40 ms by Nagle waiting for the peer's delayed ACK), a
+// 4096-deep listen backlog (a burst of connects is queued, not dropped and
+// retried a second later), HTTP keep-alive without a request cap.
 //
 //   beast_ws_echo [--listen HOST:PORT] [--traffikd HOST:PORT]
 //                 [--limit N] [--period-ms MS] [--error-frames]
@@ -277,8 +279,8 @@ void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const
                                                    tcp::socket socket) {
     if (!ec) {
       if (std::optional<ConnectionLimit::Slot> slot = limit->TryAcquire()) {
-        // Small responses go out at once instead of waiting for the ACK of
-        // the previous segment (Nagle + delayed ACK: ~40 ms per response).
+        // Small writes go out at once instead of waiting for the ACK of the
+        // previous segment (Nagle + the peer's delayed ACK: up to ~40 ms).
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
         std::make_shared<HttpSession>(std::move(socket), app, std::move(*slot))->Read();
