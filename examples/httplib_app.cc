@@ -16,7 +16,8 @@
 //                       a JSON 429
 //   GET  /health        no rule matches: never throttled, no RPC
 //   GET|POST /api/...   middleware: "api" 5 per minute on /api/ (admin-key
-//                       exempt), "writes" 2 per minute on POST/PUT/DELETE,
+//                       exempt), "writes" 2 per minute on POST/PUT/DELETE
+//                       to /api/,
 //                       "expensive" 1 per minute when X-Expensive is present,
 //                       "api_per_ip" 100 per minute per client address
 //   GET  /static/...    middleware: "static" 10 per minute (regex ^/static/)
@@ -293,7 +294,9 @@ int main(int argc, char** argv) {
   traffik::HttpThrottle assets(
       {.uid = "static", .spec = traffik::ThrottleSpec{10, minutes(1)}});
   std::vector<traffik::MiddlewareRule> rules = {
-      {.throttle = writes, .methods = {"POST", "PUT", "DELETE"}},
+      {.throttle = writes,
+       .path = traffik::PathMatcher::Prefix("/api/"),
+       .methods = {"POST", "PUT", "DELETE"}},
       {.throttle = api, .path = traffik::PathMatcher::Prefix("/api/")},
       {.throttle = expensive,
        .path = traffik::PathMatcher::Prefix("/api/"),

@@ -54,6 +54,28 @@ TEST_F(HttpRequestTest, HeaderIsCaseInsensitiveAndJoinsRepeats) {
   EXPECT_EQ(r.Header("Authorization"), std::nullopt);
 }
 
+// Verifies query and form parameters are decoded ("+", %XX), the first value wins,
+// form fields need a form Content-Type, and route parameters are found by name.
+TEST_F(HttpRequestTest, QueryFormAndRouteParams) {
+  HttpRequest r;
+  r.query = "a=1&q=x%20y+z&a=2&flag&bad=%zz";
+  EXPECT_EQ(r.QueryParam("a"), "1");
+  EXPECT_EQ(r.QueryParam("q"), "x y z");
+  EXPECT_EQ(r.QueryParam("flag"), "");
+  EXPECT_EQ(r.QueryParam("bad"), "%zz");
+  EXPECT_EQ(r.QueryParam("none"), std::nullopt);
+  const std::string body = "username=al%69ce&password=p";
+  r.body = body;
+  EXPECT_EQ(r.FormParam("username"), std::nullopt);  // no Content-Type
+  r.headers = {{"content-type", "application/x-www-form-urlencoded; charset=utf-8"}};
+  EXPECT_EQ(r.FormParam("username"), "alice");
+  r.headers = {{"Content-Type", "application/x-www-form-urlencodedx"}};
+  EXPECT_EQ(r.FormParam("username"), std::nullopt);
+  r.route_params = {{"id", "42"}, {"1", "42"}};
+  EXPECT_EQ(r.RouteParam("id"), "42");
+  EXPECT_EQ(r.RouteParam("2"), std::nullopt);
+}
+
 // Verifies SetHeader replaces a field case-insensitively instead of adding a second one.
 TEST_F(HttpRequestTest, ResponseSetHeaderReplaces) {
   HttpResponse response;
@@ -473,27 +495,192 @@ TEST_F(HttpThrottlerTest, ExemptThrottlesLeftOutOfBatch) {
 }
 
 // Verifies a custom on_throttled replaces the 429 and gets the refusing throttle's
-// result.
+// result; with keep_throttled_response it is sent exactly as returned (no Retry-After).
 TEST_F(HttpThrottlerTest, CustomOnThrottled) {
   client_->set_responder(
       [](const ThrottleRequest&) { return FakeClient::Refused(milliseconds(3000)); });
   HttpThrottler throttler(client_);
-  HttpThrottle t(
-      {.uid = "a",
-       .on_throttled = [](const HttpRequest& req, const ThrottleResult& result) {
-         HttpResponse response;
-         response.status = 503;
-         response.content_type = "application/json";
-         response.body = "{\"path\":\"" + req.path +
-                         "\",\"wait_ms\":" + std::to_string(result.wait.count()) + "}";
-         return response;
-       }});
+  HttpThrottle t({.uid = "a",
+                  .on_throttled =
+                      [](const HttpRequest& req, const ThrottleResult& result) {
+                        HttpResponse response;
+                        response.status = 503;
+                        response.content_type = "application/json";
+                        response.body = "{\"path\":\"" + req.path + "\",\"wait_ms\":" +
+                                        std::to_string(result.wait.count()) + "}";
+                        return response;
+                      },
+                  .keep_throttled_response = true});
   HttpRequest r = Request("/q", "1.2.3.4");
   HttpVerdict v = throttler.Check(r, {t});
   ASSERT_FALSE(v.allowed);
   EXPECT_EQ(v.response->status, 503);
   EXPECT_EQ(v.response->body, "{\"path\":\"/q\",\"wait_ms\":3000}");
   EXPECT_FALSE(v.response->Header("Retry-After").has_value());
+}
+
+// Verifies an on_throttled response without Retry-After / RateLimit-* gets the refusing
+// throttle's, and stale RateLimit-* it set are replaced (whatever it returns).
+TEST_F(HttpThrottlerTest, OnThrottledResponseGetsDecisionHeaders) {
+  client_->set_responder([](const ThrottleRequest&) {
+    return FakeClient::Refused(milliseconds(2500), 4, seconds(9));
+  });
+  HttpThrottler throttler(client_);
+  HttpThrottle t("a", {4, seconds(10)},
+                 {.on_throttled = [](const HttpRequest&, const ThrottleResult&) {
+                   HttpResponse response;
+                   response.status = 429;
+                   response.SetHeader("RateLimit-Limit", "100");  // not the deciding one
+                   response.SetHeader("ratelimit-remaining", "93");
+                   response.body = "slow down";
+                   return response;
+                 }});
+  HttpRequest r = Request("/q", "1.2.3.4");
+  HttpVerdict v = throttler.Check(r, {t});
+  ASSERT_FALSE(v.allowed);
+  EXPECT_EQ(v.response->body, "slow down");
+  EXPECT_EQ(v.response->Header("Retry-After"), "3");
+  EXPECT_EQ(v.response->Header("RateLimit-Limit"), "4");
+  EXPECT_EQ(v.response->Header("RateLimit-Remaining"), "0");
+  EXPECT_EQ(v.response->Header("RateLimit-Reset"), "9");
+  EXPECT_EQ(v.response->headers.size(), 4u);  // replaced, not duplicated
+}
+
+// Verifies a kDeny answer (numbers unknown) strips RateLimit-* an on_throttled set, and
+// keeps Retry-After.
+TEST_F(HttpThrottlerTest, OnThrottledUnknownNumbersDropsRateLimit) {
+  ThrottleResult deny;
+  deny.wait = seconds(1);
+  deny.source = ThrottleResult::Source::kFailurePolicy;
+  client_->set_responder([deny](const ThrottleRequest&) { return deny; });
+  HttpThrottler throttler(client_);
+  HttpThrottle t(
+      {.uid = "a", .on_throttled = [](const HttpRequest&, const ThrottleResult&) {
+         HttpResponse response;
+         response.status = 429;
+         response.SetHeader("RateLimit-Limit", "100");
+         return response;
+       }});
+  HttpRequest r = Request("/q", "1.2.3.4");
+  HttpVerdict v = throttler.Check(r, {t});
+  EXPECT_EQ(v.response->Header("Retry-After"), "1");
+  EXPECT_FALSE(v.response->Header("RateLimit-Limit").has_value());
+}
+
+// Verifies TooManyRequestsWith keeps the default 429's headers and substitutes
+// {retry_after} into the JSON body.
+TEST_F(HttpThrottlerTest, TooManyRequestsWithJsonBody) {
+  client_->set_responder(
+      [](const ThrottleRequest&) { return FakeClient::Refused(milliseconds(1500), 3); });
+  HttpThrottler throttler(client_);
+  HttpThrottle t("login", {3, seconds(60)},
+                 {.on_throttled = TooManyRequestsWith(
+                      R"({"error":"rate_limited","retry_after":{retry_after}})")});
+  HttpRequest r = Request("/login", "1.2.3.4");
+  HttpVerdict v = throttler.Check(r, {t});
+  ASSERT_FALSE(v.allowed);
+  EXPECT_EQ(v.response->status, 429);
+  EXPECT_EQ(v.response->content_type, "application/json");
+  EXPECT_EQ(v.response->body, R"({"error":"rate_limited","retry_after":2})");
+  EXPECT_EQ(v.response->Header("Retry-After"), "2");
+  EXPECT_EQ(v.response->Header("RateLimit-Limit"), "3");
+}
+
+// Verifies one reusable throttle keyed on a form field limits per username; a request
+// without the field falls back to the default identifier.
+TEST_F(HttpThrottlerTest, FormFieldIdentifierPerUsername) {
+  HttpThrottler throttler(client_);
+  HttpThrottle login("login", {3, seconds(60)}, {.identifier = ByFormField("username")});
+  HttpRequest alice =
+      Request("/login", "1.2.3.4",
+              {{"Content-Type", "application/x-www-form-urlencoded"}}, "POST");
+  const std::string body = "password=x&username=alice%40example.org+b";
+  alice.body = body;
+  throttler.Check(alice, {login});
+  HttpRequest none = Request("/login", "1.2.3.4", {}, "POST");
+  throttler.Check(none, {login});
+  ASSERT_EQ(client_->rpc_count(), 2u);
+  EXPECT_EQ(client_->calls()[0].requests[0].identifier,
+            "form:username=alice@example.org b");
+  EXPECT_EQ(client_->calls()[1].requests[0].identifier, "1.2.3.4:/login");
+}
+
+// Verifies ByClientAddress, ByHeader, ByQueryParam and ByRouteParam keys.
+TEST_F(HttpThrottlerTest, ReadyMadeIdentifiers) {
+  HttpRequest r = Request("/items/7", "10.0.0.1", {{"X-Api-Key", "k1"}});
+  r.query = "page=2&key=a%2Bb";
+  r.route_params = {{"1", "7"}};
+  EXPECT_EQ(ByClientAddress(r).value(), "ip:10.0.0.1");
+  EXPECT_EQ(ByHeader("x-api-key")(r).value(), "header:x-api-key=k1");
+  EXPECT_EQ(ByQueryParam("key")(r).value(), "query:key=a+b");
+  EXPECT_EQ(ByRouteParam("1")(r).value(), "route:1=7");
+  EXPECT_EQ(ByQueryParam("absent")(r).value(), "10.0.0.1:/items/7");
+}
+
+// Verifies per-request tenant and cost functions replace the static ones; an empty
+// tenant answer keeps the static tenant.
+TEST_F(HttpThrottlerTest, PerRequestTenantAndCost) {
+  HttpThrottler throttler(client_);
+  HttpThrottle upload(
+      "upload", {1000, seconds(60)},
+      {.tenant = "free",
+       .tenant_of = [](const HttpRequest& r) { return r.Header("X-Tier").value_or(""); },
+       .cost_of =
+           [](const HttpRequest& r) {
+             return static_cast<uint32_t>(1 + r.body.size() / 1024);
+           }});
+  HttpRequest gold = Request("/upload", "1.2.3.4", {{"X-Tier", "gold"}}, "POST");
+  const std::string payload(5000, 'x');
+  gold.body = payload;
+  throttler.Check(gold, {upload});
+  HttpRequest plain = Request("/upload", "1.2.3.4", {}, "POST");
+  throttler.Check(plain, {upload});
+  EXPECT_EQ(client_->calls()[0].requests[0].tenant, "gold");
+  EXPECT_EQ(client_->calls()[0].requests[0].cost, 5u);
+  EXPECT_EQ(client_->calls()[1].requests[0].tenant, "free");
+  EXPECT_EQ(client_->calls()[1].requests[0].cost, 1u);
+}
+
+// Verifies identifiers can read the framework's own request via native<T>(), and that
+// CheckAsync clears the borrowed parts before the answer (on_throttled sees none).
+TEST_F(HttpThrottlerTest, NativeRequestForIdentifiers) {
+  struct FrameworkRequest {
+    std::string user;
+  };
+  FrameworkRequest native{"bob"};
+  HttpRequest r = Request("/", "1.2.3.4");
+  r.set_native(native);
+  EXPECT_EQ(r.native<int>(), nullptr);
+  client_->set_responder(
+      [](const ThrottleRequest&) { return FakeClient::Refused(milliseconds(100)); });
+  HttpThrottler throttler(client_);
+  bool native_in_on_throttled = true;
+  HttpThrottle t({.uid = "a",
+                  .identifier = [](const HttpRequest& req) -> Identifier {
+                    return "user:" + req.native<FrameworkRequest>()->user;
+                  },
+                  .on_throttled =
+                      [&](const HttpRequest& req, const ThrottleResult& result) {
+                        native_in_on_throttled =
+                            req.native<FrameworkRequest>() != nullptr;
+                        return TooManyRequests(result);
+                      }});
+  throttler.CheckAsync(r, {t}, [](HttpVerdict) {});
+  EXPECT_EQ(client_->calls()[0].requests[0].identifier, "user:bob");
+  EXPECT_FALSE(native_in_on_throttled);
+}
+
+// Verifies MoreRestrictive: fewer remaining wins, ties go to the later reset, headers
+// without numbers never win.
+TEST_F(HttpThrottlerTest, MoreRestrictiveHeaders) {
+  const HttpHeaders a = {{"RateLimit-Remaining", "3"}, {"RateLimit-Reset", "5"}};
+  const HttpHeaders b = {{"ratelimit-remaining", "93"}, {"RateLimit-Reset", "50"}};
+  const HttpHeaders c = {{"RateLimit-Remaining", "3"}, {"RateLimit-Reset", "9"}};
+  EXPECT_TRUE(MoreRestrictive(a, b));
+  EXPECT_FALSE(MoreRestrictive(b, a));
+  EXPECT_TRUE(MoreRestrictive(c, a));
+  EXPECT_FALSE(MoreRestrictive({}, a));
+  EXPECT_TRUE(MoreRestrictive(a, {}));
 }
 
 // Verifies an error returned by the Client (kRaise) becomes the 503 and keeps the status.

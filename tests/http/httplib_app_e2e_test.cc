@@ -77,6 +77,82 @@ TEST_F(HttplibAppTest, DecoratedRoute429AtFourthRequestWithHeaders) {
   EXPECT_THAT(r.body, HasSubstr("rate limited; retry in"));
 }
 
+// Verifies a 429 answered from the client's short-circuit cache (no RPC) carries
+// RateLimit-* like the server's 429 (it carried Retry-After only).
+TEST_F(HttplibAppTest, ShortCircuited429CarriesRateLimitHeaders) {
+  StartApp();
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Get("/search").status, 200);
+  ASSERT_EQ(Get("/search").status, 429);  // traffikd's refusal
+  const double before = Decisions();
+  CurlResponse r = Get("/search");  // refused locally
+  EXPECT_EQ(Decisions(), before);
+  EXPECT_EQ(r.status, 429);
+  EXPECT_THAT(r.Header("retry-after"), AnyOf("19", "20"));
+  EXPECT_EQ(r.Header("ratelimit-limit"), "3");
+  EXPECT_EQ(r.Header("ratelimit-remaining"), "0");
+  EXPECT_THAT(r.Header("ratelimit-reset"), AnyOf("59", "60"));
+}
+
+// Verifies /items/<n> (5 per 10 s) is one bucket per client and route pattern: six
+// different URLs, the 6th refused.
+TEST_F(HttplibAppTest, ItemsRouteOneBucketPerPattern) {
+  StartApp();
+  for (int i = 1; i <= 5; ++i) {
+    CurlResponse r = Get("/items/" + std::to_string(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+    EXPECT_EQ(r.Header("ratelimit-remaining"), std::to_string(5 - i));
+  }
+  CurlResponse refused = Get("/items/6");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_THAT(refused.Header("retry-after"), AnyOf("1", "2"));
+}
+
+// Verifies /login is limited 3 per minute per form username with a JSON 429 that keeps
+// Retry-After and RateLimit-*, while another username is not affected.
+TEST_F(HttplibAppTest, LoginPerUsernameJson429) {
+  StartApp();
+  const std::vector<std::string> form = {
+      "Content-Type: application/x-www-form-urlencoded"};
+  auto login = [&](const std::string& body) {
+    absl::StatusOr<CurlResponse> r = Curl(app_->port(), "/login", form, "POST", body);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CurlResponse{};
+  };
+  for (int i = 0; i < 3; ++i) {
+    CurlResponse r = login("username=alice&password=p" + std::to_string(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, R"({"user":"alice"})");
+  }
+  CurlResponse refused = login("password=x&username=alice");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_THAT(refused.Header("content-type"), HasSubstr("application/json"));
+  EXPECT_THAT(refused.body,
+              ::testing::MatchesRegex(
+                  R"(\{"error":"too many login attempts","retry_after":[0-9]+\})"));
+  EXPECT_THAT(refused.Header("retry-after"), AnyOf("19", "20"));
+  EXPECT_EQ(refused.Header("ratelimit-limit"), "3");
+  EXPECT_EQ(login("username=bob&password=p").status, 200);
+}
+
+// Verifies the app's own pre-routing handler still runs (X-Served-By) with the
+// middleware installed, and not for requests the middleware refuses; the per-IP /api/
+// rule (100 per minute) applies where the "api" rule exempts.
+TEST_F(HttplibAppTest, AppPreRoutingHandlerChainedAfterMiddleware) {
+  StartApp();
+  EXPECT_EQ(Get("/health").Header("x-served-by"), "httplib_app");
+  CurlResponse admin = Get("/api/x", {"X-Api-Key: admin-key"});
+  EXPECT_EQ(admin.status, 200);
+  EXPECT_EQ(admin.Header("x-served-by"), "httplib_app");
+  EXPECT_EQ(admin.Header("ratelimit-limit"), "100");
+  EXPECT_EQ(admin.Header("ratelimit-remaining"), "99");
+  CurlResponse r;
+  for (int i = 0; i < 6; ++i) r = Get("/api/x");
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.Header("x-served-by"), "");
+  EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+}
+
 // Verifies a kUnlimited identifier (admin key) bypasses the limit with no RPC to
 // traffikd, while a normal request makes one batch RPC (2 decisions).
 TEST_F(HttplibAppTest, UnlimitedBypassesWithoutRpc) {
