@@ -1,20 +1,35 @@
-// A Boost.Beast WebSocket echo server throttled per message through traffikd,
-// with one throttled plain HTTP route.
+// A Boost.Beast server throttled through traffikd: a WebSocket echo limited per
+// message, and plain HTTP routes behind a throttling middleware, one of them
+// decorated with its own limit. It serves like production code: N I/O threads
+// (one strand per connection), TCP_NODELAY on every connection (a small write
+// that follows an unacknowledged one, e.g. back-to-back WebSocket frames, is
+// not held back ~40 ms by Nagle waiting for the peer's delayed ACK), a
+// 4096-deep listen backlog (a burst of connects is queued, not dropped and
+// retried a second later), HTTP keep-alive without a request cap.
 //
 //   beast_ws_echo [--listen HOST:PORT] [--traffikd HOST:PORT]
 //                 [--limit N] [--period-ms MS] [--error-frames]
+//                 [--api-limit N] [--threads N] [--backlog N]
 //                 [--trusted-proxy IP_OR_CIDR]... [--failure-policy allow|deny|raise]
 //                 [--deadline-ms N] [--max-message-bytes N] [--max-header-bytes N]
 //                 [--max-connections N] [credential flags: credential_flags.h]
 //
 //   ws://HOST:PORT/ws   echoes every message; each message is checked against
-//                       "ws_messages" (--limit per --period-ms, default 3 per
-//                       minute) per connection. Throttled: the connection is
+//                       "ws_messages" (--limit per --period-ms, default 10 per
+//                       10 s) per connection. Throttled: the connection is
 //                       closed with 1008 "rate limited; retry in Ns"; with
 //                       --error-frames an error frame
 //                       {"error":"rate limited","retry_after_ms":N} is sent
 //                       instead and the connection stays open.
 //   GET /hello          "hello", throttled by "hello" (2 per minute per client).
+//   GET /api/status     "ok"; every /api/ path is throttled by the middleware
+//                       rule "api" (--api-limit per minute per client, default
+//                       100).
+//   GET /api/items      "items": the "api" rule, and its own "items" (2 per
+//                       minute per client) with the decorator.
+//   --threads           I/O threads (default: the number of cores, at least 2).
+//   --backlog           listen backlog (default 4096; the kernel caps it at
+//                       net.core.somaxconn).
 //
 // Bounds (a hostile peer can hold at most about
 // max-connections * (max-message-bytes + max-header-bytes) of buffers):
@@ -35,6 +50,7 @@
 // Prints "beast_ws_echo: listening on HOST:PORT" on stderr once serving.
 // Stops on SIGINT/SIGTERM.
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
@@ -44,6 +60,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -51,6 +68,7 @@
 #include "traffik/adapters/beast.h"
 #include "traffik/client.h"
 #include "traffik/http.h"
+#include "traffik/middleware.h"
 #include "traffik/websocket.h"
 
 namespace {
@@ -59,6 +77,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
 namespace net = boost::asio;
+namespace ba = traffik::beast_adapter;
 using tcp = net::ip::tcp;
 
 // Request bodies above this are refused (no route takes a body).
@@ -68,16 +87,52 @@ constexpr std::chrono::seconds kHttpReadTimeout{10};
 
 // Shared, read-only after startup.
 struct App {
-  traffik::HttpThrottler throttler;
-  traffik::HttpThrottle hello;
+  ba::Handler http;  // the routes, behind the middleware
   traffik::WebSocketThrottle messages;
   traffik::TrustedProxies trusted;
   uint64_t max_message_bytes = 0;
   uint32_t max_header_bytes = 0;
 };
 
-// Counts open connections against --max-connections. The I/O runs on one
-// thread; the counter is atomic anyway so the bound holds if that changes.
+// The path of a request target (up to '?').
+std::string_view PathOf(const ba::Request& request) {
+  const std::string_view target(request.target().data(), request.target().size());
+  return target.substr(0, target.find('?'));
+}
+
+ba::Response Text(const ba::Request& request, http::status status, std::string body) {
+  ba::Response response{status, request.version()};
+  response.set(http::field::content_type, "text/plain; charset=utf-8");
+  response.body() = std::move(body);
+  response.keep_alive(request.keep_alive());
+  response.prepare_payload();
+  return response;
+}
+
+// GET /hello, GET /api/status, GET /api/items; 404 otherwise.
+ba::Handler Routes(const traffik::HttpThrottler& throttler, traffik::HttpThrottle hello,
+                   traffik::HttpThrottle items) {
+  ba::Handler hello_route = ba::Throttled(
+      throttler,
+      [](const ba::Request& r) { return Text(r, http::status::ok, "hello\n"); }, hello);
+  ba::Handler items_route = ba::Throttled(
+      throttler,
+      [](const ba::Request& r) { return Text(r, http::status::ok, "items\n"); }, items);
+  ba::Handler status_route =
+      ba::Async([](const ba::Request& r) { return Text(r, http::status::ok, "ok\n"); });
+  return [=](ba::Request request, ba::HttpContext context, ba::Send send) {
+    const std::string_view path = PathOf(request);
+    if (request.method() == http::verb::get) {
+      if (path == "/hello") return hello_route(std::move(request), context, send);
+      if (path == "/api/items") return items_route(std::move(request), context, send);
+      if (path == "/api/status") return status_route(std::move(request), context, send);
+    }
+    send(Text(request, http::status::not_found, "not found\n"));
+  };
+}
+
+// Counts open connections against --max-connections (atomic: accepts and
+// closes happen on all I/O threads).
 class ConnectionLimit : public std::enable_shared_from_this<ConnectionLimit> {
  public:
   // One open connection; releases its place when destroyed.
@@ -121,7 +176,7 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   void Run(http::request<http::string_body> upgrade) {
     beast::error_code ec;
     const auto peer = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec).address();
-    connection_ = traffik::beast_adapter::AcceptWebSocket(upgrade, peer, app_->trusted);
+    connection_ = ba::AcceptWebSocket(upgrade, peer, app_->trusted);
     ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
     // Checked against each frame header: a bigger message is refused (close
     // 1009) before its payload is read. Beast's default is 16 MB.
@@ -136,31 +191,17 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
     buffer_.consume(buffer_.size());
     ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return;  // closed by the peer, or an error: the session ends
-      traffik::beast_adapter::CheckMessageAsync(
-          self->app_->messages, self->connection_, "", self->ws_.get_executor(),
-          [self](traffik::WebSocketVerdict verdict) {
-            self->OnVerdict(std::move(verdict));
-          });
+      ba::CheckMessage(self->app_->messages, self->connection_, self->ws_,
+                       [self](bool allowed) { allowed ? self->Echo() : self->Read(); });
     });
   }
 
-  void OnVerdict(traffik::WebSocketVerdict verdict) {
-    if (verdict.close.has_value()) {
-      ws_.async_close(traffik::beast_adapter::ToCloseReason(*verdict.close),
-                      [self = shared_from_this()](beast::error_code) {});
-      return;
-    }
-    auto after_write = [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (!ec) self->Read();
-    };
-    if (!verdict.allowed) {  // the app's error frame; the message is dropped
-      reply_ = verdict.reply.value_or("");
-      ws_.text(true);
-      ws_.async_write(net::buffer(reply_), after_write);
-      return;
-    }
+  void Echo() {
     ws_.text(ws_.got_text());
-    ws_.async_write(buffer_.data(), after_write);
+    ws_.async_write(buffer_.data(),
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      if (!ec) self->Read();
+                    });
   }
 
   websocket::stream<beast::tcp_stream> ws_;
@@ -168,7 +209,6 @@ class WebSocketSession : public std::enable_shared_from_this<WebSocketSession> {
   ConnectionLimit::Slot slot_;
   traffik::WebSocketConnection connection_;
   beast::flat_buffer buffer_;
-  std::string reply_;
 };
 
 // One HTTP connection: GET /hello (throttled), or an upgrade on /ws.
@@ -195,37 +235,22 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
 
  private:
   void Route() {
-    const std::string target(request_.target().data(), request_.target().size());
-    const std::string path = target.substr(0, target.find('?'));
-    if (websocket::is_upgrade(request_) && path == "/ws") {
+    if (websocket::is_upgrade(request_) && PathOf(request_) == "/ws") {
       stream_.expires_never();
       std::make_shared<WebSocketSession>(stream_.release_socket(), app_, std::move(slot_))
           ->Run(std::move(request_));
       return;
     }
-    if (path != "/hello" || request_.method() != http::verb::get) {
-      traffik::HttpResponse not_found;
-      not_found.status = 404;
-      not_found.body = "not found\n";
-      return Write(not_found, {});
-    }
     beast::error_code ec;
     const auto peer = stream_.socket().remote_endpoint(ec).address();
-    traffik::beast_adapter::CheckAsync(
-        app_->throttler, traffik::beast_adapter::ToHttpRequest(request_, peer),
-        {app_->hello}, stream_.get_executor(),
-        [self = shared_from_this()](traffik::HttpVerdict verdict) {
-          if (!verdict.allowed) return self->Write(*verdict.response, {});
-          traffik::HttpResponse hello;
-          hello.body = "hello\n";
-          self->Write(hello, verdict.headers);
-        });
+    app_->http(std::move(request_), ba::HttpContext(peer, stream_.get_executor()),
+               [self = shared_from_this()](ba::Response response) {
+                 self->Write(std::move(response));
+               });
   }
 
-  void Write(const traffik::HttpResponse& from, const traffik::HttpHeaders& extra) {
-    response_ = traffik::beast_adapter::ToBeastResponse(from, request_.version(),
-                                                        request_.keep_alive());
-    traffik::beast_adapter::SetHeaders(extra, response_);
+  void Write(ba::Response response) {
+    response_ = std::move(response);
     http::async_write(stream_, response_,
                       [self = shared_from_this()](beast::error_code ec, size_t) {
                         if (ec || !self->response_.keep_alive()) return self->Shutdown();
@@ -243,8 +268,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   ConnectionLimit::Slot slot_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  http::request<http::string_body> request_;
-  http::response<http::string_body> response_;
+  ba::Request request_;
+  ba::Response response_;
 };
 
 void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const App> app,
@@ -254,6 +279,10 @@ void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const
                                                    tcp::socket socket) {
     if (!ec) {
       if (std::optional<ConnectionLimit::Slot> slot = limit->TryAcquire()) {
+        // Small writes go out at once instead of waiting for the ACK of the
+        // previous segment (Nagle + the peer's delayed ACK: up to ~40 ms).
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         std::make_shared<HttpSession>(std::move(socket), app, std::move(*slot))->Read();
       } else {
         // Over the cap: reset at once (SO_LINGER 0), nothing is read.
@@ -270,7 +299,8 @@ void Accept(tcp::acceptor& acceptor, net::io_context& ioc, std::shared_ptr<const
   std::fprintf(
       stderr,
       "usage: %s [--listen HOST:PORT] [--traffikd HOST:PORT] [--limit N] "
-      "[--period-ms MS] [--error-frames] [--trusted-proxy IP_OR_CIDR]... "
+      "[--period-ms MS] [--error-frames] [--api-limit N] [--threads N] [--backlog N] "
+      "[--trusted-proxy IP_OR_CIDR]... "
       "[--failure-policy allow|deny|raise] [--deadline-ms N] "
       "[--max-message-bytes N] [--max-header-bytes N] [--max-connections N] %s\n",
       argv0, traffik_examples::kCredentialUsage);
@@ -296,8 +326,11 @@ int main(int argc, char** argv) {
   traffik::ClientOptions client_options;
   traffik_examples::CredentialFlags credentials;
   client_options.failure_policy = traffik::FailurePolicy::kAllow;
-  uint64_t limit = 3;
-  int64_t period_ms = 60000;
+  uint64_t limit = 10;
+  int64_t period_ms = 10000;
+  uint64_t api_limit = 100;
+  uint64_t threads = std::max(2u, std::thread::hardware_concurrency());
+  uint64_t backlog = 4096;
   bool error_frames = false;
   uint64_t max_message_bytes = 64 * 1024;
   uint64_t max_header_bytes = 8 * 1024;
@@ -319,6 +352,12 @@ int main(int argc, char** argv) {
       limit = std::strtoull(value().c_str(), nullptr, 10);
     } else if (arg == "--period-ms") {
       period_ms = std::atoll(value().c_str());
+    } else if (arg == "--api-limit") {
+      api_limit = PositiveFlag(argv[0], value(), 1'000'000'000);
+    } else if (arg == "--threads") {
+      threads = PositiveFlag(argv[0], value(), 1024);
+    } else if (arg == "--backlog") {
+      backlog = PositiveFlag(argv[0], value(), 65535);
     } else if (arg == "--error-frames") {
       error_frames = true;
     } else if (arg == "--trusted-proxy") {
@@ -370,9 +409,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  traffik::WebSocketThrottleOptions ws_options{
-      .uid = "ws_messages",
-      .spec = traffik::ThrottleSpec{limit, std::chrono::milliseconds(period_ms)}};
+  // WebSocket: --limit messages per --period-ms per connection (the default
+  // identifier: client address, path and connection id).
+  traffik::WebSocketThrottleOptions ws_options;
   if (error_frames) {
     ws_options.on_throttled = [](const traffik::WebSocketConnection&,
                                  const traffik::ThrottleResult& result) {
@@ -381,18 +420,28 @@ int main(int argc, char** argv) {
           std::to_string(result.wait.count()) + "}");
     };
   }
+  traffik::WebSocketThrottle messages(*client, "ws_messages",
+                                      {limit, std::chrono::milliseconds(period_ms)},
+                                      std::move(ws_options));
+  // HTTP: the /api/ rule (per client address) in front of every route;
+  // "hello" and "items" (per client and path) on theirs.
+  traffik::HttpThrottler throttler(*client, {.trusted_proxies = *proxies});
+  traffik::HttpThrottle api("api", {api_limit, std::chrono::minutes(1)},
+                            {.identifier = traffik::ByClientAddress});
+  traffik::ThrottleMiddleware middleware(
+      throttler, {{.throttle = api, .path = traffik::PathMatcher::Prefix("/api/")}});
+  traffik::HttpThrottle hello("hello", {2, std::chrono::minutes(1)});
+  traffik::HttpThrottle items("items", {2, std::chrono::minutes(1)});
   auto app = std::make_shared<const App>(App{
-      traffik::HttpThrottler(*client, {.trusted_proxies = *proxies}),
-      traffik::HttpThrottle(
-          {.uid = "hello", .spec = traffik::ThrottleSpec{2, std::chrono::minutes(1)}}),
-      traffik::WebSocketThrottle(*client, std::move(ws_options)),
+      ba::WithMiddleware(middleware, Routes(throttler, hello, items)),
+      messages,
       *proxies,
       max_message_bytes,
       static_cast<uint32_t>(max_header_bytes),
   });
   auto connections = std::make_shared<ConnectionLimit>(static_cast<int>(max_connections));
 
-  net::io_context ioc;
+  net::io_context ioc(static_cast<int>(threads));
   beast::error_code ec;
   const auto address = net::ip::make_address(listen.substr(0, colon), ec);
   if (ec) Usage(argv[0]);
@@ -402,7 +451,7 @@ int main(int argc, char** argv) {
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor.listen(static_cast<int>(backlog), ec);
   if (ec) {
     std::fprintf(stderr, "beast_ws_echo: cannot listen on %s: %s\n", listen.c_str(),
                  ec.message().c_str());
@@ -414,6 +463,11 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "beast_ws_echo: listening on %s:%u (traffikd %s)\n",
                acceptor.local_endpoint().address().to_string().c_str(),
                acceptor.local_endpoint().port(), client_options.target.c_str());
+  // Every connection runs on its own strand, so the handlers of one
+  // connection never run concurrently; connections spread over the threads.
+  std::vector<std::thread> workers;
+  for (uint64_t i = 1; i < threads; ++i) workers.emplace_back([&ioc] { ioc.run(); });
   ioc.run();
+  for (std::thread& worker : workers) worker.join();
   return 0;
 }

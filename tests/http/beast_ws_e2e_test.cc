@@ -6,6 +6,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <chrono>
 #include <memory>
@@ -108,10 +109,29 @@ class BeastWsEchoTest : public ::testing::Test {
   std::unique_ptr<AppProcess> app_;
 };
 
+// Verifies the example's default limit, 10 messages per 10 s per connection:
+// messages 1-10 are echoed and the 11th closes the connection with 1008 and a
+// reason carrying the wait (one token per second: 1 s).
+TEST_F(BeastWsEchoTest, DefaultClosesWith1008AtEleventhMessage) {
+  StartApp();
+  WsClient client(app_->port());
+  beast::error_code error;
+  for (int i = 1; i <= 10; ++i) {
+    const std::string message = "m" + std::to_string(i);
+    EXPECT_EQ(client.RoundTrip(message, error), message);
+    ASSERT_FALSE(error) << "message " << i << ": " << error.message();
+  }
+  client.RoundTrip("m11", error);
+  EXPECT_EQ(error, websocket::error::closed) << error.message();
+  EXPECT_EQ(client.reason().code, 1008);
+  EXPECT_EQ(std::string(client.reason().reason.data(), client.reason().reason.size()),
+            "rate limited; retry in 1s");
+}
+
 // Verifies messages 1-3 are echoed and the 4th closes the connection with 1008
 // and a reason carrying the wait (3 per minute: about 20 s).
 TEST_F(BeastWsEchoTest, ClosesWith1008AtFourthMessage) {
-  StartApp();
+  StartApp({"--limit", "3", "--period-ms", "60000"});
   WsClient client(app_->port());
   beast::error_code error;
   for (int i = 1; i <= 3; ++i) {
@@ -174,6 +194,75 @@ TEST_F(BeastWsEchoTest, HttpRoute429AtThirdRequest) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->status, 429);
   EXPECT_THAT(r->Header("retry-after"), AnyOf("29", "30"));
+}
+
+// Verifies the Beast middleware and decorator over the real server: /api/status
+// carries the "api" rule's headers; the decorated /api/items carries the most
+// restrictive limit's (its own 2 per minute) and its 429 only its own, never the
+// rule's; the rule's 429 comes from the middleware; /hello is outside the rule.
+TEST_F(BeastWsEchoTest, HttpMiddlewareAndDecorator) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--api-limit", "5"}));
+  auto get = [&](const std::string& path) {
+    absl::StatusOr<CurlResponse> r = Curl(app_->port(), path);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : CurlResponse{};
+  };
+  CurlResponse r = get("/api/status");  // api: 4 left
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "ok\n");
+  EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+  EXPECT_EQ(r.Header("ratelimit-remaining"), "4");
+  for (int i = 1; i <= 2; ++i) {  // api: 3, 2 left; items: 1, 0 left
+    r = get("/api/items");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "items\n");
+    EXPECT_EQ(r.Header("ratelimit-limit"), "2");
+    EXPECT_EQ(r.Header("ratelimit-remaining"), std::to_string(2 - i));
+  }
+  r = get("/api/items");  // api: 1 left; items refuses
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.Header("ratelimit-limit"), "2");
+  EXPECT_EQ(r.Header("ratelimit-remaining"), "0");
+  EXPECT_THAT(r.Header("retry-after"), AnyOf("29", "30"));
+  r = get("/api/status");  // api: 0 left
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+  EXPECT_EQ(r.Header("ratelimit-remaining"), "0");
+  r = get("/api/status");  // the middleware refuses
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.Header("ratelimit-limit"), "5");
+  EXPECT_FALSE(r.Header("retry-after").empty());
+  r = get("/hello");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("ratelimit-limit"), "2");
+  r = get("/nothing");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.Header("ratelimit-limit"), "");
+}
+
+// Verifies HTTP keep-alive has no request cap and answers do not stall: 200
+// throttled requests on one connection, answered in well under the ~40 ms per
+// response a Nagle / delayed-ACK stall costs (8 s for 200).
+TEST_F(BeastWsEchoTest, KeepAliveManyRequestsOneConnection) {
+  ASSERT_NO_FATAL_FAILURE(StartApp({"--api-limit", "100000", "--threads", "4"}));
+  net::io_context ioc;
+  beast::tcp_stream stream(ioc);
+  stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"),
+                               static_cast<uint16_t>(app_->port())));
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 200; ++i) {
+    stream.expires_after(std::chrono::seconds(5));
+    beast::http::request<beast::http::empty_body> request{beast::http::verb::get,
+                                                          "/api/status", 11};
+    request.set(beast::http::field::host, "127.0.0.1");
+    beast::http::write(stream, request);
+    beast::flat_buffer buffer;
+    beast::http::response<beast::http::string_body> response;
+    beast::http::read(stream, buffer, response);
+    ASSERT_EQ(response.result_int(), 200u) << "request " << i;
+    ASSERT_TRUE(response.keep_alive()) << "request " << i;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
 }
 
 // The header of a masked client frame (binary, FIN) announcing `size` payload bytes.

@@ -65,6 +65,24 @@ TEST_F(WebSocketThrottleTest, DefaultIdentifierIncludesConnectionAndContext) {
   EXPECT_EQ(sent.spec->limit, 3u);
 }
 
+// Verifies the (client, uid, spec, options) constructor sends that uid and spec and
+// keeps the other options.
+TEST_F(WebSocketThrottleTest, UidAndSpecConstructor) {
+  client_->set_responder(
+      [](const ThrottleRequest&) { return FakeClient::Refused(milliseconds(1000)); });
+  WebSocketThrottle t(client_, "ws_messages", {10, std::chrono::seconds(10)},
+                      {.uid = "ignored", .cost = 2});
+  WebSocketVerdict v = t.Check(AcceptWebSocket(Upgrade("1.1.1.1")));
+  EXPECT_FALSE(v.allowed);
+  ASSERT_EQ(client_->rpc_count(), 1u);
+  const ThrottleRequest sent = client_->calls()[0].requests[0];
+  EXPECT_EQ(sent.throttle_uid, "ws_messages");
+  ASSERT_TRUE(sent.spec.has_value());
+  EXPECT_EQ(sent.spec->limit, 10u);
+  EXPECT_EQ(sent.spec->period, std::chrono::seconds(10));
+  EXPECT_EQ(sent.cost, 2u);
+}
+
 // Verifies two connections from one client get different buckets by default.
 TEST_F(WebSocketThrottleTest, ConnectionsHaveSeparateBuckets) {
   WebSocketThrottle t = Throttle();

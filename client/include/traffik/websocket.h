@@ -8,15 +8,19 @@
 //
 // Example (the adapter in traffik/adapters/beast.h does the I/O):
 //
-//   traffik::WebSocketThrottle messages(client, {.uid = "ws_messages",
-//       .spec = traffik::ThrottleSpec{5, std::chrono::seconds(10)}});
+//   traffik::WebSocketThrottle messages(client, "ws_messages",
+//                                       {5, std::chrono::seconds(10)});
 //   traffik::WebSocketConnection connection =
 //       traffik::AcceptWebSocket(upgrade_request, trusted_proxies);
 //   ... for each message:
 //   traffik::WebSocketVerdict v = messages.Check(connection);
-//   if (v.close) { close(v.close->code, v.close->reason); }
-//   else if (v.reply) { send(*v.reply); }      // refused, app's error frame
-//   else if (v.allowed) { handle(message); }
+//   if (v.allowed) { handle(message); }
+//   else if (v.close) { close(v.close->code, v.close->reason); }
+//   else if (v.reply) { send(*v.reply); }  // refused, on_throttled's error frame
+//   // else: refused, on_throttled returned nullopt: drop the message silently
+//
+// With Beast, beast_adapter::CheckMessage does all of this I/O itself and
+// only tells the session whether to handle the message.
 
 #include <chrono>
 #include <cstdint>
@@ -94,7 +98,8 @@ struct WebSocketThrottleOptions {
 //                       error that is not an outage (kInvalidArgument, ...),
 //                       under any policy (see FailurePolicy);
 //   otherwise           refused and on_throttled ran: drop the message and
-//                       send `reply` if set.
+//                       send `reply` if set (on_throttled may return nullopt:
+//                       then `reply` is empty, never dereference it unchecked).
 struct WebSocketVerdict {
   bool allowed = true;
   bool exempt = false;
@@ -109,6 +114,12 @@ struct WebSocketVerdict {
 class WebSocketThrottle {
  public:
   WebSocketThrottle(std::shared_ptr<Client> client, WebSocketThrottleOptions options);
+  // The same with `uid` and the inline `spec` given first (they replace
+  // options.uid and options.spec), like HttpThrottle's:
+  //   traffik::WebSocketThrottle messages(client, "ws_messages",
+  //                                       {10, std::chrono::seconds(10)});
+  WebSocketThrottle(std::shared_ptr<Client> client, std::string uid, ThrottleSpec spec,
+                    WebSocketThrottleOptions options = {});
 
   // Decides one incoming message (blocking on the RPC).
   WebSocketVerdict Check(const WebSocketConnection& connection,
