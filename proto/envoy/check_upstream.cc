@@ -50,7 +50,8 @@ void CheckEnum(const EnumDescriptor* ours, const DescriptorPool& up) {
 
 void CheckMessage(const Descriptor* ours, const DescriptorPool& up) {
   const Descriptor* theirs = up.FindMessageTypeByName(ours->full_name());
-  if (theirs == nullptr) return Fail("message " + ours->full_name() + " missing upstream");
+  if (theirs == nullptr)
+    return Fail("message " + ours->full_name() + " missing upstream");
   for (int i = 0; i < ours->field_count(); ++i) {
     const auto* f = ours->field(i);
     const auto* u = theirs->FindFieldByName(f->name());
@@ -69,7 +70,8 @@ void CheckMessage(const Descriptor* ours, const DescriptorPool& up) {
                 << (f->is_repeated() ? "repeated " : "") << type_name(f) << ")\n";
     }
   }
-  for (int i = 0; i < ours->nested_type_count(); ++i) CheckMessage(ours->nested_type(i), up);
+  for (int i = 0; i < ours->nested_type_count(); ++i)
+    CheckMessage(ours->nested_type(i), up);
   for (int i = 0; i < ours->enum_type_count(); ++i) CheckEnum(ours->enum_type(i), up);
 }
 }  // namespace
@@ -94,7 +96,8 @@ int main(int argc, char** argv) {
       continue;
     }
     if (up.FindFileByName(file) == nullptr) Fail(std::string("upstream file ") + file);
-    for (int i = 0; i < fd->message_type_count(); ++i) CheckMessage(fd->message_type(i), up);
+    for (int i = 0; i < fd->message_type_count(); ++i)
+      CheckMessage(fd->message_type(i), up);
     for (int i = 0; i < fd->enum_type_count(); ++i) CheckEnum(fd->enum_type(i), up);
     for (int i = 0; i < fd->service_count(); ++i) {
       const auto* s = fd->service(i);
