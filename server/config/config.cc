@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/file.h"
 #include "base/quote.h"
 #include "base/utf8.h"
 #include "bucket/token_bucket.h"
@@ -785,22 +786,6 @@ absl::Status Parser::LoadEnvoyRules(EnvoyConfig& envoy) const {
   return absl::OkStatus();
 }
 
-absl::Status ReadError(const std::string& path, int err) {
-  std::string what = absl::StrCat("config file ", Quote(path), ": ");
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(absl::StrCat(what, "no such file"));
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(absl::StrCat(what, "permission denied"));
-    case EISDIR:
-      return absl::InvalidArgumentError(absl::StrCat(what, "is a directory"));
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(what, std::strerror(err)));
-  }
-}
-
 }  // namespace
 
 MemoryShareConfig MemoryShareOf(const Config& config, const TenantConfig& tenant) {
@@ -944,37 +929,12 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml_text, std::string_view 
 }
 
 absl::StatusOr<std::string> ReadConfigFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ReadError(path, errno);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
-    return ReadError(path, err);
+  absl::StatusOr<std::string> text = ReadFileBounded(path, kMaxConfigFileBytes);
+  if (!text.ok()) {
+    return absl::Status(
+        text.status().code(),
+        absl::StrCat("config file ", Quote(path), ": ", text.status().message()));
   }
-  if (S_ISDIR(st.st_mode)) {
-    close(fd);
-    return ReadError(path, EISDIR);
-  }
-  std::string text;
-  char buf[64 * 1024];
-  while (true) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      close(fd);
-      return ReadError(path, err);
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxConfigFileBytes) {
-      close(fd);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", Quote(path), ": larger than ", kMaxConfigFileBytes, " bytes"));
-    }
-  }
-  close(fd);
   return text;
 }
 

@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/file.h"
 #include "yaml-cpp/yaml.h"
 #include "yaml/yaml_reader.h"
 
@@ -896,36 +897,12 @@ absl::Status BuildIndex(Domain& domain) {
 }
 
 absl::StatusOr<std::string> ReadRuleFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  auto fail = [&](int err) {
-    std::string what = absl::StrCat("ratelimit config file ", Quote(path), ": ");
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat(what, "no such file"));
-    if (err == EACCES || err == EPERM) {
-      return absl::PermissionDeniedError(absl::StrCat(what, "permission denied"));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(what, std::strerror(err)));
-  };
-  if (fd < 0) return fail(errno);
-  std::string text;
-  char buf[64 * 1024];
-  while (true) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      close(fd);
-      return fail(err);
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxRuleFileBytes) {
-      close(fd);
-      return absl::InvalidArgumentError(absl::StrCat("ratelimit config file ",
-                                                     Quote(path), ": larger than ",
-                                                     kMaxRuleFileBytes, " bytes"));
-    }
+  absl::StatusOr<std::string> text = ReadFileBounded(path, kMaxRuleFileBytes);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("ratelimit config file ", Quote(path), ": ",
+                                     text.status().message()));
   }
-  close(fd);
   return text;
 }
 
