@@ -399,18 +399,10 @@ HttpResponse RateLimiterError(const HttpRequest& request, const absl::Status& er
 HttpThrottle::HttpThrottle(HttpThrottleOptions options)
     : options_(std::make_shared<const HttpThrottleOptions>(std::move(options))) {}
 
-namespace {
-HttpThrottleOptions WithUidAndSpec(std::string uid, ThrottleSpec spec,
-                                   HttpThrottleOptions options) {
-  options.uid = std::move(uid);
-  options.spec = spec;
-  return options;
-}
-}  // namespace
-
 HttpThrottle::HttpThrottle(std::string uid, ThrottleSpec spec,
                            HttpThrottleOptions options)
-    : HttpThrottle(WithUidAndSpec(std::move(uid), spec, std::move(options))) {}
+    : HttpThrottle(
+          http_internal::WithUidAndSpec(std::move(uid), spec, std::move(options))) {}
 
 // ------------------------------------------------------------------ throttler
 

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "traffik/client.h"
@@ -21,5 +22,14 @@ std::optional<FailurePolicy> CombinePolicies(
 
 // "rate limited; retry in <RetryAfterSeconds(wait)>s".
 std::string WaitText(std::chrono::milliseconds wait);
+
+// `options` with its uid and inline spec set: the (uid, spec, options)
+// constructors of HttpThrottle and WebSocketThrottle.
+template <typename Options>
+Options WithUidAndSpec(std::string uid, ThrottleSpec spec, Options options) {
+  options.uid = std::move(uid);
+  options.spec = spec;
+  return options;
+}
 
 }  // namespace traffik::http_internal

@@ -58,21 +58,11 @@ WebSocketThrottle::WebSocketThrottle(std::shared_ptr<Client> client,
     : client_(std::move(client)),
       options_(std::make_shared<const WebSocketThrottleOptions>(std::move(options))) {}
 
-namespace {
-
-WebSocketThrottleOptions WithUidAndSpec(std::string uid, ThrottleSpec spec,
-                                        WebSocketThrottleOptions options) {
-  options.uid = std::move(uid);
-  options.spec = spec;
-  return options;
-}
-
-}  // namespace
-
 WebSocketThrottle::WebSocketThrottle(std::shared_ptr<Client> client, std::string uid,
                                      ThrottleSpec spec, WebSocketThrottleOptions options)
-    : WebSocketThrottle(std::move(client),
-                        WithUidAndSpec(std::move(uid), spec, std::move(options))) {}
+    : WebSocketThrottle(
+          std::move(client),
+          http_internal::WithUidAndSpec(std::move(uid), spec, std::move(options))) {}
 
 std::optional<ThrottleRequest> WebSocketThrottle::MakeRequest(
     const WebSocketConnection& connection, std::string_view context_key) const {
