@@ -119,12 +119,12 @@ inline constexpr char kMemoryBackend[] = "memory";
 // certificate and key are re-read when they change (a rotation); a config
 // reload does not change them (the port is not re-bound).
 struct TlsConfig {
-  std::string cert_file;  // `cert_file`: PEM certificate chain, required
-  std::string key_file;   // `key_file`: PEM private key, required
+  std::string cert_file{};  // `cert_file`: PEM certificate chain, required
+  std::string key_file{};   // `key_file`: PEM private key, required
   // `client_ca_file`: PEM CA bundle for client certificates (mutual TLS); ""
   // = none asked for. Set without require_client_cert: a client certificate
   // is verified when sent, and not required.
-  std::string client_ca_file;
+  std::string client_ca_file{};
   bool require_client_cert = false;  // `require_client_cert`: needs client_ca_file
 
   bool operator==(const TlsConfig&) const = default;

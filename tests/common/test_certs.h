@@ -18,9 +18,9 @@ struct CertKeyFiles {
 // What a certificate issued by TestCerts says about its holder.
 struct CertSpec {
   // The subject CN.
-  std::string common_name;
+  std::string common_name{};
   // Optional URI SAN (e.g. "spiffe://cluster.local/ns/a/sa/b"); empty for none.
-  std::string uri_san;
+  std::string uri_san{};
   // Server certificates: IP SAN 127.0.0.1 and DNS SAN localhost (plus
   // serverAuth); client certificates: clientAuth only.
   bool server = false;
