@@ -327,7 +327,7 @@ int main(int argc, char** argv) {
   traffik_examples::CredentialFlags credentials;
   client_options.failure_policy = traffik::FailurePolicy::kAllow;
   uint64_t limit = 10;
-  int64_t period_ms = 10000;
+  std::chrono::milliseconds period{10000};
   uint64_t api_limit = 100;
   uint64_t threads = std::max(2u, std::thread::hardware_concurrency());
   uint64_t backlog = 4096;
@@ -351,7 +351,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--limit") {
       limit = std::strtoull(value().c_str(), nullptr, 10);
     } else if (arg == "--period-ms") {
-      period_ms = std::atoll(value().c_str());
+      period = std::chrono::milliseconds(std::atoll(value().c_str()));
     } else if (arg == "--api-limit") {
       api_limit = PositiveFlag(argv[0], value(), 1'000'000'000);
     } else if (arg == "--threads") {
@@ -411,18 +411,16 @@ int main(int argc, char** argv) {
 
   // WebSocket: --limit messages per --period-ms per connection (the default
   // identifier: client address, path and connection id).
-  traffik::WebSocketThrottleOptions ws_options;
+  traffik::WebSocketThrottleOptions ws_opts;
   if (error_frames) {
-    ws_options.on_throttled = [](const traffik::WebSocketConnection&,
-                                 const traffik::ThrottleResult& result) {
+    ws_opts.on_throttled = [](const traffik::WebSocketConnection&,
+                              const traffik::ThrottleResult& result) {
       return std::optional<std::string>(
           "{\"error\":\"rate limited\",\"retry_after_ms\":" +
           std::to_string(result.wait.count()) + "}");
     };
   }
-  traffik::WebSocketThrottle messages(*client, "ws_messages",
-                                      {limit, std::chrono::milliseconds(period_ms)},
-                                      std::move(ws_options));
+  traffik::WebSocketThrottle messages(*client, "ws_messages", {limit, period}, ws_opts);
   // HTTP: the /api/ rule (per client address) in front of every route;
   // "hello" and "items" (per client and path) on theirs.
   traffik::HttpThrottler throttler(*client, {.trusted_proxies = *proxies});
