@@ -30,7 +30,7 @@ FROM ${DEBIAN_SLIM_IMAGE} AS runtime
 ARG TRAFFIK_UID=10001
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libabsl20220623 libc-ares2 libevent-2.1-7 libgrpc++1.51 libgrpc29 \
+      libabsl20220623 libc-ares2 libevent-2.1-7 libevent-openssl-2.1-7 libgrpc++1.51 libgrpc29 \
       libhiredis0.14 libprometheus-cpp-core1.0 libprotobuf32 libre2-9 libssl3 \
       libyaml-cpp0.7 >/dev/null \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
