@@ -20,47 +20,25 @@
 #include "engine/key.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "redis/backend_sync.h"
 #include "redis/redis_harness.h"
 
 namespace traffik {
 namespace {
 
+using testing_redis::AllOrNothingSync;
+using testing_redis::BatchSync;
+using testing_redis::DecideSync;
 using testing_redis::RedisCluster;
 using testing_redis::RedisServer;
 
 constexpr uint64_t kHourMs = 3'600'000;
-
-absl::StatusOr<Decision> DecideSync(Backend& backend, const std::string& key,
-                                    const Rate& rate, uint64_t cost = 1) {
-  std::promise<absl::StatusOr<Decision>> promise;
-  backend.Decide(key, rate, cost,
-                 [&promise](absl::StatusOr<Decision> d) { promise.set_value(d); });
-  return promise.get_future().get();
-}
 
 absl::StatusOr<PeekResult> PeekSync(Backend& backend, const std::string& key,
                                     const Rate& rate, uint64_t cost = 1) {
   std::promise<absl::StatusOr<PeekResult>> promise;
   backend.Peek(nullptr, key, rate, cost,
                [&promise](absl::StatusOr<PeekResult> p) { promise.set_value(p); });
-  return promise.get_future().get();
-}
-
-absl::StatusOr<std::vector<Decision>> BatchSync(Backend& backend,
-                                                const std::vector<BucketOp>& ops) {
-  std::promise<absl::StatusOr<std::vector<Decision>>> promise;
-  backend.DecideBatch(ops, [&promise](absl::StatusOr<std::vector<Decision>> d) {
-    promise.set_value(std::move(d));
-  });
-  return promise.get_future().get();
-}
-
-absl::StatusOr<AllOrNothingResult> AllOrNothingSync(Backend& backend,
-                                                    const std::vector<BucketOp>& ops) {
-  std::promise<absl::StatusOr<AllOrNothingResult>> promise;
-  backend.DecideAllOrNothing(ops, [&promise](absl::StatusOr<AllOrNothingResult> d) {
-    promise.set_value(std::move(d));
-  });
   return promise.get_future().get();
 }
 

@@ -24,44 +24,18 @@
 #include "engine/engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "redis/backend_sync.h"
 #include "redis/redis_harness.h"
 
 namespace traffik {
 namespace {
 
 using ::testing::HasSubstr;
+using testing_redis::AllOrNothingSync;
+using testing_redis::BatchSync;
+using testing_redis::DecideSync;
 using testing_redis::RedisCluster;
 using testing_redis::RedisServer;
-
-absl::StatusOr<Decision> DecideSync(Backend& backend, const std::string& key,
-                                    const Rate& rate, uint64_t cost = 1) {
-  std::promise<absl::StatusOr<Decision>> promise;
-  auto future = promise.get_future();
-  backend.Decide(key, rate, cost, [&promise](absl::StatusOr<Decision> d) {
-    promise.set_value(std::move(d));
-  });
-  return future.get();
-}
-
-absl::StatusOr<std::vector<Decision>> BatchSync(Backend& backend,
-                                                std::vector<BucketOp> ops) {
-  std::promise<absl::StatusOr<std::vector<Decision>>> promise;
-  auto future = promise.get_future();
-  backend.DecideBatch(ops, [&promise](absl::StatusOr<std::vector<Decision>> d) {
-    promise.set_value(std::move(d));
-  });
-  return future.get();
-}
-
-absl::StatusOr<AllOrNothingResult> AllOrNothingSync(Backend& backend,
-                                                    std::vector<BucketOp> ops) {
-  std::promise<absl::StatusOr<AllOrNothingResult>> promise;
-  auto future = promise.get_future();
-  backend.DecideAllOrNothing(ops, [&promise](absl::StatusOr<AllOrNothingResult> d) {
-    promise.set_value(std::move(d));
-  });
-  return future.get();
-}
 
 // The all-or-nothing semantics in C++ on traffik::Decide, as the reference for
 // the script: `states` holds the buckets that exist (the script deletes a
