@@ -8,16 +8,16 @@
 #   bash bench/run_envoy_bench.sh BUILD_DIR
 #
 # Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=3 CONCURRENCIES="64"
-# CHANNELS=1 THREADS=1 KEYS=1000. Both servers run on 127.0.0.1 and are
-# stopped on exit; each figure is the median of ROUNDS interleaved runs.
+# CHANNELS=4 THREADS=2 KEYS=1000 (where the no-op figure stops rising on 2
+# cores). Both servers run on 127.0.0.1 and are stopped on exit; each figure is the median of ROUNDS interleaved runs.
 set -euo pipefail
 BUILD_DIR=${1:?usage: run_envoy_bench.sh BUILD_DIR}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 ROUNDS=${ROUNDS:-3}
 CONCURRENCIES=${CONCURRENCIES:-64}
-CHANNELS=${CHANNELS:-1}
-THREADS=${THREADS:-1}
+CHANNELS=${CHANNELS:-4}
+THREADS=${THREADS:-2}
 KEYS=${KEYS:-1000}
 LOADGEN="$BUILD_DIR/bench/traffik_loadgen"
 NOOP="$BUILD_DIR/bench/traffik_noop_server"
