@@ -12,10 +12,12 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <utility>
 
@@ -38,6 +40,7 @@ struct HttpExposer::Connection {
   bool adopted = false;    // closecb set: OnClosed will run
   bool head_done = false;  // the request head has been read
   bool closing = false;    // to be closed; no longer counted against the cap
+  std::chrono::steady_clock::time_point accepted;
 };
 
 namespace {
@@ -47,6 +50,15 @@ timeval ToTimeval(std::chrono::milliseconds ms) {
   tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
   tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
   return tv;
+}
+
+// Bytes received on the connection's socket that nobody has read yet; 0 when
+// unknown.
+int UnreadBytes(bufferevent* bev) {
+  const evutil_socket_t fd = bufferevent_getfd(bev);
+  int pending = 0;
+  if (fd < 0 || ::ioctl(fd, FIONREAD, &pending) != 0) return 0;
+  return pending;
 }
 
 const char* MethodName(evhttp_cmd_type type) {
@@ -255,32 +267,24 @@ void HttpExposer::OnWake(int, short, void* self) {
 
 bufferevent* HttpExposer::NewConnection(event_base* base, void* self_arg) {
   auto* self = static_cast<HttpExposer*>(self_arg);
-  // At the cap, make room: the oldest connection still waiting for its head
-  // (a half-open or trickling client), else the oldest one overall (a client
-  // slow to read its answer). A real scrape sends its head and reads its
-  // answer at once, so it is rarely the one picked.
-  size_t open = 0;
-  Connection* waiting = nullptr;
-  Connection* oldest = nullptr;
-  for (Connection* c : self->connections_) {
-    if (c->closing) continue;
-    ++open;
-    if (oldest == nullptr) oldest = c;
-    if (waiting == nullptr && !c->head_done) waiting = c;
-  }
+  // At the cap, make room by closing the oldest idle connection (PickIdle).
+  // Connections accepted moments ago may not have sent their head yet and
+  // cannot be told from idle ones: when none is idle the new one is let in
+  // over the cap, and the cap is enforced again as connections are adopted
+  // or arrive. At the hard cap the oldest connection waiting for its head
+  // goes at once.
+  const size_t open = self->OpenCount();
   if (open >= self->options_.max_connections) {
-    Connection* victim = waiting != nullptr ? waiting : oldest;
-    if (victim != nullptr) {
-      victim->closing = true;
-      // Closed from its own deadline event, outside evhttp's accept path.
-      event_active(victim->deadline, EV_TIMEOUT, 0);
-    }
+    Connection* victim = self->PickIdle();
+    if (victim == nullptr && open >= self->HardCap()) victim = self->PickVictim();
+    if (victim != nullptr) self->Evict(victim);
   }
 
   bufferevent* bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
   if (bev == nullptr) return nullptr;
   auto* connection = new Connection;
   connection->owner = self;
+  connection->accepted = std::chrono::steady_clock::now();
   connection->bev = bev;
   connection->deadline = evtimer_new(base, &HttpExposer::OnDeadline, connection);
   if (connection->deadline == nullptr) {
@@ -308,6 +312,53 @@ void HttpExposer::Forget(Connection* connection) {
   delete connection;
 }
 
+size_t HttpExposer::OpenCount() const {
+  size_t open = 0;
+  for (const Connection* c : connections_) open += c->closing ? 0 : 1;
+  return open;
+}
+
+size_t HttpExposer::HardCap() const { return 2 * options_.max_connections + 64; }
+
+// The oldest idle connection: read, its request head incomplete, no unread
+// byte in its socket (evhttp has everything the client sent and waits for
+// more: a half-open or trickling client). A scrape sends its head at once, so
+// by the time it is adopted its head waits in its socket and it is not picked:
+// clients that reconnect as fast as they are closed cannot starve scrapes.
+// A client that has just connected may not have sent its head yet (its
+// thread preempted between connect and send): only connections older than
+// options_.idle_grace count as idle.
+HttpExposer::Connection* HttpExposer::PickIdle() const {
+  const auto old_enough = std::chrono::steady_clock::now() - options_.idle_grace;
+  for (Connection* c : connections_) {
+    if (c->accepted > old_enough) break;  // in age order: the rest are younger
+    if (!c->closing && c->adopted && !c->head_done && UnreadBytes(c->bev) == 0) return c;
+  }
+  return nullptr;
+}
+
+// At the hard cap: the oldest connection with nothing unread that is still
+// waiting for its head, else the oldest waiting, else the oldest (a client
+// slow to read its answer).
+HttpExposer::Connection* HttpExposer::PickVictim() const {
+  Connection* waiting = nullptr;
+  Connection* oldest = nullptr;
+  for (Connection* c : connections_) {
+    if (c->closing) continue;
+    if (oldest == nullptr) oldest = c;
+    if (c->head_done) continue;
+    if (UnreadBytes(c->bev) == 0) return c;
+    if (waiting == nullptr) waiting = c;
+  }
+  return waiting != nullptr ? waiting : oldest;
+}
+
+void HttpExposer::Evict(Connection* connection) {
+  connection->closing = true;
+  // Closed from its own deadline event, outside evhttp's callbacks.
+  event_active(connection->deadline, EV_TIMEOUT, 0);
+}
+
 void HttpExposer::Adopt(Connection* connection) {
   bufferevent_data_cb read_cb = nullptr;
   bufferevent_data_cb write_cb = nullptr;
@@ -325,6 +376,17 @@ void HttpExposer::Adopt(Connection* connection) {
   connection->adopted = true;
   evhttp_connection_set_closecb(connection->evcon, &HttpExposer::OnClosed, connection);
   bufferevent_decref(bev);  // evhttp holds its own
+  // Over the cap (connections let in on a busy accept turn, or while every
+  // connection was younger than idle_grace): close idle ones, oldest first.
+  while (!connection->closing && OpenCount() > options_.max_connections) {
+    Connection* victim = PickIdle();
+    if (victim == nullptr) break;
+    if (victim == connection) {
+      connection->closing = true;
+    } else {
+      Evict(victim);
+    }
+  }
   if (connection->closing) {
     Close(connection);
     return;

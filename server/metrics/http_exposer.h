@@ -43,11 +43,17 @@ struct HttpExposerOptions {
   std::chrono::milliseconds head_timeout{5000};
   // The response must be written within this long of the request head.
   std::chrono::milliseconds write_timeout{10000};
-  // Open connections at most. When a new connection arrives at the cap, the
-  // oldest connection still waiting for its request head is closed to make
-  // room (so half-open connections cannot lock a scrape out); if every
-  // connection is past its head, the new one is closed.
+  // Open connections. When a new connection arrives at the cap, the oldest
+  // idle one (at least idle_grace old, its head incomplete and every byte it sent
+  // already read: a half-open or trickling client) is closed to make room, so
+  // half-open connections cannot lock a scrape out, even when they reconnect
+  // as fast as they are closed. Younger connections (a client may not have
+  // sent its head yet) are let in over the cap and the idle ones closed as
+  // they age; at 2 * max_connections + 64 the oldest connection still waiting
+  // for its head is closed at once.
   size_t max_connections = 64;
+  // How long a new connection may stay silent before it counts as idle.
+  std::chrono::milliseconds idle_grace{250};
   // Longest request line, and longest header block.
   size_t max_head_bytes = 8192;
 };
@@ -96,6 +102,11 @@ class HttpExposer {
   static void OnWake(int fd, short what, void* self);
 
   void Adopt(Connection* connection);
+  size_t OpenCount() const;
+  size_t HardCap() const;
+  Connection* PickIdle() const;
+  Connection* PickVictim() const;
+  void Evict(Connection* connection);
   void Close(Connection* connection);
   void Forget(Connection* connection);
 

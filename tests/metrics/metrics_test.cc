@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -306,11 +307,12 @@ TEST_F(HttpExposerTest, HeadAndWriteDeadlines) {
   ::close(stuck);
 }
 
-// Verifies at the connection cap the oldest connection still waiting for its
-// head is closed so that a scrape gets in.
+// Verifies at the connection cap the oldest idle connection (nothing sent,
+// past idle_grace) is closed so that a scrape gets in.
 TEST_F(HttpExposerTest, CapClosesOldestWaitingConnection) {
   HttpExposerOptions options;
   options.max_connections = 4;
+  options.idle_grace = std::chrono::milliseconds(0);
   auto exposer = HttpExposer::Start(
       "127.0.0.1:0", [] { return std::string("up 1\n"); }, options);
   ASSERT_TRUE(exposer.ok()) << exposer.status();
@@ -325,6 +327,58 @@ TEST_F(HttpExposerTest, CapClosesOldestWaitingConnection) {
   EXPECT_TRUE(ClosedByPeer(idle[0], std::chrono::milliseconds(1000)));
   EXPECT_FALSE(ClosedByPeer(idle[3], std::chrono::milliseconds(200)));
   for (int fd : idle) ::close(fd);
+}
+
+// Verifies scrapes keep succeeding at the connection cap while clients that
+// never send a head reconnect as fast as the server closes them: a scrape
+// whose head is already waiting in its socket is never the one closed, even
+// when it is accepted in the same batch as many idle connections.
+TEST_F(HttpExposerTest, ScrapesSurviveIdleConnectionChurnAtTheCap) {
+  HttpExposerOptions options;
+  options.max_connections = 8;
+  auto exposer = HttpExposer::Start(
+      "127.0.0.1:0", [] { return std::string("up 1\n"); }, options);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int port = (*exposer)->port();
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> churners;
+  for (int t = 0; t < 2; ++t) {
+    churners.emplace_back([&] {
+      std::vector<int> fds;
+      while (!stop.load()) {
+        for (auto it = fds.begin(); it != fds.end();) {
+          char byte;
+          const ssize_t n = ::recv(*it, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+          if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+            ::close(*it);
+            it = fds.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        while (fds.size() < 12) {
+          const int fd = Connect(port);
+          if (fd < 0) break;
+          fds.push_back(fd);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      for (int fd : fds) ::close(fd);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  int failed = 0;
+  std::string first_failure;
+  for (int i = 0; i < 60; ++i) {
+    const std::string resp = Scrape(port, std::chrono::milliseconds(3000));
+    if (resp.rfind("HTTP/1.1 200 OK", 0) != 0) {
+      if (failed++ == 0) first_failure = resp.empty() ? "(closed, no answer)" : resp;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop.store(true);
+  for (std::thread& t : churners) t.join();
+  EXPECT_EQ(failed, 0) << "first failure: " << first_failure.substr(0, 200);
 }
 
 // Verifies the pure routing of method and request-target.
