@@ -123,7 +123,7 @@ TEST(IdleConnectionsE2eTest, HoldsThousandsOfIdleConnectionsPastALowSoftLimit) {
   options.connections = kHeldConnections;
   options.sources = *sources;
   options.threads = 4;
-  options.call_deadline = std::chrono::milliseconds(2000);
+  options.call_deadline = std::chrono::milliseconds(5000);
   absl::StatusOr<std::unique_ptr<bench::IdleConnections>> held =
       bench::IdleConnections::Open(options);
   ASSERT_TRUE(held.ok()) << held.status() << "\ntraffikd output:\n"
