@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
   if (limit->soft < needed) {
     std::fprintf(stderr,
                  "idle_conns: the open-file limit is %llu, %llu needed: raise the hard "
-                 "limit (ulimit -Hn %llu, as root)\n",
+                 "limit (ulimit -Hn %llu, root with CAP_SYS_RESOURCE)\n",
                  static_cast<unsigned long long>(limit->soft),
                  static_cast<unsigned long long>(needed),
                  static_cast<unsigned long long>(needed));

@@ -17,17 +17,17 @@
 # traffikd is started with a soft open-file limit of TRAFFIKD_SOFT_NOFILE (1024,
 # what systemd gives a service) to show that it raises its own soft limit to the
 # hard one; the hard limit of this shell is raised to CONNECTIONS + 1024 when it
-# is lower (needs root).
+# is lower (needs root with CAP_SYS_RESOURCE).
 #
-# Environment (defaults): CONNECTIONS=10000 ROUNDS=3 DURATION=5s WARMUP=1s
+# Environment (defaults): CONNECTIONS=10000 ROUNDS=5 DURATION=5s WARMUP=1s
 # CONCURRENCY=64 CHANNELS=4 THREADS=2 KEYS=1000 TRAFFIKD_SOFT_NOFILE=1024.
 # If RESULTS_KV names a file, appends idle_base_cps, idle_loaded_cps, idle_ratio,
 # idle_rss_per_conn_bytes (key=value lines). Markdown on stdout, progress on
-# stderr. Everything runs on 127.0.0.x and is stopped on exit (about 90 s).
+# stderr. Everything runs on 127.0.0.x and is stopped on exit (about 2 min).
 set -euo pipefail
 BUILD_DIR=${1:?usage: run_idle_bench.sh BUILD_DIR}
 CONNECTIONS=${CONNECTIONS:-10000}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 CONCURRENCY=${CONCURRENCY:-64}
@@ -47,7 +47,7 @@ needed=$((CONNECTIONS + 1024))
 hard=$(ulimit -Hn)
 if [[ "$hard" != unlimited && "$hard" -lt "$needed" ]]; then
   if ! ulimit -Hn "$needed" 2>/dev/null; then
-    log "the hard open-file limit is $hard, $needed needed: run as root or raise it"
+    log "the hard open-file limit is $hard, $needed needed, and raising it failed (needs root with CAP_SYS_RESOURCE): raise it first or set CONNECTIONS lower"
     exit 1
   fi
   log "raised the hard open-file limit from $hard to $needed"
@@ -131,6 +131,10 @@ close_idle() {  # stops the holder; sets ANSWERED (held connections still answer
 }
 median() { sed '/^$/d' | sort -n -k1,1 | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
 
+# The first run against a fresh traffikd is slow (measured here: ~13k calls/s,
+# then 30-40k): one unmeasured run first, so no round's figure is the cold one.
+log "warm-up run (not measured)"
+run_load >/dev/null
 base_runs="" loaded_runs="" round_rows="" rss_per_conn=0 lost=0
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then
@@ -153,13 +157,15 @@ for round in $(seq "$ROUNDS"); do
   (( round == 1 )) && rss_per_conn=$per_conn
   base_runs+="$base"$'\n'
   loaded_runs+="$loaded"$'\n'
-  round_rows+="| $round | $(printf '%.0f' "${base%% *}") | $(printf '%.0f' "${loaded%% *}") |"
+  round_ratio=$(awk -v a="${loaded%% *}" -v b="${base%% *}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
+  round_rows+="| $round | $(printf '%.0f' "${base%% *}") | $(printf '%.0f' "${loaded%% *}") | $round_ratio |"
   round_rows+=" $((rss_before / 1024)) | $((rss_held / 1024)) | $per_conn | $OPEN_MS | ${ANSWERED:-0} |"$'\n'
 done
 rss_end=$(rss_bytes $TRAFFIKD_PID)
 read -r bc bp be bcpu < <(printf '%s' "$base_runs" | median)
 read -r lc lp le lcpu < <(printf '%s' "$loaded_runs" | median)
 ratio=$(awk -v a="$lc" -v b="$bc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
+cpu_ratio=$(awk -v a="$lcpu" -v b="$bcpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
 met=$(awk -v r="$ratio" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "not met" }')
 
 echo "## Idle connections"
@@ -182,8 +188,12 @@ echo "| --- | ---: | ---: | ---: | ---: | ---: |"
 echo "| no idle connections | $(printf '%.0f' "$bc") | $bp | $be | $bcpu | - |"
 echo "| $CONNECTIONS idle connections held | $(printf '%.0f' "$lc") | $lp | $le | $lcpu | $ratio ($met: target >= 0.9) |"
 echo
-echo "| round | base calls/s | loaded calls/s | RSS before (KiB) | RSS held (KiB) | RSS per idle connection (bytes) | open time (ms) | idle connections still answering |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "traffikd CPU per call with the idle connections held ÷ without: $cpu_ratio (the"
+echo "server's user + system time over each run ÷ its calls; unlike calls/s it does not"
+echo "move with the load on a shared machine)."
+echo
+echo "| round | base calls/s | loaded calls/s | ratio | RSS before (KiB) | RSS held (KiB) | RSS per idle connection (bytes) | open time (ms) | idle connections still answering |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s' "$round_rows"
 echo
 echo "traffikd RSS per idle connection (round 1): **$rss_per_conn bytes**; RSS at the end,"

@@ -110,7 +110,7 @@ TEST(IdleConnectionsE2eTest, RaisesSoftOpenFileLimitToHard) {
 TEST(IdleConnectionsE2eTest, HoldsThousandsOfIdleConnectionsPastALowSoftLimit) {
   if (!EnsureHardLimit(kHeldConnections + kSpareFds)) {
     GTEST_SKIP() << "cannot raise the open-file limit to " << kHeldConnections + kSpareFds
-                 << " (raise it as root: ulimit -Hn)";
+                 << " (raising the hard limit needs root with CAP_SYS_RESOURCE)";
   }
   absl::StatusOr<std::unique_ptr<TraffikdProcess>> traffikd =
       StartWithSoftLimit(kLowSoftLimit);
