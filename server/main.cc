@@ -19,6 +19,7 @@
 #include "app/server.h"
 #include "app/sha256.h"
 #include "app/tls.h"
+#include "base/fd_limit.h"
 #include "clock/clock.h"
 #include "config/config.h"
 
@@ -113,6 +114,22 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGHUP);  // reload
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // Every client connection is a file descriptor: a soft limit of 1024 (the
+  // usual default) would cap the server near 1000 clients, and gRPC 1.51
+  // stops accepting on a listener for good after one accept() fails with
+  // EMFILE. Up to the hard limit needs no privilege.
+  if (absl::StatusOr<traffik::OpenFileLimit> before = traffik::GetOpenFileLimit();
+      before.ok()) {
+    absl::StatusOr<traffik::OpenFileLimit> after = traffik::RaiseOpenFileLimitToHard();
+    if (!after.ok()) {
+      Log("open-file limit stays " + std::to_string(before->soft) + ": " +
+          std::string(after.status().message()));
+    } else if (after->soft != before->soft) {
+      Log("raised the open-file limit from " + std::to_string(before->soft) + " to " +
+          std::to_string(after->soft) + " (the hard limit)");
+    }
+  }
 
   absl::StatusOr<std::unique_ptr<traffik::Server>> server =
       traffik::Server::Start(*config, traffik::SteadyClock::Get());
