@@ -539,6 +539,27 @@ TEST_F(CoalesceTest, ShortCircuitKeepsWorking) {
   EXPECT_EQ(client->stats().short_circuited, 1u);
 }
 
+// Verifies checks queued when the application drops its last reference to the
+// Client are still sent (by the flusher, after max_delay) and answered: the
+// queue keeps the Client alive.
+TEST_F(CoalesceTest, QueuedChecksOutliveTheClientReference) {
+  std::shared_ptr<Client> client = MakeClient(microseconds(20'000), 64);
+  auto first = Occupy(*client);
+  auto a = client->CheckFuture(Req("kept-a", 41));
+  auto b = client->CheckFuture(Req("kept-b", 42));
+  client.reset();
+  ASSERT_TRUE(fake_.WaitForRpcs(2));
+  fake_.Release();
+  absl::StatusOr<ThrottleResult> r = a.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->limit, 41u);
+  r = b.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->limit, 42u);
+  ASSERT_TRUE(first.get().ok());
+  EXPECT_THAT(fake_.rpcs()[1].identifiers(), ElementsAre("kept-a", "kept-b"));
+}
+
 // Against the real traffikd: many threads on one key and on keys of their own,
 // coalesced; exactly `limit` hits of the shared key are allowed (each
 // remaining count once), and each own key answers with its own limit.
