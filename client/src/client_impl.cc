@@ -590,7 +590,7 @@ void ClientImpl::FlushLoop() {
   // Dropping the queue's reference here may release the client: Destroy
   // then deletes it on another thread (this one is joined by the destructor).
   CallbackScope scope;
-  absl::MutexLock lock(&coalesce_mu_);
+  coalesce_mu_.Lock();
   while (!stopping_) {
     if (queue_.empty()) {
       flusher_idle_ = true;
@@ -608,6 +608,7 @@ void ClientImpl::FlushLoop() {
     taken.keepalive.reset();
     coalesce_mu_.Lock();
   }
+  coalesce_mu_.Unlock();
 }
 
 absl::StatusOr<BatchResult> ClientImpl::CheckBatch(
