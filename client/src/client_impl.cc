@@ -9,7 +9,6 @@
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/stub_options.h>
 
-#include <algorithm>
 #include <fstream>
 #include <future>
 #include <iterator>

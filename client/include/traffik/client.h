@@ -193,6 +193,15 @@ inline constexpr size_t kMaxCoalesceBatch = 1000;
 // `max_delay` after its first check arrived, whichever comes first. A queue
 // of checks for several tenants is sent as one RPC per tenant (items in
 // arrival order); one check alone is sent as ShouldThrottle.
+//
+// Answers: traffikd decides a batch's items independently and in order (the
+// same key twice is decided in arrival order). An outage of the batch RPC
+// (IsOutage) reaches each check under its own failure policy. traffikd
+// refuses a batch whole, taking nothing, when one item is invalid
+// (kInvalidArgument): the client then sends the batch again in halves until
+// each check has its own answer, so an invalid check gets exactly the error
+// it gets alone and the others are decided normally. stats().rpcs counts
+// every RPC, stats().coalesced the checks answered by a batch.
 struct CoalesceOptions {
   // The longest a check waits in the queue for company; > 0 and at most
   // ClientOptions::deadline (the deadline counts the wait too).
