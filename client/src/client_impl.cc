@@ -400,6 +400,7 @@ void ClientImpl::SendCheck(std::unique_ptr<CheckCall> call) {
 }
 
 void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
+  if (call.coalesced) OnCoalescedRpcEnd();
   if (!status.ok()) {
     call.done(Fail(ToAbslStatus(status), call.policy));
   } else {
@@ -408,7 +409,6 @@ void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
     Remember(call.key, call.cost, call.sent_at, result);
     call.done(std::move(result));
   }
-  if (call.coalesced) OnCoalescedRpcEnd();
 }
 
 void ClientImpl::Enqueue(Pending pending) {
@@ -557,6 +557,7 @@ void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status
                                          call.response.responses_size(), " responses"));
   }
   coalesced_.fetch_add(count, std::memory_order_relaxed);
+  OnCoalescedRpcEnd();
   if (!failure.ok()) {
     // One failed RPC: counted and logged once; each check gets the failure
     // under its own policy, as it would alone.
@@ -571,7 +572,6 @@ void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status
       items[i].done(std::move(result));
     }
   }
-  OnCoalescedRpcEnd();
 }
 
 void ClientImpl::OnCoalescedRpcEnd() {

@@ -124,7 +124,10 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   // ShouldThrottleBatch for more.
   void SendGroup(std::vector<Pending> items);
   void OnCoalescedDone(CoalescedCall& call, const grpc::Status& status);
-  // A coalesced RPC answered (its checks' `done` have run).
+  // A coalesced RPC answered; called before its checks' `done` run, so a
+  // caller that checks again at once (a closed loop, one thread) finds
+  // nothing in flight and is sent without waiting (measured: 1 caller, p50
+  // 73 us when called after `done`, 60 us before, as unary's 59 us).
   void OnCoalescedRpcEnd();
   // The flusher thread: sends the queue max_delay after its first check.
   void FlushLoop();
