@@ -154,6 +154,40 @@ local function decide_all_or_nothing(now, dry_run)
   end
   return out
 end
+
+-- Independent decisions in one call (the backend's coalescing): KEYS[i] with
+-- ARGV[3i-1..3i+1] = capacity, period, cost; ARGV[1] holds one character per
+-- item, 'p' for a peek (nothing written), anything else for a decision. The
+-- items run in order, each exactly as its own decide()/peek() call at `now`
+-- (a repeated key sees the earlier item's take). An item that fails (e.g. a
+-- key of another type) answers with its error and the others still run, so
+-- the call never stops half-way. Returns one entry per item: the reply
+-- decide() or peek() gives, or an error reply.
+local function decide_each(now, modes)
+  local out = {}
+  for i = 1, #KEYS do
+    local key = KEYS[i]
+    local capacity = tonumber(ARGV[3 * i - 1])
+    local period = tonumber(ARGV[3 * i])
+    local cost = tonumber(ARGV[3 * i + 1])
+    local ok, answer
+    if string.byte(modes, i) == 112 then  -- 'p'
+      ok, answer = pcall(peek, key, capacity, period, cost, now)
+    else
+      ok, answer = pcall(decide, key, capacity, period, cost, now)
+    end
+    if ok then
+      out[i] = answer
+    else
+      -- As the item's own call would see it: Redis' error ("WRONGTYPE ...")
+      -- as is, a Lua error ("user_script:12: ...") as "ERR ...".
+      local msg = type(answer) == 'table' and answer.err or tostring(answer)
+      if not string.match(msg, '^%u[%u%d_]* ') then msg = 'ERR ' .. msg end
+      out[i] = {err = msg}
+    end
+  end
+  return out
+end
 )lua";
 
 constexpr char kRedisNow[] = R"lua(
@@ -181,6 +215,15 @@ min_ttl = 3600000
 return decide_all_or_nothing(tonumber(ARGV[3 * #KEYS + 1]), ARGV[3 * #KEYS + 2] == 'peek')
 )lua";
 
+constexpr char kMainEach[] = R"lua(
+return decide_each(now, ARGV[1])
+)lua";
+
+constexpr char kMainEachExplicitNow[] = R"lua(
+min_ttl = 3600000
+return decide_each(tonumber(ARGV[3 * #KEYS + 2]), ARGV[1])
+)lua";
+
 }  // namespace
 
 const std::string& RedisBucketScript() {
@@ -204,6 +247,18 @@ const std::string& RedisAllOrNothingScript() {
 const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting() {
   static const std::string* script =
       new std::string(std::string(kCore) + kMainAllOrNothingExplicitNow);
+  return *script;
+}
+
+const std::string& RedisEachScript() {
+  static const std::string* script =
+      new std::string(std::string(kCore) + kRedisNow + kMainEach);
+  return *script;
+}
+
+const std::string& RedisEachScriptWithExplicitNowForTesting() {
+  static const std::string* script =
+      new std::string(std::string(kCore) + kMainEachExplicitNow);
   return *script;
 }
 
