@@ -12,8 +12,16 @@ namespace {
 // bucket), store() writes the result back. A multi-key batch evaluates on
 // in-memory states and stores only when every item passed.
 constexpr char kCore[] = R"lua(
+-- The library functions as locals: a local is one VM register, a global a
+-- table lookup per use (measurably cheaper per item in a coalesced call).
+local floor, min, max, tonumber, tostring, type, pcall = math.floor, math.min, math.max,
+  tonumber, tostring, type, pcall
+local find, sub, format, byte, match = string.find, string.sub, string.format, string.byte,
+  string.match
+local rcall = redis.call
+
 local function floordiv(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   if q * b > a then
     q = q - 1
   elseif (q + 1) * b <= a then
@@ -30,10 +38,10 @@ end
 
 -- The stored state of `key` as {scaled, last}, or nil for a new bucket.
 local function load(key)
-  local state = redis.call('GET', key)
-  local sep = state and string.find(state, ':', 1, true)
+  local state = rcall('GET', key)
+  local sep = state and find(state, ':', 1, true)
   if not sep then return nil end
-  return {tonumber(string.sub(state, 1, sep - 1)), tonumber(string.sub(state, sep + 1))}
+  return {tonumber(sub(state, 1, sep - 1)), tonumber(sub(state, sep + 1))}
 end
 
 -- token_bucket.cc Decide(): `st` is {scaled, last} or nil. Returns the answer
@@ -45,14 +53,14 @@ local function compute(st, capacity, period, cost, now)
   if st then
     -- A state stored under another rate may hold more than this rate's full:
     -- it counts as full (as in token_bucket.cc).
-    scaled = math.min(full, st[1])
+    scaled = min(full, st[1])
     local stored_last = st[2]
     local elapsed = now - stored_last
     if elapsed > 0 then
       if elapsed >= period then
         scaled = full
       else
-        scaled = math.min(full, scaled + elapsed * capacity)
+        scaled = min(full, scaled + elapsed * capacity)
       end
     end
     if stored_last > now then last = stored_last end
@@ -81,10 +89,10 @@ local min_ttl = 0
 -- ms), or deletes the key when it already is.
 local function store(key, st, reset)
   if reset > 0 then
-    redis.call('SET', key, string.format('%d:%d', st[1], st[2]), 'PX',
-               string.format('%d', math.max(reset, min_ttl)))
+    rcall('SET', key, format('%d:%d', st[1], st[2]), 'PX',
+               format('%d', max(reset, min_ttl)))
   else
-    redis.call('DEL', key)
+    rcall('DEL', key)
   end
 end
 
@@ -171,7 +179,7 @@ local function decide_each(now, modes)
     local period = tonumber(ARGV[3 * i])
     local cost = tonumber(ARGV[3 * i + 1])
     local ok, answer
-    if string.byte(modes, i) == 112 then  -- 'p'
+    if byte(modes, i) == 112 then  -- 'p'
       ok, answer = pcall(peek, key, capacity, period, cost, now)
     else
       ok, answer = pcall(decide, key, capacity, period, cost, now)
@@ -182,7 +190,7 @@ local function decide_each(now, modes)
       -- As the item's own call would see it: Redis' error ("WRONGTYPE ...")
       -- as is, a Lua error ("user_script:12: ...") as "ERR ...".
       local msg = type(answer) == 'table' and answer.err or tostring(answer)
-      if not string.match(msg, '^%u[%u%d_]* ') then msg = 'ERR ' .. msg end
+      if not match(msg, '^%u[%u%d_]* ') then msg = 'ERR ' .. msg end
       out[i] = {err = msg}
     end
   end
