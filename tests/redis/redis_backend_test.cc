@@ -941,6 +941,24 @@ TEST_F(RedisBackendTest, UnresponsiveRedisTimesOut) {
   EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(6)));
 }
 
+// Verifies a coalesced call keeps the per-decision deadline: to a Redis that
+// stops answering, every item of a batch fails with UNAVAILABLE within about
+// the timeout, and service resumes after.
+TEST_F(RedisBackendTest, UnresponsiveRedisTimesOutCoalescedCall) {
+  ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "1500", "ALL"}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  auto out = BatchSync(*backend_,
+                       std::vector<BucketOp>(10, BucketOp{"tc:{1}", Rate{5, 60'000}, 1}));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
+  EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(6)));
+  auto again = BatchSync(
+      *backend_, std::vector<BucketOp>(3, BucketOp{"tc:{2}", Rate{5, 60'000}, 1}));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)[2].remaining, 2u);
+}
+
 // Verifies a crashed Redis fails decisions fast, and a restarted one is
 // reconnected to without recreating the backend.
 TEST_F(RedisBackendTest, ReconnectsAfterRestart) {
