@@ -1,6 +1,7 @@
 // RedisBackend against real redis-server processes started by the harness.
 #include "backend/redis/redis_backend.h"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -14,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "backend/memory/memory_backend.h"
 #include "backend/redis/bucket_script.h"
@@ -96,6 +98,32 @@ bool WaitUntilServing(Backend& backend, std::chrono::milliseconds limit) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
+}
+
+// The number of `command` calls (INFO commandstats, lower case) `server` ran
+// since its last CONFIG RESETSTAT; -1 when INFO fails.
+int64_t CommandCalls(const RedisServer& server, absl::string_view command) {
+  auto info = server.Command({"INFO", "commandstats"});
+  if (!info.ok()) return -1;
+  const std::string prefix = absl::StrCat("cmdstat_", command, ":calls=");
+  const size_t at = info->find(prefix);
+  if (at == std::string::npos) return 0;
+  int64_t calls = 0;
+  const size_t start = at + prefix.size();
+  const size_t end = info->find(',', start);
+  if (!absl::SimpleAtoi(info->substr(start, end - start), &calls)) return -1;
+  return calls;
+}
+
+// Loads the backend's scripts on `server` and zeroes its command statistics,
+// so CommandCalls counts only what follows (no NOSCRIPT round).
+void LoadScriptsAndResetStats(const RedisServer& server) {
+  const RedisScriptRegistry scripts;
+  for (RedisScriptId id :
+       {RedisScriptId::kBucket, RedisScriptId::kAllOrNothing, RedisScriptId::kEach}) {
+    ASSERT_TRUE(server.Command({"SCRIPT", "LOAD", scripts.Body(id)}).ok());
+  }
+  ASSERT_TRUE(server.Command({"CONFIG", "RESETSTAT"}).ok());
 }
 
 class RedisBackendTest : public ::testing::Test {
@@ -283,6 +311,124 @@ TEST_F(RedisBackendTest, ScriptsMatchCppBucketAcrossRates) {
   EXPECT_EQ(checked, 400);
 }
 
+// The each script's reply for `ops` (peek flags from op.peek) on the C++
+// bucket at `now`, rendered as the harness renders it (one line per integer),
+// updating `states` as the script updates Redis.
+std::string ModelEach(std::map<std::string, BucketState>& states,
+                      const std::vector<BucketOp>& ops, int64_t now) {
+  std::vector<std::string> lines;
+  for (const BucketOp& op : ops) {
+    auto it = states.find(op.key);
+    const BucketState* st = it == states.end() ? nullptr : &it->second;
+    BucketState next;
+    const Decision d = Decide(st, op.rate, op.cost, now, &next);
+    for (uint64_t v :
+         {uint64_t{d.allowed ? 1u : 0u}, d.wait_ms, d.remaining, d.reset_ms}) {
+      lines.push_back(absl::StrCat(v));
+    }
+    if (op.peek) {
+      BucketState unused;
+      const Decision as_is = Decide(st, op.rate, 0, now, &unused);
+      lines.push_back(absl::StrCat(as_is.remaining));
+      lines.push_back(absl::StrCat(as_is.reset_ms));
+    } else if (d.reset_ms > 0) {
+      states[op.key] = next;
+    } else {
+      states.erase(op.key);
+    }
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+// The each script's arguments for `ops` at `now` (explicit-now variant).
+std::vector<std::string> EachArgs(const std::string& script,
+                                  const std::vector<BucketOp>& ops, int64_t now) {
+  std::vector<std::string> args = {"EVAL", script, absl::StrCat(ops.size())};
+  std::string modes;
+  for (const BucketOp& op : ops) {
+    args.push_back(op.key);
+    modes.push_back(op.peek ? 'p' : 'd');
+  }
+  args.push_back(modes);
+  for (const BucketOp& op : ops) {
+    args.push_back(absl::StrCat(op.rate.capacity));
+    args.push_back(absl::StrCat(op.rate.period_ms));
+    args.push_back(absl::StrCat(op.cost));
+  }
+  args.push_back(absl::StrCat(now));
+  return args;
+}
+
+// Verifies the coalescing script (each item decided on its own, one clock)
+// gives bit-identical answers to N single decisions of the C++ bucket at the
+// same time: random batches with repeated keys (a later item sees the earlier
+// take), several rates on one key, costs above the capacity, peeks between
+// decisions, clock steps forwards and backwards.
+TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
+  const std::string& script = RedisEachScriptWithExplicitNowForTesting();
+  std::mt19937_64 rng(5);
+  const std::vector<Rate> rates = {
+      {1, 1},       {3, 1000},
+      {10, 60'000}, {7861, 3'930'500},
+      {1000, 7},    {(uint64_t{1} << 53) / 999'983, 999'983}};
+  std::map<std::string, BucketState> states;
+  int64_t now = 1'700'000'000'000;
+  int allowed = 0;
+  int refused = 0;
+  int repeated = 0;
+  for (int step = 0; step < 300; ++step) {
+    now += static_cast<int64_t>(rng() % 700);
+    if (step % 19 == 7) now -= 4;  // a clock step backwards
+    std::vector<BucketOp> ops;
+    std::set<std::string> seen;
+    const size_t n = 1 + rng() % 12;
+    for (size_t i = 0; i < n; ++i) {
+      const Rate rate = rates[rng() % rates.size()];
+      // Costs up to twice the capacity where that stays within 2^53.
+      const uint64_t max_cost = rate.capacity <= 10'000
+                                    ? 2 * rate.capacity
+                                    : std::min<uint64_t>(rate.capacity, 5);
+      BucketOp op{absl::StrCat("each:", rng() % 4, ":{id}"), rate, 1 + rng() % max_cost};
+      op.peek = rng() % 7 == 0;
+      if (!seen.insert(op.key).second) ++repeated;
+      ops.push_back(op);
+    }
+    const std::string want = ModelEach(states, ops, now);
+    auto got = server_->Command(EachArgs(script, ops, now));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(*got, want) << "step " << step;
+    std::vector<std::string> lines = absl::StrSplit(want, '\n');
+    size_t at = 0;
+    for (const BucketOp& op : ops) {
+      (lines[at] == "1" ? allowed : refused) += 1;
+      at += op.peek ? 6 : 4;
+    }
+  }
+  EXPECT_GT(allowed, 100);
+  EXPECT_GT(refused, 100);
+  EXPECT_GT(repeated, 100);
+}
+
+// Verifies the coalescing script decides each item on its own: an item whose
+// key holds another type answers with that error while the items before and
+// after it are still decided and stored (the call never stops half-way).
+TEST_F(RedisBackendTest, EachScriptAnswersErrorsPerItem) {
+  ASSERT_TRUE(server_->Command({"RPUSH", "eerr:{b}", "1"}).ok());
+  const Rate rate{5, 60'000};
+  const std::vector<BucketOp> ops = {
+      {"eerr:{a}", rate, 1}, {"eerr:{b}", rate, 1}, {"eerr:{a}", rate, 2}};
+  auto got = server_->Command(
+      EachArgs(RedisEachScriptWithExplicitNowForTesting(), ops, 1'700'000'000'000));
+  ASSERT_TRUE(got.ok()) << got.status();
+  const std::vector<std::string> lines = absl::StrSplit(*got, '\n');
+  ASSERT_EQ(lines.size(), 9u) << *got;
+  EXPECT_EQ(lines[2], "4");  // remaining after the first item
+  EXPECT_THAT(lines[4], ::testing::StartsWith("WRONGTYPE"));
+  EXPECT_EQ(lines[5], "1");  // the third item was decided
+  EXPECT_EQ(lines[7], "2");
+  EXPECT_EQ(*server_->Command({"LLEN", "eerr:{b}"}), "1");
+}
+
 // Verifies the backend answers sanely (no "unexpected reply") when one key
 // is decided under (2^53, 1) and then under 10/min, singly and in one
 // all-or-nothing batch: the Lua state is clamped to the rate's full, so the
@@ -309,8 +455,9 @@ TEST_F(RedisBackendTest, KeyUnderAnotherRateAnswersSanely) {
 }
 
 // Verifies a reply that is no bucket answer (a script error on a corrupt
-// bucket, a key of another type) is INTERNAL, not UNAVAILABLE: not an outage,
-// so no on_backend_error policy turns it into an allowed hit.
+// bucket, a key of another type) is INTERNAL, not UNAVAILABLE, singly and
+// inside a coalesced call: not an outage, so no on_backend_error policy turns
+// it into an allowed hit.
 TEST_F(RedisBackendTest, MalformedStateIsInternal) {
   ASSERT_TRUE(server_->Command({"SET", "bad:{a}", "x:y"}).ok());
   ASSERT_TRUE(server_->Command({"RPUSH", "bad:{b}", "1"}).ok());
@@ -319,6 +466,11 @@ TEST_F(RedisBackendTest, MalformedStateIsInternal) {
     EXPECT_EQ(d.status().code(), absl::StatusCode::kInternal) << key << d.status();
     auto all = AllOrNothingSync(*backend_, {{key, Rate{10, 60'000}, 1}});
     EXPECT_EQ(all.status().code(), absl::StatusCode::kInternal) << key << all.status();
+    // The same inside a coalesced call (a batch of two on one node).
+    auto batch = BatchSync(*backend_,
+                           {{key, Rate{10, 60'000}, 1}, {"ok:{z}", Rate{10, 60'000}, 1}});
+    EXPECT_EQ(batch.status().code(), absl::StatusCode::kInternal)
+        << key << batch.status();
   }
 }
 
@@ -599,6 +751,119 @@ TEST_F(RedisBackendTest, BatchInOrder) {
   EXPECT_EQ((*out)[3].remaining, 0u);
 }
 
+// Verifies the decisions queued at one wake-up travel as one script call:
+// a batch of 50 items on 10 keys is one EVALSHA (not 50), and each item's
+// answer is what it would be one by one, in order.
+TEST_F(RedisBackendTest, CoalescesQueuedDecisionsIntoOneCall) {
+  LoadScriptsAndResetStats(*server_);
+  if (HasFatalFailure()) return;
+  const Rate rate{3, 3'600'000};
+  std::vector<BucketOp> ops;
+  for (int i = 0; i < 50; ++i)
+    ops.push_back({absl::StrCat("co:{", i % 10, "}"), rate, 1});
+  auto out = BatchSync(*backend_, ops);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 50u);
+  for (int i = 0; i < 50; ++i) {
+    const int nth = i / 10;  // earlier hits on this key
+    EXPECT_EQ((*out)[i].allowed, nth < 3) << i;
+    EXPECT_EQ((*out)[i].remaining, nth < 3 ? 2u - nth : 0u) << i;
+    EXPECT_EQ((*out)[i].limit, 3u);
+  }
+  EXPECT_EQ(CommandCalls(*server_, "evalsha"), 1);
+  // Over kMaxEachItems (128): several calls, still in order on one key.
+  std::vector<BucketOp> many(300, BucketOp{"co:{many}", Rate{200, 3'600'000}, 1});
+  auto big = BatchSync(*backend_, many);
+  ASSERT_TRUE(big.ok()) << big.status();
+  for (int i = 0; i < 300; ++i) {
+    EXPECT_EQ((*big)[i].allowed, i < 200) << i;
+    EXPECT_EQ((*big)[i].remaining, i < 200 ? 199u - i : 0u) << i;
+  }
+  EXPECT_EQ(CommandCalls(*server_, "evalsha"), 1 + 3);
+}
+
+// Verifies single decisions from many threads are coalesced (fewer EVALSHA
+// calls than decisions) and stay exact: every key allows exactly its limit.
+TEST_F(RedisBackendTest, CoalescedConcurrentDecisionsStayExact) {
+  LoadScriptsAndResetStats(*server_);
+  if (HasFatalFailure()) return;
+  const Rate rate{30, 3'600'000};
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 150;
+  constexpr int kKeys = 20;
+  std::array<std::atomic<int>, kKeys> allowed{};
+  std::atomic<int> errors{0};
+  std::atomic<int> pending{kThreads * kPerThread};
+  std::promise<void> all_done;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int k = (t + i) % kKeys;
+        backend_->Decide(absl::StrCat("cc:{", k, "}"), rate, 1,
+                         [&, k](absl::StatusOr<Decision> d) {
+                           if (!d.ok()) {
+                             errors.fetch_add(1);
+                           } else if (d->allowed) {
+                             allowed[k].fetch_add(1);
+                           }
+                           if (pending.fetch_sub(1) == 1) all_done.set_value();
+                         });
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(all_done.get_future().wait_for(std::chrono::seconds(20)),
+            std::future_status::ready);
+  EXPECT_EQ(errors.load(), 0);
+  for (int k = 0; k < kKeys; ++k) EXPECT_EQ(allowed[k].load(), 30) << k;
+  const int64_t calls = CommandCalls(*server_, "evalsha");
+  EXPECT_GT(calls, 0);
+  EXPECT_LT(calls, kThreads * kPerThread);
+}
+
+// Verifies an item that fails inside a coalesced call (a key of another
+// type) fails alone, as its own call would (INTERNAL), while the items
+// before and after it are decided once each, in the same single call.
+TEST_F(RedisBackendTest, CoalescedCallFailsOnlyTheBadItem) {
+  ASSERT_TRUE(server_->Command({"RPUSH", "ci:{bad}", "1"}).ok());
+  LoadScriptsAndResetStats(*server_);
+  if (HasFatalFailure()) return;
+  const Rate rate{5, 3'600'000};
+  std::vector<BucketOp> ops = {{"ci:{a}", rate, 1},
+                               {"ci:{bad}", rate, 1},
+                               {"ci:{a}", rate, 1},
+                               {"ci:{c}", rate, 2}};
+  auto out = BatchSync(*backend_, ops);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal) << out.status();
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("WRONGTYPE"));
+  EXPECT_EQ(CommandCalls(*server_, "evalsha"), 1);
+  EXPECT_EQ(DecideSync(*backend_, "ci:{a}", rate)->remaining, 2u);
+  EXPECT_EQ(DecideSync(*backend_, "ci:{c}", rate)->remaining, 2u);
+  EXPECT_EQ(*server_->Command({"LLEN", "ci:{bad}"}), "1");
+  // A peek item in a coalesced call writes nothing and sees the earlier take.
+  ops = {{"ci:{p}", rate, 2}, {"ci:{p}", rate, 1}, {"ci:{p}", rate, 1}};
+  ops[1].peek = true;
+  auto peeked = BatchSync(*backend_, ops);
+  ASSERT_TRUE(peeked.ok()) << peeked.status();
+  EXPECT_EQ((*peeked)[0].remaining, 3u);
+  EXPECT_EQ((*peeked)[1].remaining, 2u);
+  EXPECT_EQ((*peeked)[2].remaining, 2u);
+}
+
+// Verifies a coalesced call to a Redis that lost its scripts (NOSCRIPT) is
+// sent again with EVAL and every item is answered once, in order.
+TEST_F(RedisBackendTest, CoalescedCallReloadsScriptAfterFlush) {
+  ASSERT_TRUE(server_->Command({"SCRIPT", "FLUSH"}).ok());
+  const Rate rate{3, 3'600'000};
+  auto out = BatchSync(*backend_, std::vector<BucketOp>(5, BucketOp{"cf:{k}", rate, 1}));
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ((*out)[i].allowed, i < 3) << i;
+  const RedisScriptRegistry scripts;
+  EXPECT_EQ(*server_->Command({"SCRIPT", "EXISTS", scripts.Sha1(RedisScriptId::kEach)}),
+            "1");
+}
+
 // Verifies the backend recovers when Redis forgets the script (NOSCRIPT).
 TEST_F(RedisBackendTest, ReloadsScriptAfterFlush) {
   ASSERT_TRUE(DecideSync(*backend_, "s:{1}", Rate{5, 60'000}).ok());
@@ -674,6 +939,24 @@ TEST_F(RedisBackendTest, UnresponsiveRedisTimesOut) {
   EXPECT_THAT(std::string(d.status().message()), HasSubstr(server_->url()));
   EXPECT_LT(took, std::chrono::milliseconds(1000));
   EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(6)));
+}
+
+// Verifies a coalesced call keeps the per-decision deadline: to a Redis that
+// stops answering, every item of a batch fails with UNAVAILABLE within about
+// the timeout, and service resumes after.
+TEST_F(RedisBackendTest, UnresponsiveRedisTimesOutCoalescedCall) {
+  ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "1500", "ALL"}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  auto out = BatchSync(*backend_,
+                       std::vector<BucketOp>(10, BucketOp{"tc:{1}", Rate{5, 60'000}, 1}));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
+  EXPECT_TRUE(WaitUntilServing(*backend_, std::chrono::seconds(6)));
+  auto again = BatchSync(
+      *backend_, std::vector<BucketOp>(3, BucketOp{"tc:{2}", Rate{5, 60'000}, 1}));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)[2].remaining, 2u);
 }
 
 // Verifies a crashed Redis fails decisions fast, and a restarted one is
@@ -803,6 +1086,35 @@ TEST_F(RedisClusterBackendTest, BatchAcrossNodes) {
   for (int i = 0; i < 30; ++i) EXPECT_EQ((*out)[i].allowed, i < 10) << i;
 }
 
+// Verifies a batch on a cluster is coalesced per hash slot (Redis Cluster
+// refuses scripts across slots): one EVALSHA per distinct slot over all
+// nodes, answers in order.
+TEST_F(RedisClusterBackendTest, CoalescesPerSlot) {
+  for (int n = 0; n < cluster_->size(); ++n) {
+    LoadScriptsAndResetStats(cluster_->node(n));
+    if (HasFatalFailure()) return;
+  }
+  const Rate rate{2, 3'600'000};
+  std::vector<BucketOp> ops;
+  std::set<int> slots;
+  for (int i = 0; i < 40; ++i) {
+    ops.push_back({absl::StrCat("cs:{", i % 8, "}"), rate, 1});
+    slots.insert(RedisKeySlot(ops.back().key));
+  }
+  auto out = BatchSync(*backend_, ops);
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (int i = 0; i < 40; ++i) EXPECT_EQ((*out)[i].allowed, i < 16) << i;
+  int64_t calls = 0;
+  std::set<int> nodes;
+  for (int n = 0; n < cluster_->size(); ++n) {
+    const int64_t c = CommandCalls(cluster_->node(n), "evalsha");
+    calls += c;
+    if (c > 0) nodes.insert(n);
+  }
+  EXPECT_EQ(calls, static_cast<int64_t>(slots.size()));
+  EXPECT_GT(nodes.size(), 1u);
+}
+
 // Verifies all-or-nothing batches on a cluster: the keys of one identifier
 // share a slot (whichever node owns it) and are decided together; keys of
 // different identifiers fail at once with FAILED_PRECONDITION, taking nothing.
@@ -899,6 +1211,14 @@ TEST_F(RedisClusterBackendTest, FollowsAskDuringMigration) {
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_FALSE(d->allowed);
   EXPECT_EQ(d->remaining, 0u);
+  // A coalesced call into the migrating slot (ASK for the call as a whole)
+  // goes again item by item, each following ASK on its own.
+  const std::string fresh = "ask2:{api:user:7}";
+  auto batch = BatchSync(*backend_, {{key, rate, 1}, {fresh, rate, 1}, {fresh, rate, 1}});
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_FALSE((*batch)[0].allowed);
+  EXPECT_EQ((*batch)[1].remaining, 2u);
+  EXPECT_EQ((*batch)[2].remaining, 1u);
   // Finish the migration: the importing node first, then the source, then the rest.
   for (int i : {to, *from, 3 - to - *from}) {
     auto done = cluster_->node(i).Command(

@@ -77,6 +77,49 @@ TEST(ScriptReplyTest, RejectsMalformedDecision) {
   }
 }
 
+// Verifies the each script's entries decode one by one: a decision, a peek
+// (its hit), an item's error (kept, truncated), and anything else refused.
+TEST(ScriptReplyTest, DecodesEachEntries) {
+  const Reply reply =
+      Parse("*3\r\n" + Ints({1, 0, 4, 200}) + Ints({0, 7, 0, 900, 0, 800}) +
+            "-WRONGTYPE Operation against a key\r\n");
+  ASSERT_TRUE(IsEachReply(*reply, 3));
+  EXPECT_FALSE(IsEachReply(*reply, 2));
+  // Flat integers have the shape, but no entry decodes.
+  const Reply flat = Parse(Ints({1, 0, 4}));
+  ASSERT_TRUE(IsEachReply(*flat, 3));
+  EXPECT_FALSE(DecodeEachEntry(*flat->element[0], 5, false).has_value());
+  EXPECT_FALSE(IsEachReply(*Parse("-ERR boom\r\n"), 1));
+
+  std::optional<RedisEachAnswer> a = DecodeEachEntry(*reply->element[0], 5, false);
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(a->decision.has_value());
+  EXPECT_TRUE(a->decision->allowed);
+  EXPECT_EQ(a->decision->limit, 5u);
+  EXPECT_EQ(a->decision->remaining, 4u);
+  a = DecodeEachEntry(*reply->element[1], 5, true);
+  ASSERT_TRUE(a.has_value() && a->decision.has_value());
+  EXPECT_FALSE(a->decision->allowed);
+  EXPECT_EQ(a->decision->wait_ms, 7u);
+  EXPECT_EQ(a->decision->reset_ms, 900u);
+  a = DecodeEachEntry(*reply->element[2], 5, false);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_FALSE(a->decision.has_value());
+  EXPECT_EQ(a->error, "WRONGTYPE Operation against a key");
+
+  // A decision where a peek is due, and the reverse, are refused.
+  EXPECT_FALSE(DecodeEachEntry(*reply->element[0], 5, true).has_value());
+  EXPECT_FALSE(DecodeEachEntry(*reply->element[1], 5, false).has_value());
+  for (const std::string& resp : {Ints({1, -1, 9, 100}), std::string("+OK\r\n"),
+                                  std::string("$-1\r\n"), std::string(":1\r\n")}) {
+    EXPECT_FALSE(DecodeEachEntry(*Parse(resp), 5, false).has_value()) << resp;
+  }
+  const std::string long_error(1000, 'E');
+  a = DecodeEachEntry(*Parse("-" + long_error + "\r\n"), 5, false);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->error.size(), kMaxEachErrorBytes);
+}
+
 // Verifies an all-or-nothing reply gives `applied` and each item's decision
 // with that item's capacity as its limit.
 TEST(ScriptReplyTest, DecodesAllOrNothing) {

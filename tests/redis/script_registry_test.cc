@@ -23,14 +23,17 @@ TEST(RedisScriptRegistryTest, Sha1HexMatchesReferenceDigests) {
 
 // Verifies each script's digest is the SHA-1 of its own body.
 TEST(RedisScriptRegistryTest, HoldsBodiesAndTheirDigests) {
-  const RedisScriptRegistry scripts("return 1", "abc");
+  const RedisScriptRegistry scripts("return 1", "abc", "");
   EXPECT_EQ(scripts.Body(RedisScriptId::kBucket), "return 1");
   EXPECT_EQ(scripts.Sha1(RedisScriptId::kBucket), kReturnOneSha1);
   EXPECT_EQ(scripts.Body(RedisScriptId::kAllOrNothing), "abc");
   EXPECT_EQ(scripts.Sha1(RedisScriptId::kAllOrNothing), kAbcSha1);
+  EXPECT_EQ(scripts.Body(RedisScriptId::kEach), "");
+  EXPECT_EQ(scripts.Sha1(RedisScriptId::kEach),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709");
 }
 
-// Verifies the default registry holds the backend's two scripts.
+// Verifies the default registry holds the backend's three scripts.
 TEST(RedisScriptRegistryTest, DefaultHoldsTheBucketScripts) {
   const RedisScriptRegistry scripts;
   EXPECT_EQ(scripts.Body(RedisScriptId::kBucket), RedisBucketScript());
@@ -38,14 +41,19 @@ TEST(RedisScriptRegistryTest, DefaultHoldsTheBucketScripts) {
   EXPECT_EQ(scripts.Body(RedisScriptId::kAllOrNothing), RedisAllOrNothingScript());
   EXPECT_EQ(scripts.Sha1(RedisScriptId::kAllOrNothing),
             Sha1Hex(RedisAllOrNothingScript()));
+  EXPECT_EQ(scripts.Body(RedisScriptId::kEach), RedisEachScript());
+  EXPECT_EQ(scripts.Sha1(RedisScriptId::kEach), Sha1Hex(RedisEachScript()));
   EXPECT_NE(scripts.Sha1(RedisScriptId::kBucket),
+            scripts.Sha1(RedisScriptId::kAllOrNothing));
+  EXPECT_NE(scripts.Sha1(RedisScriptId::kEach), scripts.Sha1(RedisScriptId::kBucket));
+  EXPECT_NE(scripts.Sha1(RedisScriptId::kEach),
             scripts.Sha1(RedisScriptId::kAllOrNothing));
 }
 
 // Verifies a call is EVALSHA with the digest by default and EVAL with the
 // body when the op must use EVAL.
 TEST(RedisScriptRegistryTest, EvalShaByDefaultEvalWhenAsked) {
-  const RedisScriptRegistry scripts("return 1", "abc");
+  const RedisScriptRegistry scripts("return 1", "abc", "");
   RedisScriptCall call = scripts.Call(RedisScriptId::kBucket, /*use_eval=*/false);
   EXPECT_EQ(call.verb, "EVALSHA");
   EXPECT_EQ(call.first_arg, kReturnOneSha1);

@@ -44,4 +44,25 @@ const std::string& RedisAllOrNothingScript();
 // optional "peek"), for tests only.
 const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting();
 
+// Independent decisions on several buckets as one script call: the backend
+// coalesces the single decisions queued for one node (Redis Cluster: one hash
+// slot) into one EVALSHA of this script, so Redis pays the call's fixed cost
+// (the command, the script's setup, TIME) once for N buckets.
+//
+// KEYS = the items' bucket keys, in order (repeats allowed); ARGV[1] = one
+// character per item, 'p' for a peek (writes nothing) and 'd' for a
+// decision; then capacity, period_ms, cost for each item in turn (3 per key).
+// One TIME for all items; each item is evaluated and stored in order, exactly
+// as its own call of the bucket script at that time would be (a repeated key
+// sees the earlier items' takes), and is independent of the others (not all
+// or nothing). Returns one entry per item: {allowed, wait_ms, remaining,
+// reset_ms} for a decision, the bucket script's 6-element peek reply for a
+// peek, or an error reply when that item failed (e.g. WRONGTYPE: the other
+// items still run and the call as a whole succeeds).
+const std::string& RedisEachScript();
+
+// The same with the time passed as the last ARGV (after the 3 per key), for
+// tests only.
+const std::string& RedisEachScriptWithExplicitNowForTesting();
+
 }  // namespace traffik

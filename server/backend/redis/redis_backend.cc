@@ -6,6 +6,8 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
@@ -63,6 +65,9 @@ constexpr int64_t kMinBackoffMs = 50;
 constexpr int64_t kMaxBackoffMs = 2000;
 constexpr int64_t kSlotRefreshIntervalMs = 10'000;
 constexpr size_t kMaxOutageReasons = 4;
+// Bounds of one coalesced call (the each script): items, and bytes of keys.
+constexpr size_t kMaxEachItems = 128;
+constexpr size_t kMaxEachKeyBytes = 64 * 1024;
 
 }  // namespace
 
@@ -141,11 +146,28 @@ struct RedisBackend::Op {
   int redirects = 0;
   bool use_eval = false;  // the server lost the script (NOSCRIPT): send it whole
   std::string ask_node;   // one-shot ASK redirect target ("host:port")
+  // Non-empty: single decisions (and batch items) of one node (Redis Cluster:
+  // one hash slot) coalesced into one call of the each script, in queue
+  // order; they travel as this op and are answered one by one from its reply.
+  std::vector<std::unique_ptr<Op>> members;
+  size_t route = 0;  // with members: picks the connection (PickUp)
+
+  // The key that routes the op: every member of a coalesced call has the slot
+  // of the first.
+  const std::string& RoutingKey() const {
+    return members.empty() ? key : members.front()->key;
+  }
 
   // Answers with `result` (for an all-or-nothing batch only errors come here).
   // Called once, by the op's owner, which then frees it.
   void Complete(absl::StatusOr<Decision> result) {
-    if (!command.empty()) {
+    if (!members.empty()) {
+      const absl::Status status =
+          result.ok() ? absl::InternalError("one decision for a coalesced call")
+                      : result.status();
+      for (auto& member : members) member->Complete(status);
+      members.clear();
+    } else if (!command.empty()) {
       std::move(raw_done)(
           result.ok() ? absl::InternalError("decision for a command") : result.status(),
           "");
@@ -210,6 +232,7 @@ class RedisBackend::Loop {
     int64_t next_attempt_ms = 0;  // when kDown: next connect attempt
     int64_t backoff_ms = 0;
     bool was_up = false;                       // for logging transitions once
+    bool to_flush = false;                     // in Loop::written_
     std::deque<std::unique_ptr<Op>> inflight;  // sent, in reply order
 
     // Takes `op` (sent on this connection) out of `inflight`; nullptr when it
@@ -262,6 +285,10 @@ class RedisBackend::Loop {
   void CloseSocket(Conn* conn);
 
   void Drain();
+  // Writes what Drain queued on each connection now, instead of on the next
+  // turn of the loop (libevent writes a bufferevent's output only when its
+  // socket is reported writable: one more epoll round per wake-up).
+  void Flush();
   void Tick();
   void Dispatch(std::unique_ptr<Op> op);
   Node* Route(const Op& op);
@@ -269,6 +296,15 @@ class RedisBackend::Loop {
   bool AnyConnecting(const Node* node) const;
   bool Send(Conn* conn, Op* op);
   bool SendAllOrNothing(Conn* conn, Op* op);
+  bool SendEach(Conn* conn, Op* op);
+  // Whether `op` may travel in a coalesced call: a single decision or a
+  // batch item (not a single Peek, an all-or-nothing batch or a command).
+  static bool Coalescable(const Op& op);
+  // Sends `ops` (queued for one node, or one slot of a cluster, in queue
+  // order) as coalesced calls of at most kMaxEachItems; a lone op as is.
+  void DispatchGroup(std::vector<std::unique_ptr<Op>> ops);
+  // Answers the members of the coalesced call `op` from the each script's reply.
+  void OnEachReply(Conn* conn, std::unique_ptr<Op> op, const redisReply* reply);
   // Answers and frees `op`; true when the reply was well-formed.
   bool OnAllOrNothingReply(std::unique_ptr<Op> op, const redisReply* reply);
   Node* NodeFor(const std::string& address);
@@ -309,6 +345,7 @@ class RedisBackend::Loop {
   int64_t last_refresh_ms_ = 0;
   size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
+  std::vector<Conn*> written_;  // connections written to since the last Flush
 
   std::thread thread_;
 };
@@ -416,6 +453,7 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
     }
   }
   loop->Drain();
+  loop->Flush();
 }
 
 void RedisBackend::Loop::Drain() {
@@ -425,8 +463,71 @@ void RedisBackend::Loop::Drain() {
     ops.swap(queue_);
   }
   // Everything sent here leaves in one write per connection when control
-  // returns to libevent: the pipelining.
-  for (auto& op : ops) Dispatch(std::move(op));
+  // returns to libevent: the pipelining. The single decisions are grouped by
+  // node (cluster: by slot, as Redis Cluster refuses scripts across slots)
+  // into coalesced calls of the each script, keeping their queue order.
+  std::vector<std::pair<int, std::vector<std::unique_ptr<Op>>>> groups;  // by slot
+  for (auto& op : ops) {
+    if (!Coalescable(*op)) {
+      Dispatch(std::move(op));
+      continue;
+    }
+    const int slot = options_.cluster ? RedisKeySlot(op->key) : 0;
+    auto group = std::find_if(groups.begin(), groups.end(),
+                              [slot](const auto& g) { return g.first == slot; });
+    if (group == groups.end()) {
+      groups.emplace_back(slot, std::vector<std::unique_ptr<Op>>());
+      group = groups.end() - 1;
+    }
+    group->second.push_back(std::move(op));
+  }
+  for (auto& group : groups) DispatchGroup(std::move(group.second));
+}
+
+void RedisBackend::Loop::Flush() {
+  for (Conn* conn : written_) {
+    conn->to_flush = false;
+    // Plaintext only (OpenSSL writes through its own buffers), and only once
+    // connected. What the socket does not take now, libevent writes when it
+    // is writable again; errors surface through its events as before.
+    if (conn->bev == nullptr || conn->ssl != nullptr || conn->state != State::kUp) {
+      continue;
+    }
+    const evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    evbuffer* output = bufferevent_get_output(conn->bev);
+    if (fd >= 0 && evbuffer_get_length(output) > 0) (void)evbuffer_write(output, fd);
+  }
+  written_.clear();
+}
+
+bool RedisBackend::Loop::Coalescable(const Op& op) {
+  return op.members.empty() && op.command.empty() && op.items.empty() && !op.peek_done &&
+         op.ask_node.empty() && !op.use_eval;
+}
+
+void RedisBackend::Loop::DispatchGroup(std::vector<std::unique_ptr<Op>> ops) {
+  if (ops.size() == 1) {
+    Dispatch(std::move(ops.front()));
+    return;
+  }
+  // Every call of the group goes on one connection, so a key's hits in
+  // several calls still run in queue order.
+  const size_t route = absl::HashOf(ops.front()->key);
+  size_t i = 0;
+  while (i < ops.size()) {
+    auto call = std::make_unique<Op>();
+    call->route = route;
+    call->deadline_ms = ops[i]->deadline_ms;
+    size_t key_bytes = 0;
+    do {
+      key_bytes += ops[i]->key.size();
+      call->deadline_ms = std::min(call->deadline_ms, ops[i]->deadline_ms);
+      call->members.push_back(std::move(ops[i]));
+      ++i;
+    } while (i < ops.size() && call->members.size() < kMaxEachItems &&
+             key_bytes + ops[i]->key.size() <= kMaxEachKeyBytes);
+    Dispatch(std::move(call));
+  }
 }
 
 void RedisBackend::Loop::Fail(std::unique_ptr<Op> op, const std::string& reason,
@@ -523,6 +624,13 @@ void RedisBackend::Loop::Connect(Conn* conn) {
     const std::string reason = evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
     CloseSocket(conn);
     ConnectFailed(conn, reason);
+    return;
+  }
+  // Commands are small and latency-bound: no Nagle delay behind an
+  // unacknowledged earlier write.
+  if (const evutil_socket_t fd = bufferevent_getfd(bev); fd >= 0) {
+    const int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   }
 }
 
@@ -548,6 +656,10 @@ bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
   free(command);
   if (rc != 0) return false;
   conn->pending.push_back(Pending{to, op});
+  if (!conn->to_flush) {
+    conn->to_flush = true;
+    written_.push_back(conn);
+  }
   return true;
 }
 
@@ -816,7 +928,7 @@ RedisBackend::Loop::Node* RedisBackend::Loop::Route(const Op& op) {
   if (!options_.cluster) return nodes_.front().get();
   if (!op.ask_node.empty()) return NodeFor(op.ask_node);
   if (!op.node.empty()) return NodeFor(op.node);
-  Node* node = slots_[RedisKeySlot(op.key)];
+  Node* node = slots_[RedisKeySlot(op.RoutingKey())];
   if (node != nullptr) return node;
   // Slot map not known yet: any reachable node; MOVED will correct us.
   for (auto& candidate : nodes_) {
@@ -831,7 +943,7 @@ void RedisBackend::Loop::Dispatch(std::unique_ptr<Op> op) {
     return;
   }
   Node* node = Route(*op);
-  Conn* conn = PickUp(node, absl::HashOf(op->key));
+  Conn* conn = PickUp(node, op->members.empty() ? absl::HashOf(op->key) : op->route);
   if (conn == nullptr) {
     if (AnyConnecting(node)) {
       node->waiting.push_back(std::move(op));
@@ -857,6 +969,7 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     op->ask_node.clear();
   }
   if (!op->items.empty()) return SendAllOrNothing(conn, op);
+  if (!op->members.empty()) return SendEach(conn, op);
   if (!op->command.empty()) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -931,6 +1044,80 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
                ReplyTo::kOp, op);
 }
 
+bool RedisBackend::Loop::SendEach(Conn* conn, Op* op) {
+  const size_t n = op->members.size();
+  const RedisScriptCall script = scripts_.Call(RedisScriptId::kEach, op->use_eval);
+  char numkeys[24];
+  const size_t numkeys_len =
+      absl::numbers_internal::FastIntToBuffer(n, numkeys) - numkeys;
+  std::string modes(n, 'd');
+  // capacity, period, cost per item, each a decimal of at most 20 digits.
+  constexpr size_t kNumberBytes = 24;
+  std::vector<char> numbers(3 * n * kNumberBytes);
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  argv.reserve(4 + 4 * n);
+  lens.reserve(4 + 4 * n);
+  argv.push_back(script.verb.data());
+  lens.push_back(script.verb.size());
+  argv.push_back(script.first_arg.data());
+  lens.push_back(script.first_arg.size());
+  argv.push_back(numkeys);
+  lens.push_back(numkeys_len);
+  for (size_t i = 0; i < n; ++i) {
+    const Op& member = *op->members[i];
+    if (member.peek) modes[i] = 'p';
+    argv.push_back(member.key.data());
+    lens.push_back(member.key.size());
+  }
+  argv.push_back(modes.data());
+  lens.push_back(modes.size());
+  char* at = numbers.data();
+  for (size_t i = 0; i < n; ++i) {
+    const Op& member = *op->members[i];
+    for (const uint64_t value :
+         {member.rate.capacity, member.rate.period_ms, member.cost}) {
+      char* end = absl::numbers_internal::FastIntToBuffer(value, at);
+      argv.push_back(at);
+      lens.push_back(static_cast<size_t>(end - at));
+      at += kNumberBytes;
+    }
+  }
+  return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
+               ReplyTo::kOp, op);
+}
+
+void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
+                                     const redisReply* reply) {
+  const size_t n = op->members.size();
+  if (!IsEachReply(*reply, n)) {
+    Fail(std::move(op), "unexpected reply to the bucket script",
+         absl::StatusCode::kInternal);
+    return;
+  }
+  conn->backoff_ms = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::unique_ptr<Op> member = std::move(op->members[i]);
+    const redisReply* entry = reply->element[i];
+    const std::optional<RedisEachAnswer> answer =
+        entry == nullptr ? std::nullopt
+                         : DecodeEachEntry(*entry, member->rate.capacity, member->peek);
+    if (!answer) {
+      Fail(std::move(member), "unexpected reply to the bucket script",
+           absl::StatusCode::kInternal);
+    } else if (answer->decision) {
+      member->Complete(*answer->decision);
+    } else {
+      // What this item's own call would have answered.
+      Fail(std::move(member),
+           absl::StrCat(conn->node->address, " answered: ", answer->error),
+           IsScriptFault(answer->error) ? absl::StatusCode::kInternal
+                                        : absl::StatusCode::kUnavailable);
+    }
+  }
+  op->members.clear();
+}
+
 bool RedisBackend::Loop::OnAllOrNothingReply(std::unique_ptr<Op> op,
                                              const redisReply* reply) {
   std::optional<AllOrNothingResult> result = DecodeAllOrNothingReply(*reply, op->items);
@@ -953,6 +1140,17 @@ void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
       // cluster node): EVAL loads the script there, so later EVALSHAs hit.
       op->use_eval = true;
       loop->Dispatch(std::move(op));
+      return;
+    }
+    if (!op->members.empty() &&
+        (absl::StartsWith(error, "ASK ") || absl::StartsWith(error, "TRYAGAIN"))) {
+      // A slot in migration: its keys may be split between two nodes, which
+      // a multi-key call cannot follow. Nothing ran (the each script never
+      // stops half-way), so the decisions go again one by one, each
+      // answered as its own call is.
+      std::vector<std::unique_ptr<Op>> members = std::move(op->members);
+      op->members.clear();
+      for (auto& member : members) loop->Dispatch(std::move(member));
       return;
     }
     if (loop->options_.cluster) {
@@ -979,6 +1177,10 @@ void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
   }
   if (!op->items.empty()) {
     if (loop->OnAllOrNothingReply(std::move(op), reply)) conn->backoff_ms = 0;
+    return;
+  }
+  if (!op->members.empty()) {
+    loop->OnEachReply(conn, std::move(op), reply);
     return;
   }
   if (!op->command.empty()) {

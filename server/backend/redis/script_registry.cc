@@ -18,12 +18,15 @@ std::string Sha1Hex(absl::string_view data) {
 }
 
 RedisScriptRegistry::RedisScriptRegistry()
-    : RedisScriptRegistry(RedisBucketScript(), RedisAllOrNothingScript()) {}
+    : RedisScriptRegistry(RedisBucketScript(), RedisAllOrNothingScript(),
+                          RedisEachScript()) {}
 
-RedisScriptRegistry::RedisScriptRegistry(std::string bucket, std::string all_or_nothing) {
+RedisScriptRegistry::RedisScriptRegistry(std::string bucket, std::string all_or_nothing,
+                                         std::string each) {
   entries_[static_cast<size_t>(RedisScriptId::kBucket)].body = std::move(bucket);
   entries_[static_cast<size_t>(RedisScriptId::kAllOrNothing)].body =
       std::move(all_or_nothing);
+  entries_[static_cast<size_t>(RedisScriptId::kEach)].body = std::move(each);
   for (Entry& e : entries_) e.sha1 = Sha1Hex(e.body);
 }
 

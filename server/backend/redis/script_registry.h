@@ -22,6 +22,7 @@ std::string Sha1Hex(absl::string_view data);
 enum class RedisScriptId : size_t {
   kBucket = 0,        // RedisBucketScript()
   kAllOrNothing = 1,  // RedisAllOrNothingScript()
+  kEach = 2,          // RedisEachScript()
 };
 
 // How to invoke a script: the command's first two arguments.
@@ -37,7 +38,7 @@ class RedisScriptRegistry {
   // The backend's scripts (bucket_script.h).
   RedisScriptRegistry();
   // These bodies instead (tests).
-  RedisScriptRegistry(std::string bucket, std::string all_or_nothing);
+  RedisScriptRegistry(std::string bucket, std::string all_or_nothing, std::string each);
 
   RedisScriptRegistry(const RedisScriptRegistry&) = delete;
   RedisScriptRegistry& operator=(const RedisScriptRegistry&) = delete;
@@ -60,7 +61,7 @@ class RedisScriptRegistry {
   };
   const Entry& entry(RedisScriptId id) const { return entries_[static_cast<size_t>(id)]; }
 
-  std::array<Entry, 2> entries_;
+  std::array<Entry, 3> entries_;
 };
 
 }  // namespace traffik

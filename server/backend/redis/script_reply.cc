@@ -2,6 +2,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace traffik {
@@ -66,6 +67,28 @@ std::optional<AllOrNothingResult> DecodeAllOrNothingReply(
     result.decisions.push_back(DecisionAt(*v, 1 + 4 * i, items[i].rate.capacity));
   }
   return result;
+}
+
+bool IsEachReply(const redisReply& reply, size_t items) {
+  return reply.type == REDIS_REPLY_ARRAY && reply.elements == items;
+}
+
+std::optional<RedisEachAnswer> DecodeEachEntry(const redisReply& entry, uint64_t limit,
+                                               bool peek) {
+  RedisEachAnswer answer;
+  if (entry.type == REDIS_REPLY_ERROR) {
+    answer.error.assign(entry.str, std::min<size_t>(entry.len, kMaxEachErrorBytes));
+    return answer;
+  }
+  if (peek) {
+    const std::optional<PeekResult> p = DecodePeekReply(entry, limit);
+    if (!p) return std::nullopt;
+    answer.decision = p->hit;
+  } else {
+    answer.decision = DecodeDecisionReply(entry, limit);
+    if (!answer.decision) return std::nullopt;
+  }
+  return answer;
 }
 
 }  // namespace traffik

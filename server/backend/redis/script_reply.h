@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/types/span.h"
 #include "backend/backend.h"
@@ -30,5 +31,23 @@ std::optional<PeekResult> DecodePeekReply(const redisReply& reply, uint64_t limi
 // nullopt for any other reply.
 std::optional<AllOrNothingResult> DecodeAllOrNothingReply(
     const redisReply& reply, absl::Span<const BucketOp> items);
+
+// One item's entry in the each script's reply (bucket_script.h
+// RedisEachScript): the item's decision, or the error Redis gave that item.
+struct RedisEachAnswer {
+  std::optional<Decision> decision;
+  std::string error;  // when !decision: Redis' text, at most kMaxEachErrorBytes
+};
+inline constexpr size_t kMaxEachErrorBytes = 256;
+
+// Whether `reply` is the each script's reply shape for `items` items: an
+// array of exactly that many entries.
+bool IsEachReply(const redisReply& reply, size_t items);
+
+// The each script's entry for one item: the 4-integer decision reply, or for
+// a peek (`peek`) the 6-integer peek reply (its hit), or an error reply
+// (answer.error). `limit` is the item's capacity. nullopt for anything else.
+std::optional<RedisEachAnswer> DecodeEachEntry(const redisReply& entry, uint64_t limit,
+                                               bool peek);
 
 }  // namespace traffik
