@@ -3,7 +3,7 @@
 // drives it with wrk).
 //
 //   traffik_http_app --mode unthrottled [--listen HOST:PORT] [--threads N]
-//   traffik_http_app --mode throttled --target HOST:PORT [--tenant NAME]
+//   traffik_http_app --mode throttled|raw-grpc --target HOST:PORT [--tenant NAME]
 //                    [--coalesce-max-delay-us N --coalesce-max-batch N]
 //                    [--listen HOST:PORT] [--threads N]
 //
@@ -18,6 +18,8 @@
 // one), then serves until SIGINT/SIGTERM. A request the limiter answers with
 // an error (traffikd down) gets a 503, which wrk counts as a non-2xx.
 
+#include <grpcpp/grpcpp.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +32,7 @@
 #include "traffik/adapters/httplib.h"
 #include "traffik/client.h"
 #include "traffik/http.h"
+#include "traffik/v1/throttle.grpc.pb.h"
 
 namespace {
 
@@ -43,7 +46,7 @@ void Stop(int) {
 
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s --mode unthrottled|throttled [--target HOST:PORT] "
+               "usage: %s --mode unthrottled|throttled|raw-grpc [--target HOST:PORT] "
                "[--tenant NAME] [--coalesce-max-delay-us N] [--coalesce-max-batch N] "
                "[--listen HOST:PORT] [--threads N]\n",
                argv0);
@@ -87,6 +90,40 @@ void Ok(const httplib::Request&, httplib::Response& response) {
   response.set_content("ok\n", "text/plain");
 }
 
+// The diagnostic floor (--mode raw-grpc): the same decision as `throttled`
+// (uid, spec, per client address) through a blocking gRPC stub on this
+// worker thread, without traffik::client or HttpThrottler. Not a way to use
+// Traffik: it shows what the client library's own path costs on top.
+httplib::Server::Handler RawGrpcHandler(const std::string& target,
+                                        const std::string& tenant) {
+  auto stub = std::shared_ptr<traffik::v1::ThrottleService::Stub>(
+      traffik::v1::ThrottleService::NewStub(
+          grpc::CreateChannel(target, grpc::InsecureChannelCredentials())));
+  return [stub, tenant](const httplib::Request& request, httplib::Response& response) {
+    traffik::v1::ShouldThrottleRequest req;
+    req.set_identifier(request.remote_addr);
+    req.set_throttle_uid("http_bench");
+    req.set_tenant(tenant);
+    req.set_cost(1);
+    req.mutable_spec()->set_limit(1'000'000);
+    req.mutable_spec()->set_period_ms(1000);
+    traffik::v1::ShouldThrottleResponse resp;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(200));
+    const grpc::Status status = stub->ShouldThrottle(&context, req, &resp);
+    if (!status.ok()) {
+      response.status = 503;
+      return;
+    }
+    if (resp.wait_ms() > 0) {
+      response.status = 429;
+      return;
+    }
+    Ok(request, response);
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -123,11 +160,12 @@ int main(int argc, char** argv) {
       Usage(argv[0]);
     }
   }
-  const bool throttled = mode == "throttled";
+  const bool raw_grpc = mode == "raw-grpc";
+  const bool throttled = mode == "throttled" || raw_grpc;
   if (!throttled && mode != "unthrottled") Usage(argv[0]);
   if (throttled == client_options.target.empty())
     Usage(argv[0]);  // --target iff throttled
-  if (coalesce && (!throttled || coalesce->max_batch == 0)) Usage(argv[0]);
+  if (coalesce && (!throttled || raw_grpc || coalesce->max_batch == 0)) Usage(argv[0]);
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) Usage(argv[0]);
   const std::string host = listen.substr(0, colon);
@@ -137,6 +175,8 @@ int main(int argc, char** argv) {
   adapter::Server server({.threads = threads});
   if (!throttled) {
     server.Get("/", Ok);
+  } else if (raw_grpc) {
+    server.Get("/", RawGrpcHandler(client_options.target, tenant));
   } else {
     if (coalesce && !SetCoalesce(client_options, *coalesce)) {
       std::fprintf(stderr,

@@ -15,6 +15,9 @@
 #   memory_coalesce,  the same with client-side coalescing (ClientOptions::
 #   redis_coalesce    coalesce, COALESCE_DELAY_US / COALESCE_BATCH); skipped,
 #                     and said so, when the client library has no coalescing
+#   memory_raw_grpc   diagnostic, not in the default CONFIGS: the same decision
+#                     through a blocking gRPC stub in the handler, without
+#                     traffik::client (what the library adds on top of gRPC)
 # Each configuration is measured ROUNDS times, the configurations alternating
 # within a round (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency,
 # after a WARMUP run); the report gives medians. CPU per request: the app's
@@ -165,6 +168,7 @@ for config in $CONFIGS; do
     unthrottled) args=(--mode unthrottled) ;;
     memory | memory_coalesce) args=(--mode throttled --target "$TRAFFIKD_ADDR" --tenant mem) ;;
     redis | redis_coalesce) args=(--mode throttled --target "$TRAFFIKD_ADDR" --tenant default) ;;
+    memory_raw_grpc) args=(--mode raw-grpc --target "$TRAFFIKD_ADDR" --tenant mem) ;;
     *) die "unknown configuration $config" ;;
   esac
   if [[ $config == *_coalesce ]]; then
@@ -294,6 +298,7 @@ describe() {
     redis) echo "throttled, Redis" ;;
     memory_coalesce) echo "throttled, memory, coalescing" ;;
     redis_coalesce) echo "throttled, Redis, coalescing" ;;
+    memory_raw_grpc) echo "memory, blocking gRPC stub, no traffik::client (diagnostic)" ;;
   esac
 }
 echo "## End to end over HTTP (cpp-httplib app, wrk)"
