@@ -9,8 +9,10 @@
 #include <grpcpp/support/status.h>
 #include <grpcpp/support/stub_options.h>
 
+#include <algorithm>
 #include <fstream>
 #include <future>
+#include <iterator>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -173,6 +175,21 @@ absl::Status ValidateOptions(const ClientOptions& options) {
         absl::StrCat("failure_log_interval must not be negative, got ",
                      options.failure_log_interval.count(), " ms"));
   }
+  if (options.coalesce.has_value()) {
+    const CoalesceOptions& coalesce = *options.coalesce;
+    if (coalesce.max_delay <= std::chrono::microseconds::zero() ||
+        coalesce.max_delay > options.deadline) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coalesce.max_delay must be positive and at most the deadline (",
+                       std::chrono::microseconds(options.deadline).count(), " us), got ",
+                       coalesce.max_delay.count(), " us"));
+    }
+    if (coalesce.max_batch < 1 || coalesce.max_batch > kMaxCoalesceBatch) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("coalesce.max_batch must be 1 to ", kMaxCoalesceBatch,
+                       " (traffikd's default max_batch_size), got ", coalesce.max_batch));
+    }
+  }
   if (options.max_identifier_bytes < kDigestIdentifierBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_identifier_bytes must be at least ", kDigestIdentifierBytes,
@@ -191,6 +208,28 @@ struct ClientImpl::CheckCall {
   SteadyTime sent_at;
   FailurePolicy policy = FailurePolicy::kRaise;
   std::function<void(absl::StatusOr<ThrottleResult>)> done;
+  bool coalesced = false;  // sent by the coalescer (OnCoalescedRpcEnd after)
+};
+
+// One check waiting in the coalescing queue.
+struct ClientImpl::Pending {
+  v1::ShouldThrottleRequest request;
+  std::string key;  // short-circuit key ("" when the cache is off)
+  uint32_t cost = 0;
+  FailurePolicy policy = FailurePolicy::kRaise;
+  // Its own deadline: arrival + options.deadline (the queueing counts).
+  std::chrono::system_clock::time_point deadline;
+  std::function<void(absl::StatusOr<ThrottleResult>)> done;
+};
+
+// One ShouldThrottleBatch of coalesced checks (one tenant) in flight; owned
+// by its gRPC callback.
+struct ClientImpl::CoalescedCall {
+  grpc::ClientContext context;
+  v1::ShouldThrottleBatchRequest request;
+  v1::ShouldThrottleBatchResponse response;
+  std::vector<Pending> items;  // their requests moved into `request`
+  SteadyTime sent_at;
 };
 
 // One ShouldThrottleBatch in flight; owned by its gRPC callback.
@@ -235,7 +274,21 @@ ClientImpl::ClientImpl(ClientOptions options, std::shared_ptr<grpc::Channel> cha
       stub_(v1::ThrottleService::NewStub(channel_)),
       health_stub_(channel_),
       short_circuit_(options_.short_circuit_max_keys),
-      failure_log_(options_.target, options_.failure_log_interval, options_.log) {}
+      failure_log_(options_.target, options_.failure_log_interval, options_.log) {
+  if (options_.coalesce.has_value()) flusher_ = std::thread([this] { FlushLoop(); });
+}
+
+ClientImpl::~ClientImpl() {
+  if (!flusher_.joinable()) return;
+  {
+    absl::MutexLock lock(&coalesce_mu_);
+    stopping_ = true;
+    coalesce_cv_.Signal();
+  }
+  // Never this thread: FlushLoop runs in a CallbackScope, so Destroy deletes
+  // a client released there on another thread.
+  flusher_.join();
+}
 
 std::chrono::system_clock::time_point ClientImpl::RpcDeadline() const {
   // gRPC 1.51 takes system_clock deadlines only.
@@ -246,6 +299,11 @@ absl::StatusOr<ThrottleResult> ClientImpl::Fail(const absl::Status& status,
                                                 FailurePolicy policy) {
   failures_.fetch_add(1, std::memory_order_relaxed);
   failure_log_.OnFailure(status, policy);
+  return ApplyPolicy(status, policy);
+}
+
+absl::StatusOr<ThrottleResult> ClientImpl::ApplyPolicy(const absl::Status& status,
+                                                       FailurePolicy policy) const {
   // The policy covers outages only: an answer that the request itself was
   // wrong must never let it through (or refuse it as if throttled).
   if (!IsOutage(status)) return status;
@@ -290,23 +348,40 @@ absl::StatusOr<ThrottleResult> ClientImpl::Check(const ThrottleRequest& request,
 void ClientImpl::CheckAsync(const ThrottleRequest& request,
                             std::function<void(absl::StatusOr<ThrottleResult>)> done,
                             std::optional<FailurePolicy> policy) {
-  auto call = std::make_unique<CheckCall>();
   std::string identifier =
       WireIdentifier(request.identifier, options_.max_identifier_bytes);
+  std::string key;
   if (short_circuit_.enabled()) {
-    call->key = KeyOf(request, identifier);
+    key = KeyOf(request, identifier);
     if (std::optional<ShortCircuitCache::Refusal> refusal =
-            short_circuit_.LookupRefusal(call->key, request.cost)) {
+            short_circuit_.LookupRefusal(key, request.cost)) {
       short_circuited_.fetch_add(1, std::memory_order_relaxed);
       done(ShortCircuitResult(*refusal));
       return;
     }
   }
+  if (options_.coalesce.has_value()) {
+    Pending pending;
+    ToProto(request, std::move(identifier), &pending.request);
+    pending.key = std::move(key);
+    pending.cost = request.cost;
+    pending.policy = policy.value_or(options_.failure_policy);
+    pending.deadline = RpcDeadline();
+    pending.done = std::move(done);
+    Enqueue(std::move(pending));
+    return;
+  }
+  auto call = std::make_unique<CheckCall>();
+  call->key = std::move(key);
   ToProto(request, std::move(identifier), &call->request);
   call->cost = request.cost;
   call->policy = policy.value_or(options_.failure_policy);
   call->done = std::move(done);
   call->context.set_deadline(RpcDeadline());
+  SendCheck(std::move(call));
+}
+
+void ClientImpl::SendCheck(std::unique_ptr<CheckCall> call) {
   Prepare(call->context);
   call->sent_at = std::chrono::steady_clock::now();
   rpcs_.fetch_add(1, std::memory_order_relaxed);
@@ -327,12 +402,199 @@ void ClientImpl::CheckAsync(const ThrottleRequest& request,
 void ClientImpl::OnCheckDone(CheckCall& call, const grpc::Status& status) {
   if (!status.ok()) {
     call.done(Fail(ToAbslStatus(status), call.policy));
+  } else {
+    failure_log_.OnSuccess();
+    ThrottleResult result = FromProto(call.response);
+    Remember(call.key, call.cost, call.sent_at, result);
+    call.done(std::move(result));
+  }
+  if (call.coalesced) OnCoalescedRpcEnd();
+}
+
+void ClientImpl::Enqueue(Pending pending) {
+  const CoalesceOptions& coalesce = *options_.coalesce;
+  Taken taken;
+  {
+    absl::MutexLock lock(&coalesce_mu_);
+    if (queue_.empty()) {
+      queue_keepalive_ = shared_from_this();
+      flush_at_ = absl::Now() + absl::FromChrono(coalesce.max_delay);
+    }
+    queue_.push_back(std::move(pending));
+    if (queue_.size() >= coalesce.max_batch || in_flight_ == 0) {
+      // Full, or nothing in flight to wait for: waiting would only add
+      // latency.
+      taken = TakeLocked();
+    } else if (queue_.size() == 1 && flusher_idle_) {
+      flusher_idle_ = false;
+      coalesce_cv_.Signal();  // a flusher already waiting on a deadline keeps it
+    }
+  }
+  if (!taken.items.empty()) SendCoalesced(std::move(taken.items));
+}
+
+ClientImpl::Taken ClientImpl::TakeLocked() {
+  Taken taken;
+  taken.items.swap(queue_);
+  taken.keepalive = std::move(queue_keepalive_);
+  in_flight_ += RpcCountOf(taken.items);
+  return taken;
+}
+
+int ClientImpl::RpcCountOf(const std::vector<Pending>& items) {
+  // Tenants in order of first appearance (usually one: a linear scan).
+  std::vector<const std::string*> tenants;
+  for (const Pending& p : items) {
+    bool seen = false;
+    for (const std::string* t : tenants) seen = seen || *t == p.request.tenant();
+    if (!seen) tenants.push_back(&p.request.tenant());
+  }
+  return static_cast<int>(tenants.size());
+}
+
+void ClientImpl::SendCoalesced(std::vector<Pending> items) {
+  // One RPC per tenant: traffikd fails a batch whole for an outage of any
+  // tenant's backend, and applies each tenant's own on_backend_error; a
+  // batch of one tenant fails or answers as each of its checks would alone.
+  bool one_tenant = true;
+  for (const Pending& p : items) {
+    one_tenant = one_tenant && p.request.tenant() == items.front().request.tenant();
+  }
+  if (one_tenant) {
+    SendGroup(std::move(items));
     return;
   }
-  failure_log_.OnSuccess();
-  ThrottleResult result = FromProto(call.response);
-  Remember(call.key, call.cost, call.sent_at, result);
-  call.done(std::move(result));
+  std::vector<std::vector<Pending>> groups;
+  for (Pending& p : items) {
+    auto it = std::find_if(groups.begin(), groups.end(), [&p](const auto& g) {
+      return g.front().request.tenant() == p.request.tenant();
+    });
+    if (it == groups.end()) {
+      groups.emplace_back();
+      it = std::prev(groups.end());
+    }
+    it->push_back(std::move(p));
+  }
+  for (std::vector<Pending>& group : groups) SendGroup(std::move(group));
+}
+
+void ClientImpl::SendGroup(std::vector<Pending> items) {
+  if (items.size() == 1) {
+    Pending& p = items.front();
+    auto call = std::make_unique<CheckCall>();
+    call->request = std::move(p.request);
+    call->key = std::move(p.key);
+    call->cost = p.cost;
+    call->policy = p.policy;
+    call->done = std::move(p.done);
+    call->coalesced = true;
+    call->context.set_deadline(p.deadline);
+    SendCheck(std::move(call));
+    return;
+  }
+  auto call = std::make_unique<CoalescedCall>();
+  call->request.mutable_requests()->Reserve(static_cast<int>(items.size()));
+  // Items are in arrival order: the first has the earliest deadline.
+  call->context.set_deadline(items.front().deadline);
+  for (Pending& p : items) *call->request.add_requests() = std::move(p.request);
+  call->items = std::move(items);
+  Prepare(call->context);
+  call->sent_at = std::chrono::steady_clock::now();
+  rpcs_.fetch_add(1, std::memory_order_relaxed);
+  CoalescedCall* raw = call.release();
+  stub_->async()->ShouldThrottleBatch(
+      &raw->context, &raw->request, &raw->response,
+      [self = shared_from_this(), raw](grpc::Status status) mutable {
+        CallbackScope scope;  // see CheckAsync
+        std::shared_ptr<ClientImpl> client = std::move(self);
+        std::unique_ptr<CoalescedCall> owned(raw);
+        client->OnCoalescedDone(*owned, status);
+      });
+}
+
+void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status) {
+  std::vector<Pending>& items = call.items;
+  const size_t count = items.size();
+  if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    // traffikd refuses a batch whole, taking nothing, when one item is
+    // invalid (or the batch is over its max_batch_size); which item is only
+    // in the message text. Send the halves again (each check keeps its own
+    // deadline) until every check has its own answer: a single check goes
+    // as ShouldThrottle and gets exactly the error it gets alone.
+    failures_.fetch_add(1, std::memory_order_relaxed);
+    for (size_t i = 0; i < count; ++i) {
+      items[i].request = std::move(*call.request.mutable_requests(static_cast<int>(i)));
+    }
+    std::vector<Pending> second(std::make_move_iterator(items.begin() + count / 2),
+                                std::make_move_iterator(items.end()));
+    items.resize(count / 2);
+    {
+      absl::MutexLock lock(&coalesce_mu_);
+      in_flight_ += 1;  // two RPCs replace this one
+    }
+    SendGroup(std::move(items));
+    SendGroup(std::move(second));
+    return;
+  }
+  absl::Status failure;
+  if (!status.ok()) {
+    failure = ToAbslStatus(status);
+  } else if (static_cast<size_t>(call.response.responses_size()) != count) {
+    failure =
+        absl::DataLossError(absl::StrCat("batch of ", count, " answered with ",
+                                         call.response.responses_size(), " responses"));
+  }
+  coalesced_.fetch_add(count, std::memory_order_relaxed);
+  if (!failure.ok()) {
+    // One failed RPC: counted and logged once; each check gets the failure
+    // under its own policy, as it would alone.
+    failures_.fetch_add(1, std::memory_order_relaxed);
+    failure_log_.OnFailure(failure, items.front().policy);
+    for (Pending& p : items) p.done(ApplyPolicy(failure, p.policy));
+  } else {
+    failure_log_.OnSuccess();
+    for (size_t i = 0; i < count; ++i) {
+      ThrottleResult result = FromProto(call.response.responses(static_cast<int>(i)));
+      Remember(items[i].key, items[i].cost, call.sent_at, result);
+      items[i].done(std::move(result));
+    }
+  }
+  OnCoalescedRpcEnd();
+}
+
+void ClientImpl::OnCoalescedRpcEnd() {
+  Taken taken;
+  {
+    absl::MutexLock lock(&coalesce_mu_);
+    --in_flight_;
+    // The last answer is in: what queued meanwhile goes now.
+    if (in_flight_ == 0 && !queue_.empty()) taken = TakeLocked();
+  }
+  if (!taken.items.empty()) SendCoalesced(std::move(taken.items));
+}
+
+void ClientImpl::FlushLoop() {
+  // Dropping the queue's reference here may release the client: Destroy
+  // then deletes it on another thread (this one is joined by the destructor).
+  CallbackScope scope;
+  absl::MutexLock lock(&coalesce_mu_);
+  while (!stopping_) {
+    if (queue_.empty()) {
+      flusher_idle_ = true;
+      coalesce_cv_.Wait(&coalesce_mu_);
+      flusher_idle_ = false;
+      continue;
+    }
+    if (absl::Now() < flush_at_) {
+      coalesce_cv_.WaitWithDeadline(&coalesce_mu_, flush_at_);
+      continue;
+    }
+    Taken taken = TakeLocked();
+    coalesce_mu_.Unlock();
+    SendCoalesced(std::move(taken.items));
+    taken.keepalive.reset();
+    coalesce_mu_.Lock();
+  }
 }
 
 absl::StatusOr<BatchResult> ClientImpl::CheckBatch(
@@ -572,6 +834,7 @@ ClientStats ClientImpl::stats() const {
   stats.rpcs = rpcs_.load(std::memory_order_relaxed);
   stats.short_circuited = short_circuited_.load(std::memory_order_relaxed);
   stats.failures = failures_.load(std::memory_order_relaxed);
+  stats.coalesced = coalesced_.load(std::memory_order_relaxed);
   stats.short_circuit_keys = short_circuit_.size();
   return stats;
 }

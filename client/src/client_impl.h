@@ -10,10 +10,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "failure_log.h"
 #include "short_circuit_cache.h"
 #include "traffik/client.h"
@@ -34,8 +38,18 @@ namespace traffik::client_internal {
 // deleter hands a ClientImpl released inside a CallbackScope to a new thread
 // to be destroyed.
 //
+// Coalescing (options.coalesce): CheckAsync queues the check (a Pending);
+// the queue is taken whole (TakeLocked) by the thread that fills it to
+// max_batch or finds nothing in flight, by the callback of the last coalesced
+// RPC in flight, or by the flusher thread max_delay after its first check;
+// SendCoalesced splits it per tenant into one ShouldThrottleBatch per tenant
+// (ShouldThrottle for a single check). A batch refused whole for one item
+// (INVALID_ARGUMENT: nothing was taken) is sent again in halves until each
+// check has its own answer. The queue holds a reference to the ClientImpl
+// while it is not empty.
+//
 // Thread-safe: the stub is, the cache and failure log lock internally, the
-// counters are atomic.
+// counters are atomic, the coalescing queue is guarded by coalesce_mu_.
 class ClientImpl final : public Client, public std::enable_shared_from_this<ClientImpl> {
  public:
   // `options` must have been validated (Client::Create does).
@@ -60,6 +74,7 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
 
  private:
   ClientImpl(ClientOptions options, std::shared_ptr<grpc::Channel> channel);
+  ~ClientImpl() override;
   // Adds what every call carries (the API key) to `context`.
   void Prepare(grpc::ClientContext& context) const;
   // Make()'s deleter.
@@ -68,6 +83,13 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   using SteadyTime = std::chrono::steady_clock::time_point;
   struct CheckCall;
   struct BatchCall;
+  struct Pending;
+  struct CoalescedCall;
+  // A queue taken for sending, with the reference that kept the client alive.
+  struct Taken {
+    std::vector<Pending> items;
+    std::shared_ptr<ClientImpl> keepalive;
+  };
 
   // How long a blocking method waits for its callback beyond the deadline
   // before giving up (the deadline always ends the RPC first; this only
@@ -82,6 +104,31 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   // Counts and logs a failure; applies `policy` to it when it is an outage
   // (IsOutage), returns it as the error otherwise.
   absl::StatusOr<ThrottleResult> Fail(const absl::Status& status, FailurePolicy policy);
+  // The answer `policy` gives for `status` (an outage), or `status` itself.
+  absl::StatusOr<ThrottleResult> ApplyPolicy(const absl::Status& status,
+                                             FailurePolicy policy) const;
+  // Sends `call` as a ShouldThrottle (deadline, key, cost, policy, done and
+  // request already set).
+  void SendCheck(std::unique_ptr<CheckCall> call);
+
+  // Coalescing. Queues `pending`, sending the queue when it is due.
+  void Enqueue(Pending pending);
+  // Takes the whole queue (coalesce_mu_ held); counts the RPCs it will make
+  // as in flight.
+  Taken TakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(coalesce_mu_);
+  // The number of RPCs SendCoalesced(items) makes (one per tenant).
+  static int RpcCountOf(const std::vector<Pending>& items);
+  // Sends `items` (arrival order), one RPC per tenant.
+  void SendCoalesced(std::vector<Pending> items);
+  // Sends `items` (one tenant) as one RPC: ShouldThrottle for one item,
+  // ShouldThrottleBatch for more.
+  void SendGroup(std::vector<Pending> items);
+  void OnCoalescedDone(CoalescedCall& call, const grpc::Status& status);
+  // A coalesced RPC answered (its checks' `done` have run).
+  void OnCoalescedRpcEnd();
+  // The flusher thread: sends the queue max_delay after its first check.
+  void FlushLoop();
+
   // Remembers a refusal from the server for the short-circuit.
   void Remember(const std::string& key, uint32_t cost, SteadyTime sent_at,
                 const ThrottleResult& result);
@@ -97,6 +144,19 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   std::atomic<uint64_t> rpcs_{0};
   std::atomic<uint64_t> short_circuited_{0};
   std::atomic<uint64_t> failures_{0};
+  std::atomic<uint64_t> coalesced_{0};
+
+  // Coalescing (only with options_.coalesce).
+  absl::Mutex coalesce_mu_;
+  absl::CondVar coalesce_cv_;  // wakes the flusher
+  std::vector<Pending> queue_ ABSL_GUARDED_BY(coalesce_mu_);
+  // Keeps the client alive while queue_ is not empty.
+  std::shared_ptr<ClientImpl> queue_keepalive_ ABSL_GUARDED_BY(coalesce_mu_);
+  absl::Time flush_at_ ABSL_GUARDED_BY(coalesce_mu_);        // first arrival + max_delay
+  int in_flight_ ABSL_GUARDED_BY(coalesce_mu_) = 0;          // coalesced RPCs
+  bool flusher_idle_ ABSL_GUARDED_BY(coalesce_mu_) = false;  // waiting, no deadline
+  bool stopping_ ABSL_GUARDED_BY(coalesce_mu_) = false;
+  std::thread flusher_;
 };
 
 // Validates `options` (the checks behind Client::Create).

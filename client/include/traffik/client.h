@@ -176,6 +176,33 @@ struct ClientTlsOptions {
 // The longest API key accepted (ClientOptions::api_key).
 inline constexpr size_t kMaxApiKeyBytes = 4096;
 
+// traffikd's default `max_batch_size`: the most items CoalesceOptions::
+// max_batch may ask for.
+inline constexpr size_t kMaxCoalesceBatch = 1000;
+
+// Coalescing (ClientOptions::coalesce): concurrent Check / CheckAsync calls
+// travel together as one ShouldThrottleBatch RPC, so traffikd sees fewer,
+// larger calls. Each check keeps its own answer, error, failure policy and
+// deadline, exactly as if sent alone; the price is up to `max_delay` of added
+// latency for a check that waits for company.
+//
+// When a check is sent: at once when no coalesced RPC is in flight (a lone
+// check under light load waits for nothing, and goes as a plain
+// ShouldThrottle); otherwise it queues, and the queue is sent when it holds
+// `max_batch` checks, when the coalesced RPCs in flight have all answered, or
+// `max_delay` after its first check arrived, whichever comes first. A queue
+// of checks for several tenants is sent as one RPC per tenant (items in
+// arrival order); one check alone is sent as ShouldThrottle.
+struct CoalesceOptions {
+  // The longest a check waits in the queue for company; > 0 and at most
+  // ClientOptions::deadline (the deadline counts the wait too).
+  std::chrono::microseconds max_delay{500};
+  // The most checks sent in one ShouldThrottleBatch; 1 to kMaxCoalesceBatch,
+  // and at most traffikd's `max_batch_size` (default 1000; a larger batch is
+  // refused by traffikd and sent again in smaller parts).
+  size_t max_batch = 64;
+};
+
 struct ClientOptions {
   std::string target = "127.0.0.1:50051";                // traffikd's gRPC address
   std::chrono::milliseconds deadline{200};               // per RPC
@@ -207,6 +234,10 @@ struct ClientOptions {
   // ASCII without spaces, at most kMaxApiKeyBytes. Never logged; over
   // plaintext anyone on the path can read it: use TLS off loopback.
   std::string api_key{};
+  // nullopt (the default): every Check is its own ShouldThrottle RPC. Set:
+  // concurrent Check / CheckAsync calls are coalesced into ShouldThrottleBatch
+  // RPCs (see CoalesceOptions). CheckBatch is never coalesced.
+  std::optional<CoalesceOptions> coalesce{};
 };
 
 // Counters for observability and tests.
@@ -215,6 +246,9 @@ struct ClientStats {
   uint64_t short_circuited = 0;  // hits refused locally (no RPC; every item of a batch)
   uint64_t failures = 0;         // RPCs that failed (unreachable, error status)
   uint64_t short_circuit_keys = 0;  // keys remembered now (<= short_circuit_max_keys)
+  // Checks answered by a ShouldThrottleBatch of coalesced checks
+  // (ClientOptions::coalesce); a check sent alone is not counted.
+  uint64_t coalesced = 0;
 };
 
 class Client {
@@ -225,9 +259,10 @@ class Client {
   // (kInvalidArgument: empty target, deadline <= 0, negative deny_wait or
   // failure_log_interval, max_identifier_bytes < kDigestIdentifierBytes, a
   // tls cert_file without key_file or the reverse, an api_key that is not
-  // printable ASCII or too long; kNotFound / kInvalidArgument: a tls file
-  // that cannot be read or holds no PEM data, naming the option).
-  // One gRPC channel per Client: share the Client.
+  // printable ASCII or too long, a coalesce.max_delay not in (0, deadline], a
+  // coalesce.max_batch not in [1, kMaxCoalesceBatch]; kNotFound / kInvalidArgument: a tls
+  // file that cannot be read or holds no PEM data, naming the option). One gRPC channel
+  // per Client: share the Client.
   static absl::StatusOr<std::shared_ptr<Client>> Create(ClientOptions options);
 
   // Decides one hit. An outage (IsOutage: kUnavailable, kDeadlineExceeded,
