@@ -273,6 +273,11 @@ for config in "${ACTIVE[@]}"; do
   RCPU[$config]=$(median "$config" 10) WRKCPU[$config]=$(median "$config" 11)
   WRKPCT[$config]=$(median "$config" 12)
 done
+# CPU µs per request of configuration $1, every process together.
+cpu_total() {
+  awk -v a="${APPCPU[$1]}" -v t="${TDCPU[$1]}" -v r="${RCPU[$1]}" -v w="${WRKCPU[$1]}" \
+    'BEGIN { printf "%.2f\n", a + t + r + w }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b > 0 ? a / b : 0) }'; }
 BASE=${RPS[unthrottled]}
 
@@ -316,14 +321,20 @@ echo "allowed after one decision by traffikd ($(nproc) CPUs, $(if [[ $PIN == 1 ]
 echo "Medians of $ROUNDS alternating rounds. CPU columns: µs of CPU per request (process"
 echo "utime+stime; Redis: INFO cpu); wrk CPU: its share of one CPU, out of $((WRK_THREADS * 100))%."
 echo
-echo "| configuration | req/s | ÷ unthrottled | p50 µs | p99 µs | app CPU µs/req | traffikd CPU µs/req | Redis CPU µs/req | wrk CPU µs/req | wrk CPU | errors |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| configuration | req/s | ÷ unthrottled | ÷ unthrottled by CPU | p50 µs | p99 µs | app CPU µs/req | traffikd CPU µs/req | Redis CPU µs/req | wrk CPU µs/req | wrk CPU | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for config in "${ACTIVE[@]}"; do
-  printf '| %s | %.0f | %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %s |\n' \
+  printf '| %s | %.0f | %s | %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %s |\n' \
     "$(describe "$config")" "${RPS[$config]}" "$(ratio "${RPS[$config]}" "$BASE")" \
+    "$(ratio "$(cpu_total unthrottled)" "$(cpu_total "$config")")" \
     "${P50[$config]}" "${P99[$config]}" "${APPCPU[$config]}" "${TDCPU[$config]}" \
     "${RCPU[$config]}" "${WRKCPU[$config]}" "${WRKPCT[$config]}" "${ERR[$config]}"
 done
+echo
+echo "÷ unthrottled by CPU: the unthrottled configuration's CPU per request (app + wrk) over"
+echo "this one's (app + traffikd + Redis + wrk): the ratio a machine running only this"
+echo "benchmark, CPU-bound, would show. Unlike req/s it hardly moves when other work"
+echo "shares the machine."
 echo
 for config in "${SKIPPED[@]}"; do
   echo "Not measured: $(describe "$config") (this build's client library has no"
