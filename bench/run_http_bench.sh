@@ -23,7 +23,9 @@
 # after a WARMUP run); the report gives medians. CPU per request: the app's
 # and traffikd's /proc/<pid>/stat utime+stime deltas, Redis' INFO cpu delta,
 # wrk's own (GNU time) over the measured run, divided by its requests. wrk's
-# CPU share is printed to show it is not the bottleneck.
+# CPU share is printed to show it is not the bottleneck; the ratio by CPU per
+# request (what a CPU-bound machine running only this benchmark would show) is
+# printed next to the measured one.
 #
 # Prints a Markdown report on stdout (progress on stderr). If RESULTS_KV names
 # a file, appends name=value lines: http_unthrottled_rps, http_memory_rps,
@@ -104,7 +106,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- Redis on a free loopback port -------------------------------------------
-REDIS_PORT= REDIS_PID=
+REDIS_PORT=''
 for _ in $(seq 20); do
   port=$((20000 + RANDOM % 40000))
   "${SERVER_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' \
@@ -116,7 +118,7 @@ for _ in $(seq 20); do
     # Make sure the Redis answering is ours, not another one on that port.
     if [[ "$(redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
       sed -n 's/^process_id:\([0-9]*\).*/\1/p')" == "$pid" ]]; then
-      REDIS_PORT=$port REDIS_PID=$pid
+      REDIS_PORT=$port
       break
     fi
     sleep 0.1
@@ -283,7 +285,7 @@ BASE=${RPS[unthrottled]}
 
 # The best configuration (highest median req/s) among $@ that ran.
 best_of() {
-  local best= c
+  local best='' c
   for c in "$@"; do
     [[ -n "${RPS[$c]:-}" ]] || continue
     if [[ -z "$best" ]] || awk -v a="${RPS[$c]}" -v b="${RPS[$best]}" 'BEGIN {exit !(a > b)}'; then
@@ -333,14 +335,20 @@ done
 echo
 echo "÷ unthrottled by CPU: the unthrottled configuration's CPU per request (app + wrk) over"
 echo "this one's (app + traffikd + Redis + wrk): the ratio a machine running only this"
-echo "benchmark, CPU-bound, would show. Unlike req/s it hardly moves when other work"
-echo "shares the machine."
+echo "benchmark, CPU-bound, would show. It moves less than req/s when other work shares"
+echo "the machine, but not nothing (contention adds context switches per request)."
 echo
 for config in "${SKIPPED[@]}"; do
   echo "Not measured: $(describe "$config") (this build's client library has no"
   echo "\`ClientOptions::coalesce\`)."
 done
 [[ ${#SKIPPED[@]} -gt 0 ]] && echo
+echo "App command lines (TRAFFIKD: traffikd with tenant \`mem\` = memory, \`default\` = Redis):"
+echo
+for config in "${ACTIVE[@]}"; do
+  echo "- $config: \`traffik_http_app ${APP_ARGS[$config]//$TRAFFIKD_ADDR/TRAFFIKD}\`"
+done
+echo
 targets() {
   local name=$1 best=$2 goal=$3 r
   [[ -n "$best" ]] || { echo "- $name: not measured"; return; }
