@@ -6,7 +6,7 @@
 #   bash bench/run_http_bench.sh [BUILD_DIR]          (default: build)
 #
 # Builds traffikd and traffik_http_app in BUILD_DIR (BUILD=0: use them as they
-# are), installs wrk if missing (apt-get), then starts on 127.0.0.1 only, on
+# are), installs wrk and GNU time if missing (apt-get), then starts on 127.0.0.1 only, on
 # free ports: its own redis-server, traffikd (tenant `mem` on the memory
 # backend, `default` on that Redis) and one app per configuration:
 #   unthrottled       the same server and route without the limiter
@@ -81,7 +81,11 @@ fi
 for tool in wrk redis-server redis-cli; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
-[[ -x /usr/bin/time ]] || die "/usr/bin/time (GNU time, Debian: time) not found"
+if [[ ! -x /usr/bin/time ]]; then  # GNU time: wrk's own CPU
+  log "installing time"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null ||
+    die "cannot install GNU time (Debian: time)"
+fi
 
 SERVER_PIN=() WRK_PIN=()
 if [[ "$PIN" == 1 ]]; then
