@@ -6,9 +6,10 @@
 #   bash bench/run_http_bench.sh [BUILD_DIR]          (default: build)
 #
 # Builds traffikd and traffik_http_app in BUILD_DIR (BUILD=0: use them as they
-# are), installs wrk and GNU time if missing (apt-get), then starts on 127.0.0.1 only, on
-# free ports: its own redis-server, traffikd (tenant `mem` on the memory
-# backend, `default` on that Redis) and one app per configuration:
+# are), installs wrk and GNU time if missing (apt-get), then starts on
+# 127.0.0.1 only, on free ports: its own redis-server, traffikd (tenant `mem`
+# on the memory backend, `default` on that Redis) and one app per
+# configuration:
 #   unthrottled       the same server and route without the limiter
 #   memory, redis     throttled: 1,000,000/s per client address (never refuses),
 #                     one decision per request
