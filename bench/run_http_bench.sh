@@ -42,7 +42,8 @@
 # connection) CONFIGS="unthrottled memory redis memory_coalesce redis_coalesce"
 # COALESCE_DELAY_US=500 COALESCE_BATCH=64 PIN=0 (1: wrk on CPU 1, everything
 # else on CPU 0 - needs 2 CPUs; shows whether sharing the cores with wrk
-# changes the ratio) BUILD=1 JOBS=2.
+# changes the ratio) BUILD=1 JOBS=2 TRAFFIKD=BUILD_DIR/server/traffikd (another
+# traffikd binary, e.g. one built from another branch).
 # Default run: about 5 configurations x 3 rounds x 6 s = 1.5 min, plus the build.
 set -euo pipefail
 
@@ -65,7 +66,7 @@ log() { echo "run_http_bench: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 APP="$BUILD_DIR/bench/traffik_http_app"
-TRAFFIKD="$BUILD_DIR/server/traffikd"
+TRAFFIKD=${TRAFFIKD:-"$BUILD_DIR/server/traffikd"}
 if [[ "$BUILD" == 1 ]]; then
   log "building traffikd and traffik_http_app in $BUILD_DIR"
   cmake --build "$BUILD_DIR" -j"$JOBS" --target traffikd traffik_http_app >&2 ||
