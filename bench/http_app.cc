@@ -20,7 +20,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
