@@ -9,14 +9,15 @@
 //
 // Prints one line of key=value on stdout: mode, callers, decisions, seconds,
 // dps (decisions/s), p50_us, p99_us (per Check, measured by the caller),
-// errors, client_cpu_us (this process' CPU per decision), server_cpu_us
-// (CPU per decision of --server-pid, from /proc/PID/stat; -1 without it),
+// errors, error_codes (per status code), client_cpu_us (this process' CPU per decision),
+// server_cpu_us (CPU per decision of --server-pid, from /proc/PID/stat; -1 without it),
 // rpcs and coalesced (the client's stats over the measured window).
 
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "traffik/client.h"
 
 namespace {
@@ -160,7 +162,8 @@ int main(int argc, char** argv) {
   std::atomic<bool> measuring{false};
   std::atomic<bool> stop{false};
   std::vector<std::vector<uint32_t>> latencies(flags.callers);  // us, per caller
-  std::vector<uint64_t> errors(flags.callers, 0);
+  // Per caller, errors per absl::StatusCode (0..16).
+  std::vector<std::array<uint64_t, 17>> errors(flags.callers, std::array<uint64_t, 17>{});
   std::vector<std::thread> threads;
   threads.reserve(flags.callers);
   for (int c = 0; c < flags.callers; ++c) {
@@ -179,7 +182,7 @@ int main(int argc, char** argv) {
         const auto took = std::chrono::steady_clock::now() - start;
         if (!measuring.load(std::memory_order_relaxed)) continue;
         if (!result.ok()) {
-          ++errors[c];
+          ++errors[c][std::min<size_t>(16, static_cast<size_t>(result.status().code()))];
           continue;
         }
         mine.push_back(static_cast<uint32_t>(
@@ -207,10 +210,24 @@ int main(int argc, char** argv) {
 
   std::vector<uint32_t> all;
   uint64_t error_count = 0;
+  std::array<uint64_t, 17> by_code{};
   for (int c = 0; c < flags.callers; ++c) {
     all.insert(all.end(), latencies[c].begin(), latencies[c].end());
-    error_count += errors[c];
+    for (size_t code = 0; code < by_code.size(); ++code) {
+      by_code[code] += errors[c][code];
+      error_count += errors[c][code];
+    }
   }
+  std::vector<std::string> code_counts;  // e.g. "DEADLINE_EXCEEDED:3"
+  for (size_t code = 0; code < by_code.size(); ++code) {
+    if (by_code[code] == 0) continue;
+    code_counts.push_back(
+        absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)), ":",
+                     by_code[code]));
+  }
+  // "-", or e.g. "DEADLINE_EXCEEDED:3,UNAVAILABLE:1".
+  const std::string error_codes =
+      code_counts.empty() ? std::string("-") : absl::StrJoin(code_counts, ",");
   const double seconds = std::chrono::duration<double>(end - start).count();
   const uint64_t decisions = all.size();
   auto percentile = [&all](double p) -> uint32_t {
@@ -228,10 +245,11 @@ int main(int argc, char** argv) {
   };
   std::printf(
       "mode=%s callers=%d decisions=%llu seconds=%.3f dps=%.0f p50_us=%u p99_us=%u "
-      "errors=%llu client_cpu_us=%.2f server_cpu_us=%.2f rpcs=%llu coalesced=%llu\n",
+      "errors=%llu error_codes=%s client_cpu_us=%.2f server_cpu_us=%.2f rpcs=%llu "
+      "coalesced=%llu\n",
       flags.mode.c_str(), flags.callers, static_cast<unsigned long long>(decisions),
       seconds, decisions / seconds, p50, p99,
-      static_cast<unsigned long long>(error_count),
+      static_cast<unsigned long long>(error_count), error_codes.c_str(),
       per_decision(client_cpu_before, client_cpu_after),
       per_decision(server_cpu_before, server_cpu_after),
       static_cast<unsigned long long>(stats_after.rpcs - stats_before.rpcs),

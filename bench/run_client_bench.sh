@@ -84,6 +84,7 @@ log "traffikd (memory) on $ADDR, pid $TRAFFIKD_PID"
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A RUNS
 for round in $(seq "$ROUNDS"); do
   for mode in unary coalesced; do
@@ -113,7 +114,12 @@ ratio=$(awk -v c="$c_dps" -v u="$u_dps" 'BEGIN { if (u > 0) printf "%.2f", c / u
 row() {  # $1 = label, $2 = key=value line
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$(kv dps "$2")" \
     "$(kv p50_us "$2")" "$(kv p99_us "$2")" "$(kv server_cpu_us "$2")" \
-    "$(kv client_cpu_us "$2")" "$(kv rpcs "$2")" "$(kv coalesced "$2")" "$(kv errors "$2")"
+    "$(kv client_cpu_us "$2")" "$(kv rpcs "$2")" "$(kv coalesced "$2")" "$(errors_of "$2")"
+}
+errors_of() {  # "0", or e.g. "3 (DEADLINE_EXCEEDED:3)"
+  local n codes
+  n=$(kv errors "$1") codes=$(kv error_codes "$1")
+  if [[ -n $codes && $codes != - ]]; then echo "$n ($codes)"; else echo "$n"; fi
 }
 met() { if awk -v x="$1" 'BEGIN { exit !(x) }'; then echo "met"; else echo "not met"; fi; }
 u_p99=$(kv p99_us "$UNARY") c_p99=$(kv p99_us "$COALESCED")
@@ -125,7 +131,8 @@ echo "Command: \`DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CALLERS=$CALLE
 echo
 echo "traffikd (memory backend) on 127.0.0.1; $CALLERS threads, each a closed loop of"
 echo "\`Client::Check\` over $KEYS identifiers; unary and coalesced runs alternate, $ROUNDS"
-echo "rounds of ${DURATION}s (after ${WARMUP}s warm-up); the median round of each mode is shown."
+echo "round(s) of ${DURATION}s (after ${WARMUP}s warm-up); the median round (by decisions/s) of"
+echo "each mode is shown. Load average at the start: $LOAD_START (2 shared cores: noisy)."
 echo "CPU per decision: traffikd's utime+stime (/proc) and the client process' (getrusage)"
 echo "over the measured window, divided by the decisions."
 echo

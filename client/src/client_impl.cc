@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -441,39 +442,51 @@ ClientImpl::Taken ClientImpl::TakeLocked() {
   return taken;
 }
 
-int ClientImpl::RpcCountOf(const std::vector<Pending>& items) {
-  // Tenants in order of first appearance (usually one: a linear scan).
-  std::vector<const std::string*> tenants;
-  for (const Pending& p : items) {
-    bool seen = false;
-    for (const std::string* t : tenants) seen = seen || *t == p.request.tenant();
-    if (!seen) tenants.push_back(&p.request.tenant());
+namespace {
+
+// The tenants of `items` in order of first appearance, and each item's index
+// into them. Hashed: tenants come from the application (perhaps from its
+// callers), and a queue may hold up to kMaxCoalesceBatch checks.
+template <typename Items>
+std::vector<size_t> GroupByTenant(const Items& items, size_t* group_count) {
+  std::vector<size_t> group_of(items.size(), 0);
+  *group_count = items.empty() ? 0 : 1;
+  if (items.empty()) return group_of;
+  const std::string& first = items.front().request.tenant();
+  size_t i = 0;
+  while (i < items.size() && items[i].request.tenant() == first) ++i;
+  if (i == items.size()) return group_of;  // the usual case: one tenant
+  absl::flat_hash_map<std::string_view, size_t> groups;
+  groups.emplace(first, 0);
+  for (; i < items.size(); ++i) {
+    auto [it, inserted] = groups.try_emplace(items[i].request.tenant(), groups.size());
+    group_of[i] = it->second;
   }
-  return static_cast<int>(tenants.size());
+  *group_count = groups.size();
+  return group_of;
+}
+
+}  // namespace
+
+int ClientImpl::RpcCountOf(const std::vector<Pending>& items) {
+  size_t count = 0;
+  GroupByTenant(items, &count);
+  return static_cast<int>(count);
 }
 
 void ClientImpl::SendCoalesced(std::vector<Pending> items) {
   // One RPC per tenant: traffikd fails a batch whole for an outage of any
   // tenant's backend, and applies each tenant's own on_backend_error; a
   // batch of one tenant fails or answers as each of its checks would alone.
-  bool one_tenant = true;
-  for (const Pending& p : items) {
-    one_tenant = one_tenant && p.request.tenant() == items.front().request.tenant();
-  }
-  if (one_tenant) {
+  size_t count = 0;
+  std::vector<size_t> group_of = GroupByTenant(items, &count);
+  if (count <= 1) {
     SendGroup(std::move(items));
     return;
   }
-  std::vector<std::vector<Pending>> groups;
-  for (Pending& p : items) {
-    auto it = std::find_if(groups.begin(), groups.end(), [&p](const auto& g) {
-      return g.front().request.tenant() == p.request.tenant();
-    });
-    if (it == groups.end()) {
-      groups.emplace_back();
-      it = std::prev(groups.end());
-    }
-    it->push_back(std::move(p));
+  std::vector<std::vector<Pending>> groups(count);
+  for (size_t i = 0; i < items.size(); ++i) {
+    groups[group_of[i]].push_back(std::move(items[i]));
   }
   for (std::vector<Pending>& group : groups) SendGroup(std::move(group));
 }
@@ -577,7 +590,7 @@ void ClientImpl::FlushLoop() {
   // Dropping the queue's reference here may release the client: Destroy
   // then deletes it on another thread (this one is joined by the destructor).
   CallbackScope scope;
-  absl::MutexLock lock(&coalesce_mu_);
+  coalesce_mu_.Lock();
   while (!stopping_) {
     if (queue_.empty()) {
       flusher_idle_ = true;
@@ -595,6 +608,7 @@ void ClientImpl::FlushLoop() {
     taken.keepalive.reset();
     coalesce_mu_.Lock();
   }
+  coalesce_mu_.Unlock();
 }
 
 absl::StatusOr<BatchResult> ClientImpl::CheckBatch(
