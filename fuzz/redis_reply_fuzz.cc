@@ -2,7 +2,8 @@
 // input is fed through hiredis' own reply reader (redisReaderCreate / Feed /
 // GetReply, as the backend's connections do), and every reply it yields goes
 // to the backend's pure reply handling: the bucket script's decision, the
-// all-or-nothing reply, CLUSTER SLOTS into a slot map, and MOVED / ASK errors.
+// all-or-nothing reply, the coalesced (each) script's entries, CLUSTER SLOTS into a slot
+// map, and MOVED / ASK errors.
 
 #include <hiredis/hiredis.h>
 
@@ -31,6 +32,18 @@ void Check(const redisReply& reply) {
   for (size_t i = 0; i < items.size(); ++i) items[i].rate.capacity = i + 1;
   if (auto r = traffik::DecodeAllOrNothingReply(reply, items)) {
     if (r->decisions.size() != items.size()) std::abort();
+  }
+  if (traffik::IsEachReply(reply, reply.elements)) {
+    for (size_t i = 0; i < reply.elements; ++i) {
+      for (const bool peek : {false, true}) {
+        if (auto e = traffik::DecodeEachEntry(*reply.element[i], 10, peek)) {
+          if (e->decision.has_value() ? e->decision->limit != 10
+                                      : e->error.size() > traffik::kMaxEachErrorBytes) {
+            std::abort();
+          }
+        }
+      }
+    }
   }
   if (auto ranges = traffik::ParseClusterSlots(reply, "10.0.0.1")) {
     std::array<int, kRedisClusterSlots> map{};  // the backend's slot map
