@@ -284,7 +284,7 @@ ClientImpl::ClientImpl(ClientOptions options, std::shared_ptr<grpc::Channel> cha
 ClientImpl::~ClientImpl() {
   if (!flusher_.joinable()) return;
   {
-    absl::MutexLock lock(&coalesce_mu_);
+    MutexLock lock(&coalesce_mu_);
     stopping_ = true;
     coalesce_cv_.Signal();
   }
@@ -458,10 +458,10 @@ void ClientImpl::Enqueue(Pending pending) {
   const CoalesceOptions& coalesce = *options_.coalesce;
   Taken taken;
   {
-    absl::MutexLock lock(&coalesce_mu_);
+    MutexLock lock(&coalesce_mu_);
     if (queue_.empty()) {
       queue_keepalive_ = shared_from_this();
-      flush_at_ = absl::Now() + absl::FromChrono(coalesce.max_delay);
+      flush_at_ = std::chrono::steady_clock::now() + coalesce.max_delay;
     }
     queue_.push_back(std::move(pending));
     if (queue_.size() >= coalesce.max_batch || in_flight_ == 0) {
@@ -584,7 +584,7 @@ void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status
                                 std::make_move_iterator(items.end()));
     items.resize(count / 2);
     {
-      absl::MutexLock lock(&coalesce_mu_);
+      MutexLock lock(&coalesce_mu_);
       in_flight_ += 1;  // two RPCs replace this one
     }
     SendGroup(std::move(items));
@@ -620,7 +620,7 @@ void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status
 void ClientImpl::OnCoalescedRpcEnd() {
   Taken taken;
   {
-    absl::MutexLock lock(&coalesce_mu_);
+    MutexLock lock(&coalesce_mu_);
     --in_flight_;
     // The last answer is in: what queued meanwhile goes now.
     if (in_flight_ == 0 && !queue_.empty()) taken = TakeLocked();
@@ -640,8 +640,8 @@ void ClientImpl::FlushLoop() {
       flusher_idle_ = false;
       continue;
     }
-    if (absl::Now() < flush_at_) {
-      coalesce_cv_.WaitWithDeadline(&coalesce_mu_, flush_at_);
+    if (std::chrono::steady_clock::now() < flush_at_) {
+      coalesce_cv_.WaitUntil(&coalesce_mu_, flush_at_);
       continue;
     }
     Taken taken = TakeLocked();

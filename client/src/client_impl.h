@@ -17,7 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
+#include "base/mutex.h"  // header-only; TSan-visible, unlike absl::Mutex
 #include "failure_log.h"
 #include "short_circuit_cache.h"
 #include "traffik/client.h"
@@ -150,12 +150,13 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   std::atomic<uint64_t> coalesced_{0};
 
   // Coalescing (only with options_.coalesce).
-  absl::Mutex coalesce_mu_;
-  absl::CondVar coalesce_cv_;  // wakes the flusher
+  Mutex coalesce_mu_;
+  CondVar coalesce_cv_;  // wakes the flusher
   std::vector<Pending> queue_ ABSL_GUARDED_BY(coalesce_mu_);
   // Keeps the client alive while queue_ is not empty.
   std::shared_ptr<ClientImpl> queue_keepalive_ ABSL_GUARDED_BY(coalesce_mu_);
-  absl::Time flush_at_ ABSL_GUARDED_BY(coalesce_mu_);        // first arrival + max_delay
+  std::chrono::steady_clock::time_point flush_at_
+      ABSL_GUARDED_BY(coalesce_mu_);                         // first arrival + max_delay
   int in_flight_ ABSL_GUARDED_BY(coalesce_mu_) = 0;          // coalesced RPCs
   bool flusher_idle_ ABSL_GUARDED_BY(coalesce_mu_) = false;  // waiting, no deadline
   bool stopping_ ABSL_GUARDED_BY(coalesce_mu_) = false;
