@@ -132,7 +132,8 @@ void Usage(FILE* out) {
       "  --watch-pid NAME=PID  report PID's CPU time (user + system, all threads)\n"
       "                        over the measured window as NAME; repeatable (max 8)\n"
       "  --json                print one JSON object instead of text\n"
-      "The load generator's own CPU time over the window is always reported.\n",
+      "The load generator's own CPU time over the window is always reported, and the\n"
+      "whole machine's busy CPU time (/proc/stat) as \"machine\".\n",
       out);
 }
 
@@ -469,14 +470,32 @@ double SelfCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+// Busy CPU seconds of the whole machine (user + nice + system + irq +
+// softirq + steal, all CPUs) from /proc/stat; -1 when it cannot be read.
+double MachineBusySeconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0,
+                     softirq = 0, steal = 0;
+  if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >>
+        steal) ||
+      cpu != "cpu") {
+    return -1;
+  }
+  return static_cast<double>(user + nice + system + irq + softirq + steal) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
 // CPU times taken at the start and at the end of the measured window.
 struct CpuSample {
+  double machine = 0;  // busy seconds of every CPU, -1 = unreadable
   double self = 0;
   std::vector<double> watched;  // per --watch-pid, -1 = unreadable
 };
 
 CpuSample TakeCpuSample(const Options& o) {
   CpuSample sample;
+  sample.machine = MachineBusySeconds();
   sample.self = SelfCpuSeconds();
   for (const auto& [name, pid] : o.watch_pids) {
     sample.watched.push_back(ProcessCpuSeconds(pid));
@@ -570,6 +589,10 @@ int Run(const Options& o) {
   for (std::thread& thread : threads) thread.join();
   monitor.join();
   const double loadgen_cpu_s = cpu_end.self - cpu_start.self;
+  // Every process' CPU (this one, the watched ones and any other) over the window.
+  const double machine_cpu_s = cpu_start.machine < 0 || cpu_end.machine < 0
+                                   ? -1
+                                   : cpu_end.machine - cpu_start.machine;
   std::vector<double> watched_cpu_s;
   for (size_t i = 0; i < o.watch_pids.size(); ++i) {
     const double a = cpu_start.watched[i], b = cpu_end.watched[i];
@@ -608,7 +631,8 @@ int Run(const Options& o) {
 
   const uint64_t all_decisions = total.all_ok_calls * static_cast<uint64_t>(per_call);
   if (o.json) {
-    std::string cpu = "\"loadgen\":" + std::to_string(loadgen_cpu_s);
+    std::string cpu = "\"machine\":" + std::to_string(machine_cpu_s) +
+                      ",\"loadgen\":" + std::to_string(loadgen_cpu_s);
     for (size_t i = 0; i < o.watch_pids.size(); ++i) {
       cpu += ",\"" + o.watch_pids[i].first + "\":" + std::to_string(watched_cpu_s[i]);
     }
@@ -655,8 +679,8 @@ int Run(const Options& o) {
                 static_cast<unsigned long long>(total.throttled));
     std::printf("latency_us p50=%u p90=%u p99=%u p99.9=%u max=%u mean=%.1f\n", p50, p90,
                 p99, p999, max, mean);
-    std::printf("cpu_s over %.3fs: loadgen=%.3f (%d threads)", window_s, loadgen_cpu_s,
-                o.threads);
+    std::printf("cpu_s over %.3fs: machine=%.3f loadgen=%.3f (%d threads)", window_s,
+                machine_cpu_s, loadgen_cpu_s, o.threads);
     for (size_t i = 0; i < o.watch_pids.size(); ++i) {
       std::printf(" %s=%.3f", o.watch_pids[i].first.c_str(), watched_cpu_s[i]);
     }
