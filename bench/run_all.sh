@@ -27,7 +27,9 @@
 # Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=3 (passed on to the
 # scripts), CHANNELS / THREADS (default: chosen by the scaling table),
 # SCALE_DURATION=2s SCALE_ROUNDS=2 (1s and 1 when ROUNDS=1), PINNED=1 (0 skips
-# the pinned pass; skipped anyway on one core), OPTIONAL=1 (0 skips step 6).
+# the pinned passes; skipped anyway on one core), STABILITY_ROUNDS=8 (2 when
+# ROUNDS=1: alternating no-op / memory runs at 64 in flight, each run shown,
+# shared and pinned), OPTIONAL=1 (0 skips step 6).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-bench}"
@@ -43,6 +45,7 @@ else
   SCALE_DURATION=${SCALE_DURATION:-2s} SCALE_ROUNDS=${SCALE_ROUNDS:-2}
 fi
 PINNED=${PINNED:-1}
+if [[ $ROUNDS -le 1 ]]; then STABILITY_ROUNDS=${STABILITY_ROUNDS:-2}; else STABILITY_ROUNDS=${STABILITY_ROUNDS:-8}; fi
 OPTIONAL=${OPTIONAL:-1}
 export RESULTS_KV="$results/results.kv"
 : >"$RESULTS_KV"
@@ -187,6 +190,46 @@ Command: \`PIN=1 CONCURRENCIES=\"1 64\" TARGETS=\"noop memory redis\" CHANNELS=$
 $(cat "$results/grpc-pinned.md")"
 else
   log "skipping the pinned pass (PINNED=$PINNED, $(nproc) CPU(s))"
+fi
+
+# --- run-to-run stability: every run of no-op / memory at 64 in flight ------------
+stability_pass() {  # $1 = shared|pinned
+  local pin=0
+  [[ $1 == pinned ]] && pin=1
+  log "stability ($1): $STABILITY_ROUNDS alternating no-op / memory runs at 64 in flight"
+  PIN=$pin RB=0 RUNS_FILE="$results/stability-$1.runs" TARGETS="noop memory" \
+    CONCURRENCIES=64 ROUNDS="$STABILITY_ROUNDS" DURATION="$SCALE_DURATION" WARMUP=500ms \
+    bash "$root/bench/run_redis_bench.sh" "$build" >/dev/null
+}
+# One summary row per target: calls/s and server CPU per call, min / median /
+# max, and how calls/s follows the CPU other processes took (Pearson r).
+stability_rows() {  # $1 = shared|pinned
+  local t
+  for t in noop memory; do
+    awk -v t="$t" -v place="$1" '$1 == t { n++; c[n] = $5; u[n] = $10; o[n] = $15 }
+      function sort(a, m,   i, j, x) { for (i = 2; i <= m; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } }
+      function med(a, m) { return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+      END {
+        if (n == 0) exit
+        for (i = 1; i <= n; i++) { sc += c[i]; so += o[i] }
+        mc = sc / n; mo = so / n
+        for (i = 1; i <= n; i++) { cov += (c[i] - mc) * (o[i] - mo); vc += (c[i] - mc) ^ 2; vo += (o[i] - mo) ^ 2 }
+        r = (vc > 0 && vo > 0) ? sprintf("%.2f", cov / sqrt(vc * vo)) : "-"
+        for (i = 1; i <= n; i++) { cs[i] = c[i]; us[i] = u[i]; os[i] = o[i] }
+        sort(cs, n); sort(us, n); sort(os, n)
+        printf "| %s | %s | %d | %.0f / %.0f / %.0f | %.2f | %.1f / %.1f / %.1f | %.2f | %.2f / %.2f | %s |\n",
+          place, (t == "noop" ? "no-op" : "traffikd memory"), n, cs[1], med(cs, n), cs[n],
+          (cs[1] > 0 ? cs[n] / cs[1] : 0), us[1], med(us, n), us[n], (us[1] > 0 ? us[n] / us[1] : 0),
+          med(os, n), os[n], r }' "$results/stability-$1.runs"
+  done
+}
+: >"$results/stability-shared.runs"
+: >"$results/stability-pinned.runs"
+stability_pass shared
+STABILITY_ROWS=("$(stability_rows shared)")
+if [[ $PINNED == 1 && $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+  stability_pass pinned
+  STABILITY_ROWS+=("$(stability_rows pinned)")
 fi
 
 log "Envoy RLS (ShouldRateLimit) against the no-op server"
@@ -347,6 +390,17 @@ Command: \`CHANNELS=$CHANNELS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS
 $(cat "$results/grpc.md")
 
 $pinned_md
+
+## Run-to-run stability (no-op and memory, 64 in flight)
+
+Command: \`RUNS_FILE=FILE RB=0 TARGETS="noop memory" CONCURRENCIES=64 ROUNDS=$STABILITY_ROUNDS DURATION=$SCALE_DURATION [PIN=1] bash bench/run_redis_bench.sh BUILD_DIR\`
+(each run in \`bench/results/stability-{shared,pinned}.runs\`). *other processes* = the
+machine's busy CPU over the window not used by the server or the load generator;
+*r* = correlation between a run's calls/s and that CPU taken by other processes.
+
+| placement | server | runs | calls/s min / median / max | max ÷ min | server CPU µs/call min / median / max | max ÷ min | other processes, cores median / max | r(calls/s, other) |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+$(printf '%s\n' "${STABILITY_ROWS[@]}")
 
 $(sed '/^ratio=/d' "$results/envoy.md")
 

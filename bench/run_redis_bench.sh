@@ -36,7 +36,9 @@
 # target concurrency calls_per_s decisions_per_s p50_us p99_us
 # server_cpu_us_per_decision redis_cpu_us_per_decision)
 # RESULTS_KV= (if set, name=value lines are appended to it; PREFIX= is put
-# before each name, e.g. PREFIX=pinned_).
+# before each name, e.g. PREFIX=pinned_) RUNS_FILE= (if set, every single run is
+# appended as "target concurrency round" and the FIELDS below) RB=1 (0 skips
+# redis-benchmark).
 set -euo pipefail
 
 BUILD_DIR=${1:-build}
@@ -52,6 +54,8 @@ ROUNDS=${ROUNDS:-3}
 DATA_FILE=${DATA_FILE:-}
 RESULTS_KV=${RESULTS_KV:-}
 PREFIX=${PREFIX:-}
+RUNS_FILE=${RUNS_FILE:-}
+RB=${RB:-1}
 PIN=${PIN:-0}
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -177,7 +181,7 @@ redis_counters() {
 declare -A RUNS MED
 ROWS=()
 # $1 = target, $2 = concurrency; prints one line of numbers (see FIELDS).
-FIELDS="decisions calls p50 p99 p999 errors server_us redis_cpu_us script_us script_calls loadgen_cores"
+FIELDS="decisions calls p50 p99 p999 errors server_us redis_cpu_us script_us script_calls loadgen_cores others_cores"
 run_one() {
   local target=$1 c=$2 rpc=should_throttle batch=1 addr tenant pid out
   case $target in
@@ -192,7 +196,7 @@ run_one() {
   if ! out=$("${CLI[@]}" "$LOADGEN" --target "$addr" --concurrency "$c" --channels "$CHANNELS" \
     --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
     --rpc "$rpc" --batch-size "$batch" --tenant "$tenant" --uid bench --limit 0 \
-    --keys "$KEYS" --watch-pid "server=$pid" --json 2>"$WORK/loadgen.err"); then
+    --keys "$KEYS" --watch-pid "server=$pid" --watch-pid "redis=$REDIS_PID" --json 2>"$WORK/loadgen.err"); then
     log "loadgen failed against $target at $c in flight:"
     cat "$WORK/loadgen.err" >&2
     echo "$out" >&2
@@ -207,6 +211,7 @@ run_one() {
     -v p999="$(json_num p999 "$out")" -v errs="$(json_num calls "$out") $(json_num ok_calls "$out")" \
     -v dur="$(json_num duration_s "$out")" -v win="$(json_num window_s "$out")" \
     -v server="$(json_num server "$out")" -v lg="$(json_num loadgen "$out")" \
+    -v machine="$(json_num machine "$out")" -v rwin="$(json_num redis "$out")" \
     -v all="$(json_num all_decisions "$out")" -v before="$before" -v after="$after" \
     -v redis="$([[ $target == redis ]] && echo 1 || echo 0)" 'BEGIN {
       split(errs, e, " "); split(before, b, " "); split(after, a, " ")
@@ -218,8 +223,9 @@ run_one() {
         rs = sprintf("%.2f", (a[2] - b[2]) / all)
         rn = sprintf("%.3f", (a[3] - b[3]) / all)
       }
-      printf "%.1f %.1f %d %d %d %d %.2f %s %s %s %.2f\n", d, calls, p50, p99, p999,
-        e[1] - e[2], server_us, rc, rs, rn, (win > 0 ? lg / win : 0) }'
+      others = win > 0 ? (machine - server - lg - rwin) / win : 0
+      printf "%.1f %.1f %d %d %d %d %.2f %s %s %s %.2f %.2f\n", d, calls, p50, p99, p999,
+        e[1] - e[2], server_us, rc, rs, rn, (win > 0 ? lg / win : 0), (others < 0 ? 0 : others) }'
 }
 # Median of column $1 (1-based) over the lines on stdin ("-" when none is numeric).
 median_col() {
@@ -248,6 +254,7 @@ for c in $CONCURRENCIES; do
       log "loadgen $target concurrency=$c round $round/$ROUNDS ($WARMUP + $DURATION)"
       line=$(run_one "$target" "$c") || exit 1
       RUNS[$target]+="$line"$'\n'
+      [[ -z $RUNS_FILE ]] || echo "$target $c $round $line" >>"$RUNS_FILE"
     done
   done
   for target in $TARGETS; do
@@ -268,7 +275,7 @@ for c in $CONCURRENCIES; do
     else
       ratio=$(div "$(m decisions)" "${MED[noop,$c,calls]:--}")
     fi
-    ROWS+=("| $(label_of "$target") | $c | $(fmt0 "$(m calls)") | $(fmt0 "$(m decisions)") | $(m p50) | $(m p99) | $(m p999) | $(m errors) | $(m server_us) | $(m redis_cpu_us) | $(m script_us) | $(m script_calls) | $(m loadgen_cores) | $ratio |")
+    ROWS+=("| $(label_of "$target") | $c | $(fmt0 "$(m calls)") | $(fmt0 "$(m decisions)") | $(m p50) | $(m p99) | $(m p999) | $(m errors) | $(m server_us) | $(m redis_cpu_us) | $(m script_us) | $(m script_calls) | $(m loadgen_cores) | $(m others_cores) | $ratio |")
     if [[ -n $DATA_FILE ]]; then
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$(m calls)" "$(m decisions)" \
         "$(m p50)" "$(m p99)" "$(m server_us)" "$(m redis_cpu_us)" >>"$DATA_FILE"
@@ -279,6 +286,7 @@ for c in $CONCURRENCIES; do
     kv "${n}_p99_us" "$(m p99)"
     kv "${n}_server_cpu_us" "$(m server_us)"
     kv "${n}_loadgen_cores" "$(m loadgen_cores)"
+    kv "${n}_others_cores" "$(m others_cores)"
     if [[ $target == redis ]]; then
       kv "redis${c}_redis_cpu_us" "$(m redis_cpu_us)"
       kv "redis${c}_script_us" "$(m script_us)"
@@ -315,9 +323,25 @@ rb() {  # $1 = clients, $2 = requests, $3 = pipeline
   if [[ $1 == 1 && $3 == 1 ]]; then kv rb_evalsha_p50_us "$p50"; fi
   if [[ $1 == 64 && $3 == 1 ]]; then kv rb_evalsha64_cpu_us "$cpu_us"; fi
 }
-rb 1 $((RB_REQUESTS / 4)) 1
-rb 64 "$RB_REQUESTS" 1
-rb 64 "$RB_REQUESTS" 16
+if [[ $RB == 1 ]]; then
+  rb 1 $((RB_REQUESTS / 4)) 1
+  rb 64 "$RB_REQUESTS" 1
+  rb 64 "$RB_REQUESTS" 16
+fi
+
+RB_SECTION=
+if [[ $RB == 1 ]]; then
+  RB_SECTION=$(cat <<RBMD
+Redis alone (\`redis-benchmark -c C -n N -P P EVALSHA <sha> 1 key 100000 1000 1\`, the script
+traffikd sends for one decision, one hot key; latency from its percentiles, ms rounded to µs;
+Redis CPU = \`INFO cpu\` delta ÷ N):
+
+| target | clients | calls/s | p50 us | p99 us | Redis CPU µs/call |
+| --- | ---: | ---: | ---: | ---: | ---: |
+$(printf '%s\n' "${RB_ROWS[@]}")
+RBMD
+)
+fi
 
 # --- report ---------------------------------------------------------------------
 cat <<MD
@@ -336,17 +360,13 @@ time over the measured window ÷ its decisions; *Redis* = redis-server's \`INFO 
 \`INFO commandstats\` script time (cmdstat_evalsha usec) on the same basis, with script
 calls per decision beside it (below 1 when decisions are coalesced). *loadgen cores* = the
 load generator's CPU over the window ÷ the window: below its $THREADS thread(s) and the
-machine's cores, it is not what limits the figure.
+machine's cores, it is not what limits the figure. *other processes* = the whole machine's
+busy CPU (/proc/stat) over the window minus the server's, Redis' and the load generator's,
+÷ the window: well above 0, something else on the machine took CPU from the run.
 
-| target | in flight | calls/s | decisions/s | p50 us | p99 us | p99.9 us | errors | server CPU µs/decision | Redis CPU µs/decision | script µs/decision | script calls/decision | loadgen cores | ratio |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| target | in flight | calls/s | decisions/s | p50 us | p99 us | p99.9 us | errors | server CPU µs/decision | Redis CPU µs/decision | script µs/decision | script calls/decision | loadgen cores | other processes, cores | ratio |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 $(printf '%s\n' "${ROWS[@]}")
 
-Redis alone (\`redis-benchmark -c C -n N -P P EVALSHA <sha> 1 key 100000 1000 1\`, the script
-traffikd sends for one decision, one hot key; latency from its percentiles, ms rounded to µs;
-Redis CPU = \`INFO cpu\` delta ÷ N):
-
-| target | clients | calls/s | p50 us | p99 us | Redis CPU µs/call |
-| --- | ---: | ---: | ---: | ---: | ---: |
-$(printf '%s\n' "${RB_ROWS[@]}")
+$RB_SECTION
 MD
