@@ -169,7 +169,7 @@ kv scale_chosen "$CHOSEN_CH"x"$CHOSEN_TH"
 if [[ $best_setting == "8:4" ]]; then
   scale_note="The best figure is at the largest setting (8 × 4): the no-op figure may still be rising, so the load generator could still be the limit on this run."
 else
-  scale_note="The best figure is at ${best_setting/:/ × }; the smallest setting within 5% of it is **${CHOSEN_CH} × ${CHOSEN_TH}**, where the no-op figure has stopped rising."
+  scale_note="The best figure is at ${best_setting/:/ × }; the smallest setting within 5% of it is **${CHOSEN_CH} × ${CHOSEN_TH}**: in this run, more channels or threads did not raise the no-op figure by more than 5%."
 fi
 log "scaling: best $(printf '%.0f' "$best") calls/s at $best_setting; using $CHANNELS channels x $THREADS threads"
 
