@@ -122,10 +122,17 @@ for ch in 1 2 4 8; do for th in 1 2 4; do settings+=("$ch:$th"); done; done
 for round in $(seq "$SCALE_ROUNDS"); do
   for s in "${settings[@]}"; do
     ch=${s%:*} th=${s#*:}
-    out=$("$build/bench/traffik_loadgen" --target "$NOOP_ADDR" --concurrency 64 \
-      --channels "$ch" --threads "$th" --keys 1000 --duration "$SCALE_DURATION" \
-      --warmup 500ms --watch-pid "server=$NOOP_PID" --json) ||
-      die "loadgen failed at $ch channels x $th threads"
+    # One retry: a run on a busy machine can time every call out.
+    for attempt in 1 2; do
+      if out=$("$build/bench/traffik_loadgen" --target "$NOOP_ADDR" --concurrency 64 \
+        --channels "$ch" --threads "$th" --keys 1000 --duration "$SCALE_DURATION" \
+        --warmup 500ms --watch-pid "server=$NOOP_PID" --json 2>"$WORK/loadgen.err"); then
+        break
+      fi
+      log "loadgen failed at $ch channels x $th threads (attempt $attempt): $(cat "$WORK/loadgen.err") $out"
+      kill -0 "$NOOP_PID" 2>/dev/null || die "the no-op server died: $(cat "$WORK/noop.err")"
+      [[ $attempt == 2 ]] && die "loadgen failed twice at $ch channels x $th threads"
+    done
     SCALE[$s]+="$(json_num calls_per_s "$out") $(json_num p50 "$out") $(json_num p99 "$out")"
     SCALE[$s]+=" $(awk -v c="$(json_num server "$out")" -v n="$(json_num calls "$out")" \
       'BEGIN { printf "%.2f", (n > 0 ? c * 1e6 / n : 0) }')"
