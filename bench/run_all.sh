@@ -38,7 +38,17 @@ mkdir -p "$results"
 log() { echo "run_all: $(date -u +%T) $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# What the caller set (passed on to the other helpers' scripts, which have
+# their own defaults otherwise).
+USER_DURATION=${DURATION:-} USER_WARMUP=${WARMUP:-} USER_ROUNDS=${ROUNDS:-}
 export DURATION="${DURATION:-5s}" WARMUP="${WARMUP:-1s}" ROUNDS="${ROUNDS:-3}"
+# "5s", "500ms", "2m" or a bare number of seconds, rounded up to whole seconds (at least 1).
+whole_seconds() {
+  awk -v d="$1" 'BEGIN {
+    v = d + 0
+    if (d ~ /ms$/) v /= 1000; else if (d ~ /m$/) v *= 60
+    s = int(v); if (s < v) s++; if (s < 1) s = 1; print s }'
+}
 if [[ $ROUNDS -le 1 ]]; then
   SCALE_DURATION=${SCALE_DURATION:-1s} SCALE_ROUNDS=${SCALE_ROUNDS:-1}
 else
@@ -71,6 +81,7 @@ for t in traffik_client_bench traffik_http_app traffik_idle_conns; do
   grep -qx "$t" <<<"$available" && targets+=("$t")
 done
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null
+build_type_used=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
 
 # Processes this script starts itself (the scaling table's no-op server).
 PIDS=()
@@ -251,8 +262,27 @@ for name in client http idle; do
     log "not running bench/run_${name}_bench.sh ($([[ -f $script ]] && echo OPTIONAL=0 || echo absent))"
     continue
   fi
-  log "bench/run_${name}_bench.sh"
-  bash "$script" "$build" >"$results/$name.md" || die "bench/run_${name}_bench.sh failed"
+  # Each script keeps its own defaults unless DURATION / WARMUP / ROUNDS were set
+  # for this run (the client benchmark takes whole seconds).
+  script_env=(-u DURATION -u WARMUP -u ROUNDS)
+  if [[ -n $USER_DURATION ]]; then
+    if [[ $name == client ]]; then
+      script_env+=(DURATION="$(whole_seconds "$USER_DURATION")")
+    else
+      script_env+=(DURATION="$USER_DURATION")
+    fi
+  fi
+  if [[ -n $USER_WARMUP ]]; then
+    if [[ $name == client ]]; then
+      script_env+=(WARMUP="$(whole_seconds "$USER_WARMUP")")
+    else
+      script_env+=(WARMUP="$USER_WARMUP")
+    fi
+  fi
+  [[ -n $USER_ROUNDS ]] && script_env+=(ROUNDS="$USER_ROUNDS")
+  log "bench/run_${name}_bench.sh (${script_env[*]})"
+  env "${script_env[@]}" bash "$script" "$build" >"$results/$name.md" ||
+    die "bench/run_${name}_bench.sh failed"
   optional_md+="
 Command: \`bash bench/run_${name}_bench.sh BUILD_DIR\`
 
@@ -349,7 +379,7 @@ cat >"$root/BENCHMARKS.md" <<MD
 
 Command: \`bash bench/run_all.sh\` (builds a Release tree in \`build-bench/\`, runs
 everything on 127.0.0.1, rewrites this file; raw outputs and every figure as
-\`name=value\` in \`bench/results/\`, \`results.kv\`). Settings of this run:
+\`name=value\` in \`bench/results/\`, \`results.kv\`). This run: build type ${build_type_used:-unset} ($build),
 DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS, load generator $CHANNELS channel(s) × $THREADS
 thread(s).
 
