@@ -181,7 +181,8 @@ kv scale_chosen "$CHOSEN_CH"x"$CHOSEN_TH"
   for s in "${settings[@]}"; do
     ch=${s%:*} th=${s#*:} mark=""
     [[ $s == "$chosen" ]] && mark="**"
-    echo "| $mark$ch × $th$mark | $(printf '%.0f' "${SCALE_MED[$s,1]}") | ${SCALE_MED[$s,2]} | ${SCALE_MED[$s,3]} | ${SCALE_MED[$s,4]} | ${SCALE_MED[$s,5]} |"
+    printf '| %s | %.0f | %.0f | %.0f | %.1f | %.2f |\n' "$mark$ch × $th$mark" "${SCALE_MED[$s,1]}" \
+      "${SCALE_MED[$s,2]}" "${SCALE_MED[$s,3]}" "${SCALE_MED[$s,4]}" "${SCALE_MED[$s,5]}"
   done
 } >"$results/scaling.md"
 if [[ $best_setting == "8:4" ]]; then
@@ -430,7 +431,7 @@ $pinned_md
 
 ## Run-to-run stability (no-op and memory, 64 in flight)
 
-Command: \`RUNS_FILE=FILE RB=0 TARGETS="noop memory" CONCURRENCIES=64 ROUNDS=$STABILITY_ROUNDS DURATION=$SCALE_DURATION [PIN=1] bash bench/run_redis_bench.sh BUILD_DIR\`
+Command: \`RUNS_FILE=FILE RB=0 TARGETS="noop memory" CONCURRENCIES=64 ROUNDS=$STABILITY_ROUNDS DURATION=$SCALE_DURATION WARMUP=500ms CHANNELS=$CHANNELS THREADS=$THREADS [PIN=1] bash bench/run_redis_bench.sh BUILD_DIR\`
 (each run in \`bench/results/stability-{shared,pinned}.runs\`). *other processes* = the
 machine's busy CPU over the window not used by the server or the load generator;
 *r* = correlation between a run's calls/s and that CPU taken by other processes.
