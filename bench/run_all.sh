@@ -130,7 +130,7 @@ json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p" <<<"$2" | head -n1; }
 declare -A SCALE
 settings=()
 for ch in 1 2 4 8; do for th in 1 2 4; do settings+=("$ch:$th"); done; done
-for round in $(seq "$SCALE_ROUNDS"); do
+for _ in $(seq "$SCALE_ROUNDS"); do
   for s in "${settings[@]}"; do
     ch=${s%:*} th=${s#*:}
     # One retry: a run on a busy machine can time every call out.

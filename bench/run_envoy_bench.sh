@@ -73,11 +73,11 @@ envoy:
 YAML
 "$NOOP" --listen 127.0.0.1:0 2>"$WORK/noop.err" &
 NOOP_PID=$!
-PIDS+=($NOOP_PID)
+PIDS+=("$NOOP_PID")
 NOOP_ADDR=$(wait_listening "$WORK/noop.err" $NOOP_PID)
 "$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
-PIDS+=($TRAFFIKD_PID)
+PIDS+=("$TRAFFIKD_PID")
 TRAFFIKD_ADDR=$(wait_listening "$WORK/traffikd.err" $TRAFFIKD_PID)
 TICK=$(getconf CLK_TCK)
 log "noop on $NOOP_ADDR, traffikd on $TRAFFIKD_ADDR"
@@ -122,7 +122,7 @@ for c in $CONCURRENCIES; do
     noop_runs+="$(run_one "$NOOP_ADDR" "$c" "$NOOP_PID")"$'\n'
     rls_runs+="$(run_one "$TRAFFIKD_ADDR" "$c" "$TRAFFIKD_PID")"$'\n'
   done
-  read -r nd nc np ne ncpu < <(printf '%s' "$noop_runs" | median)
+  read -r _ nc np ne ncpu < <(printf '%s' "$noop_runs" | median)
   read -r td tc tp te tcpu < <(printf '%s' "$rls_runs" | median)
   ratio=$(awk -v a="$td" -v b="$nc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
   echo "| no-op server | $c | $(printf '%.0f' "$nc") | - | $np | $ne | $ncpu | - |"

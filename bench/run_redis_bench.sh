@@ -98,7 +98,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- Redis on a free loopback port ------------------------------------------
-REDIS_PORT= REDIS_PID=
+REDIS_PORT='' REDIS_PID=''
 for _ in $(seq 20); do
   port=$((20000 + RANDOM % 40000))
   "${SRV[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
@@ -185,7 +185,7 @@ FIELDS="decisions calls p50 p99 p999 errors server_us redis_cpu_us script_us scr
 run_one() {
   local target=$1 c=$2 rpc=should_throttle batch=1 addr tenant pid out
   case $target in
-    noop) addr=$NOOP_ADDR tenant= pid=$NOOP_PID ;;
+    noop) addr=$NOOP_ADDR tenant='' pid=$NOOP_PID ;;
     memory) addr=$TRAFFIKD_ADDR tenant=mem pid=$TRAFFIKD_PID ;;
     redis) addr=$TRAFFIKD_ADDR tenant=default pid=$TRAFFIKD_PID ;;
     batch*) addr=$TRAFFIKD_ADDR tenant=mem rpc=batch batch=${target#batch} pid=$TRAFFIKD_PID ;;
