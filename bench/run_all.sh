@@ -216,7 +216,7 @@ stability_pass() {  # $1 = shared|pinned
   local pin=0
   [[ $1 == pinned ]] && pin=1
   log "stability ($1): $STABILITY_ROUNDS alternating no-op / memory runs at 64 in flight"
-  PIN=$pin RB=0 RUNS_FILE="$results/stability-$1.runs" TARGETS="noop memory" \
+  PIN=$pin RB=0 PREFIX="stability_$1_" RUNS_FILE="$results/stability-$1.runs" TARGETS="noop memory" \
     CONCURRENCIES=64 ROUNDS="$STABILITY_ROUNDS" DURATION="$SCALE_DURATION" WARMUP=500ms \
     bash "$root/bench/run_redis_bench.sh" "$build" >/dev/null
 }
