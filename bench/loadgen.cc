@@ -14,9 +14,13 @@
 //   traffik_loadgen --target 127.0.0.1:50051 --rpc envoy --domain bench --uid user
 //
 // Run with --help for every flag.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -24,10 +28,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -91,6 +99,9 @@ struct Options {
   uint32_t cost = 0;
   int keys = 1;
   bool json = false;
+  // --watch-pid NAME=PID: processes whose CPU time over the measured window
+  // is reported (e.g. the server under test, redis-server).
+  std::vector<std::pair<std::string, int>> watch_pids;
 };
 
 void Usage(FILE* out) {
@@ -118,7 +129,11 @@ void Usage(FILE* out) {
       "  --cost C              tokens per hit (default 0 = 1)\n"
       "  --keys K              distinct identifiers used round robin; 1 = hot key\n"
       "                        (default 1)\n"
-      "  --json                print one JSON object instead of text\n",
+      "  --watch-pid NAME=PID  report PID's CPU time (user + system, all threads)\n"
+      "                        over the measured window as NAME; repeatable (max 8)\n"
+      "  --json                print one JSON object instead of text\n"
+      "The load generator's own CPU time over the window is always reported, and the\n"
+      "whole machine's busy CPU time (/proc/stat) as \"machine\".\n",
       out);
 }
 
@@ -244,6 +259,22 @@ bool ParseArgs(int argc, char** argv, Options& o, bool* help) {
       o.cost = static_cast<uint32_t>(n);
     } else if (flag == "--keys") {
       ok = positive_int(o.keys);
+    } else if (flag == "--watch-pid") {
+      const size_t eq = v.find('=');
+      const uint64_t pid =
+          eq == std::string::npos ? 0 : ParseUint(v.substr(eq + 1)).value_or(0);
+      const std::string name = eq == std::string::npos ? "" : v.substr(0, eq);
+      const bool name_ok = !name.empty() && name.size() <= 32 &&
+                           std::all_of(name.begin(), name.end(), [](unsigned char c) {
+                             return std::isalnum(c) || c == '_' || c == '-';
+                           });
+      if (!name_ok || pid == 0 || pid > 4194304) {
+        ok = Fail("--watch-pid wants NAME=PID (NAME: up to 32 of [A-Za-z0-9_-])");
+      } else if (o.watch_pids.size() >= 8) {
+        ok = Fail("at most 8 --watch-pid");
+      } else {
+        o.watch_pids.emplace_back(name, static_cast<int>(pid));
+      }
     } else {
       ok = Fail("unknown flag " + flag);
     }
@@ -256,7 +287,8 @@ bool ParseArgs(int argc, char** argv, Options& o, bool* help) {
 
 // Results of one thread; merged at the end.
 struct Tally {
-  uint64_t calls = 0;  // completed in the measured window, any status
+  uint64_t all_ok_calls = 0;  // OK calls over the whole run (warmup and drain too)
+  uint64_t calls = 0;         // completed in the measured window, any status
   uint64_t allowed = 0;
   uint64_t throttled = 0;
   std::array<uint64_t, kNumCodes> codes{};
@@ -315,6 +347,7 @@ class Worker {
     while (in_flight > 0 && cq_.Next(&tag, &ok)) {
       Slot& slot = *static_cast<Slot*>(tag);
       const Clock::time_point now = Clock::now();
+      if (slot.status.ok()) ++tally_.all_ok_calls;
       if (now >= measure_start && now < measure_end) Record(slot, now);
       if (now < measure_end) {
         Start(slot);
@@ -410,6 +443,66 @@ class Worker {
   Tally tally_;
 };
 
+// CPU seconds (user + system, all threads, reaped children excluded) of
+// process `pid` from /proc/PID/stat; -1 when it cannot be read.
+double ProcessCpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  const std::string text((std::istreambuf_iterator<char>(in)),
+                         std::istreambuf_iterator<char>());
+  // The command name (field 2) may hold spaces and parentheses: fields are
+  // counted from the last ')'. utime and stime are fields 14 and 15.
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(text.substr(paren + 1));
+  std::string field;
+  for (int i = 3; i <= 13; ++i) rest >> field;
+  unsigned long long utime = 0, stime = 0;
+  if (!(rest >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double SelfCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Busy CPU seconds of the whole machine (user + nice + system + irq +
+// softirq + steal, all CPUs) from /proc/stat; -1 when it cannot be read.
+double MachineBusySeconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0,
+                     softirq = 0, steal = 0;
+  if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >>
+        steal) ||
+      cpu != "cpu") {
+    return -1;
+  }
+  return static_cast<double>(user + nice + system + irq + softirq + steal) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU times taken at the start and at the end of the measured window.
+struct CpuSample {
+  double machine = 0;  // busy seconds of every CPU, -1 = unreadable
+  double self = 0;
+  std::vector<double> watched;  // per --watch-pid, -1 = unreadable
+};
+
+CpuSample TakeCpuSample(const Options& o) {
+  CpuSample sample;
+  sample.machine = MachineBusySeconds();
+  sample.self = SelfCpuSeconds();
+  for (const auto& [name, pid] : o.watch_pids) {
+    sample.watched.push_back(ProcessCpuSeconds(pid));
+  }
+  return sample;
+}
+
 uint32_t Percentile(const std::vector<uint32_t>& sorted, double p) {
   if (sorted.empty()) return 0;
   size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted.size())));
@@ -480,12 +573,41 @@ int Run(const Options& o) {
       worker->Run(measure_start, measure_end);
     });
   }
+  // CPU over the measured window: the load generator's own (to show it is not
+  // the bottleneck: compare with its threads) and each watched process'.
+  CpuSample cpu_start, cpu_end;
+  double window_s = 0;
+  std::thread monitor([&] {
+    std::this_thread::sleep_until(measure_start);
+    const Clock::time_point sampled_start = Clock::now();
+    cpu_start = TakeCpuSample(o);
+    std::this_thread::sleep_until(measure_end);
+    const Clock::time_point sampled_end = Clock::now();
+    cpu_end = TakeCpuSample(o);
+    window_s = std::chrono::duration<double>(sampled_end - sampled_start).count();
+  });
   for (std::thread& thread : threads) thread.join();
+  monitor.join();
+  const double loadgen_cpu_s = cpu_end.self - cpu_start.self;
+  // Every process' CPU (this one, the watched ones and any other) over the window.
+  const double machine_cpu_s = cpu_start.machine < 0 || cpu_end.machine < 0
+                                   ? -1
+                                   : cpu_end.machine - cpu_start.machine;
+  std::vector<double> watched_cpu_s;
+  for (size_t i = 0; i < o.watch_pids.size(); ++i) {
+    const double a = cpu_start.watched[i], b = cpu_end.watched[i];
+    if (a < 0 || b < 0) {
+      std::fprintf(stderr, "traffik_loadgen: cannot read the CPU time of %s (pid %d)\n",
+                   o.watch_pids[i].first.c_str(), o.watch_pids[i].second);
+    }
+    watched_cpu_s.push_back(a < 0 || b < 0 ? -1 : b - a);
+  }
 
   Tally total;
   for (auto& worker : workers) {
     Tally& t = worker->tally();
     total.calls += t.calls;
+    total.all_ok_calls += t.all_ok_calls;
     total.allowed += t.allowed;
     total.throttled += t.throttled;
     for (int c = 0; c < kNumCodes; ++c) total.codes[c] += t.codes[c];
@@ -507,7 +629,13 @@ int Run(const Options& o) {
                  p99 = Percentile(lat, 0.99), p999 = Percentile(lat, 0.999),
                  max = lat.empty() ? 0 : lat.back();
 
+  const uint64_t all_decisions = total.all_ok_calls * static_cast<uint64_t>(per_call);
   if (o.json) {
+    std::string cpu = "\"machine\":" + std::to_string(machine_cpu_s) +
+                      ",\"loadgen\":" + std::to_string(loadgen_cpu_s);
+    for (size_t i = 0; i < o.watch_pids.size(); ++i) {
+      cpu += ",\"" + o.watch_pids[i].first + "\":" + std::to_string(watched_cpu_s[i]);
+    }
     std::string errs;
     for (int c = 1; c < kNumCodes; ++c) {
       if (total.codes[c] == 0) continue;
@@ -520,14 +648,15 @@ int Run(const Options& o) {
         "\"calls\":%llu,\"ok_calls\":%llu,\"calls_per_s\":%.1f,\"decisions_per_s\":%.1f,"
         "\"allowed\":%llu,\"throttled\":%llu,\"errors\":{%s},"
         "\"latency_us\":{\"p50\":%u,\"p90\":%u,\"p99\":%u,\"p999\":%u,\"max\":%u,"
-        "\"mean\":%.1f}}\n",
+        "\"mean\":%.1f},\"all_decisions\":%llu,\"window_s\":%.4f,\"cpu_s\":{%s}}\n",
         JsonEscape(o.target).c_str(), o.rpc_name.c_str(), o.concurrency, o.channels,
         o.threads, per_call, o.keys, seconds,
         static_cast<unsigned long long>(total.calls),
         static_cast<unsigned long long>(ok_calls), calls_per_s, decisions_per_s,
         static_cast<unsigned long long>(total.allowed),
         static_cast<unsigned long long>(total.throttled), errs.c_str(), p50, p90, p99,
-        p999, max, mean);
+        p999, max, mean, static_cast<unsigned long long>(all_decisions), window_s,
+        cpu.c_str());
   } else {
     std::printf(
         "target=%s rpc=%s concurrency=%d channels=%d threads=%d batch_size=%d keys=%d "
@@ -550,6 +679,12 @@ int Run(const Options& o) {
                 static_cast<unsigned long long>(total.throttled));
     std::printf("latency_us p50=%u p90=%u p99=%u p99.9=%u max=%u mean=%.1f\n", p50, p90,
                 p99, p999, max, mean);
+    std::printf("cpu_s over %.3fs: machine=%.3f loadgen=%.3f (%d threads)", window_s,
+                machine_cpu_s, loadgen_cpu_s, o.threads);
+    for (size_t i = 0; i < o.watch_pids.size(); ++i) {
+      std::printf(" %s=%.3f", o.watch_pids[i].first.c_str(), watched_cpu_s[i]);
+    }
+    std::printf("\nall_decisions=%llu\n", static_cast<unsigned long long>(all_decisions));
   }
   return ok_calls > 0 ? 0 : 1;
 }

@@ -9,7 +9,8 @@
 #
 # Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=3 CONCURRENCIES="64"
 # CHANNELS=4 THREADS=2 KEYS=1000 (where the no-op figure stops rising on 2
-# cores). Both servers run on 127.0.0.1 and are stopped on exit; each figure is the median of ROUNDS interleaved runs.
+# cores; run_all.sh passes the ones its scaling table picked) RESULTS_KV= (if
+# set, envoy<C>_ratio and CPU per call lines are appended to it). Both servers run on 127.0.0.1 and are stopped on exit; each figure is the median of ROUNDS interleaved runs.
 set -euo pipefail
 BUILD_DIR=${1:?usage: run_envoy_bench.sh BUILD_DIR}
 DURATION=${DURATION:-5s}
@@ -72,11 +73,11 @@ envoy:
 YAML
 "$NOOP" --listen 127.0.0.1:0 2>"$WORK/noop.err" &
 NOOP_PID=$!
-PIDS+=($NOOP_PID)
+PIDS+=("$NOOP_PID")
 NOOP_ADDR=$(wait_listening "$WORK/noop.err" $NOOP_PID)
 "$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
-PIDS+=($TRAFFIKD_PID)
+PIDS+=("$TRAFFIKD_PID")
 TRAFFIKD_ADDR=$(wait_listening "$WORK/traffikd.err" $TRAFFIKD_PID)
 TICK=$(getconf CLK_TCK)
 log "noop on $NOOP_ADDR, traffikd on $TRAFFIKD_ADDR"
@@ -121,11 +122,19 @@ for c in $CONCURRENCIES; do
     noop_runs+="$(run_one "$NOOP_ADDR" "$c" "$NOOP_PID")"$'\n'
     rls_runs+="$(run_one "$TRAFFIKD_ADDR" "$c" "$TRAFFIKD_PID")"$'\n'
   done
-  read -r nd nc np ne ncpu < <(printf '%s' "$noop_runs" | median)
+  read -r _ nc np ne ncpu < <(printf '%s' "$noop_runs" | median)
   read -r td tc tp te tcpu < <(printf '%s' "$rls_runs" | median)
   ratio=$(awk -v a="$td" -v b="$nc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
   echo "| no-op server | $c | $(printf '%.0f' "$nc") | - | $np | $ne | $ncpu | - |"
   echo "| traffikd memory | $c | $(printf '%.0f' "$tc") | $(printf '%.0f' "$td") | $tp | $te | $tcpu | $ratio |"
+  if [[ -n ${RESULTS_KV:-} ]]; then
+    {
+      echo "envoy${c}_ratio=$ratio"
+      echo "envoy${c}_noop_cpu_us=$ncpu"
+      echo "envoy${c}_traffikd_cpu_us=$tcpu"
+      echo "envoy${c}_cpu_ratio=$(awk -v a="$tcpu" -v b="$ncpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')"
+    } >>"$RESULTS_KV"
+  fi
 done
 echo
 echo "The load generator shares the machine; \"server CPU per call\" (the server's"

@@ -10,16 +10,8 @@ set grid
 set logscale y 10
 set ylabel "decisions/s"
 set title "Throughput"
-plot "noop.dat" using 1:2 with linespoints title "no-op server (calls/s)", \
-     "memory.dat" using 1:2 with linespoints title "traffikd memory", \
-     "redis.dat" using 1:2 with linespoints title "traffikd Redis", \
-     "batch10.dat" using 1:2 with linespoints title "batch of 10 (memory)", \
-     "batch100.dat" using 1:2 with linespoints title "batch of 100 (memory)"
+plot "noop.dat" using 1:2 with linespoints title "no-op server (calls/s)",      "memory.dat" using 1:2 with linespoints title "traffikd memory",      "redis.dat" using 1:2 with linespoints title "traffikd Redis",      "batch10.dat" using 1:2 with linespoints title "batch of 10 (memory)",      "batch100.dat" using 1:2 with linespoints title "batch of 100 (memory)"
 set title "p99 latency per call"
 set ylabel "p99 (us)"
-plot "noop.dat" using 1:3 with linespoints title "no-op server", \
-     "memory.dat" using 1:3 with linespoints title "traffikd memory", \
-     "redis.dat" using 1:3 with linespoints title "traffikd Redis", \
-     "batch10.dat" using 1:3 with linespoints title "batch of 10", \
-     "batch100.dat" using 1:3 with linespoints title "batch of 100"
+plot "noop.dat" using 1:3 with linespoints title "no-op server",      "memory.dat" using 1:3 with linespoints title "traffikd memory",      "redis.dat" using 1:3 with linespoints title "traffikd Redis",      "batch10.dat" using 1:3 with linespoints title "batch of 10",      "batch100.dat" using 1:3 with linespoints title "batch of 100"
 unset multiplot
