@@ -516,6 +516,25 @@ int ClientImpl::RpcCountOf(const std::vector<Pending>& items) {
   return static_cast<int>(count);
 }
 
+// Sends call->request (deadline already set) as one ShouldThrottleBatch;
+// `on_done` runs on gRPC's callback thread with the call and its status.
+template <typename Call>
+void ClientImpl::SendBatchRpc(std::unique_ptr<Call> call,
+                              void (ClientImpl::*on_done)(Call&, const grpc::Status&)) {
+  Prepare(call->context);
+  call->sent_at = std::chrono::steady_clock::now();
+  rpcs_.fetch_add(1, std::memory_order_relaxed);
+  Call* raw = call.release();
+  stub_->async()->ShouldThrottleBatch(
+      &raw->context, &raw->request, &raw->response,
+      [self = shared_from_this(), raw, on_done](grpc::Status status) mutable {
+        CallbackScope scope;  // see CheckAsync
+        std::shared_ptr<ClientImpl> client = std::move(self);
+        std::unique_ptr<Call> owned(raw);
+        (client.get()->*on_done)(*owned, status);
+      });
+}
+
 void ClientImpl::SendCoalesced(std::vector<Pending> items) {
   // One RPC per tenant: traffikd fails a batch whole for an outage of any
   // tenant's backend, and applies each tenant's own on_backend_error; a
@@ -553,18 +572,7 @@ void ClientImpl::SendGroup(std::vector<Pending> items) {
   call->context.set_deadline(items.front().deadline);
   for (Pending& p : items) *call->request.add_requests() = std::move(p.request);
   call->items = std::move(items);
-  Prepare(call->context);
-  call->sent_at = std::chrono::steady_clock::now();
-  rpcs_.fetch_add(1, std::memory_order_relaxed);
-  CoalescedCall* raw = call.release();
-  stub_->async()->ShouldThrottleBatch(
-      &raw->context, &raw->request, &raw->response,
-      [self = shared_from_this(), raw](grpc::Status status) mutable {
-        CallbackScope scope;  // see CheckAsync
-        std::shared_ptr<ClientImpl> client = std::move(self);
-        std::unique_ptr<CoalescedCall> owned(raw);
-        client->OnCoalescedDone(*owned, status);
-      });
+  SendBatchRpc(std::move(call), &ClientImpl::OnCoalescedDone);
 }
 
 void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status) {
@@ -730,18 +738,7 @@ void ClientImpl::CheckBatchAsync(const std::vector<ThrottleRequest>& requests,
 
 void ClientImpl::SendBatch(std::unique_ptr<BatchCall> call) {
   call->context.set_deadline(call->deadline);
-  Prepare(call->context);
-  call->sent_at = std::chrono::steady_clock::now();
-  rpcs_.fetch_add(1, std::memory_order_relaxed);
-  BatchCall* raw = call.release();
-  stub_->async()->ShouldThrottleBatch(
-      &raw->context, &raw->request, &raw->response,
-      [self = shared_from_this(), raw](grpc::Status status) mutable {
-        CallbackScope scope;  // see CheckAsync
-        std::shared_ptr<ClientImpl> client = std::move(self);
-        std::unique_ptr<BatchCall> owned(raw);
-        client->OnBatchDone(*owned, status);
-      });
+  SendBatchRpc(std::move(call), &ClientImpl::OnBatchDone);
 }
 
 namespace {

@@ -100,6 +100,9 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   void OnCheckDone(CheckCall& call, const grpc::Status& status);
   // Sends `call` (deadline, keys, costs, policy and done already set).
   void SendBatch(std::unique_ptr<BatchCall> call);
+  template <typename Call>
+  void SendBatchRpc(std::unique_ptr<Call> call,
+                    void (ClientImpl::*on_done)(Call&, const grpc::Status&));
   void OnBatchDone(BatchCall& call, const grpc::Status& status);
   // Counts and logs a failure; applies `policy` to it when it is an outage
   // (IsOutage), returns it as the error otherwise.
