@@ -84,20 +84,9 @@ cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >/dev/null
 build_type_used=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
 
 # Processes this script starts itself (the scaling table's no-op server).
-PIDS=()
-WORK=$(mktemp -d /tmp/traffik-run-all.XXXXXX)
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup run-all
 
 log "engine micro-benchmarks"
 "$build/bench/traffik_engine_bench" --benchmark_min_time=0.5 2>/dev/null |

@@ -42,20 +42,9 @@ for bin in "$BENCH" "$TRAFFIKD"; do
   [[ -x "$bin" ]] || { log "missing $bin"; exit 1; }
 done
 
-WORK=$(mktemp -d /tmp/traffik-client-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup client-bench
 
 cat >"$WORK/traffik.yaml" <<YAML
 listen: "127.0.0.1:0"

@@ -28,20 +28,9 @@ for bin in "$LOADGEN" "$NOOP" "$TRAFFIKD"; do
 done
 log() { echo "run_envoy_bench: $*" >&2; }
 
-WORK=$(mktemp -d /tmp/traffik-envoy-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup envoy-bench
 
 wait_listening() {  # $1 stderr file, $2 pid; prints HOST:PORT
   local addr=

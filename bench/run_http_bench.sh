@@ -95,21 +95,9 @@ if [[ "$PIN" == 1 ]]; then
   SERVER_PIN=(taskset -c 0) WRK_PIN=(taskset -c 1)
 fi
 
-WORK=$(mktemp -d /tmp/traffik-http-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    # Bounded wait: SIGKILL whatever is still alive after ~5 s.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup http-bench
 
 # --- Redis on a free loopback port -------------------------------------------
 REDIS_PORT=''

@@ -54,21 +54,16 @@ if [[ "$hard" != unlimited && "$hard" -lt "$needed" ]]; then
 fi
 ulimit -Sn "$(ulimit -Hn)"
 
-WORK=$(mktemp -d /tmp/traffik-idle-bench.XXXXXX)
-PIDS=()
-IDLE_PID=
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}" $IDLE_PID; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}" $IDLE_PID; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup idle-bench
+BENCH_KILL_TENTHS=100  # 10,000 connections take a while to close
+IDLE_PID=              # the idle-connection holder while it runs
+idle_cleanup() {
+  [[ -z "$IDLE_PID" ]] || PIDS+=("$IDLE_PID")
+  bench_cleanup
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap idle_cleanup EXIT
 
 cat >"$WORK/traffik.yaml" <<YAML
 listen: "127.0.0.1:0"
@@ -79,7 +74,7 @@ YAML
 (ulimit -Sn "$TRAFFIKD_SOFT_NOFILE" && exec "$TRAFFIKD" --config "$WORK/traffik.yaml") \
   2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
-PIDS+=($TRAFFIKD_PID)
+PIDS+=("$TRAFFIKD_PID")
 ADDR=
 for _ in $(seq 100); do
   ADDR=$(sed -n 's/.*listening grpc=\([^ ]*\).*/\1/p' "$WORK/traffikd.err" | head -n1)

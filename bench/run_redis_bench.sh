@@ -81,21 +81,9 @@ else
   PLACEMENT="shared: no pinning, the scheduler places every process"
 fi
 
-WORK=$(mktemp -d /tmp/traffik-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    # Bounded wait: SIGKILL whatever is still alive after ~5 s.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_setup bench
 
 # --- Redis on a free loopback port ------------------------------------------
 REDIS_PORT='' REDIS_PID=''
