@@ -518,6 +518,22 @@ int ClientImpl::RpcCountOf(const std::vector<Pending>& items) {
 
 // Sends call->request (deadline already set) as one ShouldThrottleBatch;
 // `on_done` runs on gRPC's callback thread with the call and its status.
+namespace {
+
+// Why a ShouldThrottleBatch of `count` items gave no usable answers: its
+// status, or an answer with the wrong number of responses; OK otherwise.
+absl::Status BatchFailure(const grpc::Status& status,
+                          const v1::ShouldThrottleBatchResponse& response, size_t count) {
+  if (!status.ok()) return ToAbslStatus(status);
+  if (static_cast<size_t>(response.responses_size()) != count) {
+    return absl::DataLossError(absl::StrCat("batch of ", count, " answered with ",
+                                            response.responses_size(), " responses"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 template <typename Call>
 void ClientImpl::SendBatchRpc(std::unique_ptr<Call> call,
                               void (ClientImpl::*on_done)(Call&, const grpc::Status&)) {
@@ -599,14 +615,7 @@ void ClientImpl::OnCoalescedDone(CoalescedCall& call, const grpc::Status& status
     SendGroup(std::move(second));
     return;
   }
-  absl::Status failure;
-  if (!status.ok()) {
-    failure = ToAbslStatus(status);
-  } else if (static_cast<size_t>(call.response.responses_size()) != count) {
-    failure =
-        absl::DataLossError(absl::StrCat("batch of ", count, " answered with ",
-                                         call.response.responses_size(), " responses"));
-  }
+  const absl::Status failure = BatchFailure(status, call.response, count);
   coalesced_.fetch_add(count, std::memory_order_relaxed);
   OnCoalescedRpcEnd();
   if (!failure.ok()) {
@@ -791,14 +800,7 @@ void ClientImpl::OnBatchDone(BatchCall& call, const grpc::Status& status) {
     SendBatch(std::move(retry));
     return;
   }
-  absl::Status failure;
-  if (!status.ok()) {
-    failure = ToAbslStatus(status);
-  } else if (static_cast<size_t>(call.response.responses_size()) != count) {
-    failure =
-        absl::DataLossError(absl::StrCat("batch of ", count, " answered with ",
-                                         call.response.responses_size(), " responses"));
-  }
+  const absl::Status failure = BatchFailure(status, call.response, count);
   if (!failure.ok()) {
     absl::StatusOr<ThrottleResult> failed = Fail(failure, call.policy);
     if (!failed.ok()) {
