@@ -938,7 +938,12 @@ default_tenant: secure
         << Describe(refused.status);
     EXPECT_THAT(refused.status.error_message(), HasSubstr(url));
   }
-  EXPECT_EQ(*(*redis)->Command({"DBSIZE"}), "2");
+  // Nothing was written for the refused tenant (the warm-up probe's bucket may
+  // have expired meanwhile: its key lives until the bucket is full again).
+  int keys_after = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*(*redis)->Command({"DBSIZE"}), &keys_after));
+  EXPECT_LE(keys_after, 2);
+  EXPECT_GE(keys_after, 1);
   const std::string log = process->StderrText();
   EXPECT_EQ(CountOccurrences(log, "certificate verify failed"), 1) << log;
   EXPECT_TRUE(process->IsRunning());
