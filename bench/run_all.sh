@@ -347,6 +347,35 @@ TARGET_ROWS=(
   "$(row "HTTP, throttled (Redis) ÷ unthrottled requests/s" "$(get http_redis_ratio)" ge 0.45)"
   "$(row "10,000 idle connections: calls/s with ÷ without" "$(get idle_ratio)" ge 0.9)"
 )
+# What the CPU allows: with the load generator, the server and Redis on the same
+# cores, calls/s at 64 in flight is about cores ÷ (CPU per call of everything the
+# call runs through). The ratio of those sums is the ratio the CPU permits; it shows
+# whether a throughput ratio is missed for CPU or for something else (waiting).
+budget=$(awk -v nc="$(get noop64_calls_per_s)" -v nl="$(get noop64_loadgen_cores)" \
+  -v ns="$(get noop64_server_cpu_us)" -v rc="$(get redis64_calls_per_s)" \
+  -v rl="$(get redis64_loadgen_cores)" -v rs="$(get redis64_server_cpu_us)" \
+  -v rr="$(get redis64_redis_cpu_us)" 'BEGIN {
+    if (nc + 0 <= 0 || rc + 0 <= 0 || ns == "" || rs == "" || rr == "") exit
+    lgn = nl / nc * 1e6; lgr = rl / rc * 1e6
+    cn = ns + lgn; cr = rs + rr + lgr
+    at_targets = ns + lgn; at_targets_r = 1.5 * ns + 3 + lgn
+    printf "%.1f %.1f %.1f %.1f %.2f %.1f %.2f\n", lgn, cn, lgr, cr, cn / cr, cn / 0.8 - lgn, at_targets / at_targets_r }')
+if [[ -n $budget ]]; then
+  read -r b_lgn b_cn b_lgr b_cr b_ratio b_need b_at_targets <<<"$budget"
+  kv cpu_budget_ratio "$b_ratio"
+  BUDGET_MD="### What the CPU allows
+
+Load generator, server and Redis share $(nproc) cores, so at 64 in flight calls/s is
+about cores ÷ the CPU every process spends per call. No-op: server $(get noop64_server_cpu_us) +
+load generator $b_lgn = **$b_cn µs per call**. Redis: traffikd $(get redis64_server_cpu_us) +
+redis-server $(get redis64_redis_cpu_us) + load generator $b_lgr = **$b_cr µs per decision**.
+The ratio the CPU permits is $b_cn ÷ $b_cr = **$b_ratio** (measured: $(get redis64_ratio)).
+For 0.80, traffikd + Redis together must cost at most $b_cn ÷ 0.8 − $b_lgn = **$b_need µs**
+per decision; at exactly the two CPU targets (traffikd 1.5 × $(get noop64_server_cpu_us),
+Redis 3 µs) the CPU would permit $b_at_targets."
+else
+  BUDGET_MD=""
+fi
 val() {  # target concurrency column(3 calls, 4 decisions, 6 p99)
   awk -v t="$1" -v c="$2" -v col="$3" -F'\t' '$1 == t && $2 == c { print $col }' \
     "$results/throughput.tsv"
@@ -388,6 +417,8 @@ $(printf '%s\n' "${TARGET_ROWS[@]}")
 "not measured": the script that measures it (bench/run_client_bench.sh,
 bench/run_http_bench.sh, bench/run_idle_bench.sh) is absent from this tree or printed no
 figure.
+
+$BUDGET_MD
 
 ### Earlier targets
 
