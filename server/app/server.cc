@@ -61,6 +61,10 @@ constexpr int kTcpKeepaliveIntervalS = 20;
 constexpr int kTcpKeepaliveProbes = 3;
 
 bool SetTcpKeepalive(int fd, grpc_socket_mutator* /*mutator*/) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return false;
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) return true;
   const int on = 1;
   return setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) == 0 &&
          setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &kTcpKeepaliveIdleS,
