@@ -59,6 +59,13 @@ const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting();
 // reset_ms} for a decision, the bucket script's 6-element peek reply for a
 // peek, or an error reply when that item failed (e.g. WRONGTYPE: the other
 // items still run and the call as a whole succeeds).
+//
+// Cost per item (the reason for its shape): one MGET reads all keys, a new
+// bucket is written with SET ... NX (a key of another type, which MGET reads
+// as nil, fails the NX and the item then takes its own call's path, so it
+// answers WRONGTYPE as before), no pcall per item, and the numbers parsed
+// once per distinct string. A single item takes the bucket script's path (GET,
+// then SET or DEL) under one pcall.
 const std::string& RedisEachScript();
 
 // The same with the time passed as the last ARGV (after the 3 per key), for
