@@ -208,14 +208,30 @@ local function each_slow(is_peek, key, capacity, period, cost, now)
   return {err = msg}
 end
 
+)lua";
+
+// One item (one decision in flight): its own call, the bucket script's path
+// and reply (no MGET, no bookkeeping tables), before decide_each()'s closure
+// is even made. `now` is set.
+constexpr char kEachOne[] = R"lua(
+if #KEYS <= 1 then
+  if #KEYS == 0 then return {} end
+  local answer = each_slow(byte(ARGV[1], 1) == 112, KEYS[1], tonumber(ARGV[2]),
+                           tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+  if answer.err then return {answer} end
+  return answer
+end
+)lua";
+
+constexpr char kDecideEach[] = R"lua(
 -- Independent decisions in one call (the backend's coalescing): KEYS[i] with
 -- ARGV[3i-1..3i+1] = capacity, period, cost; ARGV[1] holds one character per
 -- item, 'p' for a peek (nothing written), anything else for a decision. The
 -- items run in order, each exactly as its own decide()/peek() call at `now`
 -- (a repeated key sees the earlier item's take). An item that fails (e.g. a
 -- key of another type) answers with its error and the others still run, so
--- the call never stops half-way. Returns one entry per item: the reply
--- decide() or peek() gives, or an error reply.
+-- the call never stops half-way. Returns one flat array: per item, the
+-- integers decide() (4) or peek() (6) gives, or one error reply.
 --
 -- The cost per item is what matters here, so the common item takes a fast
 -- path with the same arithmetic: one MGET reads every key up front (a key
@@ -230,14 +246,9 @@ end
 -- what Redis holds.
 local function decide_each(now, modes)
   local n = #KEYS
-  if n <= 1 then
-    -- One item: its own call (one GET; no MGET, no bookkeeping tables).
-    if n == 0 then return {} end
-    return {each_slow(byte(modes, 1) == 112, KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
-                      tonumber(ARGV[4]), now)}
-  end
   local values = rcall('MGET', unpack(KEYS))
   local out = {}
+  local k = 0  -- entries in out
   local at = {}         -- key -> the last item that stored it (fast path)
   local slow = {}       -- key -> true once an item on it took the slow path
   local st_scaled, st_last = {}, {}  -- per item: the state it stored (false: deleted)
@@ -295,7 +306,9 @@ local function decide_each(now, modes)
         if is_peek then
           local _, _, remaining_now, reset_now =
             compute(stored, stored_last, capacity, period, 0, now)
-          answer = {allowed, wait, remaining, reset, remaining_now, reset_now}
+          out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
+            allowed, wait, remaining, reset, remaining_now, reset_now
+          k = k + 6
         elseif reset > 0 then
           local ttl = reset
           if ttl < min_ttl then ttl = min_ttl end
@@ -315,7 +328,8 @@ local function decide_each(now, modes)
             answer = r
             slow[key] = true
           else
-            answer = {allowed, wait, remaining, reset}
+            out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
+            k = k + 4
             at[key] = i
             st_scaled[i], st_last[i] = scaled, last
           end
@@ -326,13 +340,22 @@ local function decide_each(now, modes)
           slow[key] = true
         else
           rcall('DEL', key)
-          answer = {allowed, wait, remaining, reset}
+          out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
+          k = k + 4
           at[key] = i
           st_scaled[i], st_last[i] = false, false
         end
       end
     end
-    out[i] = answer
+    if answer then
+      if answer.err then
+        k = k + 1
+        out[k] = answer
+      else
+        for e = 1, #answer do out[k + e] = answer[e] end
+        k = k + #answer
+      end
+    end
   end
   return out
 end
@@ -367,9 +390,9 @@ constexpr char kMainEach[] = R"lua(
 return decide_each(now, ARGV[1])
 )lua";
 
-constexpr char kMainEachExplicitNow[] = R"lua(
+constexpr char kEachExplicitNow[] = R"lua(
 min_ttl = 3600000
-return decide_each(tonumber(ARGV[3 * #KEYS + 2]), ARGV[1])
+local now = tonumber(ARGV[3 * #KEYS + 2])
 )lua";
 
 }  // namespace
@@ -399,14 +422,14 @@ const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting() {
 }
 
 const std::string& RedisEachScript() {
-  static const std::string* script =
-      new std::string(std::string(kCore) + kEach + kRedisNow + kMainEach);
+  static const std::string* script = new std::string(
+      std::string(kCore) + kEach + kRedisNow + kEachOne + kDecideEach + kMainEach);
   return *script;
 }
 
 const std::string& RedisEachScriptWithExplicitNowForTesting() {
-  static const std::string* script =
-      new std::string(std::string(kCore) + kEach + kMainEachExplicitNow);
+  static const std::string* script = new std::string(
+      std::string(kCore) + kEach + kEachExplicitNow + kEachOne + kDecideEach + kMainEach);
   return *script;
 }
 
