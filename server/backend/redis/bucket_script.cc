@@ -256,7 +256,8 @@ local function decide_each(now, modes)
   -- items of one call mostly repeat their rates, costs and clock values
   -- (false: no number).
   local nums = {}
-  local ttls = {}  -- ttl (number) -> its decimal string
+  local decimals = {}  -- number -> format('%d', number)
+  local heads = {}     -- number -> format('%d:', number)
   for i = 1, n do
     local key = KEYS[i]
     local a = ARGV[3 * i - 1]
@@ -312,13 +313,31 @@ local function decide_each(now, modes)
         elseif reset > 0 then
           local ttl = reset
           if ttl < min_ttl then ttl = min_ttl end
-          local px = ttls[ttl]
-          if not px then px = format('%d', ttl); ttls[ttl] = px end
+          -- The stored value and the expiry as decimals, each number formatted
+          -- once per call: format('%d:', scaled) .. format('%d', last) is
+          -- format('%d:%d', scaled, last), and the items of one call mostly
+          -- share `last` (now), and on new buckets `scaled` and the ttl too.
+          local px = decimals[ttl]
+          if not px then
+            px = format('%d', ttl)
+            decimals[ttl] = px
+          end
+          local value = heads[scaled]
+          if not value then
+            value = format('%d:', scaled)
+            if scaled == scaled then heads[scaled] = value end  -- not NaN
+          end
+          local tail = decimals[last]
+          if not tail then
+            tail = format('%d', last)
+            if last == last then decimals[last] = tail end
+          end
+          value = value .. tail
           local r
           if fresh then
-            r = rpcall('SET', key, format('%d:%d', scaled, last), 'PX', px, 'NX')
+            r = rpcall('SET', key, value, 'PX', px, 'NX')
           else
-            r = rpcall('SET', key, format('%d:%d', scaled, last), 'PX', px)
+            r = rpcall('SET', key, value, 'PX', px)
           end
           if not r then
             -- NX failed: the key holds another type.
