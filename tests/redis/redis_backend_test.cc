@@ -414,6 +414,34 @@ TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
   EXPECT_GT(repeated, 100);
 }
 
+// Verifies a key repeated within one coalesced call is read back exactly as
+// the earlier item stored it, including a `last` ahead of the call's clock (a
+// state written by a replica whose clock ran ahead): the stored value and
+// every answer match the C++ bucket, then and on a later call.
+TEST_F(RedisBackendTest, EachScriptRepeatedKeyKeepsStoredState) {
+  const std::string& script = RedisEachScriptWithExplicitNowForTesting();
+  const Rate rate{1000, 7};
+  const std::string key = "rep:{id}";
+  std::map<std::string, BucketState> states;
+  const int64_t t = 1'700'000'000'000;
+  // now, then the costs of one call's items, all on `key`.
+  const std::vector<std::pair<int64_t, std::vector<uint64_t>>> calls = {
+      {t + 10, {1}}, {t, {1, 2, 1}}, {t + 3, {3, 1}}, {t + 11, {1, 1}}, {t + 30, {1}}};
+  for (const auto& [now, costs] : calls) {
+    std::vector<BucketOp> ops;
+    for (uint64_t cost : costs) ops.push_back({key, rate, cost});
+    const std::string want = ModelEach(states, ops, now);
+    auto got = server_->Command(EachArgs(script, ops, now));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, want) << "now " << now - t;
+    auto stored = server_->Command({"GET", key});
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    const BucketState& st = states[key];
+    EXPECT_EQ(*stored, absl::StrCat(st.scaled_tokens, ":", st.last_ms))
+        << "now " << now - t;
+  }
+}
+
 // One entry of the each script's reply as rendered lines: 4 (decision), 6
 // (peek) or 1 (error) lines starting at `*at`, joined by '\n'.
 std::string TakeEachEntry(const std::vector<std::string>& lines, bool peek, size_t* at) {

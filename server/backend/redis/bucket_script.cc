@@ -242,8 +242,8 @@ constexpr char kDecideEach[] = R"lua(
 -- on a write that deletes, a malformed state or argument, a failed NX) goes to
 -- each_slow(), which is the item's own call; from then on that key takes the
 -- slow path for the rest of the call. A key written earlier in the call is
--- read from what this call stored (`at`, `st_scaled`, `st_last`), which is
--- what Redis holds.
+-- read from what this call stored (`at`): the value, or its numbers when
+-- they format and parse back exactly, so it is what GET would read.
 local function decide_each(now, modes)
   local n = #KEYS
   local values = rcall('MGET', unpack(KEYS))
@@ -251,7 +251,7 @@ local function decide_each(now, modes)
   local k = 0  -- entries in out
   local at = {}         -- key -> the last item that stored it (fast path)
   local slow = {}       -- key -> true once an item on it took the slow path
-  local st_scaled, st_last = {}, {}  -- per item: the state it stored (false: deleted)
+  local lasts = {}  -- item -> the `last` it stored, when not `now`
   -- tonumber() of a string, memoised: tonumber runs strtod twice, and the
   -- items of one call mostly repeat their rates, costs and clock values
   -- (false: no number).
@@ -277,26 +277,28 @@ local function decide_each(now, modes)
       slow[key] = true
     else
       local stored, stored_last, fresh
+      -- What GET would read now: MGET's value, or what an earlier item of
+      -- this call stored (false: it deleted the key; a number: the scaled
+      -- tokens of a state whose numbers format and parse back exactly, with
+      -- `last` in lasts[j] or `now`).
       local j = at[key]
-      if j then
-        stored, stored_last = st_scaled[j], st_last[j]
-        if not stored then stored = nil end
-      else
-        local state = values[i]
-        if state then
-          local sep = find(state, ':', 1, true)
-          if sep then
-            a = sub(state, 1, sep - 1)
-            stored = nums[a]
-            if stored == nil then stored = tonumber(a) or false; nums[a] = stored end
-            a = sub(state, sep + 1)
-            stored_last = nums[a]
-            if stored_last == nil then stored_last = tonumber(a) or false; nums[a] = stored_last end
-            if not (stored and stored_last) then fresh = 'bad' end
-          end
-        else
-          fresh = true  -- no key, or a key of another type
+      local state = values[j or i]
+      if j and state and type(state) == 'number' then
+        stored = state
+        stored_last = lasts[j] or now
+      elseif state then
+        local sep = find(state, ':', 1, true)
+        if sep then
+          a = sub(state, 1, sep - 1)
+          stored = nums[a]
+          if stored == nil then stored = tonumber(a) or false; nums[a] = stored end
+          a = sub(state, sep + 1)
+          stored_last = nums[a]
+          if stored_last == nil then stored_last = tonumber(a) or false; nums[a] = stored_last end
+          if not (stored and stored_last) then fresh = 'bad' end
         end
+      else
+        fresh = true  -- no key, or a key of another type
       end
       if fresh == 'bad' or (fresh and is_peek) then
         answer = each_slow(is_peek, key, capacity, period, cost, now)
@@ -350,7 +352,14 @@ local function decide_each(now, modes)
             out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
             k = k + 4
             at[key] = i
-            st_scaled[i], st_last[i] = scaled, last
+            if scaled % 1 == 0 and scaled < 2 ^ 53 and scaled > -2 ^ 53 and last % 1 == 0 and
+                last < 2 ^ 53 and last > -2 ^ 53 then
+              -- format('%d') then tonumber() gives these back exactly.
+              values[i] = scaled
+              if last ~= now then lasts[i] = last end
+            else
+              values[i] = value
+            end
           end
         elseif fresh then
           -- Full on a nil key: the key's own call (GET, then a DEL of nothing,
@@ -362,7 +371,7 @@ local function decide_each(now, modes)
           out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
           k = k + 4
           at[key] = i
-          st_scaled[i], st_last[i] = false, false
+          values[i] = false
         end
       end
     end
