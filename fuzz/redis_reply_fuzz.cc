@@ -33,12 +33,21 @@ void Check(const redisReply& reply) {
   if (auto r = traffik::DecodeAllOrNothingReply(reply, items)) {
     if (r->decisions.size() != items.size()) std::abort();
   }
-  if (traffik::IsEachReply(reply, reply.elements)) {
-    for (size_t i = 0; i < reply.elements; ++i) {
-      for (const bool peek : {false, true}) {
-        if (auto e = traffik::DecodeEachEntry(*reply.element[i], 10, peek)) {
-          if (e->decision.has_value() ? e->decision->limit != 10
-                                      : e->error.size() > traffik::kMaxEachErrorBytes) {
+  // The each reply for a few item lists the element count allows: all
+  // decisions, all peeks, and mixed.
+  for (const size_t items_n :
+       {reply.elements / 4, reply.elements / 6, reply.elements % 5}) {
+    for (const int mix : {0, 1, 2}) {
+      std::vector<traffik::RedisEachItem> each(items_n);
+      for (size_t i = 0; i < items_n; ++i) {
+        each[i] = {i + 1, mix == 1 || (mix == 2 && i % 2 == 1)};
+      }
+      if (auto answers = traffik::DecodeEachReply(reply, each)) {
+        if (answers->size() != items_n) std::abort();
+        for (size_t i = 0; i < items_n; ++i) {
+          const traffik::RedisEachAnswer& e = (*answers)[i];
+          if (e.decision.has_value() ? e.decision->limit != i + 1
+                                     : e.error.size() > traffik::kMaxEachErrorBytes) {
             std::abort();
           }
         }

@@ -367,10 +367,13 @@ std::vector<std::string> EachArgs(const std::string& script,
 TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
   const std::string& script = RedisEachScriptWithExplicitNowForTesting();
   std::mt19937_64 rng(5);
-  const std::vector<Rate> rates = {
-      {1, 1},       {3, 1000},
-      {10, 60'000}, {7861, 3'930'500},
-      {1000, 7},    {(uint64_t{1} << 53) / 999'983, 999'983}};
+  const std::vector<Rate> rates = {{1, 1},
+                                   {3, 1000},
+                                   {10, 60'000},
+                                   {7861, 3'930'500},
+                                   {1000, 7},
+                                   {(uint64_t{1} << 53) / 999'983, 999'983},
+                                   {uint64_t{1} << 53, 1}};
   std::map<std::string, BucketState> states;
   int64_t now = 1'700'000'000'000;
   int allowed = 0;
@@ -389,6 +392,8 @@ TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
                                     ? 2 * rate.capacity
                                     : std::min<uint64_t>(rate.capacity, 5);
       BucketOp op{absl::StrCat("each:", rng() % 4, ":{id}"), rate, 1 + rng() % max_cost};
+      // Cost 0 now and then: on a full or new bucket the script deletes the key.
+      if (rng() % 9 == 0) op.cost = 0;
       op.peek = rng() % 7 == 0;
       if (!seen.insert(op.key).second) ++repeated;
       ops.push_back(op);
@@ -407,6 +412,142 @@ TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
   EXPECT_GT(allowed, 100);
   EXPECT_GT(refused, 100);
   EXPECT_GT(repeated, 100);
+}
+
+// Verifies a key repeated within one coalesced call is read back exactly as
+// the earlier item stored it, including a `last` ahead of the call's clock (a
+// state written by a replica whose clock ran ahead): the stored value and
+// every answer match the C++ bucket, then and on a later call.
+TEST_F(RedisBackendTest, EachScriptRepeatedKeyKeepsStoredState) {
+  const std::string& script = RedisEachScriptWithExplicitNowForTesting();
+  const Rate rate{1000, 7};
+  const std::string key = "rep:{id}";
+  std::map<std::string, BucketState> states;
+  const int64_t t = 1'700'000'000'000;
+  // now, then the costs of one call's items, all on `key`.
+  const std::vector<std::pair<int64_t, std::vector<uint64_t>>> calls = {
+      {t + 10, {1}}, {t, {1, 2, 1}}, {t + 3, {3, 1}}, {t + 11, {1, 1}}, {t + 30, {1}}};
+  for (const auto& [now, costs] : calls) {
+    std::vector<BucketOp> ops;
+    for (uint64_t cost : costs) ops.push_back({key, rate, cost});
+    const std::string want = ModelEach(states, ops, now);
+    auto got = server_->Command(EachArgs(script, ops, now));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, want) << "now " << now - t;
+    auto stored = server_->Command({"GET", key});
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    const BucketState& st = states[key];
+    EXPECT_EQ(*stored, absl::StrCat(st.scaled_tokens, ":", st.last_ms))
+        << "now " << now - t;
+  }
+}
+
+// One entry of the each script's reply as rendered lines: 4 (decision), 6
+// (peek) or 1 (error) lines starting at `*at`, joined by '\n'.
+std::string TakeEachEntry(const std::vector<std::string>& lines, bool peek, size_t* at) {
+  uint64_t unused;
+  if (*at < lines.size() && !absl::SimpleAtoi(lines[*at], &unused)) return lines[(*at)++];
+  const size_t n = std::min(lines.size() - *at, size_t{peek ? 6u : 4u});
+  std::vector<std::string> entry(lines.begin() + *at, lines.begin() + *at + n);
+  *at += n;
+  return absl::StrJoin(entry, "\n");
+}
+
+// Verifies every item of the coalescing script answers and writes exactly as
+// its own call of the single bucket script would, on keys the fast path does
+// not handle alone: a key of another type (decision, peek, cost 0), a
+// malformed state, a value with no ':', a key that does not exist (peek, cost
+// 0 then a take), repeated within one call and mixed with normal buckets; the
+// calls of one item alone take the same paths. The same steps run on twin
+// keys, one call of the each script against one single-script call per item.
+TEST_F(RedisBackendTest, EachScriptMatchesOwnCallsOnOddKeys) {
+  const std::string& each = RedisEachScriptWithExplicitNowForTesting();
+  const std::string& single = RedisBucketScriptWithExplicitNowForTesting();
+  const std::vector<Rate> rates = {{10, 60'000}, {3, 1000}, {uint64_t{1} << 53, 1}};
+  const std::vector<std::string> kinds = {"list", "bad", "nocolon", "plain", "none"};
+  auto key = [&](size_t kind, const char* twin) {
+    return absl::StrCat("odd:", kinds[kind], ":{", twin, "}");
+  };
+  for (const char* twin : {"each", "single"}) {
+    ASSERT_TRUE(server_->Command({"RPUSH", key(0, twin), "1"}).ok());
+    ASSERT_TRUE(server_->Command({"SET", key(1, twin), "x:y"}).ok());
+  }
+  std::mt19937_64 rng(17);
+  int64_t now = 1'700'000'000'000;
+  std::map<std::string, int> errors;
+  int decided = 0;
+  for (int step = 0; step < 150; ++step) {
+    now += static_cast<int64_t>(rng() % 300);
+    if (step % 5 == 0) {
+      for (const char* twin : {"each", "single"}) {
+        ASSERT_TRUE(server_->Command({"SET", key(2, twin), "abc"}).ok());
+      }
+    }
+    if (step % 7 == 0) {
+      for (const char* twin : {"each", "single"}) {
+        ASSERT_TRUE(server_->Command({"DEL", key(4, twin)}).ok());
+      }
+    }
+    std::vector<BucketOp> ops;
+    std::vector<size_t> op_kinds;
+    const size_t n = 1 + rng() % 6;
+    for (size_t i = 0; i < n; ++i) {
+      op_kinds.push_back(rng() % kinds.size());
+      BucketOp op{key(op_kinds.back(), "each"), rates[rng() % rates.size()], rng() % 4};
+      op.peek = rng() % 4 == 0;
+      ops.push_back(op);
+    }
+    auto got = server_->Command(EachArgs(each, ops, now));
+    ASSERT_TRUE(got.ok()) << got.status();
+    const std::vector<std::string> lines = absl::StrSplit(*got, '\n');
+    size_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const BucketOp& op = ops[i];
+      const std::string entry = TakeEachEntry(lines, op.peek, &at);
+      std::vector<std::string> args = {"EVAL",
+                                       single,
+                                       "1",
+                                       key(op_kinds[i], "single"),
+                                       absl::StrCat(op.rate.capacity),
+                                       absl::StrCat(op.rate.period_ms),
+                                       absl::StrCat(op.cost),
+                                       absl::StrCat(now)};
+      if (op.peek) args.push_back("peek");
+      auto own = server_->Command(args);
+      if (own.ok()) {
+        ASSERT_EQ(entry, *own) << "step " << step << " item " << i << " " << op.key;
+        ++decided;
+      } else {
+        // The same error: its first word, and for a Lua error the same text.
+        const std::string word = entry.substr(0, entry.find(' '));
+        ASSERT_THAT(entry, ::testing::MatchesRegex("[A-Z]+ .*")) << "step " << step;
+        EXPECT_THAT(std::string(own.status().message()),
+                    ::testing::StartsWith(absl::StrCat(word, " ")))
+            << "step " << step << " item " << i << " " << entry;
+        if (op_kinds[i] == 1) {
+          EXPECT_THAT(entry, HasSubstr("malformed bucket state"));
+          EXPECT_THAT(own.status().message(), HasSubstr("malformed bucket state"));
+        }
+        ++errors[word];
+      }
+    }
+    ASSERT_EQ(at, lines.size()) << *got;
+    // Both twins hold the same: type and value of every key.
+    for (size_t kind = 0; kind < kinds.size(); ++kind) {
+      for (const char* command : {"TYPE", "GET"}) {
+        if (kind == 0 && std::string(command) == "GET") continue;  // WRONGTYPE
+        auto a = server_->Command({command, key(kind, "each")});
+        auto b = server_->Command({command, key(kind, "single")});
+        ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+        ASSERT_EQ(*a, *b) << "step " << step << " " << command << " " << kinds[kind];
+      }
+    }
+  }
+  EXPECT_GT(errors["WRONGTYPE"], 20);
+  EXPECT_GT(errors["ERR"], 20);
+  EXPECT_GT(decided, 200);
+  EXPECT_EQ(*server_->Command({"LLEN", key(0, "each")}), "1");
+  EXPECT_EQ(*server_->Command({"GET", key(1, "each")}), "x:y");
 }
 
 // Verifies the coalescing script decides each item on its own: an item whose

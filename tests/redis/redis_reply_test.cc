@@ -77,47 +77,70 @@ TEST(ScriptReplyTest, RejectsMalformedDecision) {
   }
 }
 
-// Verifies the each script's entries decode one by one: a decision, a peek
-// (its hit), an item's error (kept, truncated), and anything else refused.
-TEST(ScriptReplyTest, DecodesEachEntries) {
+// The integers as RESP elements (no array header), for a flat reply.
+std::string Elements(const std::vector<long long>& values) {
+  std::string out;
+  for (long long v : values) out += ":" + std::to_string(v) + "\r\n";
+  return out;
+}
+
+// Verifies the each script's flat reply decodes item by item: a decision (4
+// integers), a peek (6: its hit), an item's error (one error element, kept and
+// truncated), each decision with its item's capacity as its limit.
+TEST(ScriptReplyTest, DecodesEachReply) {
+  const std::vector<RedisEachItem> items = {
+      {5, false}, {7, true}, {9, false}, {3, false}};
   const Reply reply =
-      Parse("*3\r\n" + Ints({1, 0, 4, 200}) + Ints({0, 7, 0, 900, 0, 800}) +
-            "-WRONGTYPE Operation against a key\r\n");
-  ASSERT_TRUE(IsEachReply(*reply, 3));
-  EXPECT_FALSE(IsEachReply(*reply, 2));
-  // Flat integers have the shape, but no entry decodes.
-  const Reply flat = Parse(Ints({1, 0, 4}));
-  ASSERT_TRUE(IsEachReply(*flat, 3));
-  EXPECT_FALSE(DecodeEachEntry(*flat->element[0], 5, false).has_value());
-  EXPECT_FALSE(IsEachReply(*Parse("-ERR boom\r\n"), 1));
-
-  std::optional<RedisEachAnswer> a = DecodeEachEntry(*reply->element[0], 5, false);
+      Parse("*15\r\n" + Elements({1, 0, 4, 200}) + Elements({0, 7, 0, 900, 0, 800}) +
+            "-WRONGTYPE Operation against a key\r\n" + Elements({0, 5, 0, 300}));
+  std::optional<std::vector<RedisEachAnswer>> a = DecodeEachReply(*reply, items);
   ASSERT_TRUE(a.has_value());
-  ASSERT_TRUE(a->decision.has_value());
-  EXPECT_TRUE(a->decision->allowed);
-  EXPECT_EQ(a->decision->limit, 5u);
-  EXPECT_EQ(a->decision->remaining, 4u);
-  a = DecodeEachEntry(*reply->element[1], 5, true);
-  ASSERT_TRUE(a.has_value() && a->decision.has_value());
-  EXPECT_FALSE(a->decision->allowed);
-  EXPECT_EQ(a->decision->wait_ms, 7u);
-  EXPECT_EQ(a->decision->reset_ms, 900u);
-  a = DecodeEachEntry(*reply->element[2], 5, false);
-  ASSERT_TRUE(a.has_value());
-  EXPECT_FALSE(a->decision.has_value());
-  EXPECT_EQ(a->error, "WRONGTYPE Operation against a key");
+  ASSERT_EQ(a->size(), 4u);
+  ASSERT_TRUE((*a)[0].decision.has_value());
+  EXPECT_TRUE((*a)[0].decision->allowed);
+  EXPECT_EQ((*a)[0].decision->limit, 5u);
+  EXPECT_EQ((*a)[0].decision->remaining, 4u);
+  EXPECT_EQ((*a)[0].decision->reset_ms, 200u);
+  ASSERT_TRUE((*a)[1].decision.has_value());
+  EXPECT_FALSE((*a)[1].decision->allowed);
+  EXPECT_EQ((*a)[1].decision->limit, 7u);
+  EXPECT_EQ((*a)[1].decision->wait_ms, 7u);
+  EXPECT_EQ((*a)[1].decision->reset_ms, 900u);
+  EXPECT_FALSE((*a)[2].decision.has_value());
+  EXPECT_EQ((*a)[2].error, "WRONGTYPE Operation against a key");
+  ASSERT_TRUE((*a)[3].decision.has_value());
+  EXPECT_EQ((*a)[3].decision->wait_ms, 5u);
+  EXPECT_EQ((*a)[3].decision->limit, 3u);
 
-  // A decision where a peek is due, and the reverse, are refused.
-  EXPECT_FALSE(DecodeEachEntry(*reply->element[0], 5, true).has_value());
-  EXPECT_FALSE(DecodeEachEntry(*reply->element[1], 5, false).has_value());
-  for (const std::string& resp : {Ints({1, -1, 9, 100}), std::string("+OK\r\n"),
-                                  std::string("$-1\r\n"), std::string(":1\r\n")}) {
-    EXPECT_FALSE(DecodeEachEntry(*Parse(resp), 5, false).has_value()) << resp;
-  }
+  // One item alone: the bucket script's own reply shapes.
+  a = DecodeEachReply(*Parse(Ints({1, 0, 4, 200})), {{{5, false}}});
+  ASSERT_TRUE(a.has_value() && (*a)[0].decision.has_value());
+  EXPECT_EQ((*a)[0].decision->remaining, 4u);
   const std::string long_error(1000, 'E');
-  a = DecodeEachEntry(*Parse("-" + long_error + "\r\n"), 5, false);
+  a = DecodeEachReply(*Parse("*1\r\n-" + long_error + "\r\n"), {{{5, true}}});
   ASSERT_TRUE(a.has_value());
-  EXPECT_EQ(a->error.size(), kMaxEachErrorBytes);
+  EXPECT_FALSE((*a)[0].decision.has_value());
+  EXPECT_EQ((*a)[0].error.size(), kMaxEachErrorBytes);
+}
+
+// Verifies an each reply of any other shape is refused as a whole: too few or
+// too many elements for the items' modes, a negative or non-integer element
+// where an item's integers are due, a nested entry, no array at all.
+TEST(ScriptReplyTest, RefusesMalformedEachReply) {
+  const std::vector<RedisEachItem> two = {{5, false}, {5, false}};
+  EXPECT_TRUE(DecodeEachReply(*Parse(Ints({1, 0, 4, 200, 1, 0, 3, 300})), two));
+  for (const std::string& resp :
+       {Ints({1, 0, 4, 200, 1, 0, 3}), Ints({1, 0, 4, 200, 1, 0, 3, 300, 1}),
+        Ints({1, 0, 4, 200, 1, -1, 3, 300}), Ints({}),
+        "*8\r\n" + Elements({1, 0, 4, 200, 1, 0}) + "+OK\r\n:300\r\n",
+        "*8\r\n" + Elements({1, 0, 4, 200, 1, 0, 3}) + "$-1\r\n",
+        "*2\r\n" + Ints({1, 0, 4, 200}) + Ints({1, 0, 3, 300}),
+        std::string("-ERR boom\r\n"), std::string(":1\r\n")}) {
+    EXPECT_FALSE(DecodeEachReply(*Parse(resp), two).has_value()) << resp;
+  }
+  // A decision's 4 integers where a peek's 6 are due, and the reverse.
+  EXPECT_FALSE(DecodeEachReply(*Parse(Ints({1, 0, 4, 200})), {{{5, true}}}));
+  EXPECT_FALSE(DecodeEachReply(*Parse(Ints({1, 0, 4, 200, 4, 200})), {{{5, false}}}));
 }
 
 // Verifies an all-or-nothing reply gives `applied` and each item's decision

@@ -55,10 +55,19 @@ const std::string& RedisAllOrNothingScriptWithExplicitNowForTesting();
 // One TIME for all items; each item is evaluated and stored in order, exactly
 // as its own call of the bucket script at that time would be (a repeated key
 // sees the earlier items' takes), and is independent of the others (not all
-// or nothing). Returns one entry per item: {allowed, wait_ms, remaining,
-// reset_ms} for a decision, the bucket script's 6-element peek reply for a
-// peek, or an error reply when that item failed (e.g. WRONGTYPE: the other
-// items still run and the call as a whole succeeds).
+// or nothing). Returns one flat array (script_reply.h DecodeEachReply)
+// holding, per item in order, allowed, wait_ms, remaining, reset_ms for a
+// decision, the bucket script's 6 peek integers for a peek, or one error
+// reply when that item failed (e.g. WRONGTYPE: the other items still run and
+// the call as a whole succeeds). Flat because Redis converts every nested
+// Lua table of a reply at a measurable cost per table.
+//
+// Cost per item (the reason for its shape): one MGET reads all keys, a new
+// bucket is written with SET ... NX (a key of another type, which MGET reads
+// as nil, fails the NX and the item then takes its own call's path, so it
+// answers WRONGTYPE as before), no pcall per item, and the numbers parsed
+// once per distinct string. A single item takes the bucket script's path (GET,
+// then SET or DEL) under one pcall.
 const std::string& RedisEachScript();
 
 // The same with the time passed as the last ARGV (after the 3 per key), for

@@ -1090,7 +1090,13 @@ bool RedisBackend::Loop::SendEach(Conn* conn, Op* op) {
 void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
                                      const redisReply* reply) {
   const size_t n = op->members.size();
-  if (!IsEachReply(*reply, n)) {
+  std::vector<RedisEachItem> items(n);
+  for (size_t i = 0; i < n; ++i) {
+    items[i] = {op->members[i]->rate.capacity, op->members[i]->peek};
+  }
+  const std::optional<std::vector<RedisEachAnswer>> answers =
+      DecodeEachReply(*reply, items);
+  if (!answers) {
     Fail(std::move(op), "unexpected reply to the bucket script",
          absl::StatusCode::kInternal);
     return;
@@ -1098,14 +1104,8 @@ void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
   conn->backoff_ms = 0;
   for (size_t i = 0; i < n; ++i) {
     std::unique_ptr<Op> member = std::move(op->members[i]);
-    const redisReply* entry = reply->element[i];
-    const std::optional<RedisEachAnswer> answer =
-        entry == nullptr ? std::nullopt
-                         : DecodeEachEntry(*entry, member->rate.capacity, member->peek);
-    if (!answer) {
-      Fail(std::move(member), "unexpected reply to the bucket script",
-           absl::StatusCode::kInternal);
-    } else if (answer->decision) {
+    const RedisEachAnswer* answer = &(*answers)[i];
+    if (answer->decision) {
       member->Complete(*answer->decision);
     } else {
       // What this item's own call would have answered.

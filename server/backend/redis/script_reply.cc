@@ -69,26 +69,39 @@ std::optional<AllOrNothingResult> DecodeAllOrNothingReply(
   return result;
 }
 
-bool IsEachReply(const redisReply& reply, size_t items) {
-  return reply.type == REDIS_REPLY_ARRAY && reply.elements == items;
-}
-
-std::optional<RedisEachAnswer> DecodeEachEntry(const redisReply& entry, uint64_t limit,
-                                               bool peek) {
-  RedisEachAnswer answer;
-  if (entry.type == REDIS_REPLY_ERROR) {
-    answer.error.assign(entry.str, std::min<size_t>(entry.len, kMaxEachErrorBytes));
-    return answer;
+std::optional<std::vector<RedisEachAnswer>> DecodeEachReply(
+    const redisReply& reply, absl::Span<const RedisEachItem> items) {
+  if (reply.type != REDIS_REPLY_ARRAY) return std::nullopt;
+  std::vector<RedisEachAnswer> answers(items.size());
+  size_t at = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (at < reply.elements && reply.element[at] != nullptr &&
+        reply.element[at]->type == REDIS_REPLY_ERROR) {
+      const redisReply& e = *reply.element[at++];
+      answers[i].error.assign(e.str, std::min<size_t>(e.len, kMaxEachErrorBytes));
+      continue;
+    }
+    const size_t n = items[i].peek ? 6 : 4;
+    if (reply.elements - at < n) return std::nullopt;
+    long long v[6];
+    for (size_t k = 0; k < n; ++k) {
+      const redisReply* e = reply.element[at + k];
+      if (e == nullptr || e->type != REDIS_REPLY_INTEGER || e->integer < 0) {
+        return std::nullopt;
+      }
+      v[k] = e->integer;
+    }
+    at += n;
+    Decision d;
+    d.allowed = v[0] == 1;
+    d.wait_ms = static_cast<uint64_t>(v[1]);
+    d.limit = items[i].limit;
+    d.remaining = static_cast<uint64_t>(v[2]);
+    d.reset_ms = static_cast<uint64_t>(v[3]);
+    answers[i].decision = d;
   }
-  if (peek) {
-    const std::optional<PeekResult> p = DecodePeekReply(entry, limit);
-    if (!p) return std::nullopt;
-    answer.decision = p->hit;
-  } else {
-    answer.decision = DecodeDecisionReply(entry, limit);
-    if (!answer.decision) return std::nullopt;
-  }
-  return answer;
+  if (at != reply.elements) return std::nullopt;
+  return answers;
 }
 
 }  // namespace traffik

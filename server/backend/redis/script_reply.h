@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/types/span.h"
 #include "backend/backend.h"
@@ -40,14 +41,19 @@ struct RedisEachAnswer {
 };
 inline constexpr size_t kMaxEachErrorBytes = 256;
 
-// Whether `reply` is the each script's reply shape for `items` items: an
-// array of exactly that many entries.
-bool IsEachReply(const redisReply& reply, size_t items);
+// One item of an each-script call, as the decoder needs it: its capacity (the
+// decision's limit, which the script does not echo) and whether it is a peek.
+struct RedisEachItem {
+  uint64_t limit = 0;
+  bool peek = false;
+};
 
-// The each script's entry for one item: the 4-integer decision reply, or for
-// a peek (`peek`) the 6-integer peek reply (its hit), or an error reply
-// (answer.error). `limit` is the item's capacity. nullopt for anything else.
-std::optional<RedisEachAnswer> DecodeEachEntry(const redisReply& entry, uint64_t limit,
-                                               bool peek);
+// The each script's reply for `items` (bucket_script.h RedisEachScript): one
+// flat array holding, per item in order, 4 non-negative integers (a
+// decision), 6 (a peek: its hit) or one error reply (that item's error). One
+// answer per item; nullopt for any other shape (a wrong count, a negative or
+// non-integer element where an item's integers are due).
+std::optional<std::vector<RedisEachAnswer>> DecodeEachReply(
+    const redisReply& reply, absl::Span<const RedisEachItem> items);
 
 }  // namespace traffik
