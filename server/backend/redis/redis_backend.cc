@@ -69,6 +69,49 @@ constexpr size_t kMaxOutageReasons = 4;
 constexpr size_t kMaxEachItems = 128;
 constexpr size_t kMaxEachKeyBytes = 64 * 1024;
 
+// RESP, written straight into one reusable buffer (no hiredis formatting, no
+// argv arrays): an array header, then each argument as a bulk string.
+void AppendDecimal(std::string* out, uint64_t value) {
+  char digits[24];
+  char* end = absl::numbers_internal::FastIntToBuffer(value, digits);
+  out->append(digits, end);
+}
+
+void AppendHeader(std::string* out, size_t argc) {
+  out->push_back('*');
+  AppendDecimal(out, argc);
+  out->append("\r\n", 2);
+}
+
+void AppendBulk(std::string* out, absl::string_view arg) {
+  out->push_back('$');
+  AppendDecimal(out, arg.size());
+  out->append("\r\n", 2);
+  out->append(arg.data(), arg.size());
+  out->append("\r\n", 2);
+}
+
+void AppendBulk(std::string* out, uint64_t value) {
+  char digits[24];
+  char* end = absl::numbers_internal::FastIntToBuffer(value, digits);
+  AppendBulk(out, absl::string_view(digits, static_cast<size_t>(end - digits)));
+}
+
+// One call of the bucket script (bucket_script.h): KEYS = {key}, ARGV =
+// {capacity, period_ms, cost[, "peek"]}.
+void AppendBucketCall(std::string* out, const RedisScriptCall& script,
+                      absl::string_view key, const Rate& rate, uint64_t cost, bool peek) {
+  AppendHeader(out, peek ? 8 : 7);
+  AppendBulk(out, script.verb);
+  AppendBulk(out, script.first_arg);
+  AppendBulk(out, "1");
+  AppendBulk(out, key);
+  AppendBulk(out, rate.capacity);
+  AppendBulk(out, rate.period_ms);
+  AppendBulk(out, cost);
+  if (peek) AppendBulk(out, "peek");
+}
+
 }  // namespace
 
 // Where a batch item's answer goes: one slot of the batch. Shared by the
@@ -205,6 +248,13 @@ class RedisBackend::Loop {
   // Any thread.
   void Enqueue(std::unique_ptr<Op> op);
   void Enqueue(std::vector<std::unique_ptr<Op>> ops);
+  // The direct path: when the I/O thread has armed it (a standalone,
+  // plaintext backend whose connections have nothing queued, unsent or in
+  // flight), writes the single decision `*op` to the Redis socket from the
+  // calling thread, skipping the eventfd wake-up of the I/O thread, and
+  // hands the op to that thread, which matches Redis' reply to it. False
+  // (and `*op` untouched) when not armed: enqueue it instead.
+  bool TrySendDirect(std::unique_ptr<Op>* op);
 
  private:
   struct Node;
@@ -263,7 +313,9 @@ class RedisBackend::Loop {
   static void OnWake(evutil_socket_t fd, short what, void* arg);
   static void OnTick(evutil_socket_t fd, short what, void* arg);
   static void OnRead(bufferevent* bev, void* arg);
+  void ReadReplies(bufferevent* bev, Conn* conn);
   static void OnEvent(bufferevent* bev, short events, void* arg);
+  void HandleEvent(bufferevent* bev, Conn* conn, short events);
   // The socket (and TLS session) is up: sends AUTH, SELECT and PING.
   void OnTransportUp(Conn* conn);
   // The server answered the PING: the connection is usable.
@@ -279,12 +331,22 @@ class RedisBackend::Loop {
   // when it could not (out of memory).
   bool Write(Conn* conn, int argc, const char** argv, const size_t* lens, ReplyTo to,
              const Op* op = nullptr);
+  // Appends the command formatted in out_ to the connection's output.
+  bool WriteFormatted(Conn* conn, ReplyTo to, const Op* op);
   // Frees the connection's socket, TLS session and reader; forgets its
   // pending replies (an outstanding CLUSTER SLOTS counts as lost). The ops in
   // `inflight` stay for the caller to answer.
   void CloseSocket(Conn* conn);
 
   void Drain();
+  // Called first by every callback of the I/O thread: disarms the direct
+  // path and takes the op it sent (if any) into its connection's pending
+  // and in-flight lists, so that every later look at a connection sees it.
+  void Absorb();
+  // Called last by those callbacks: arms the direct path when no connection
+  // has anything queued, unsent or in flight.
+  void MaybeArmDirect();
+  void Wake();
   // Writes what Drain queued on each connection now, instead of on the next
   // turn of the loop (libevent writes a bufferevent's output only when its
   // socket is reported writable: one more epoll round per wake-up).
@@ -331,10 +393,24 @@ class RedisBackend::Loop {
   Mutex mu_;
   std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The direct path (TrySendDirect). Armed: direct_conn_ is an idle
+  // connection (and direct_fd_ its socket) that a caller may write one
+  // command to; the I/O thread touches no connection while it is armed or
+  // while direct_op_ (sent on direct_op_conn_, direct_rest_ its bytes the
+  // socket did not take) waits to be absorbed.
+  Conn* direct_conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  int direct_fd_ ABSL_GUARDED_BY(mu_) = -1;
+  std::unique_ptr<Op> direct_op_ ABSL_GUARDED_BY(mu_);
+  Conn* direct_op_conn_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::string direct_rest_ ABSL_GUARDED_BY(mu_);
+  // Written by the I/O thread only (set when it arms, cleared when it
+  // absorbs); callers read it as a hint before taking mu_.
+  std::atomic<bool> direct_active_{false};
 
   const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
   const SslCtxPtr tls_ctx_;            // null: plaintext
   const std::string tls_name_;         // the name every node's certificate must carry
+  const bool direct_enabled_;          // the direct path: standalone and plaintext
 
   // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
@@ -346,6 +422,7 @@ class RedisBackend::Loop {
   size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
   std::vector<Conn*> written_;  // connections written to since the last Flush
+  std::string out_;             // the command being formatted (RESP)
 
   std::thread thread_;
 };
@@ -356,7 +433,8 @@ RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options,
       options_(options),
       name_(owner->name_),
       tls_ctx_(std::move(tls_ctx)),
-      tls_name_(options.TlsName()) {
+      tls_name_(options.TlsName()),
+      direct_enabled_(!options.cluster && tls_ctx_ == nullptr) {
   base_ = event_base_new();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Loop::OnWake, this);
@@ -394,6 +472,7 @@ void RedisBackend::Loop::Run() {
 
 void RedisBackend::Loop::Shutdown() {
   shutting_down_ = true;
+  Absorb();
   std::vector<std::unique_ptr<Op>> queued;
   {
     MutexLock lock(&mu_);
@@ -418,10 +497,7 @@ void RedisBackend::Loop::Enqueue(std::unique_ptr<Op> op) {
     }
   }
   if (op != nullptr) Fail(std::move(op), "backend is shutting down");
-  if (wake) {
-    const uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof(one));
-  }
+  if (wake) Wake();
 }
 
 void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
@@ -435,16 +511,19 @@ void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
     }
   }
   for (auto& op : ops) Fail(std::move(op), "backend is shutting down");  // stopping
-  if (wake) {
-    const uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof(one));
-  }
+  if (wake) Wake();
+}
+
+void RedisBackend::Loop::Wake() {
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
 }
 
 void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   uint64_t value;
   (void)!::read(fd, &value, sizeof(value));
+  loop->Absorb();
   {
     MutexLock lock(&loop->mu_);
     if (loop->stopping_) {
@@ -454,6 +533,84 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   }
   loop->Drain();
   loop->Flush();
+  loop->MaybeArmDirect();
+}
+
+bool RedisBackend::Loop::TrySendDirect(std::unique_ptr<Op>* op) {
+  if (!direct_enabled_ || !direct_active_.load(std::memory_order_relaxed)) return false;
+  // Formatted before taking the lock; one buffer per calling thread.
+  thread_local std::string command;
+  command.clear();
+  AppendBucketCall(&command, scripts_.Call(RedisScriptId::kBucket, false), (*op)->key,
+                   (*op)->rate, (*op)->cost, (*op)->peek);
+  bool wake = false;
+  {
+    MutexLock lock(&mu_);
+    if (direct_conn_ == nullptr || stopping_ || !queue_.empty()) return false;
+    // The socket is idle: a command this small goes in whole. Whatever it
+    // does not take (or a send error) goes to the I/O thread, which appends
+    // it to the connection's output before anything else (and finds the
+    // error there).
+    const ssize_t n =
+        ::send(direct_fd_, command.data(), command.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    const size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    if (sent < command.size()) {
+      direct_rest_.assign(command.data() + sent, command.size() - sent);
+      wake = true;
+    }
+    direct_op_ = std::move(*op);
+    direct_op_conn_ = direct_conn_;
+    owner_->direct_sends_.fetch_add(1, std::memory_order_relaxed);
+    direct_conn_ = nullptr;  // one command at a time; the next one queues
+  }
+  if (wake) Wake();
+  return true;
+}
+
+void RedisBackend::Loop::Absorb() {
+  if (!direct_active_.load(std::memory_order_relaxed)) return;  // only we set it
+  direct_active_.store(false, std::memory_order_relaxed);
+  std::unique_ptr<Op> op;
+  Conn* conn = nullptr;
+  std::string rest;
+  {
+    MutexLock lock(&mu_);
+    direct_conn_ = nullptr;
+    if (direct_op_ == nullptr) return;
+    op = std::move(direct_op_);
+    conn = direct_op_conn_;
+    direct_op_conn_ = nullptr;
+    rest.swap(direct_rest_);
+  }
+  // The connection was armed up and idle, and nothing touched it since.
+  conn->pending.push_back(Pending{ReplyTo::kOp, op.get()});
+  conn->inflight.push_back(std::move(op));
+  if (!rest.empty() && bufferevent_write(conn->bev, rest.data(), rest.size()) != 0) {
+    Drop(conn, "cannot send a command");
+  }
+}
+
+void RedisBackend::Loop::MaybeArmDirect() {
+  if (!direct_enabled_ || shutting_down_) return;
+  Absorb();  // a command sent since the last look is in flight: not idle
+  Node* node = nodes_.front().get();
+  if (!node->waiting.empty()) return;
+  Conn* idle = nullptr;
+  for (const auto& conn : node->conns) {
+    if (!conn->inflight.empty() || !conn->pending.empty()) return;
+    if (idle == nullptr && conn->state == State::kUp &&
+        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
+      idle = conn.get();
+    }
+  }
+  if (idle == nullptr) return;
+  const evutil_socket_t fd = bufferevent_getfd(idle->bev);
+  if (fd < 0) return;
+  MutexLock lock(&mu_);
+  if (stopping_ || !queue_.empty()) return;
+  direct_conn_ = idle;
+  direct_fd_ = fd;
+  direct_active_.store(true, std::memory_order_relaxed);
 }
 
 void RedisBackend::Loop::Drain() {
@@ -635,6 +792,7 @@ void RedisBackend::Loop::Connect(Conn* conn) {
 }
 
 void RedisBackend::Loop::CloseSocket(Conn* conn) {
+  Absorb();  // a command sent directly on it is lost with the others
   ++conn->generation;
   for (const Pending& pending : conn->pending) {
     if (pending.to == ReplyTo::kClusterSlots) refresh_inflight_ = false;
@@ -649,12 +807,15 @@ void RedisBackend::Loop::CloseSocket(Conn* conn) {
 
 bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
                                const size_t* lens, ReplyTo to, const Op* op) {
-  char* command = nullptr;
-  const int len = redisFormatCommandArgv(&command, argc, argv, lens);
-  if (len < 0 || command == nullptr) return false;
-  const int rc = bufferevent_write(conn->bev, command, static_cast<size_t>(len));
-  free(command);
-  if (rc != 0) return false;
+  out_.clear();
+  AppendHeader(&out_, static_cast<size_t>(argc));
+  for (int i = 0; i < argc; ++i) AppendBulk(&out_, absl::string_view(argv[i], lens[i]));
+  return WriteFormatted(conn, to, op);
+}
+
+bool RedisBackend::Loop::WriteFormatted(Conn* conn, ReplyTo to, const Op* op) {
+  Absorb();  // a command sent directly went first
+  if (bufferevent_write(conn->bev, out_.data(), out_.size()) != 0) return false;
   conn->pending.push_back(Pending{to, op});
   if (!conn->to_flush) {
     conn->to_flush = true;
@@ -716,6 +877,13 @@ std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
 void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
+  loop->Absorb();
+  loop->HandleEvent(bev, conn, events);
+  loop->MaybeArmDirect();
+}
+
+void RedisBackend::Loop::HandleEvent(bufferevent* bev, Conn* conn, short events) {
+  Loop* loop = this;
   if (conn->bev != bev) return;
   if ((events & BEV_EVENT_CONNECTED) != 0) {
     if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
@@ -787,6 +955,13 @@ void RedisBackend::Loop::OnConnected(Conn* conn) {
 void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
+  loop->Absorb();
+  loop->ReadReplies(bev, conn);
+  loop->MaybeArmDirect();
+}
+
+void RedisBackend::Loop::ReadReplies(bufferevent* bev, Conn* conn) {
+  Loop* loop = this;
   if (conn->bev != bev) return;
   const uint64_t generation = conn->generation;
   evbuffer* input = bufferevent_get_input(bev);
@@ -808,6 +983,7 @@ void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
     }
     if (raw == nullptr) return;
     ReplyPtr reply(static_cast<redisReply*>(raw));
+    loop->Absorb();
     if (conn->pending.empty()) {
       loop->Drop(conn, "a reply to no command");
       return;
@@ -980,30 +1156,10 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
                  ReplyTo::kOp, op);
   }
-  char capacity[24], period[24], cost[24];
-  const size_t capacity_len =
-      absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
-  const size_t period_len =
-      absl::numbers_internal::FastIntToBuffer(op->rate.period_ms, period) - period;
-  const size_t cost_len = absl::numbers_internal::FastIntToBuffer(op->cost, cost) - cost;
-  const RedisScriptCall script = scripts_.Call(RedisScriptId::kBucket, op->use_eval);
-  const char* argv[] = {script.verb.data(),
-                        script.first_arg.data(),
-                        "1",
-                        op->key.data(),
-                        capacity,
-                        period,
-                        cost,
-                        "peek"};
-  const size_t lens[] = {script.verb.size(),
-                         script.first_arg.size(),
-                         1,
-                         op->key.size(),
-                         capacity_len,
-                         period_len,
-                         cost_len,
-                         4};
-  return Write(conn, op->peek ? 8 : 7, argv, lens, ReplyTo::kOp, op);
+  out_.clear();
+  AppendBucketCall(&out_, scripts_.Call(RedisScriptId::kBucket, op->use_eval), op->key,
+                   op->rate, op->cost, op->peek);
+  return WriteFormatted(conn, ReplyTo::kOp, op);
 }
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
@@ -1045,46 +1201,27 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
 }
 
 bool RedisBackend::Loop::SendEach(Conn* conn, Op* op) {
+  // KEYS = the members' keys; ARGV = their modes ("d" decide, "p" peek, one
+  // character each), then capacity, period and cost per member.
   const size_t n = op->members.size();
   const RedisScriptCall script = scripts_.Call(RedisScriptId::kEach, op->use_eval);
-  char numkeys[24];
-  const size_t numkeys_len =
-      absl::numbers_internal::FastIntToBuffer(n, numkeys) - numkeys;
-  std::string modes(n, 'd');
-  // capacity, period, cost per item, each a decimal of at most 20 digits.
-  constexpr size_t kNumberBytes = 24;
-  std::vector<char> numbers(3 * n * kNumberBytes);
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  argv.reserve(4 + 4 * n);
-  lens.reserve(4 + 4 * n);
-  argv.push_back(script.verb.data());
-  lens.push_back(script.verb.size());
-  argv.push_back(script.first_arg.data());
-  lens.push_back(script.first_arg.size());
-  argv.push_back(numkeys);
-  lens.push_back(numkeys_len);
-  for (size_t i = 0; i < n; ++i) {
-    const Op& member = *op->members[i];
-    if (member.peek) modes[i] = 'p';
-    argv.push_back(member.key.data());
-    lens.push_back(member.key.size());
+  out_.clear();
+  AppendHeader(&out_, 3 + n + 1 + 3 * n);
+  AppendBulk(&out_, script.verb);
+  AppendBulk(&out_, script.first_arg);
+  AppendBulk(&out_, static_cast<uint64_t>(n));
+  for (const auto& member : op->members) AppendBulk(&out_, member->key);
+  out_.push_back('$');
+  AppendDecimal(&out_, n);
+  out_.append("\r\n", 2);
+  for (const auto& member : op->members) out_.push_back(member->peek ? 'p' : 'd');
+  out_.append("\r\n", 2);
+  for (const auto& member : op->members) {
+    AppendBulk(&out_, member->rate.capacity);
+    AppendBulk(&out_, member->rate.period_ms);
+    AppendBulk(&out_, member->cost);
   }
-  argv.push_back(modes.data());
-  lens.push_back(modes.size());
-  char* at = numbers.data();
-  for (size_t i = 0; i < n; ++i) {
-    const Op& member = *op->members[i];
-    for (const uint64_t value :
-         {member.rate.capacity, member.rate.period_ms, member.cost}) {
-      char* end = absl::numbers_internal::FastIntToBuffer(value, at);
-      argv.push_back(at);
-      lens.push_back(static_cast<size_t>(end - at));
-      at += kNumberBytes;
-    }
-  }
-  return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
-               ReplyTo::kOp, op);
+  return WriteFormatted(conn, ReplyTo::kOp, op);
 }
 
 void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
@@ -1096,6 +1233,7 @@ void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
     return;
   }
   conn->backoff_ms = 0;
+  MaybeArmDirect();  // as OnOpReply does
   for (size_t i = 0; i < n; ++i) {
     std::unique_ptr<Op> member = std::move(op->members[i]);
     const redisReply* entry = reply->element[i];
@@ -1210,6 +1348,9 @@ void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
     return;
   }
   conn->backoff_ms = 0;
+  // The connection may be idle now: arm the direct path before answering,
+  // so the caller's next decision can already take it.
+  loop->MaybeArmDirect();
   op->Complete(*d);
 }
 
@@ -1252,7 +1393,11 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 }
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
-  static_cast<Loop*>(arg)->Tick();
+  auto* loop = static_cast<Loop*>(arg);
+  loop->Absorb();
+  loop->Tick();
+  loop->Flush();
+  loop->MaybeArmDirect();
 }
 
 void RedisBackend::Loop::Tick() {
@@ -1345,6 +1490,7 @@ void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost
   op->cost = cost;
   op->done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
+  if (loop_->TrySendDirect(&op)) return;
   loop_->Enqueue(std::move(op));
 }
 
