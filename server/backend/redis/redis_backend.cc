@@ -423,6 +423,9 @@ class RedisBackend::Loop {
   bool shutting_down_ = false;
   std::vector<Conn*> written_;  // connections written to since the last Flush
   std::string out_;             // the command being formatted (RESP)
+  // The last decision reply was a coalesced call (decisions arrive together):
+  // the direct path stays off until a lone decision's reply, or an idle tick.
+  bool coalescing_ = false;
 
   std::thread thread_;
 };
@@ -591,7 +594,7 @@ void RedisBackend::Loop::Absorb() {
 }
 
 void RedisBackend::Loop::MaybeArmDirect() {
-  if (!direct_enabled_ || shutting_down_) return;
+  if (!direct_enabled_ || shutting_down_ || coalescing_) return;
   Absorb();  // a command sent since the last look is in flight: not idle
   Node* node = nodes_.front().get();
   if (!node->waiting.empty()) return;
@@ -1233,7 +1236,9 @@ void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
     return;
   }
   conn->backoff_ms = 0;
-  MaybeArmDirect();  // as OnOpReply does
+  // Decisions are arriving together: keep them on the I/O thread, where
+  // they coalesce; a direct send would only split the next call in two.
+  coalescing_ = true;
   for (size_t i = 0; i < n; ++i) {
     std::unique_ptr<Op> member = std::move(op->members[i]);
     const redisReply* entry = reply->element[i];
@@ -1350,6 +1355,7 @@ void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
   conn->backoff_ms = 0;
   // The connection may be idle now: arm the direct path before answering,
   // so the caller's next decision can already take it.
+  loop->coalescing_ = false;
   loop->MaybeArmDirect();
   op->Complete(*d);
 }
@@ -1402,6 +1408,7 @@ void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* ar
 
 void RedisBackend::Loop::Tick() {
   const int64_t now = NowMs();
+  coalescing_ = false;  // armed again only if every connection is idle
   for (size_t n = 0; n < nodes_.size(); ++n) {
     Node* node = nodes_[n].get();
     for (auto& c : node->conns) {
