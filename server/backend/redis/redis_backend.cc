@@ -426,6 +426,7 @@ class RedisBackend::Loop {
   // The last decision reply was a coalesced call (decisions arrive together):
   // the direct path stays off until a lone decision's reply, or an idle tick.
   bool coalescing_ = false;
+  std::vector<std::unique_ptr<Op>> spare_;  // empty; swapped with queue_ by Drain
 
   std::thread thread_;
 };
@@ -617,7 +618,10 @@ void RedisBackend::Loop::MaybeArmDirect() {
 }
 
 void RedisBackend::Loop::Drain() {
+  // The queue keeps the capacity of an earlier drain: no reallocation as
+  // callers fill it again.
   std::vector<std::unique_ptr<Op>> ops;
+  ops.swap(spare_);
   {
     MutexLock lock(&mu_);
     ops.swap(queue_);
@@ -642,6 +646,8 @@ void RedisBackend::Loop::Drain() {
     group->second.push_back(std::move(op));
   }
   for (auto& group : groups) DispatchGroup(std::move(group.second));
+  ops.clear();
+  spare_.swap(ops);
 }
 
 void RedisBackend::Loop::Flush() {
@@ -676,6 +682,7 @@ void RedisBackend::Loop::DispatchGroup(std::vector<std::unique_ptr<Op>> ops) {
   size_t i = 0;
   while (i < ops.size()) {
     auto call = std::make_unique<Op>();
+    call->members.reserve(std::min(ops.size() - i, kMaxEachItems));
     call->route = route;
     call->deadline_ms = ops[i]->deadline_ms;
     size_t key_bytes = 0;
