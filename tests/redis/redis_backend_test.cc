@@ -21,7 +21,6 @@
 #include "backend/redis/bucket_script.h"
 #include "backend/redis/key_slot.h"
 #include "backend/redis/script_registry.h"
-#include "base/mutex.h"
 #include "bucket/token_bucket.h"
 #include "clock/clock.h"
 #include "engine/engine.h"
@@ -927,88 +926,6 @@ TEST_F(RedisBackendTest, ExactUnderConcurrency) {
             std::future_status::ready);
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(allowed.load(), 500);
-}
-
-// Verifies a lone decision on an idle connection takes the direct path (the
-// calling thread writes it to Redis, no I/O thread wake-up first) and is
-// answered exactly: one EVALSHA per decision, in order.
-TEST_F(RedisBackendTest, LoneDecisionsTakeTheDirectPath) {
-  LoadScriptsAndResetStats(*server_);
-  if (HasFatalFailure()) return;
-  const uint64_t before = backend_->direct_sends();
-  const Rate rate{5, 86'400'000};
-  for (int i = 0; i < 20; ++i) {
-    auto d = DecideSync(*backend_, "dp:{1}", rate);
-    ASSERT_TRUE(d.ok()) << d.status();
-    EXPECT_EQ(d->allowed, i < 5) << i;
-    EXPECT_EQ(d->remaining, i < 5 ? 4u - i : 0u) << i;
-  }
-  EXPECT_EQ(CommandCalls(*server_, "evalsha"), 20);
-  // Each call finds the connection idle (it is armed again before the
-  // previous answer is delivered); a periodic tick may disarm it briefly.
-  EXPECT_GE(backend_->direct_sends() - before, 15u);
-}
-
-// Verifies decisions from many threads stay exact while the connection
-// alternates between idle (direct path) and busy (queued, coalesced, batches
-// on the I/O thread): per key, exactly `limit` hits are allowed, each with a
-// distinct remaining count, and every call is answered once.
-TEST_F(RedisBackendTest, DirectAndQueuedDecisionsStayExact) {
-  const Rate rate{40, 86'400'000};
-  constexpr int kThreads = 6;
-  constexpr int kPerThread = 60;
-  constexpr int kKeys = 5;
-  constexpr int kBatches = 20;  // per batch thread, 3 items each
-  const uint64_t before = backend_->direct_sends();
-  Mutex mu;
-  std::array<std::multiset<uint64_t>, kKeys> remaining;  // of allowed hits
-  std::atomic<int> errors{0};
-  std::atomic<int> answered{0};
-  auto record = [&](int k, const absl::StatusOr<Decision>& d) {
-    answered.fetch_add(1);
-    if (!d.ok()) {
-      errors.fetch_add(1);
-      return;
-    }
-    if (!d->allowed) return;
-    MutexLock lock(&mu);
-    remaining[k].insert(d->remaining);
-  };
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPerThread; ++i) {
-        const int k = (t + i) % kKeys;
-        record(k, DecideSync(*backend_, absl::StrCat("dq:{", k, "}"), rate));
-      }
-    });
-  }
-  for (int t = 0; t < 2; ++t) {
-    threads.emplace_back([&, t] {
-      for (int b = 0; b < kBatches; ++b) {
-        std::vector<BucketOp> ops;
-        for (int j = 0; j < 3; ++j) {
-          ops.push_back({absl::StrCat("dq:{", (t + b + j) % kKeys, "}"), rate, 1});
-        }
-        auto out = BatchSync(*backend_, ops);
-        for (int j = 0; j < 3; ++j) {
-          record((t + b + j) % kKeys, out.ok() ? absl::StatusOr<Decision>((*out)[j])
-                                               : absl::StatusOr<Decision>(out.status()));
-        }
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(errors.load(), 0);
-  EXPECT_EQ(answered.load(), kThreads * kPerThread + 2 * kBatches * 3);
-  MutexLock lock(&mu);
-  for (int k = 0; k < kKeys; ++k) {
-    // 72 single hits + 24 batch items per key, 40 allowed: 39, 38, ..., 0.
-    ASSERT_EQ(remaining[k].size(), 40u) << k;
-    uint64_t expected = 0;
-    for (const uint64_t r : remaining[k]) EXPECT_EQ(r, expected++) << k;
-  }
-  EXPECT_GT(backend_->direct_sends() - before, 0u);
 }
 
 // Verifies a Redis that stops answering makes decisions fail with

@@ -248,13 +248,6 @@ class RedisBackend::Loop {
   // Any thread.
   void Enqueue(std::unique_ptr<Op> op);
   void Enqueue(std::vector<std::unique_ptr<Op>> ops);
-  // The direct path: when the I/O thread has armed it (a standalone,
-  // plaintext backend whose connections have nothing queued, unsent or in
-  // flight), writes the single decision `*op` to the Redis socket from the
-  // calling thread, skipping the eventfd wake-up of the I/O thread, and
-  // hands the op to that thread, which matches Redis' reply to it. False
-  // (and `*op` untouched) when not armed: enqueue it instead.
-  bool TrySendDirect(std::unique_ptr<Op>* op);
 
  private:
   struct Node;
@@ -339,13 +332,6 @@ class RedisBackend::Loop {
   void CloseSocket(Conn* conn);
 
   void Drain();
-  // Called first by every callback of the I/O thread: disarms the direct
-  // path and takes the op it sent (if any) into its connection's pending
-  // and in-flight lists, so that every later look at a connection sees it.
-  void Absorb();
-  // Called last by those callbacks: arms the direct path when no connection
-  // has anything queued, unsent or in flight.
-  void MaybeArmDirect();
   void Wake();
   // Writes what Drain queued on each connection now, instead of on the next
   // turn of the loop (libevent writes a bufferevent's output only when its
@@ -393,24 +379,10 @@ class RedisBackend::Loop {
   Mutex mu_;
   std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  // The direct path (TrySendDirect). Armed: direct_conn_ is an idle
-  // connection (and direct_fd_ its socket) that a caller may write one
-  // command to; the I/O thread touches no connection while it is armed or
-  // while direct_op_ (sent on direct_op_conn_, direct_rest_ its bytes the
-  // socket did not take) waits to be absorbed.
-  Conn* direct_conn_ ABSL_GUARDED_BY(mu_) = nullptr;
-  int direct_fd_ ABSL_GUARDED_BY(mu_) = -1;
-  std::unique_ptr<Op> direct_op_ ABSL_GUARDED_BY(mu_);
-  Conn* direct_op_conn_ ABSL_GUARDED_BY(mu_) = nullptr;
-  std::string direct_rest_ ABSL_GUARDED_BY(mu_);
-  // Written by the I/O thread only (set when it arms, cleared when it
-  // absorbs); callers read it as a hint before taking mu_.
-  std::atomic<bool> direct_active_{false};
 
   const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
   const SslCtxPtr tls_ctx_;            // null: plaintext
   const std::string tls_name_;         // the name every node's certificate must carry
-  const bool direct_enabled_;          // the direct path: standalone and plaintext
 
   // I/O thread only.
   std::vector<std::unique_ptr<Node>> nodes_;
@@ -421,11 +393,8 @@ class RedisBackend::Loop {
   int64_t last_refresh_ms_ = 0;
   size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
-  std::vector<Conn*> written_;  // connections written to since the last Flush
-  std::string out_;             // the command being formatted (RESP)
-  // The last decision reply was a coalesced call (decisions arrive together):
-  // the direct path stays off until a lone decision's reply, or an idle tick.
-  bool coalescing_ = false;
+  std::vector<Conn*> written_;              // connections written to since the last Flush
+  std::string out_;                         // the command being formatted (RESP)
   std::vector<std::unique_ptr<Op>> spare_;  // empty; swapped with queue_ by Drain
 
   std::thread thread_;
@@ -437,8 +406,7 @@ RedisBackend::Loop::Loop(RedisBackend* owner, const RedisOptions& options,
       options_(options),
       name_(owner->name_),
       tls_ctx_(std::move(tls_ctx)),
-      tls_name_(options.TlsName()),
-      direct_enabled_(!options.cluster && tls_ctx_ == nullptr) {
+      tls_name_(options.TlsName()) {
   base_ = event_base_new();
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   wake_event_ = event_new(base_, wake_fd_, EV_READ | EV_PERSIST, &Loop::OnWake, this);
@@ -476,7 +444,6 @@ void RedisBackend::Loop::Run() {
 
 void RedisBackend::Loop::Shutdown() {
   shutting_down_ = true;
-  Absorb();
   std::vector<std::unique_ptr<Op>> queued;
   {
     MutexLock lock(&mu_);
@@ -527,7 +494,6 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
   uint64_t value;
   (void)!::read(fd, &value, sizeof(value));
-  loop->Absorb();
   {
     MutexLock lock(&loop->mu_);
     if (loop->stopping_) {
@@ -537,84 +503,6 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   }
   loop->Drain();
   loop->Flush();
-  loop->MaybeArmDirect();
-}
-
-bool RedisBackend::Loop::TrySendDirect(std::unique_ptr<Op>* op) {
-  if (!direct_enabled_ || !direct_active_.load(std::memory_order_relaxed)) return false;
-  // Formatted before taking the lock; one buffer per calling thread.
-  thread_local std::string command;
-  command.clear();
-  AppendBucketCall(&command, scripts_.Call(RedisScriptId::kBucket, false), (*op)->key,
-                   (*op)->rate, (*op)->cost, (*op)->peek);
-  bool wake = false;
-  {
-    MutexLock lock(&mu_);
-    if (direct_conn_ == nullptr || stopping_ || !queue_.empty()) return false;
-    // The socket is idle: a command this small goes in whole. Whatever it
-    // does not take (or a send error) goes to the I/O thread, which appends
-    // it to the connection's output before anything else (and finds the
-    // error there).
-    const ssize_t n =
-        ::send(direct_fd_, command.data(), command.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    const size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
-    if (sent < command.size()) {
-      direct_rest_.assign(command.data() + sent, command.size() - sent);
-      wake = true;
-    }
-    direct_op_ = std::move(*op);
-    direct_op_conn_ = direct_conn_;
-    owner_->direct_sends_.fetch_add(1, std::memory_order_relaxed);
-    direct_conn_ = nullptr;  // one command at a time; the next one queues
-  }
-  if (wake) Wake();
-  return true;
-}
-
-void RedisBackend::Loop::Absorb() {
-  if (!direct_active_.load(std::memory_order_relaxed)) return;  // only we set it
-  direct_active_.store(false, std::memory_order_relaxed);
-  std::unique_ptr<Op> op;
-  Conn* conn = nullptr;
-  std::string rest;
-  {
-    MutexLock lock(&mu_);
-    direct_conn_ = nullptr;
-    if (direct_op_ == nullptr) return;
-    op = std::move(direct_op_);
-    conn = direct_op_conn_;
-    direct_op_conn_ = nullptr;
-    rest.swap(direct_rest_);
-  }
-  // The connection was armed up and idle, and nothing touched it since.
-  conn->pending.push_back(Pending{ReplyTo::kOp, op.get()});
-  conn->inflight.push_back(std::move(op));
-  if (!rest.empty() && bufferevent_write(conn->bev, rest.data(), rest.size()) != 0) {
-    Drop(conn, "cannot send a command");
-  }
-}
-
-void RedisBackend::Loop::MaybeArmDirect() {
-  if (!direct_enabled_ || shutting_down_ || coalescing_) return;
-  Absorb();  // a command sent since the last look is in flight: not idle
-  Node* node = nodes_.front().get();
-  if (!node->waiting.empty()) return;
-  Conn* idle = nullptr;
-  for (const auto& conn : node->conns) {
-    if (!conn->inflight.empty() || !conn->pending.empty()) return;
-    if (idle == nullptr && conn->state == State::kUp &&
-        evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
-      idle = conn.get();
-    }
-  }
-  if (idle == nullptr) return;
-  const evutil_socket_t fd = bufferevent_getfd(idle->bev);
-  if (fd < 0) return;
-  MutexLock lock(&mu_);
-  if (stopping_ || !queue_.empty()) return;
-  direct_conn_ = idle;
-  direct_fd_ = fd;
-  direct_active_.store(true, std::memory_order_relaxed);
 }
 
 void RedisBackend::Loop::Drain() {
@@ -802,7 +690,6 @@ void RedisBackend::Loop::Connect(Conn* conn) {
 }
 
 void RedisBackend::Loop::CloseSocket(Conn* conn) {
-  Absorb();  // a command sent directly on it is lost with the others
   ++conn->generation;
   for (const Pending& pending : conn->pending) {
     if (pending.to == ReplyTo::kClusterSlots) refresh_inflight_ = false;
@@ -824,7 +711,6 @@ bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
 }
 
 bool RedisBackend::Loop::WriteFormatted(Conn* conn, ReplyTo to, const Op* op) {
-  Absorb();  // a command sent directly went first
   if (bufferevent_write(conn->bev, out_.data(), out_.size()) != 0) return false;
   conn->pending.push_back(Pending{to, op});
   if (!conn->to_flush) {
@@ -887,9 +773,7 @@ std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
 void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  loop->Absorb();
   loop->HandleEvent(bev, conn, events);
-  loop->MaybeArmDirect();
 }
 
 void RedisBackend::Loop::HandleEvent(bufferevent* bev, Conn* conn, short events) {
@@ -965,9 +849,7 @@ void RedisBackend::Loop::OnConnected(Conn* conn) {
 void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  loop->Absorb();
   loop->ReadReplies(bev, conn);
-  loop->MaybeArmDirect();
 }
 
 void RedisBackend::Loop::ReadReplies(bufferevent* bev, Conn* conn) {
@@ -993,7 +875,6 @@ void RedisBackend::Loop::ReadReplies(bufferevent* bev, Conn* conn) {
     }
     if (raw == nullptr) return;
     ReplyPtr reply(static_cast<redisReply*>(raw));
-    loop->Absorb();
     if (conn->pending.empty()) {
       loop->Drop(conn, "a reply to no command");
       return;
@@ -1243,9 +1124,6 @@ void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
     return;
   }
   conn->backoff_ms = 0;
-  // Decisions are arriving together: keep them on the I/O thread, where
-  // they coalesce; a direct send would only split the next call in two.
-  coalescing_ = true;
   for (size_t i = 0; i < n; ++i) {
     std::unique_ptr<Op> member = std::move(op->members[i]);
     const redisReply* entry = reply->element[i];
@@ -1360,10 +1238,6 @@ void RedisBackend::Loop::OnOpReply(Conn* conn, std::unique_ptr<Op> op,
     return;
   }
   conn->backoff_ms = 0;
-  // The connection may be idle now: arm the direct path before answering,
-  // so the caller's next decision can already take it.
-  loop->coalescing_ = false;
-  loop->MaybeArmDirect();
   op->Complete(*d);
 }
 
@@ -1407,15 +1281,11 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
-  loop->Absorb();
   loop->Tick();
-  loop->Flush();
-  loop->MaybeArmDirect();
 }
 
 void RedisBackend::Loop::Tick() {
   const int64_t now = NowMs();
-  coalescing_ = false;  // armed again only if every connection is idle
   for (size_t n = 0; n < nodes_.size(); ++n) {
     Node* node = nodes_[n].get();
     for (auto& c : node->conns) {
@@ -1504,7 +1374,6 @@ void RedisBackend::Decide(absl::string_view key, const Rate& rate, uint64_t cost
   op->cost = cost;
   op->done = std::move(done);
   op->deadline_ms = NowMs() + options_.timeout_ms;
-  if (loop_->TrySendDirect(&op)) return;
   loop_->Enqueue(std::move(op));
 }
 

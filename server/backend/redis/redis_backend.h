@@ -33,13 +33,6 @@ namespace traffik {
 // cost once per wake-up instead of once per decision; a lone decision is one
 // EVALSHA of the bucket script, with no added delay.
 //
-// The direct path (standalone plaintext Redis only): when no connection has
-// anything queued, unsent or in flight, a single Decide is written to the
-// socket by the calling thread itself, which saves the I/O thread's wake-up
-// (the eventfd) before the command leaves; the reply still comes back
-// through the I/O thread, and whatever arrives while that call is in flight
-// is queued and coalesced as above.
-//
 // TLS (rediss://, rediss+cluster://): the same connections over OpenSSL
 // bufferevents, TLS 1.2+, the server's chain verified against
 // tls_options.ca_file (else the system trust store) and its name against
@@ -88,9 +81,6 @@ class RedisBackend final : public Backend {
 
   // True when at least one connection is up (for tests and logs).
   bool connected() const { return connected_count_.load(std::memory_order_relaxed) > 0; }
-  // Decisions the calling thread wrote to Redis itself (the direct path:
-  // the connection was idle), for tests.
-  uint64_t direct_sends() const { return direct_sends_.load(std::memory_order_relaxed); }
 
   struct Op;
   struct Completion;
@@ -102,7 +92,6 @@ class RedisBackend final : public Backend {
   const RedisOptions options_;
   const std::string name_;
   std::atomic<int> connected_count_{0};
-  std::atomic<uint64_t> direct_sends_{0};
   std::unique_ptr<Loop> loop_;
 };
 
