@@ -69,6 +69,49 @@ constexpr size_t kMaxOutageReasons = 4;
 constexpr size_t kMaxEachItems = 128;
 constexpr size_t kMaxEachKeyBytes = 64 * 1024;
 
+// RESP, written straight into one reusable buffer (no hiredis formatting, no
+// argv arrays): an array header, then each argument as a bulk string.
+void AppendDecimal(std::string* out, uint64_t value) {
+  char digits[24];
+  char* end = absl::numbers_internal::FastIntToBuffer(value, digits);
+  out->append(digits, end);
+}
+
+void AppendHeader(std::string* out, size_t argc) {
+  out->push_back('*');
+  AppendDecimal(out, argc);
+  out->append("\r\n", 2);
+}
+
+void AppendBulk(std::string* out, absl::string_view arg) {
+  out->push_back('$');
+  AppendDecimal(out, arg.size());
+  out->append("\r\n", 2);
+  out->append(arg.data(), arg.size());
+  out->append("\r\n", 2);
+}
+
+void AppendBulk(std::string* out, uint64_t value) {
+  char digits[24];
+  char* end = absl::numbers_internal::FastIntToBuffer(value, digits);
+  AppendBulk(out, absl::string_view(digits, static_cast<size_t>(end - digits)));
+}
+
+// One call of the bucket script (bucket_script.h): KEYS = {key}, ARGV =
+// {capacity, period_ms, cost[, "peek"]}.
+void AppendBucketCall(std::string* out, const RedisScriptCall& script,
+                      absl::string_view key, const Rate& rate, uint64_t cost, bool peek) {
+  AppendHeader(out, peek ? 8 : 7);
+  AppendBulk(out, script.verb);
+  AppendBulk(out, script.first_arg);
+  AppendBulk(out, "1");
+  AppendBulk(out, key);
+  AppendBulk(out, rate.capacity);
+  AppendBulk(out, rate.period_ms);
+  AppendBulk(out, cost);
+  if (peek) AppendBulk(out, "peek");
+}
+
 }  // namespace
 
 // Where a batch item's answer goes: one slot of the batch. Shared by the
@@ -263,7 +306,9 @@ class RedisBackend::Loop {
   static void OnWake(evutil_socket_t fd, short what, void* arg);
   static void OnTick(evutil_socket_t fd, short what, void* arg);
   static void OnRead(bufferevent* bev, void* arg);
+  void ReadReplies(bufferevent* bev, Conn* conn);
   static void OnEvent(bufferevent* bev, short events, void* arg);
+  void HandleEvent(bufferevent* bev, Conn* conn, short events);
   // The socket (and TLS session) is up: sends AUTH, SELECT and PING.
   void OnTransportUp(Conn* conn);
   // The server answered the PING: the connection is usable.
@@ -279,12 +324,15 @@ class RedisBackend::Loop {
   // when it could not (out of memory).
   bool Write(Conn* conn, int argc, const char** argv, const size_t* lens, ReplyTo to,
              const Op* op = nullptr);
+  // Appends the command formatted in out_ to the connection's output.
+  bool WriteFormatted(Conn* conn, ReplyTo to, const Op* op);
   // Frees the connection's socket, TLS session and reader; forgets its
   // pending replies (an outstanding CLUSTER SLOTS counts as lost). The ops in
   // `inflight` stay for the caller to answer.
   void CloseSocket(Conn* conn);
 
   void Drain();
+  void Wake();
   // Writes what Drain queued on each connection now, instead of on the next
   // turn of the loop (libevent writes a bufferevent's output only when its
   // socket is reported writable: one more epoll round per wake-up).
@@ -345,7 +393,9 @@ class RedisBackend::Loop {
   int64_t last_refresh_ms_ = 0;
   size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
-  std::vector<Conn*> written_;  // connections written to since the last Flush
+  std::vector<Conn*> written_;              // connections written to since the last Flush
+  std::string out_;                         // the command being formatted (RESP)
+  std::vector<std::unique_ptr<Op>> spare_;  // empty; swapped with queue_ by Drain
 
   std::thread thread_;
 };
@@ -418,10 +468,7 @@ void RedisBackend::Loop::Enqueue(std::unique_ptr<Op> op) {
     }
   }
   if (op != nullptr) Fail(std::move(op), "backend is shutting down");
-  if (wake) {
-    const uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof(one));
-  }
+  if (wake) Wake();
 }
 
 void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
@@ -435,10 +482,12 @@ void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
     }
   }
   for (auto& op : ops) Fail(std::move(op), "backend is shutting down");  // stopping
-  if (wake) {
-    const uint64_t one = 1;
-    (void)!::write(wake_fd_, &one, sizeof(one));
-  }
+  if (wake) Wake();
+}
+
+void RedisBackend::Loop::Wake() {
+  const uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
 }
 
 void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
@@ -457,7 +506,10 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
 }
 
 void RedisBackend::Loop::Drain() {
+  // The queue keeps the capacity of an earlier drain: no reallocation as
+  // callers fill it again.
   std::vector<std::unique_ptr<Op>> ops;
+  ops.swap(spare_);
   {
     MutexLock lock(&mu_);
     ops.swap(queue_);
@@ -482,6 +534,8 @@ void RedisBackend::Loop::Drain() {
     group->second.push_back(std::move(op));
   }
   for (auto& group : groups) DispatchGroup(std::move(group.second));
+  ops.clear();
+  spare_.swap(ops);
 }
 
 void RedisBackend::Loop::Flush() {
@@ -516,6 +570,7 @@ void RedisBackend::Loop::DispatchGroup(std::vector<std::unique_ptr<Op>> ops) {
   size_t i = 0;
   while (i < ops.size()) {
     auto call = std::make_unique<Op>();
+    call->members.reserve(std::min(ops.size() - i, kMaxEachItems));
     call->route = route;
     call->deadline_ms = ops[i]->deadline_ms;
     size_t key_bytes = 0;
@@ -649,12 +704,14 @@ void RedisBackend::Loop::CloseSocket(Conn* conn) {
 
 bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
                                const size_t* lens, ReplyTo to, const Op* op) {
-  char* command = nullptr;
-  const int len = redisFormatCommandArgv(&command, argc, argv, lens);
-  if (len < 0 || command == nullptr) return false;
-  const int rc = bufferevent_write(conn->bev, command, static_cast<size_t>(len));
-  free(command);
-  if (rc != 0) return false;
+  out_.clear();
+  AppendHeader(&out_, static_cast<size_t>(argc));
+  for (int i = 0; i < argc; ++i) AppendBulk(&out_, absl::string_view(argv[i], lens[i]));
+  return WriteFormatted(conn, to, op);
+}
+
+bool RedisBackend::Loop::WriteFormatted(Conn* conn, ReplyTo to, const Op* op) {
+  if (bufferevent_write(conn->bev, out_.data(), out_.size()) != 0) return false;
   conn->pending.push_back(Pending{to, op});
   if (!conn->to_flush) {
     conn->to_flush = true;
@@ -716,6 +773,11 @@ std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
 void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
+  loop->HandleEvent(bev, conn, events);
+}
+
+void RedisBackend::Loop::HandleEvent(bufferevent* bev, Conn* conn, short events) {
+  Loop* loop = this;
   if (conn->bev != bev) return;
   if ((events & BEV_EVENT_CONNECTED) != 0) {
     if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
@@ -787,6 +849,11 @@ void RedisBackend::Loop::OnConnected(Conn* conn) {
 void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
+  loop->ReadReplies(bev, conn);
+}
+
+void RedisBackend::Loop::ReadReplies(bufferevent* bev, Conn* conn) {
+  Loop* loop = this;
   if (conn->bev != bev) return;
   const uint64_t generation = conn->generation;
   evbuffer* input = bufferevent_get_input(bev);
@@ -980,30 +1047,10 @@ bool RedisBackend::Loop::Send(Conn* conn, Op* op) {
     return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
                  ReplyTo::kOp, op);
   }
-  char capacity[24], period[24], cost[24];
-  const size_t capacity_len =
-      absl::numbers_internal::FastIntToBuffer(op->rate.capacity, capacity) - capacity;
-  const size_t period_len =
-      absl::numbers_internal::FastIntToBuffer(op->rate.period_ms, period) - period;
-  const size_t cost_len = absl::numbers_internal::FastIntToBuffer(op->cost, cost) - cost;
-  const RedisScriptCall script = scripts_.Call(RedisScriptId::kBucket, op->use_eval);
-  const char* argv[] = {script.verb.data(),
-                        script.first_arg.data(),
-                        "1",
-                        op->key.data(),
-                        capacity,
-                        period,
-                        cost,
-                        "peek"};
-  const size_t lens[] = {script.verb.size(),
-                         script.first_arg.size(),
-                         1,
-                         op->key.size(),
-                         capacity_len,
-                         period_len,
-                         cost_len,
-                         4};
-  return Write(conn, op->peek ? 8 : 7, argv, lens, ReplyTo::kOp, op);
+  out_.clear();
+  AppendBucketCall(&out_, scripts_.Call(RedisScriptId::kBucket, op->use_eval), op->key,
+                   op->rate, op->cost, op->peek);
+  return WriteFormatted(conn, ReplyTo::kOp, op);
 }
 
 bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
@@ -1045,46 +1092,27 @@ bool RedisBackend::Loop::SendAllOrNothing(Conn* conn, Op* op) {
 }
 
 bool RedisBackend::Loop::SendEach(Conn* conn, Op* op) {
+  // KEYS = the members' keys; ARGV = their modes ("d" decide, "p" peek, one
+  // character each), then capacity, period and cost per member.
   const size_t n = op->members.size();
   const RedisScriptCall script = scripts_.Call(RedisScriptId::kEach, op->use_eval);
-  char numkeys[24];
-  const size_t numkeys_len =
-      absl::numbers_internal::FastIntToBuffer(n, numkeys) - numkeys;
-  std::string modes(n, 'd');
-  // capacity, period, cost per item, each a decimal of at most 20 digits.
-  constexpr size_t kNumberBytes = 24;
-  std::vector<char> numbers(3 * n * kNumberBytes);
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  argv.reserve(4 + 4 * n);
-  lens.reserve(4 + 4 * n);
-  argv.push_back(script.verb.data());
-  lens.push_back(script.verb.size());
-  argv.push_back(script.first_arg.data());
-  lens.push_back(script.first_arg.size());
-  argv.push_back(numkeys);
-  lens.push_back(numkeys_len);
-  for (size_t i = 0; i < n; ++i) {
-    const Op& member = *op->members[i];
-    if (member.peek) modes[i] = 'p';
-    argv.push_back(member.key.data());
-    lens.push_back(member.key.size());
+  out_.clear();
+  AppendHeader(&out_, 3 + n + 1 + 3 * n);
+  AppendBulk(&out_, script.verb);
+  AppendBulk(&out_, script.first_arg);
+  AppendBulk(&out_, static_cast<uint64_t>(n));
+  for (const auto& member : op->members) AppendBulk(&out_, member->key);
+  out_.push_back('$');
+  AppendDecimal(&out_, n);
+  out_.append("\r\n", 2);
+  for (const auto& member : op->members) out_.push_back(member->peek ? 'p' : 'd');
+  out_.append("\r\n", 2);
+  for (const auto& member : op->members) {
+    AppendBulk(&out_, member->rate.capacity);
+    AppendBulk(&out_, member->rate.period_ms);
+    AppendBulk(&out_, member->cost);
   }
-  argv.push_back(modes.data());
-  lens.push_back(modes.size());
-  char* at = numbers.data();
-  for (size_t i = 0; i < n; ++i) {
-    const Op& member = *op->members[i];
-    for (const uint64_t value :
-         {member.rate.capacity, member.rate.period_ms, member.cost}) {
-      char* end = absl::numbers_internal::FastIntToBuffer(value, at);
-      argv.push_back(at);
-      lens.push_back(static_cast<size_t>(end - at));
-      at += kNumberBytes;
-    }
-  }
-  return Write(conn, static_cast<int>(argv.size()), argv.data(), lens.data(),
-               ReplyTo::kOp, op);
+  return WriteFormatted(conn, ReplyTo::kOp, op);
 }
 
 void RedisBackend::Loop::OnEachReply(Conn* conn, std::unique_ptr<Op> op,
@@ -1252,7 +1280,8 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 }
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
-  static_cast<Loop*>(arg)->Tick();
+  auto* loop = static_cast<Loop*>(arg);
+  loop->Tick();
 }
 
 void RedisBackend::Loop::Tick() {
