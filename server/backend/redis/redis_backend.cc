@@ -235,10 +235,12 @@ struct RedisBackend::Op {
 // A connection is a libevent bufferevent (a plain socket, or OpenSSL over
 // one for rediss://: the one code path differs only in how the bufferevent
 // is made) plus a hiredis redisReader for the replies; commands are
-// formatted by hiredis (redisFormatCommandArgv) and appended to the
-// bufferevent's output, which libevent writes when control returns to the
-// loop. Replies come in the order commands were sent, so each connection
-// keeps one `pending` entry per command saying who takes its reply.
+// formatted as RESP straight into one reused buffer (AppendBulk) and
+// appended to the bufferevent's output; at the end of the wake-up Flush()
+// writes every plaintext connection's output at once (TLS and what the
+// socket does not take: libevent, when writable). Replies come in the order commands were
+// sent, so each connection keeps one `pending` entry per command saying who takes its
+// reply.
 class RedisBackend::Loop {
  public:
   // `tls_ctx`: the TLS context for rediss:// (null for plaintext).
