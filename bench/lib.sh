@@ -31,3 +31,43 @@ bench_setup() {  # NAME
   trap bench_cleanup EXIT
   trap 'exit 130' INT TERM
 }
+
+# Starts redis-server on a free 127.0.0.1 port (logging to $WORK/redis.log), with
+# any arguments as a command prefix (e.g. taskset -c 1); sets REDIS_PORT and
+# REDIS_PID, adds it to PIDS. Checks that the Redis answering on the port is the
+# one it started. Returns 1 if none started after 20 ports.
+bench_start_redis() {  # [PREFIX...]
+  local port pid
+  REDIS_PORT='' REDIS_PID=''
+  for _ in $(seq 20); do
+    port=$((20000 + RANDOM % 40000))
+    "$@" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --daemonize no --logfile "$WORK/redis.log" &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      if [[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
+        sed -n 's/^process_id:\([0-9]*\).*/\1/p')" == "$pid" ]]; then
+        REDIS_PORT=$port REDIS_PID=$pid
+        return 0
+      fi
+      sleep 0.1
+    done
+    kill "$pid" 2>/dev/null || true
+  done
+  return 1
+}
+
+# Waits up to 10 s for traffikd (pid PID, stderr in FILE) to log its gRPC
+# address; sets ADDR to it ("" if it exited or never said it).
+bench_wait_listening() {  # PID FILE
+  ADDR=
+  for _ in $(seq 100); do
+    ADDR=$(sed -n 's/.*listening grpc=\([^ ]*\).*/\1/p' "$2" | head -n1)
+    [[ -n "$ADDR" ]] && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}

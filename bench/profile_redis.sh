@@ -34,26 +34,7 @@ done
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_setup profile
 
-REDIS_PORT='' REDIS_PID=''
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 40000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$WORK/redis.log" &
-  pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    if [[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
-      sed -n 's/^process_id:\([0-9]*\).*/\1/p')" == "$pid" ]]; then
-      REDIS_PORT=$port REDIS_PID=$pid
-      break
-    fi
-    sleep 0.1
-  done
-  [[ -n "$REDIS_PORT" ]] && break
-  kill "$pid" 2>/dev/null || true
-done
-[[ -n "$REDIS_PORT" ]] || { log "cannot start redis-server"; exit 1; }
+bench_start_redis || { log "cannot start redis-server"; exit 1; }
 
 cat >"$WORK/traffik.yaml" <<YAML
 listen: "127.0.0.1:0"
@@ -70,13 +51,8 @@ YAML
 "$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
 PIDS+=("$TRAFFIKD_PID")
-ADDR=
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's/.*listening grpc=\([^ ]*\).*/\1/p' "$WORK/traffikd.err" | head -n1)
-  [[ -n "$ADDR" ]] && break
-  sleep 0.1
-done
-[[ -n "$ADDR" ]] || { log "traffikd did not start"; cat "$WORK/traffikd.err" >&2; exit 1; }
+bench_wait_listening "$TRAFFIKD_PID" "$WORK/traffikd.err" ||
+  { log "traffikd did not start"; cat "$WORK/traffikd.err" >&2; exit 1; }
 
 # Per-thread "name utime+stime(ticks) voluntary involuntary" of traffikd.
 threads() {
