@@ -86,27 +86,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_setup bench
 
 # --- Redis on a free loopback port ------------------------------------------
-REDIS_PORT='' REDIS_PID=''
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 40000))
-  "${SRV[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$WORK/redis.log" &
-  pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    # Make sure the Redis answering is ours, not another one on that port.
-    if [[ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
-      sed -n 's/^process_id:\([0-9]*\).*/\1/p')" == "$pid" ]]; then
-      REDIS_PORT=$port REDIS_PID=$pid
-      break
-    fi
-    sleep 0.1
-  done
-  [[ -n "$REDIS_PORT" ]] && break
-  kill "$pid" 2>/dev/null || true
-done
-[[ -n "$REDIS_PORT" ]] || die "cannot start redis-server"
+bench_start_redis "${SRV[@]}" || die "cannot start redis-server"
 log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 rcli() { timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
