@@ -308,9 +308,7 @@ class RedisBackend::Loop {
   static void OnWake(evutil_socket_t fd, short what, void* arg);
   static void OnTick(evutil_socket_t fd, short what, void* arg);
   static void OnRead(bufferevent* bev, void* arg);
-  void ReadReplies(bufferevent* bev, Conn* conn);
   static void OnEvent(bufferevent* bev, short events, void* arg);
-  void HandleEvent(bufferevent* bev, Conn* conn, short events);
   // The socket (and TLS session) is up: sends AUTH, SELECT and PING.
   void OnTransportUp(Conn* conn);
   // The server answered the PING: the connection is usable.
@@ -775,11 +773,6 @@ std::string RedisBackend::Loop::ErrorText(Conn* conn, short events) const {
 void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  loop->HandleEvent(bev, conn, events);
-}
-
-void RedisBackend::Loop::HandleEvent(bufferevent* bev, Conn* conn, short events) {
-  Loop* loop = this;
   if (conn->bev != bev) return;
   if ((events & BEV_EVENT_CONNECTED) != 0) {
     if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
@@ -851,11 +844,6 @@ void RedisBackend::Loop::OnConnected(Conn* conn) {
 void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
-  loop->ReadReplies(bev, conn);
-}
-
-void RedisBackend::Loop::ReadReplies(bufferevent* bev, Conn* conn) {
-  Loop* loop = this;
   if (conn->bev != bev) return;
   const uint64_t generation = conn->generation;
   evbuffer* input = bufferevent_get_input(bev);
@@ -1282,8 +1270,7 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 }
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
-  auto* loop = static_cast<Loop*>(arg);
-  loop->Tick();
+  static_cast<Loop*>(arg)->Tick();
 }
 
 void RedisBackend::Loop::Tick() {
