@@ -6,6 +6,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -1098,6 +1099,112 @@ TEST_F(RedisBackendTest, UnresponsiveRedisTimesOutCoalescedCall) {
       *backend_, std::vector<BucketOp>(3, BucketOp{"tc:{2}", Rate{5, 60'000}, 1}));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)[2].remaining, 2u);
+}
+
+// Waits (bounded) until `server` holds `n` clients blocked (here: paused by
+// CLIENT PAUSE WRITE in the middle of a script call).
+bool WaitForBlockedClients(const RedisServer& server, int n) {
+  const std::string want = absl::StrCat("blocked_clients:", n, "\r");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto info = server.Command({"INFO", "clients"});
+    if (info.ok() && info->find(want) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
+// Decisions on one key through `backend`, answered in the order given; the
+// answers land in `answers` as (index, result) in completion order.
+class Recorder {
+ public:
+  explicit Recorder(int expected) : pending_(expected) {}
+  void Decide(Backend& backend, const std::string& key, const Rate& rate, int index) {
+    backend.Decide(key, rate, 1, [this, index](absl::StatusOr<Decision> d) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        answers_.emplace_back(index, std::move(d));
+      }
+      if (pending_.fetch_sub(1) == 1) done_.set_value();
+    });
+  }
+  // Every answer (bounded wait); empty when some never came.
+  std::vector<std::pair<int, absl::StatusOr<Decision>>> Wait() {
+    if (done_.get_future().wait_for(std::chrono::seconds(10)) !=
+        std::future_status::ready) {
+      return {};
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    return answers_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<int, absl::StatusOr<Decision>>> answers_;
+  std::atomic<int> pending_;
+  std::promise<void> done_;
+};
+
+// Verifies decisions that arrive while every connection of the node has a
+// call in flight wait, and leave as one coalesced call once it is answered:
+// one connection, Redis holding the first decision's call (CLIENT PAUSE
+// WRITE), ten more decisions enqueued one by one and apart in time (so each
+// would have left at its own wake-up) travel as one EVALSHA — two calls in
+// all — and each is answered in order, exactly.
+TEST_F(RedisBackendTest, DecisionsArrivingWhileBusyLeaveAsOneCall) {
+  RedisOptions options = OptionsFor(*server_, /*timeout_ms=*/5000);
+  options.pool_size = 1;
+  auto backend = RedisBackend::Create(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
+  LoadScriptsAndResetStats(*server_);
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "10000", "WRITE"}).ok());
+  const Rate rate{20, 3'600'000};
+  Recorder recorder(11);
+  recorder.Decide(**backend, "busy:{k}", rate, 0);
+  const bool held_by_redis = WaitForBlockedClients(*server_, 1);
+  for (int i = 1; i <= 10; ++i) {
+    recorder.Decide(**backend, "busy:{k}", rate, i);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  ASSERT_TRUE(server_->Command({"CLIENT", "UNPAUSE"}).ok());
+  ASSERT_TRUE(held_by_redis);
+  const auto answers = recorder.Wait();
+  ASSERT_EQ(answers.size(), 11u);
+  for (int i = 0; i <= 10; ++i) {
+    EXPECT_EQ(answers[i].first, i);
+    ASSERT_TRUE(answers[i].second.ok()) << answers[i].second.status();
+    EXPECT_TRUE(answers[i].second->allowed);
+    EXPECT_EQ(answers[i].second->remaining, 19u - i);
+  }
+  EXPECT_EQ(CommandCalls(*server_, "evalsha"), 2);
+}
+
+// Verifies a decision waiting behind a call that never gets its reply is
+// still answered: the call times out (the connection is dropped) and the
+// waiting decision fails fast with UNAVAILABLE instead of waiting on; the
+// backend serves again once Redis does.
+TEST_F(RedisBackendTest, DecisionWaitingBehindATimedOutCallIsAnswered) {
+  RedisOptions options = OptionsFor(*server_, /*timeout_ms=*/300);
+  options.pool_size = 1;
+  auto backend = RedisBackend::Create(options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
+  ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "1500", "WRITE"}).ok());
+  const auto start = std::chrono::steady_clock::now();
+  Recorder recorder(2);
+  recorder.Decide(**backend, "late:{k}", Rate{5, 60'000}, 0);
+  ASSERT_TRUE(WaitForBlockedClients(*server_, 1));
+  recorder.Decide(**backend, "late:{k}", Rate{5, 60'000}, 1);
+  const auto answers = recorder.Wait();
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(answers.size(), 2u);
+  for (const auto& [index, answer] : answers) {
+    EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable) << index;
+  }
+  EXPECT_LT(took, std::chrono::milliseconds(1200));
+  EXPECT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(6)));
 }
 
 // Verifies a crashed Redis fails decisions fast, and a restarted one is

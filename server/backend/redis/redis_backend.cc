@@ -297,6 +297,13 @@ class RedisBackend::Loop {
     std::vector<std::unique_ptr<Conn>> conns;
     size_t next = 0;
     std::deque<std::unique_ptr<Op>> waiting;  // parked while a connection is being made
+    // Single decisions (and batch items) for this node in queue order, not
+    // sent yet: while the node has a call in flight per connection, what
+    // arrives waits here and leaves as one coalesced call when a reply (or
+    // a failure) frees one (Release). So the load sets the size of a call:
+    // a lone decision goes at once, and under load Redis runs few large
+    // calls instead of one per wake-up of the I/O thread.
+    std::deque<std::unique_ptr<Op>> held;
     std::string last_error;
     // The distinct reasons connects failed for since the last successful
     // connection (at most kMaxOutageReasons): each is logged once per outage,
@@ -351,6 +358,11 @@ class RedisBackend::Loop {
   // Sends `ops` (queued for one node, or one slot of a cluster, in queue
   // order) as coalesced calls of at most kMaxEachItems; a lone op as is.
   void DispatchGroup(std::vector<std::unique_ptr<Op>> ops);
+  // Commands sent on `node`'s connections and not answered yet.
+  static size_t InFlight(const Node* node);
+  // Sends `node`'s held decisions (grouped by slot, in queue order) unless
+  // every connection of the node has a call in flight.
+  void Release(Node* node);
   // Answers the members of the coalesced call `op` from the each script's reply.
   void OnEachReply(Conn* conn, std::unique_ptr<Op> op, const redisReply* reply);
   // Answers and frees `op`; true when the reply was well-formed.
@@ -451,6 +463,11 @@ void RedisBackend::Loop::Shutdown() {
   }
   for (auto& op : queued) Fail(std::move(op), "backend is shutting down");
   for (auto& node : nodes_) {
+    std::deque<std::unique_ptr<Op>> held;
+    held.swap(node->held);
+    for (auto& op : held) Fail(std::move(op), "backend is shutting down");
+  }
+  for (auto& node : nodes_) {
     for (auto& conn : node->conns) {
       if (conn->bev != nullptr) Drop(conn.get(), "backend is shutting down");
     }
@@ -514,16 +531,36 @@ void RedisBackend::Loop::Drain() {
     MutexLock lock(&mu_);
     ops.swap(queue_);
   }
-  // Everything sent here leaves in one write per connection when control
-  // returns to libevent: the pipelining. The single decisions are grouped by
-  // node (cluster: by slot, as Redis Cluster refuses scripts across slots)
-  // into coalesced calls of the each script, keeping their queue order.
-  std::vector<std::pair<int, std::vector<std::unique_ptr<Op>>>> groups;  // by slot
+  // Everything sent here leaves in one write per connection when the
+  // wake-up ends (Flush): the pipelining. The single decisions join their
+  // node's held ones and go out as coalesced calls when the node has room
+  // (Release).
   for (auto& op : ops) {
-    if (!Coalescable(*op)) {
+    if (Coalescable(*op)) {
+      Route(*op)->held.push_back(std::move(op));
+    } else {
       Dispatch(std::move(op));
-      continue;
     }
+  }
+  ops.clear();
+  spare_.swap(ops);
+  for (auto& node : nodes_) Release(node.get());
+}
+
+size_t RedisBackend::Loop::InFlight(const Node* node) {
+  size_t n = 0;
+  for (const auto& conn : node->conns) n += conn->inflight.size();
+  return n;
+}
+
+void RedisBackend::Loop::Release(Node* node) {
+  if (node->held.empty() || InFlight(node) >= node->conns.size()) return;
+  std::deque<std::unique_ptr<Op>> held;
+  held.swap(node->held);
+  // By slot in a cluster (Redis Cluster refuses a script across slots),
+  // keeping queue order within each.
+  std::vector<std::pair<int, std::vector<std::unique_ptr<Op>>>> groups;
+  for (auto& op : held) {
     const int slot = options_.cluster ? RedisKeySlot(op->key) : 0;
     auto group = std::find_if(groups.begin(), groups.end(),
                               [slot](const auto& g) { return g.first == slot; });
@@ -534,8 +571,6 @@ void RedisBackend::Loop::Drain() {
     group->second.push_back(std::move(op));
   }
   for (auto& group : groups) DispatchGroup(std::move(group.second));
-  ops.clear();
-  spare_.swap(ops);
 }
 
 void RedisBackend::Loop::Flush() {
@@ -863,7 +898,7 @@ void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
       loop->Drop(conn, absl::StrCat("bad reply: ", conn->reader->errstr));
       return;
     }
-    if (raw == nullptr) return;
+    if (raw == nullptr) break;
     ReplyPtr reply(static_cast<redisReply*>(raw));
     if (conn->pending.empty()) {
       loop->Drop(conn, "a reply to no command");
@@ -875,6 +910,8 @@ void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
     // The handler may have dropped this connection (and its reader).
     if (conn->generation != generation) return;
   }
+  // What the replies released (held decisions, retries) leaves now.
+  loop->Flush();
 }
 
 void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply) {
@@ -895,6 +932,9 @@ void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply
     case ReplyTo::kOp: {
       // Replies come in order, so this is the front of `inflight`.
       std::unique_ptr<Op> op = conn->Take(pending.op);
+      // The node has room again: its held decisions go to Redis before
+      // this reply's callers are answered, so Redis works meanwhile.
+      Release(conn->node);
       if (op != nullptr) OnOpReply(conn, std::move(op), reply.get());
       return;
     }
@@ -933,6 +973,7 @@ void RedisBackend::Loop::OnDisconnected(Conn* conn, const std::string& reason) {
   }
   Backoff(conn);
   if (options_.cluster) refresh_wanted_ = true;
+  Release(conn->node);
 }
 
 void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
@@ -954,6 +995,7 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
     op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
   }
   if (options_.cluster) refresh_wanted_ = true;
+  Release(conn->node);
 }
 
 void RedisBackend::Loop::FailWaiting(Node* node, const std::string& reason) {
@@ -1270,7 +1312,9 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 }
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
-  static_cast<Loop*>(arg)->Tick();
+  Loop* loop = static_cast<Loop*>(arg);
+  loop->Tick();
+  loop->Flush();
 }
 
 void RedisBackend::Loop::Tick() {
@@ -1306,6 +1350,12 @@ void RedisBackend::Loop::Tick() {
     if (PickUp(node, 0) == nullptr && !AnyConnecting(node) && !node->waiting.empty()) {
       FailWaiting(node, absl::StrCat("not connected to ", node->address));
     }
+    while (!node->held.empty() && node->held.front()->deadline_ms <= now) {
+      std::unique_ptr<Op> op = std::move(node->held.front());
+      node->held.pop_front();
+      Fail(std::move(op), absl::StrCat("timed out after ", options_.timeout_ms, " ms"));
+    }
+    Release(node);
   }
   MaybeRefreshSlots(now);
 }

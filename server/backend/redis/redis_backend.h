@@ -22,16 +22,18 @@ namespace traffik {
 // (backend/redis/bucket_script.h), atomic in Redis and timed by Redis' clock.
 //
 // Asynchronous, pipelined and coalesced: callers enqueue operations and
-// return at once; one I/O thread (libevent bufferevents; hiredis only formats
-// commands and parses replies) takes everything queued at each wake-up, sends
-// the single decisions (Decide, DecideBatch items) queued for one node (a
-// cluster: one hash slot) as one EVALSHA of the each script (at most 128 per
-// call; every item answered exactly as its own call would be), anything else
-// as its own command, writes it all at once over `pool_size` connections per
-// node (TCP_NODELAY), and completes callbacks on that thread as replies
-// arrive. So throughput grows with concurrency, and Redis pays a call's fixed
-// cost once per wake-up instead of once per decision; a lone decision is one
-// EVALSHA of the bucket script, with no added delay.
+// return at once; one I/O thread (libevent bufferevents; hiredis only parses
+// replies) takes everything queued at each wake-up, sends the single
+// decisions (Decide, DecideBatch items) waiting for one node (a cluster: one
+// hash slot) as one EVALSHA of the each script (at most 128 per call; every
+// item answered exactly as its own call would be), anything else as its own
+// command, writes it all at once over `pool_size` connections per node
+// (TCP_NODELAY), and completes callbacks on that thread as replies arrive.
+// Single decisions wait while the node has as many commands in flight as
+// connections, and leave together when a reply frees one: so the load sets
+// the size of a call, and Redis pays a call's fixed cost once per reply
+// instead of once per decision; a lone decision is one EVALSHA of the bucket
+// script, with no added delay.
 //
 // TLS (rediss://, rediss+cluster://): the same connections over OpenSSL
 // bufferevents, TLS 1.2+, the server's chain verified against
