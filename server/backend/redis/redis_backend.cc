@@ -391,6 +391,12 @@ class RedisBackend::Loop {
   Mutex mu_;
   std::vector<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // A wake-up was signalled and its Drain has not taken the queue yet.
+  bool wake_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // Every node has a command in flight per connection (set by Drain): a
+  // single decision enqueued now would only be held, and the next reply,
+  // failure or tick drains the queue anyway, so it does not wake the thread.
+  bool all_busy_ ABSL_GUARDED_BY(mu_) = false;
 
   const RedisScriptRegistry scripts_;  // immutable: the scripts and their digests
   const SslCtxPtr tls_ctx_;            // null: plaintext
@@ -480,7 +486,8 @@ void RedisBackend::Loop::Enqueue(std::unique_ptr<Op> op) {
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
-      wake = queue_.empty();
+      wake = !wake_pending_ && !(all_busy_ && Coalescable(*op));
+      wake_pending_ = wake_pending_ || wake;
       queue_.push_back(std::move(op));
     }
   }
@@ -493,7 +500,10 @@ void RedisBackend::Loop::Enqueue(std::vector<std::unique_ptr<Op>> ops) {
   {
     MutexLock lock(&mu_);
     if (!stopping_) {
-      wake = queue_.empty();
+      bool coalescable = all_busy_;
+      for (const auto& op : ops) coalescable = coalescable && Coalescable(*op);
+      wake = !wake_pending_ && !coalescable;
+      wake_pending_ = wake_pending_ || wake;
       for (auto& op : ops) queue_.push_back(std::move(op));
       ops.clear();
     }
@@ -530,6 +540,7 @@ void RedisBackend::Loop::Drain() {
   {
     MutexLock lock(&mu_);
     ops.swap(queue_);
+    wake_pending_ = false;
   }
   // Everything sent here leaves in one write per connection when the
   // wake-up ends (Flush): the pipelining. The single decisions join their
@@ -544,7 +555,21 @@ void RedisBackend::Loop::Drain() {
   }
   ops.clear();
   spare_.swap(ops);
-  for (auto& node : nodes_) Release(node.get());
+  bool all_busy = !shutting_down_;
+  for (auto& node : nodes_) {
+    Release(node.get());
+    all_busy = all_busy && InFlight(node.get()) >= node->conns.size();
+  }
+  bool wake = false;
+  {
+    MutexLock lock(&mu_);
+    all_busy_ = all_busy;
+    // A decision enqueued since the swap may have seen the earlier all_busy_
+    // and not woken us: with room now, it must not wait for a reply.
+    wake = !all_busy && !queue_.empty() && !wake_pending_;
+    wake_pending_ = wake_pending_ || wake;
+  }
+  if (wake) Wake();
 }
 
 size_t RedisBackend::Loop::InFlight(const Node* node) {
@@ -932,9 +957,9 @@ void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply
     case ReplyTo::kOp: {
       // Replies come in order, so this is the front of `inflight`.
       std::unique_ptr<Op> op = conn->Take(pending.op);
-      // The node has room again: its held decisions go to Redis before
-      // this reply's callers are answered, so Redis works meanwhile.
-      Release(conn->node);
+      // The node has room again: what is queued and held goes to Redis
+      // before this reply's callers are answered, so Redis works meanwhile.
+      Drain();
       if (op != nullptr) OnOpReply(conn, std::move(op), reply.get());
       return;
     }
@@ -973,7 +998,7 @@ void RedisBackend::Loop::OnDisconnected(Conn* conn, const std::string& reason) {
   }
   Backoff(conn);
   if (options_.cluster) refresh_wanted_ = true;
-  Release(conn->node);
+  Drain();
 }
 
 void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
@@ -995,7 +1020,7 @@ void RedisBackend::Loop::Drop(Conn* conn, const std::string& reason) {
     op->Complete(absl::UnavailableError(absl::StrCat(name_, ": ", reason)));
   }
   if (options_.cluster) refresh_wanted_ = true;
-  Release(conn->node);
+  Drain();
 }
 
 void RedisBackend::Loop::FailWaiting(Node* node, const std::string& reason) {
@@ -1355,8 +1380,8 @@ void RedisBackend::Loop::Tick() {
       node->held.pop_front();
       Fail(std::move(op), absl::StrCat("timed out after ", options_.timeout_ms, " ms"));
     }
-    Release(node);
   }
+  Drain();
   MaybeRefreshSlots(now);
 }
 
