@@ -61,6 +61,33 @@ bench_start_redis() {  # [PREFIX...]
 
 # Waits up to 10 s for traffikd (pid PID, stderr in FILE) to log its gRPC
 # address; sets ADDR to it ("" if it exited or never said it).
+# Writes $WORK/traffik.yaml for the load generator: 127.0.0.1 on a free port,
+# no metrics listener, the throttle `bench` (1,000,000 per 1s: never throttles)
+# and the default tenant `default` on BACKEND.
+bench_write_config() {  # BACKEND
+  cat >"$WORK/traffik.yaml" <<YAML
+listen: "127.0.0.1:0"
+metrics_listen: ""
+throttles:
+  - uid: bench
+    limit: 1000000
+    period: 1s
+tenants:
+  - name: default
+    backend: $1
+default_tenant: default
+YAML
+}
+
+# Starts $TRAFFIKD on $WORK/traffik.yaml (stderr: $WORK/traffikd.err) and waits
+# for its address: sets TRAFFIKD_PID and ADDR; non-zero when it did not start.
+bench_start_traffikd() {
+  "$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
+  TRAFFIKD_PID=$!
+  PIDS+=("$TRAFFIKD_PID")
+  bench_wait_listening "$TRAFFIKD_PID" "$WORK/traffikd.err"
+}
+
 bench_wait_listening() {  # PID FILE
   ADDR=
   for _ in $(seq 100); do

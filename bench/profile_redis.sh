@@ -8,7 +8,8 @@
 # flight for DURATION and records traffikd with `perf record -g` (PERF=1;
 # CALLGRAPH=dwarf|fp, default dwarf) over that window. Prints on stdout: the
 # load generator's JSON, traffikd's per-thread CPU (ms) and context switches
-# (voluntary + involuntary) over the window from /proc/PID/task/*/{stat,status},
+# (voluntary + involuntary) over the window from /proc/PID/task/*/{stat,status}
+# with their sum per decision,
 # and the top PERF_LINES of `perf report --sort comm,dso,sym --no-children`.
 # Environment (defaults): CONCURRENCY=64 DURATION=5s CHANNELS=2 THREADS=2
 # KEYS=1000 PERF=1 CALLGRAPH=dwarf PERF_LINES=45 OUT= (if set, perf.data is
@@ -36,22 +37,8 @@ bench_setup profile
 
 bench_start_redis || { log "cannot start redis-server"; exit 1; }
 
-cat >"$WORK/traffik.yaml" <<YAML
-listen: "127.0.0.1:0"
-metrics_listen: ""
-throttles:
-  - uid: bench
-    limit: 1000000
-    period: 1s
-tenants:
-  - name: default
-    backend: redis://127.0.0.1:$REDIS_PORT/0
-default_tenant: default
-YAML
-"$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
-TRAFFIKD_PID=$!
-PIDS+=("$TRAFFIKD_PID")
-bench_wait_listening "$TRAFFIKD_PID" "$WORK/traffikd.err" ||
+bench_write_config "redis://127.0.0.1:$REDIS_PORT/0"
+bench_start_traffikd ||
   { log "traffikd did not start"; cat "$WORK/traffikd.err" >&2; exit 1; }
 
 # Per-thread "name utime+stime(ticks) voluntary involuntary" of traffikd.
@@ -86,13 +73,21 @@ threads >"$WORK/after.txt"
 wait "$LG"
 cat "$WORK/loadgen.json"
 echo
-decisions=$(grep -o '"decisions": *[0-9]*' "$WORK/loadgen.json" | grep -o '[0-9]*$' || echo 0)
-echo "per-thread over ~$((${secs%.*} - 1))s: tid name cpu_ms voluntary_cs involuntary_cs"
+window=$((${secs%.*} - 1))
+per_s=$(grep -o '"decisions_per_s":[0-9.]*' "$WORK/loadgen.json" | cut -d: -f2)
+echo "per-thread over ~${window}s: tid name cpu_ms voluntary_cs involuntary_cs"
 tick=$(getconf CLK_TCK)
 join <(sort "$WORK/before.txt") <(sort "$WORK/after.txt") |
   awk -v tick="$tick" '{ cpu = ($7 - $3) * 1000 / tick; v = $8 - $4; n = $9 - $5;
     if (cpu > 0 || v > 0) printf "%s %s %.0f %d %d\n", $1, $2, cpu, v, n }' |
-  sort -k3 -n -r
+  sort -k3 -n -r >"$WORK/threads.txt"
+cat "$WORK/threads.txt"
+# Per decision (the load generator's decisions/s over the same window).
+awk -v d="${per_s:-0}" -v w="$window" '{ cpu += $3; cs += $4 + $5 }
+  $2 == "traffik-redis" { io = $3; io_cs = $4 + $5 }
+  END { n = d * w; if (n <= 0) exit
+    printf "per decision: traffikd CPU %.2f us, context switches %.3f; I/O thread %.2f us, %.3f\n",
+      cpu * 1000 / n, cs / n, io * 1000 / n, io_cs / n }' "$WORK/threads.txt"
 if [[ $PERF == 1 ]]; then
   [[ -z $OUT ]] || cp "$WORK/perf.data" "$OUT"
   perf report -i "$WORK/perf.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null |

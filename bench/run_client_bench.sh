@@ -46,29 +46,9 @@ done
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_setup client-bench
 
-cat >"$WORK/traffik.yaml" <<YAML
-listen: "127.0.0.1:0"
-metrics_listen: ""
-throttles:
-  - uid: bench
-    limit: 1000000
-    period: 1s
-tenants:
-  - name: default
-    backend: memory
-default_tenant: default
-YAML
-"$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
-TRAFFIKD_PID=$!
-PIDS+=("$TRAFFIKD_PID")
-ADDR=
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's/.*listening grpc=\([^ ]*\).*/\1/p' "$WORK/traffikd.err" | head -n1)
-  [[ -n "$ADDR" ]] && break
-  kill -0 "$TRAFFIKD_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n "$ADDR" ]] || { log "traffikd did not start:"; cat "$WORK/traffikd.err" >&2; exit 1; }
+bench_write_config "memory"
+bench_start_traffikd ||
+  { log "traffikd did not start:"; cat "$WORK/traffikd.err" >&2; exit 1; }
 log "traffikd (memory) on $ADDR, pid $TRAFFIKD_PID"
 
 kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2"; }

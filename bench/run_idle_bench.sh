@@ -77,14 +77,8 @@ YAML
   2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
 PIDS+=("$TRAFFIKD_PID")
-ADDR=
-for _ in $(seq 100); do
-  ADDR=$(sed -n 's/.*listening grpc=\([^ ]*\).*/\1/p' "$WORK/traffikd.err" | head -n1)
-  [[ -n "$ADDR" ]] && break
-  kill -0 $TRAFFIKD_PID 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n "$ADDR" ]] || { log "traffikd did not start:"; cat "$WORK/traffikd.err" >&2; exit 1; }
+bench_wait_listening "$TRAFFIKD_PID" "$WORK/traffikd.err" ||
+  { log "traffikd did not start:"; cat "$WORK/traffikd.err" >&2; exit 1; }
 TRAFFIKD_NOFILE=$(awk '/^Max open files/ { print $4 " (hard " $5 ")" }' "/proc/$TRAFFIKD_PID/limits")
 log "traffikd on $ADDR, open-file limit $TRAFFIKD_NOFILE"
 
