@@ -1,6 +1,7 @@
 // RedisBackend against real redis-server processes started by the harness.
 #include "backend/redis/redis_backend.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -1361,6 +1362,67 @@ TEST_F(RedisClusterBackendTest, CoalescesPerSlot) {
   }
   EXPECT_EQ(calls, static_cast<int64_t>(slots.size()));
   EXPECT_GT(nodes.size(), 1u);
+}
+
+// Verifies decisions held while a cluster node is busy leave grouped by hash
+// slot (Redis Cluster refuses a script across slots): one connection, the
+// node holding the first decision's call, ten more decisions alternating
+// between two keys of two slots on that node travel as two coalesced calls —
+// three calls on the node in all — and each key's answers stay exact, in
+// order.
+TEST_F(RedisClusterBackendTest, HeldDecisionsLeaveGroupedBySlot) {
+  std::string keys[2];
+  int node = -1;
+  for (int i = 0; i < 200 && keys[1].empty(); ++i) {
+    const std::string key = absl::StrCat("hs:{", i, "}");
+    auto owner = cluster_->NodeForKey(key);
+    ASSERT_TRUE(owner.ok()) << owner.status();
+    if (keys[0].empty()) {
+      keys[0] = key;
+      node = *owner;
+    } else if (*owner == node && RedisKeySlot(key) != RedisKeySlot(keys[0])) {
+      keys[1] = key;
+    }
+  }
+  ASSERT_FALSE(keys[1].empty());
+  const Rate rate{20, 3'600'000};
+  auto options = ParseRedisUrl(cluster_->seeds_url());
+  ASSERT_TRUE(options.ok()) << options.status();
+  options->timeout_ms = 5000;
+  options->pool_size = 1;
+  auto backend = RedisBackend::Create(*options);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(10)));
+  // The connection to that node is up and both slots are mapped to it (a
+  // key of each slot; a first call may learn the owner from MOVED).
+  for (const std::string& key : keys) {
+    ASSERT_TRUE(DecideSync(**backend, absl::StrCat("warm:", key), rate).ok());
+  }
+  const RedisServer& server = cluster_->node(node);
+  LoadScriptsAndResetStats(server);
+  if (HasFatalFailure()) return;
+  ASSERT_TRUE(server.Command({"CLIENT", "PAUSE", "10000", "WRITE"}).ok());
+  Recorder recorder(11);
+  recorder.Decide(**backend, keys[0], rate, 0);
+  const bool held_by_redis = WaitForBlockedClients(server, 1);
+  for (int i = 1; i <= 10; ++i) {
+    recorder.Decide(**backend, keys[i % 2], rate, i);
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  ASSERT_TRUE(server.Command({"CLIENT", "UNPAUSE"}).ok());
+  ASSERT_TRUE(held_by_redis);
+  auto answers = recorder.Wait();
+  ASSERT_EQ(answers.size(), 11u);
+  std::sort(answers.begin(), answers.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  int taken[2] = {0, 0};
+  for (const auto& [index, answer] : answers) {
+    ASSERT_TRUE(answer.ok()) << index << ": " << answer.status();
+    const int k = index == 0 ? 0 : index % 2;
+    ++taken[k];
+    EXPECT_EQ(answer->remaining, 20u - taken[k]) << index;
+  }
+  EXPECT_EQ(CommandCalls(server, "evalsha"), 3);
 }
 
 // Verifies all-or-nothing batches on a cluster: the keys of one identifier
