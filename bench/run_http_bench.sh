@@ -37,7 +37,7 @@
 # http_redis_cpu_us_redis (per request, of that best configuration).
 # Everything it started is stopped on exit.
 #
-# Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=3 CONNECTIONS=64
+# Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=5 CONNECTIONS=64
 # WRK_THREADS=2 APP_THREADS=64 (the app's worker threads: one per keep-alive
 # connection) CONFIGS="unthrottled memory redis memory_coalesce redis_coalesce"
 # COALESCE_DELAY_US=500 COALESCE_BATCH=64 PIN=0 (1: wrk on CPU 1, everything
@@ -50,7 +50,7 @@ set -euo pipefail
 BUILD_DIR=${1:-build}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 APP_THREADS=${APP_THREADS:-64}
