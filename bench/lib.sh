@@ -62,9 +62,11 @@ bench_start_redis() {  # [PREFIX...]
 # Waits up to 10 s for traffikd (pid PID, stderr in FILE) to log its gRPC
 # address; sets ADDR to it ("" if it exited or never said it).
 # Writes $WORK/traffik.yaml for the load generator: 127.0.0.1 on a free port,
-# no metrics listener, the throttle `bench` (1,000,000 per 1s: never throttles)
-# and the default tenant `default` on BACKEND.
-bench_write_config() {  # BACKEND
+# no metrics listener, the throttle `bench` (1,000,000 per 1s: never throttles),
+# the default tenant `default` on BACKEND and one more tenant per NAME=BACKEND.
+bench_write_config() {  # BACKEND [NAME=BACKEND...]
+  local more="" t
+  for t in "${@:2}"; do more+=$'\n'"  - name: ${t%%=*}"$'\n'"    backend: ${t#*=}"; done
   cat >"$WORK/traffik.yaml" <<YAML
 listen: "127.0.0.1:0"
 metrics_listen: ""
@@ -74,7 +76,7 @@ throttles:
     period: 1s
 tenants:
   - name: default
-    backend: $1
+    backend: $1$more
 default_tenant: default
 YAML
 }

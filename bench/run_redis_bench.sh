@@ -110,20 +110,7 @@ NOOP_PID=$!
 PIDS+=("$NOOP_PID")
 NOOP_ADDR=$(wait_listening "$WORK/noop.err" "$NOOP_PID")
 
-cat >"$WORK/traffik.yaml" <<YAML
-listen: "127.0.0.1:0"
-metrics_listen: ""
-throttles:
-  - uid: bench
-    limit: 1000000
-    period: 1s
-tenants:
-  - name: default
-    backend: redis://127.0.0.1:$REDIS_PORT/0
-  - name: mem
-    backend: memory
-default_tenant: default
-YAML
+bench_write_config "redis://127.0.0.1:$REDIS_PORT/0" mem=memory
 "${SRV[@]}" "$TRAFFIKD" --config "$WORK/traffik.yaml" 2>"$WORK/traffikd.err" &
 TRAFFIKD_PID=$!
 PIDS+=("$TRAFFIKD_PID")

@@ -1115,6 +1115,19 @@ bool WaitForBlockedClients(const RedisServer& server, int n) {
   return false;
 }
 
+// A backend with one connection to `server` (pool_size 1) that has answered
+// a decision, or why not.
+absl::StatusOr<std::unique_ptr<RedisBackend>> OneConnectionBackend(
+    const RedisServer& server, int64_t timeout_ms) {
+  RedisOptions options = OptionsFor(server, timeout_ms);
+  options.pool_size = 1;
+  auto backend = RedisBackend::Create(options);
+  if (backend.ok() && !WaitUntilServing(**backend, std::chrono::seconds(5))) {
+    return absl::UnavailableError("the backend did not serve within 5 s");
+  }
+  return backend;
+}
+
 // Decisions on one key through `backend`, answered in the order given; the
 // answers land in `answers` as (index, result) in completion order.
 class Recorder {
@@ -1153,11 +1166,8 @@ class Recorder {
 // would have left at its own wake-up) travel as one EVALSHA — two calls in
 // all — and each is answered in order, exactly.
 TEST_F(RedisBackendTest, DecisionsArrivingWhileBusyLeaveAsOneCall) {
-  RedisOptions options = OptionsFor(*server_, /*timeout_ms=*/5000);
-  options.pool_size = 1;
-  auto backend = RedisBackend::Create(options);
+  auto backend = OneConnectionBackend(*server_, /*timeout_ms=*/5000);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
   LoadScriptsAndResetStats(*server_);
   if (HasFatalFailure()) return;
   ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "10000", "WRITE"}).ok());
@@ -1187,11 +1197,8 @@ TEST_F(RedisBackendTest, DecisionsArrivingWhileBusyLeaveAsOneCall) {
 // waiting decision fails fast with UNAVAILABLE instead of waiting on; the
 // backend serves again once Redis does.
 TEST_F(RedisBackendTest, DecisionWaitingBehindATimedOutCallIsAnswered) {
-  RedisOptions options = OptionsFor(*server_, /*timeout_ms=*/300);
-  options.pool_size = 1;
-  auto backend = RedisBackend::Create(options);
+  auto backend = OneConnectionBackend(*server_, /*timeout_ms=*/300);
   ASSERT_TRUE(backend.ok()) << backend.status();
-  ASSERT_TRUE(WaitUntilServing(**backend, std::chrono::seconds(5)));
   ASSERT_TRUE(server_->Command({"CLIENT", "PAUSE", "1500", "WRITE"}).ok());
   const auto start = std::chrono::steady_clock::now();
   Recorder recorder(2);
