@@ -8,7 +8,8 @@
 # once while traffik_idle_conns holds CONNECTIONS connections ("loaded": each a
 # gRPC channel over its own TCP connection that made one health check and went
 # quiet, from 127.0.0.2, 127.0.0.3, ... one per 5000); odd rounds measure base
-# first, even rounds loaded first. Figures are medians over ROUNDS. The idle
+# first, even rounds loaded first. Figures are medians over ROUNDS (the ratio: the median
+# of the rounds' own ratios). The idle
 # connections are checked to answer one more call each after the loaded run.
 # RSS per idle connection = (traffikd VmRSS with them held - VmRSS just before)
 # / CONNECTIONS, from round 1 (later rounds reuse memory freed by the previous
@@ -129,7 +130,7 @@ median() { sed '/^$/d' | sort -n -k1,1 | awk '{ l[NR] = $0 } END { print l[int((
 # then 30-40k): one unmeasured run first, so no round's figure is the cold one.
 log "warm-up run (not measured)"
 run_load >/dev/null
-base_runs="" loaded_runs="" round_rows="" rss_per_conn=0 lost=0
+base_runs="" loaded_runs="" round_rows="" round_ratios="" rss_per_conn=0 lost=0
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 == 1 )); then
     log "round $round/$ROUNDS: base"
@@ -152,6 +153,7 @@ for round in $(seq "$ROUNDS"); do
   base_runs+="$base"$'\n'
   loaded_runs+="$loaded"$'\n'
   round_ratio=$(awk -v a="${loaded%% *}" -v b="${base%% *}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
+  round_ratios+="$round_ratio"$'\n'
   read -r _ _ _ base_cpu _ <<<"$base"
   read -r _ _ _ loaded_cpu _ <<<"$loaded"
   round_rows+="| $round | $(printf '%.0f' "${base%% *}") | $(printf '%.0f' "${loaded%% *}") | $round_ratio |"
@@ -161,7 +163,11 @@ done
 rss_end=$(rss_bytes $TRAFFIKD_PID)
 read -r bc bp be bcpu _ < <(printf '%s' "$base_runs" | median)
 read -r lc lp le lcpu lholder < <(printf '%s' "$loaded_runs" | median)
-ratio=$(awk -v a="$lc" -v b="$bc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
+# The ratio is the median of the rounds' own ratios: a round's base and loaded
+# runs are back to back, so a change in the machine's speed between rounds (a
+# shared host) cancels out; the ratio of the two medians is shown beside it.
+ratio=$(printf '%s' "$round_ratios" | median)
+ratio_of_medians=$(awk -v a="$lc" -v b="$bc" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
 cpu_ratio=$(awk -v a="$lcpu" -v b="$bcpu" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }')
 met=$(awk -v r="$ratio" 'BEGIN { print (r + 0 >= 0.9) ? "met" : "not met" }')
 
@@ -184,6 +190,10 @@ echo "| case | calls/s | p99 (us) | errors | traffikd CPU per call (us) | idle h
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 echo "| no idle connections | $(printf '%.0f' "$bc") | $bp | $be | $bcpu | - | - |"
 echo "| $CONNECTIONS idle connections held | $(printf '%.0f' "$lc") | $lp | $le | $lcpu | $lholder | $ratio ($met: target >= 0.9) |"
+echo
+echo "Ratio: the median of the rounds' ratios (each round's two runs are back to back,"
+echo "so a change in the machine's speed between rounds cancels out); the medians of the"
+echo "two columns above give $ratio_of_medians."
 echo
 echo "traffikd CPU per call with the idle connections held ÷ without: $cpu_ratio (the"
 echo "server's user + system time over each run ÷ its calls; unlike calls/s it does not"
