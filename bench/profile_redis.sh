@@ -82,7 +82,8 @@ join <(sort "$WORK/before.txt") <(sort "$WORK/after.txt") |
     if (cpu > 0 || v > 0) printf "%s %s %.0f %d %d\n", $1, $2, cpu, v, n }' |
   sort -k3 -n -r >"$WORK/threads.txt"
 cat "$WORK/threads.txt"
-# Per decision (the load generator's decisions/s over the same window).
+# Per decision: the threads' CPU over the sampling window ÷ (the load generator's
+# decisions/s over its measured run × that window).
 awk -v d="${per_s:-0}" -v w="$window" '{ cpu += $3; cs += $4 + $5 }
   $2 == "traffik-redis" { io = $3; io_cs = $4 + $5 }
   END { n = d * w; if (n <= 0) exit

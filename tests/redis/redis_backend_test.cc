@@ -1128,8 +1128,8 @@ absl::StatusOr<std::unique_ptr<RedisBackend>> OneConnectionBackend(
   return backend;
 }
 
-// Decisions on one key through `backend`, answered in the order given; the
-// answers land in `answers` as (index, result) in completion order.
+// Decisions (cost 1) made through a backend, each tagged with an index; the
+// answers are kept as (index, result) in the order they completed.
 class Recorder {
  public:
   explicit Recorder(int expected) : pending_(expected) {}
