@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -235,10 +236,15 @@ struct RedisBackend::Op {
 // A connection is a libevent bufferevent (a plain socket, or OpenSSL over
 // one for rediss://: the one code path differs only in how the bufferevent
 // is made) plus a hiredis redisReader for the replies; commands are
-// formatted as RESP straight into one reused buffer (AppendBulk) and
-// appended to the bufferevent's output; at the end of the wake-up Flush()
-// writes every plaintext connection's output at once (TLS and what the
-// socket does not take: libevent, when writable). Replies come in the order commands were
+// formatted as RESP straight into one reused buffer (AppendBulk). On a
+// plaintext connection that is up, inside one of the loop's callbacks, they
+// are staged in the connection's `staged` and Flush() sends them with one
+// send() when the callback ends; what the socket does not take, TLS, and
+// the connection setup go through the bufferevent's output, which libevent
+// writes when the socket is writable. (A bufferevent's output cannot be
+// written from outside libevent's write callback: its start is frozen, and
+// going through it costs an epoll_ctl, one more epoll round and an epoll_ctl
+// per write.) Replies come in the order commands were
 // sent, so each connection keeps one `pending` entry per command saying who takes its
 // reply.
 class RedisBackend::Loop {
@@ -276,8 +282,11 @@ class RedisBackend::Loop {
     int64_t since_ms = 0;         // when the current connect attempt started
     int64_t next_attempt_ms = 0;  // when kDown: next connect attempt
     int64_t backoff_ms = 0;
-    bool was_up = false;                       // for logging transitions once
-    bool to_flush = false;                     // in Loop::written_
+    bool was_up = false;    // for logging transitions once
+    bool to_flush = false;  // in Loop::written_
+    // Commands formatted since the last Flush, not yet handed to the socket
+    // (plaintext and kUp only; see the class comment).
+    std::string staged;
     std::deque<std::unique_ptr<Op>> inflight;  // sent, in reply order
 
     // Takes `op` (sent on this connection) out of `inflight`; nullptr when it
@@ -331,7 +340,9 @@ class RedisBackend::Loop {
   // when it could not (out of memory).
   bool Write(Conn* conn, int argc, const char** argv, const size_t* lens, ReplyTo to,
              const Op* op = nullptr);
-  // Appends the command formatted in out_ to the connection's output.
+  // Sends the command formatted in out_ on the connection: staged for
+  // Flush() inside a callback (plaintext, kUp), else through the
+  // bufferevent's output.
   bool WriteFormatted(Conn* conn, ReplyTo to, const Op* op);
   // Frees the connection's socket, TLS session and reader; forgets its
   // pending replies (an outstanding CLUSTER SLOTS counts as lost). The ops in
@@ -340,10 +351,24 @@ class RedisBackend::Loop {
 
   void Drain();
   void Wake();
-  // Writes what Drain queued on each connection now, instead of on the next
-  // turn of the loop (libevent writes a bufferevent's output only when its
-  // socket is reported writable: one more epoll round per wake-up).
+  // Sends what was staged on each connection: one send() each, what the
+  // socket does not take through the bufferevent. Called when each of the
+  // loop's callbacks ends (FlushScope).
   void Flush();
+  // Flushes when the callback that made it ends; while one exists, writes on
+  // plaintext connections that are up are staged.
+  class FlushScope {
+   public:
+    explicit FlushScope(Loop* loop) : loop_(loop) { ++loop_->flush_scopes_; }
+    ~FlushScope() {
+      if (--loop_->flush_scopes_ == 0) loop_->Flush();
+    }
+    FlushScope(const FlushScope&) = delete;
+    FlushScope& operator=(const FlushScope&) = delete;
+
+   private:
+    Loop* const loop_;
+  };
   void Tick();
   void Dispatch(std::unique_ptr<Op> op);
   Node* Route(const Op& op);
@@ -412,6 +437,7 @@ class RedisBackend::Loop {
   size_t refresh_next_node_ = 0;  // index in nodes_ of the next CLUSTER SLOTS target
   bool shutting_down_ = false;
   std::vector<Conn*> written_;              // connections written to since the last Flush
+  int flush_scopes_ = 0;                    // FlushScopes alive (nesting)
   std::string out_;                         // the command being formatted (RESP)
   std::vector<std::unique_ptr<Op>> spare_;  // empty; swapped with queue_ by Drain
 
@@ -519,6 +545,7 @@ void RedisBackend::Loop::Wake() {
 
 void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
   auto* loop = static_cast<Loop*>(arg);
+  const FlushScope flush(loop);
   uint64_t value;
   (void)!::read(fd, &value, sizeof(value));
   {
@@ -529,7 +556,6 @@ void RedisBackend::Loop::OnWake(evutil_socket_t fd, short /*what*/, void* arg) {
     }
   }
   loop->Drain();
-  loop->Flush();
 }
 
 void RedisBackend::Loop::Drain() {
@@ -599,19 +625,35 @@ void RedisBackend::Loop::Release(Node* node) {
 }
 
 void RedisBackend::Loop::Flush() {
+  std::vector<Conn*> unsent;
   for (Conn* conn : written_) {
     conn->to_flush = false;
-    // Plaintext only (OpenSSL writes through its own buffers), and only once
-    // connected. What the socket does not take now, libevent writes when it
-    // is writable again; errors surface through its events as before.
-    if (conn->bev == nullptr || conn->ssl != nullptr || conn->state != State::kUp) {
-      continue;
-    }
-    const evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    if (conn->staged.empty() || conn->bev == nullptr) continue;
+    // CloseSocket empties `staged`, so the socket is the one the commands
+    // were staged for.
+    absl::string_view rest = conn->staged;
     evbuffer* output = bufferevent_get_output(conn->bev);
-    if (fd >= 0 && evbuffer_get_length(output) > 0) (void)evbuffer_write(output, fd);
+    const evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    // Behind output the socket has not taken yet, the commands queue there.
+    if (fd >= 0 && evbuffer_get_length(output) == 0) {
+      ssize_t sent;
+      do {
+        sent = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      } while (sent < 0 && errno == EINTR);
+      // An error (a reset) is left for the bufferevent: its write of the
+      // rest fails the same way and reports it through OnEvent, as before.
+      if (sent > 0) rest.remove_prefix(static_cast<size_t>(sent));
+    }
+    if (!rest.empty() && bufferevent_write(conn->bev, rest.data(), rest.size()) != 0) {
+      unsent.push_back(conn);
+    }
+    conn->staged.clear();
   }
   written_.clear();
+  // Out of memory: the commands' replies will never come. Dropped after the
+  // loop (Drop answers ops, which may write; outside a FlushScope such
+  // writes go through the bufferevent).
+  for (Conn* conn : unsent) Drop(conn, "out of memory sending a command");
 }
 
 bool RedisBackend::Loop::Coalescable(const Op& op) {
@@ -755,6 +797,7 @@ void RedisBackend::Loop::CloseSocket(Conn* conn) {
     if (pending.to == ReplyTo::kClusterSlots) refresh_inflight_ = false;
   }
   conn->pending.clear();
+  conn->staged.clear();  // commands for the closed socket (their ops are answered)
   if (conn->bev != nullptr) bufferevent_free(conn->bev);
   if (conn->reader != nullptr) redisReaderFree(conn->reader);
   conn->bev = nullptr;
@@ -771,7 +814,11 @@ bool RedisBackend::Loop::Write(Conn* conn, int argc, const char** argv,
 }
 
 bool RedisBackend::Loop::WriteFormatted(Conn* conn, ReplyTo to, const Op* op) {
-  if (bufferevent_write(conn->bev, out_.data(), out_.size()) != 0) return false;
+  if (flush_scopes_ > 0 && conn->ssl == nullptr && conn->state == State::kUp) {
+    conn->staged.append(out_);
+  } else if (bufferevent_write(conn->bev, out_.data(), out_.size()) != 0) {
+    return false;
+  }
   conn->pending.push_back(Pending{to, op});
   if (!conn->to_flush) {
     conn->to_flush = true;
@@ -834,6 +881,8 @@ void RedisBackend::Loop::OnEvent(bufferevent* bev, short events, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
   if (conn->bev != bev) return;
+  // A lost connection may send its node's held decisions on another.
+  const FlushScope flush(loop);
   if ((events & BEV_EVENT_CONNECTED) != 0) {
     if (conn->state == State::kConnecting) loop->OnTransportUp(conn);
     return;
@@ -905,6 +954,8 @@ void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
   auto* conn = static_cast<Conn*>(arg);
   Loop* loop = conn->loop;
   if (conn->bev != bev) return;
+  // What the replies release (held decisions, retries) leaves when it ends.
+  const FlushScope flush(loop);
   const uint64_t generation = conn->generation;
   evbuffer* input = bufferevent_get_input(bev);
   while (evbuffer_get_length(input) > 0) {
@@ -935,8 +986,6 @@ void RedisBackend::Loop::OnRead(bufferevent* bev, void* arg) {
     // The handler may have dropped this connection (and its reader).
     if (conn->generation != generation) return;
   }
-  // What the replies released (held decisions, retries) leaves now.
-  loop->Flush();
 }
 
 void RedisBackend::Loop::HandleReply(Conn* conn, Pending pending, ReplyPtr reply) {
@@ -1338,8 +1387,8 @@ void RedisBackend::Loop::MaybeRefreshSlots(int64_t now_ms) {
 
 void RedisBackend::Loop::OnTick(evutil_socket_t /*fd*/, short /*what*/, void* arg) {
   Loop* loop = static_cast<Loop*>(arg);
+  const FlushScope flush(loop);
   loop->Tick();
-  loop->Flush();
 }
 
 void RedisBackend::Loop::Tick() {
