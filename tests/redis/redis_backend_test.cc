@@ -925,6 +925,36 @@ TEST_F(RedisBackendTest, CoalescesQueuedDecisionsIntoOneCall) {
   EXPECT_EQ(CommandCalls(*server_, "evalsha"), 1 + 3);
 }
 
+// Verifies commands larger than a socket takes at once (a batch of 1024
+// items with 8 KB keys: ~8 MB sent by one wake-up on one connection) still
+// arrive whole and in order: what send() does not take is queued behind it
+// through the bufferevent. Every key allows exactly its limit, in order.
+TEST_F(RedisBackendTest, CommandsLargerThanTheSocketTakesArriveWhole) {
+  LoadScriptsAndResetStats(*server_);
+  if (HasFatalFailure()) return;
+  constexpr int kKeys = 16;
+  constexpr int kItems = 1024;
+  constexpr uint64_t kLimit = 50;
+  std::vector<BucketOp> ops;
+  for (int i = 0; i < kItems; ++i) {
+    const int k = i % kKeys;
+    ops.push_back(
+        {absl::StrCat("big:{", k, "}", std::string(8000, static_cast<char>('a' + k))),
+         Rate{kLimit, 3'600'000}, 1});
+  }
+  auto out = BatchSync(*backend_, ops);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), static_cast<size_t>(kItems));
+  for (int i = 0; i < kItems; ++i) {
+    const uint64_t nth = static_cast<uint64_t>(i / kKeys);  // earlier hits on this key
+    EXPECT_EQ((*out)[i].allowed, nth < kLimit) << i;
+    EXPECT_EQ((*out)[i].remaining, nth < kLimit ? kLimit - 1 - nth : 0u) << i;
+  }
+  // 64 KiB of keys per call: 8 of these keys, so 128 calls, all sent on one
+  // connection by one wake-up (~8 MB).
+  EXPECT_EQ(CommandCalls(*server_, "evalsha"), kItems / 8);
+}
+
 // Verifies single decisions from many threads are coalesced (fewer EVALSHA
 // calls than decisions) and stay exact: every key allows exactly its limit.
 TEST_F(RedisBackendTest, CoalescedConcurrentDecisionsStayExact) {
