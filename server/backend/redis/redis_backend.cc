@@ -69,6 +69,9 @@ constexpr size_t kMaxOutageReasons = 4;
 // Bounds of one coalesced call (the each script): items, and bytes of keys.
 constexpr size_t kMaxEachItems = 128;
 constexpr size_t kMaxEachKeyBytes = 64 * 1024;
+// A connection's `staged` keeps its capacity across flushes up to this; a
+// burst above it (a large batch) is not held for the connection's lifetime.
+constexpr size_t kMaxKeptStagedBytes = 256 * 1024;
 
 // RESP, written straight into one reusable buffer (no hiredis formatting, no
 // argv arrays): an array header, then each argument as a bulk string.
@@ -647,7 +650,11 @@ void RedisBackend::Loop::Flush() {
     if (!rest.empty() && bufferevent_write(conn->bev, rest.data(), rest.size()) != 0) {
       unsent.push_back(conn);
     }
-    conn->staged.clear();
+    if (conn->staged.capacity() > kMaxKeptStagedBytes) {
+      std::string().swap(conn->staged);
+    } else {
+      conn->staged.clear();
+    }
   }
   written_.clear();
   // Out of memory: the commands' replies will never come. Dropped after the
