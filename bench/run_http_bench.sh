@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End to end over HTTP: a cpp-httplib app (bench/http_app.cc) served
-# unthrottled, and throttled through traffik::client + traffikd on the memory
-# and on the Redis backend, driven by wrk.
+# End to end over HTTP: an app (bench/http_app.cc) served unthrottled, and
+# throttled through traffik::client + traffikd on the memory and on the Redis
+# backend, driven by wrk; on cpp-httplib (a thread per connection, blocking
+# checks) and on Boost.Beast (event loops, asynchronous checks).
 #
 #   bash bench/run_http_bench.sh [BUILD_DIR]          (default: build)
 #
@@ -19,6 +20,10 @@
 #   memory_raw_grpc   diagnostic, not in the default CONFIGS: the same decision
 #                     through a blocking gRPC stub in the handler, without
 #                     traffik::client (what the library adds on top of gRPC)
+#   beast_<any of the above but memory_raw_grpc>
+#                     the same on the Beast app (--server beast, BEAST_THREADS
+#                     event loops; throttled through beast_adapter::Throttled);
+#                     its ratios are against beast_unthrottled
 # Each configuration is measured ROUNDS times, the configurations alternating
 # within a round (wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency,
 # after a WARMUP run); the report gives medians. CPU per request: the app's
@@ -34,17 +39,22 @@
 # of each backend: http_memory_best_coalesced / http_redis_best_coalesced say
 # whether it coalesces, 1, or not, 0), http_memory_cpu_us_app,
 # http_memory_cpu_us_traffikd, http_redis_cpu_us_app, http_redis_cpu_us_traffikd,
-# http_redis_cpu_us_redis (per request, of that best configuration).
+# http_redis_cpu_us_redis (per request, of that best configuration), and the
+# same for the Beast app with the prefix http_beast_ (http_beast_unthrottled_rps,
+# http_beast_memory_ratio, ...).
 # Everything it started is stopped on exit.
 #
 # Environment (defaults): DURATION=5s WARMUP=1s ROUNDS=5 CONNECTIONS=64
-# WRK_THREADS=2 APP_THREADS=64 (the app's worker threads: one per keep-alive
-# connection) CONFIGS="unthrottled memory redis memory_coalesce redis_coalesce"
+# WRK_THREADS=2 APP_THREADS=64 (the httplib app's worker threads: one per
+# keep-alive connection) BEAST_THREADS=nproc (the Beast app's event loops)
+# CONFIGS="unthrottled memory redis memory_coalesce redis_coalesce
+# beast_unthrottled beast_memory beast_redis beast_memory_coalesce
+# beast_redis_coalesce"
 # COALESCE_DELAY_US=500 COALESCE_BATCH=64 PIN=0 (1: wrk on CPU 1, everything
 # else on CPU 0 - needs 2 CPUs; shows whether sharing the cores with wrk
 # changes the ratio) BUILD=1 JOBS=2 TRAFFIKD=BUILD_DIR/server/traffikd (another
 # traffikd binary, e.g. one built from another branch).
-# Default run: about 5 configurations x 3 rounds x 6 s = 1.5 min, plus the build.
+# Default run: 10 configurations x 5 rounds x 6 s = 5 min, plus the build.
 set -euo pipefail
 
 BUILD_DIR=${1:-build}
@@ -54,7 +64,8 @@ ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 APP_THREADS=${APP_THREADS:-64}
-CONFIGS=${CONFIGS:-"unthrottled memory redis memory_coalesce redis_coalesce"}
+BEAST_THREADS=${BEAST_THREADS:-$(nproc)}
+CONFIGS=${CONFIGS:-"unthrottled memory redis memory_coalesce redis_coalesce beast_unthrottled beast_memory beast_redis beast_memory_coalesce beast_redis_coalesce"}
 COALESCE_DELAY_US=${COALESCE_DELAY_US:-500}
 COALESCE_BATCH=${COALESCE_BATCH:-64}
 PIN=${PIN:-0}
@@ -140,7 +151,7 @@ declare -A APP_ADDR APP_PID APP_ARGS
 ACTIVE=() SKIPPED=()
 for config in $CONFIGS; do
   coalesce=()
-  case $config in
+  case ${config#beast_} in
     unthrottled) args=(--mode unthrottled) ;;
     memory | memory_coalesce) args=(--mode throttled --target "$TRAFFIKD_ADDR" --tenant mem) ;;
     redis | redis_coalesce) args=(--mode throttled --target "$TRAFFIKD_ADDR" --tenant default) ;;
@@ -150,7 +161,12 @@ for config in $CONFIGS; do
   if [[ $config == *_coalesce ]]; then
     coalesce=(--coalesce-max-delay-us "$COALESCE_DELAY_US" --coalesce-max-batch "$COALESCE_BATCH")
   fi
-  args+=("${coalesce[@]}" --threads "$APP_THREADS" --listen 127.0.0.1:0)
+  if [[ $config == beast_* ]]; then
+    [[ $config != *raw_grpc ]] || die "raw-grpc is httplib only"
+    args+=(--server beast "${coalesce[@]}" --threads "$BEAST_THREADS" --listen 127.0.0.1:0)
+  else
+    args+=("${coalesce[@]}" --threads "$APP_THREADS" --listen 127.0.0.1:0)
+  fi
   "${SERVER_PIN[@]}" "$APP" "${args[@]}" 2>"$WORK/app-$config.err" &
   pid=$!
   PIDS+=("$pid")
@@ -168,7 +184,12 @@ for config in $CONFIGS; do
   ACTIVE+=("$config")
   log "app $config on $addr (pid $pid)"
 done
-[[ " ${ACTIVE[*]} " == *" unthrottled "* ]] || die "CONFIGS must include unthrottled"
+# The configuration a throttled one is compared with: the same app unthrottled.
+base_of() { [[ $1 == beast_* ]] && echo beast_unthrottled || echo unthrottled; }
+for config in "${ACTIVE[@]}"; do
+  [[ " ${ACTIVE[*]} " == *" $(base_of "$config") "* ]] ||
+    die "CONFIGS has $config but not $(base_of "$config")"
+done
 
 # Every throttled app answers 200 before measuring (traffikd reachable).
 for config in "${ACTIVE[@]}"; do
@@ -255,7 +276,8 @@ cpu_total() {
     'BEGIN { printf "%.2f\n", a + t + r + w }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", (b > 0 ? a / b : 0) }'; }
-BASE=${RPS[unthrottled]}
+# Requests/s of configuration $1 over its app's unthrottled figure.
+rps_ratio() { ratio "${RPS[$1]}" "${RPS[$(base_of "$1")]}"; }
 
 # The best configuration (highest median req/s) among $@ that ran.
 best_of() {
@@ -270,9 +292,15 @@ best_of() {
 }
 BEST_MEMORY=$(best_of memory memory_coalesce)
 BEST_REDIS=$(best_of redis redis_coalesce)
+BEST_BEAST_MEMORY=$(best_of beast_memory beast_memory_coalesce)
+BEST_BEAST_REDIS=$(best_of beast_redis beast_redis_coalesce)
 
 # --- report ------------------------------------------------------------------------
 describe() {
+  if [[ $1 == beast_* ]]; then
+    echo "Beast: $(describe "${1#beast_}")"
+    return
+  fi
   case $1 in
     unthrottled) echo "unthrottled (no limiter)" ;;
     memory) echo "throttled, memory" ;;
@@ -282,16 +310,20 @@ describe() {
     memory_raw_grpc) echo "memory, blocking gRPC stub, no traffik::client (diagnostic)" ;;
   esac
 }
-echo "## End to end over HTTP (cpp-httplib app, wrk)"
+echo "## End to end over HTTP (cpp-httplib and Beast apps, wrk)"
 echo
 echo "Command: \`$(printf '%q ' env DURATION="$DURATION" WARMUP="$WARMUP" ROUNDS="$ROUNDS" \
   CONNECTIONS="$CONNECTIONS" WRK_THREADS="$WRK_THREADS" APP_THREADS="$APP_THREADS" \
+  BEAST_THREADS="$BEAST_THREADS" \
   COALESCE_DELAY_US="$COALESCE_DELAY_US" COALESCE_BATCH="$COALESCE_BATCH" PIN="$PIN" \
   bash bench/run_http_bench.sh "$BUILD_DIR")\`"
 echo
 echo "\`wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency\` (keep-alive) against one"
-echo "route \`/\` of \`traffik_http_app\` (traffik::httplib_adapter::Server, $APP_THREADS"
-echo "worker threads); throttled: 1,000,000/s per client address, so every request is"
+echo "route \`/\` of \`traffik_http_app\`: on cpp-httplib (traffik::httplib_adapter::Server,"
+echo "$APP_THREADS worker threads, each blocked in its check), and, rows \"Beast:\", on"
+echo "Boost.Beast ($BEAST_THREADS event-loop threads; traffik::beast_adapter::Throttled, the"
+echo "check asynchronous, no thread waits for it), each throttled row against its own"
+echo "app's unthrottled row; throttled: 1,000,000/s per client address, so every request is"
 echo "allowed after one decision by traffikd ($(nproc) CPUs, $(if [[ $PIN == 1 ]]; then
   echo "wrk pinned to CPU 1, the servers to CPU 0"; else echo "all processes sharing them"; fi))."
 echo "Medians of $ROUNDS alternating rounds. CPU columns: µs of CPU per request (process"
@@ -301,13 +333,13 @@ echo "| configuration | req/s | ÷ unthrottled | ÷ unthrottled by CPU | p50 µs
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for config in "${ACTIVE[@]}"; do
   printf '| %s | %.0f | %s | %s | %.0f | %.0f | %.1f | %.1f | %.1f | %.1f | %.0f%% | %s |\n' \
-    "$(describe "$config")" "${RPS[$config]}" "$(ratio "${RPS[$config]}" "$BASE")" \
-    "$(ratio "$(cpu_total unthrottled)" "$(cpu_total "$config")")" \
+    "$(describe "$config")" "${RPS[$config]}" "$(rps_ratio "$config")" \
+    "$(ratio "$(cpu_total "$(base_of "$config")")" "$(cpu_total "$config")")" \
     "${P50[$config]}" "${P99[$config]}" "${APPCPU[$config]}" "${TDCPU[$config]}" \
     "${RCPU[$config]}" "${WRKCPU[$config]}" "${WRKPCT[$config]}" "${ERR[$config]}"
 done
 echo
-echo "÷ unthrottled by CPU: the unthrottled configuration's CPU per request (app + wrk) over"
+echo "÷ unthrottled by CPU: the same app's unthrottled CPU per request (app + wrk) over"
 echo "this one's (app + traffikd + Redis + wrk): the ratio a machine running only this"
 echo "benchmark, CPU-bound, would show. It moves less than req/s when other work shares"
 echo "the machine, but not nothing (contention adds context switches per request)."
@@ -326,12 +358,14 @@ echo
 targets() {
   local name=$1 best=$2 goal=$3 r
   [[ -n "$best" ]] || { echo "- $name: not measured"; return; }
-  r=$(ratio "${RPS[$best]}" "$BASE")
+  r=$(rps_ratio "$best")
   echo "- $name: best configuration \`$best\`, ratio $r (target ≥ $goal:" \
     "$(awk -v r="$r" -v g="$goal" 'BEGIN {print (r >= g ? "met" : "not met")}'))"
 }
 targets "Memory" "$BEST_MEMORY" 0.6
 targets "Redis" "$BEST_REDIS" 0.45
+targets "Beast, memory" "$BEST_BEAST_MEMORY" 0.6
+targets "Beast, Redis" "$BEST_BEAST_REDIS" 0.45
 echo
 echo "<details><summary>Every run</summary>"
 echo
@@ -342,23 +376,32 @@ awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s
 echo
 echo "</details>"
 
+# name=value lines for the best configurations of one app; $1: name prefix
+# (http_ or http_beast_), $2: its unthrottled configuration, $3 / $4: its
+# best memory / Redis configuration.
+kv_of() {
+  local p=$1 base=$2 mem=$3 red=$4
+  [[ -n "${RPS[$base]:-}" ]] || return 0
+  echo "${p}unthrottled_rps=${RPS[$base]}"
+  if [[ -n "$mem" ]]; then
+    echo "${p}memory_rps=${RPS[$mem]}"
+    echo "${p}memory_ratio=$(rps_ratio "$mem")"
+    echo "${p}memory_best_coalesced=$([[ $mem == *_coalesce ]] && echo 1 || echo 0)"
+    echo "${p}memory_cpu_us_app=${APPCPU[$mem]}"
+    echo "${p}memory_cpu_us_traffikd=${TDCPU[$mem]}"
+  fi
+  if [[ -n "$red" ]]; then
+    echo "${p}redis_rps=${RPS[$red]}"
+    echo "${p}redis_ratio=$(rps_ratio "$red")"
+    echo "${p}redis_best_coalesced=$([[ $red == *_coalesce ]] && echo 1 || echo 0)"
+    echo "${p}redis_cpu_us_app=${APPCPU[$red]}"
+    echo "${p}redis_cpu_us_traffikd=${TDCPU[$red]}"
+    echo "${p}redis_cpu_us_redis=${RCPU[$red]}"
+  fi
+}
 if [[ -n "$RESULTS_KV" ]]; then
   {
-    echo "http_unthrottled_rps=${RPS[unthrottled]}"
-    if [[ -n "$BEST_MEMORY" ]]; then
-      echo "http_memory_rps=${RPS[$BEST_MEMORY]}"
-      echo "http_memory_ratio=$(ratio "${RPS[$BEST_MEMORY]}" "$BASE")"
-      echo "http_memory_best_coalesced=$([[ $BEST_MEMORY == *_coalesce ]] && echo 1 || echo 0)"
-      echo "http_memory_cpu_us_app=${APPCPU[$BEST_MEMORY]}"
-      echo "http_memory_cpu_us_traffikd=${TDCPU[$BEST_MEMORY]}"
-    fi
-    if [[ -n "$BEST_REDIS" ]]; then
-      echo "http_redis_rps=${RPS[$BEST_REDIS]}"
-      echo "http_redis_ratio=$(ratio "${RPS[$BEST_REDIS]}" "$BASE")"
-      echo "http_redis_best_coalesced=$([[ $BEST_REDIS == *_coalesce ]] && echo 1 || echo 0)"
-      echo "http_redis_cpu_us_app=${APPCPU[$BEST_REDIS]}"
-      echo "http_redis_cpu_us_traffikd=${TDCPU[$BEST_REDIS]}"
-      echo "http_redis_cpu_us_redis=${RCPU[$BEST_REDIS]}"
-    fi
+    kv_of http_ unthrottled "$BEST_MEMORY" "$BEST_REDIS"
+    kv_of http_beast_ beast_unthrottled "$BEST_BEAST_MEMORY" "$BEST_BEAST_REDIS"
   } >>"$RESULTS_KV"
 fi
