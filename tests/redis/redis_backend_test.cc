@@ -404,6 +404,18 @@ TEST_F(RedisBackendTest, EachScriptMatchesCppBucket) {
     auto got = server_->Command(EachArgs(script, ops, now));
     ASSERT_TRUE(got.ok()) << got.status();
     ASSERT_EQ(*got, want) << "step " << step;
+    // What is stored matches too: a repeated key is written once per call,
+    // with the state its last item left.
+    for (int id = 0; id < 4; ++id) {
+      const std::string key = absl::StrCat("each:", id, ":{id}");
+      auto stored = server_->Command({"GET", key});
+      ASSERT_TRUE(stored.ok()) << stored.status();
+      const auto it = states.find(key);
+      ASSERT_EQ(*stored, it == states.end() ? "(nil)"
+                                            : absl::StrCat(it->second.scaled_tokens, ":",
+                                                           it->second.last_ms))
+          << "step " << step << " " << key;
+    }
     std::vector<std::string> lines = absl::StrSplit(want, '\n');
     size_t at = 0;
     for (const BucketOp& op : ops) {
@@ -442,6 +454,47 @@ TEST_F(RedisBackendTest, EachScriptRepeatedKeyKeepsStoredState) {
     EXPECT_EQ(*stored, absl::StrCat(st.scaled_tokens, ":", st.last_ms))
         << "now " << now - t;
   }
+}
+
+// Verifies a key repeated within one coalesced call (a hot key) is written
+// twice, by its first item and when the call's items are done, with the state
+// and expiry its last item leaves: ten takes on one key run two SETs, not ten
+// (the production script, on Redis' clock), the key holds 10 tokens taken and
+// expires when the last take has refilled (not the first's), and a key seen
+// once is written as before.
+TEST_F(RedisBackendTest, EachScriptWritesARepeatedKeyOncePerCall) {
+  const Rate rate{100, 60'000};  // a token refills in 600 ms
+  std::vector<BucketOp> ops;
+  for (int i = 0; i < 10; ++i) ops.push_back({"hot:{h}", rate, 1});
+  ops.push_back({"cold:{h}", rate, 1});
+  std::vector<std::string> args = EachArgs(RedisEachScript(), ops, 0);
+  args.pop_back();  // the production script reads Redis' clock: no `now`
+  ASSERT_TRUE(server_->Command({"CONFIG", "RESETSTAT"}).ok());
+  auto got = server_->Command(args);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const std::vector<std::string> lines = absl::StrSplit(*got, '\n');
+  ASSERT_EQ(lines.size(), 44u) << *got;
+  for (size_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(lines[4 * i], "1") << i;                              // allowed
+    EXPECT_EQ(lines[4 * i + 2], absl::StrCat(99 - i)) << i;         // remaining
+    EXPECT_EQ(lines[4 * i + 3], absl::StrCat(600 * (i + 1))) << i;  // reset
+  }
+  auto stats = server_->Command({"INFO", "commandstats"});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_THAT(*stats, HasSubstr("cmdstat_set:calls=3,"))
+      << *stats;  // hot twice, cold once
+  auto hot = server_->Command({"GET", "hot:{h}"});
+  ASSERT_TRUE(hot.ok()) << hot.status();
+  EXPECT_THAT(*hot, ::testing::StartsWith(absl::StrCat(90 * 60'000, ":")));
+  auto ttl = server_->Command({"PTTL", "hot:{h}"});
+  ASSERT_TRUE(ttl.ok()) << ttl.status();
+  int64_t ms = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(*ttl, &ms)) << *ttl;
+  EXPECT_GT(ms, 5000);  // the last take's 6000 ms, not the first's 600
+  EXPECT_LE(ms, 6000);
+  auto cold = server_->Command({"GET", "cold:{h}"});
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  EXPECT_THAT(*cold, ::testing::StartsWith(absl::StrCat(99 * 60'000, ":")));
 }
 
 // One entry of the each script's reply as rendered lines: 4 (decision), 6

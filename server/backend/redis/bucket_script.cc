@@ -244,6 +244,17 @@ constexpr char kDecideEach[] = R"lua(
 -- slow path for the rest of the call. A key written earlier in the call is
 -- read from what this call stored (`at`): the value, or its numbers when
 -- they format and parse back exactly, so it is what GET would read.
+--
+-- A key repeated in the call (a hot key: one client, a global limit) is
+-- written at most twice per call, not once per item: its first item writes at
+-- once (which settles that the key holds a string: a failed NX or WRONGTYPE
+-- shows there), the later items only record their state in `pend`, and the
+-- last state recorded per key is written when the items are done. That is the state
+-- and expiry the items' own writes would have left (one clock for the call),
+-- and that write cannot fail: the key holds this call's string, and Redis
+-- refuses a script's writes for OOM only before its first one. An item that
+-- takes the slow path writes its key's pending state first (settle), so its
+-- GET reads what the items before it left.
 local function decide_each(now, modes)
   local n = #KEYS
   local values = rcall('MGET', unpack(KEYS))
@@ -258,6 +269,15 @@ local function decide_each(now, modes)
   local nums = {}
   local decimals = {}  -- number -> format('%d', number)
   local heads = {}     -- number -> format('%d:', number)
+  -- key -> its state to write at the end (false: delete), and that state's
+  -- expiry (ms, a decimal); made when a key first repeats.
+  local pend, pend_px
+  local function settle(key)
+    local value = pend and pend[key]
+    if value == nil then return end
+    if value then rcall('SET', key, value, 'PX', pend_px[key]) else rcall('DEL', key) end
+    pend[key] = nil
+  end
   for i = 1, n do
     local key = KEYS[i]
     local a = ARGV[3 * i - 1]
@@ -272,6 +292,7 @@ local function decide_each(now, modes)
     local is_peek = byte(modes, i) == 112  -- 'p'
     local answer
     if slow[key] or not (capacity and period and cost) then
+      settle(key)
       answer = each_slow(is_peek, key, tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]),
                          tonumber(ARGV[3 * i + 1]), now)
       slow[key] = true
@@ -301,6 +322,7 @@ local function decide_each(now, modes)
         fresh = true  -- no key, or a key of another type
       end
       if fresh == 'bad' or (fresh and is_peek) then
+        settle(key)
         answer = each_slow(is_peek, key, capacity, period, cost, now)
         slow[key] = true
       else
@@ -335,20 +357,28 @@ local function decide_each(now, modes)
             if last == last then decimals[last] = tail end
           end
           value = value .. tail
-          local r
-          if fresh then
-            r = rpcall('SET', key, value, 'PX', px, 'NX')
+          if j then
+            -- Written earlier in this call: the last state goes at the end.
+            if not pend then pend, pend_px = {}, {} end
+            pend[key] = value
+            pend_px[key] = px
           else
-            r = rpcall('SET', key, value, 'PX', px)
+            local r
+            if fresh then
+              r = rpcall('SET', key, value, 'PX', px, 'NX')
+            else
+              r = rpcall('SET', key, value, 'PX', px)
+            end
+            if not r then
+              -- NX failed: the key holds another type.
+              answer = each_slow(false, key, capacity, period, cost, now)
+              slow[key] = true
+            elseif r.err then
+              answer = r
+              slow[key] = true
+            end
           end
-          if not r then
-            -- NX failed: the key holds another type.
-            answer = each_slow(false, key, capacity, period, cost, now)
-            slow[key] = true
-          elseif r.err then
-            answer = r
-            slow[key] = true
-          else
+          if not answer then
             out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
             k = k + 4
             at[key] = i
@@ -364,10 +394,16 @@ local function decide_each(now, modes)
         elseif fresh then
           -- Full on a nil key: the key's own call (GET, then a DEL of nothing,
           -- or WRONGTYPE).
+          settle(key)
           answer = each_slow(false, key, capacity, period, cost, now)
           slow[key] = true
         else
-          rcall('DEL', key)
+          if j then
+            if not pend then pend, pend_px = {}, {} end
+            pend[key] = false  -- deleted at the end (see `pend`)
+          else
+            rcall('DEL', key)
+          end
           out[k + 1], out[k + 2], out[k + 3], out[k + 4] = allowed, wait, remaining, reset
           k = k + 4
           at[key] = i
@@ -383,6 +419,11 @@ local function decide_each(now, modes)
         for e = 1, #answer do out[k + e] = answer[e] end
         k = k + #answer
       end
+    end
+  end
+  if pend then
+    for key, value in pairs(pend) do
+      if value then rcall('SET', key, value, 'PX', pend_px[key]) else rcall('DEL', key) end
     end
   end
   return out
