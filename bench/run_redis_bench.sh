@@ -25,9 +25,10 @@
 #
 # Environment (defaults): DURATION=10s WARMUP=1s CONCURRENCIES="1 16 64 256"
 # ROUNDS=3 (runs per target and concurrency, interleaved; every column is the
-# median over the rounds) TARGETS="noop memory redis batch10 batch100" (batchN:
-# ShouldThrottleBatch of N items on the memory tenant; its ratio is decisions/s
-# over the single-call memory figure) CHANNELS=4 THREADS=2 (load generator
+# median over the rounds) TARGETS="noop memory redis redis_hot batch10 batch100"
+# (redis_hot: the Redis tenant with every call on one identifier, a hot key
+# such as a global limit; batchN: ShouldThrottleBatch of N items on the memory
+# tenant; its ratio is decisions/s over the single-call memory figure) CHANNELS=4 THREADS=2 (load generator
 # connections and completion-queue threads; run_all.sh picks them from its
 # scaling table) KEYS=1000 (distinct identifiers; 1 = one hot key)
 # RB_REQUESTS=200000 (redis-benchmark -n) PIN=0 (1: the load generator and
@@ -49,7 +50,7 @@ CHANNELS=${CHANNELS:-4}
 THREADS=${THREADS:-2}
 KEYS=${KEYS:-1000}
 RB_REQUESTS=${RB_REQUESTS:-200000}
-TARGETS=${TARGETS:-"noop memory redis batch10 batch100"}
+TARGETS=${TARGETS:-"noop memory redis redis_hot batch10 batch100"}
 ROUNDS=${ROUNDS:-3}
 DATA_FILE=${DATA_FILE:-}
 RESULTS_KV=${RESULTS_KV:-}
@@ -138,11 +139,12 @@ ROWS=()
 # $1 = target, $2 = concurrency; prints one line of numbers (see FIELDS).
 FIELDS="decisions calls p50 p99 p999 errors server_us redis_cpu_us script_us script_calls loadgen_cores others_cores"
 run_one() {
-  local target=$1 c=$2 rpc=should_throttle batch=1 addr tenant pid out
+  local target=$1 c=$2 rpc=should_throttle batch=1 keys=$KEYS addr tenant pid out
   case $target in
     noop) addr=$NOOP_ADDR tenant='' pid=$NOOP_PID ;;
     memory) addr=$TRAFFIKD_ADDR tenant=mem pid=$TRAFFIKD_PID ;;
     redis) addr=$TRAFFIKD_ADDR tenant=default pid=$TRAFFIKD_PID ;;
+    redis_hot) addr=$TRAFFIKD_ADDR tenant=default pid=$TRAFFIKD_PID keys=1 ;;
     batch*) addr=$TRAFFIKD_ADDR tenant=mem rpc=batch batch=${target#batch} pid=$TRAFFIKD_PID ;;
     *) die "unknown target $target" ;;
   esac
@@ -151,7 +153,7 @@ run_one() {
   if ! out=$("${CLI[@]}" "$LOADGEN" --target "$addr" --concurrency "$c" --channels "$CHANNELS" \
     --threads "$THREADS" --duration "$DURATION" --warmup "$WARMUP" \
     --rpc "$rpc" --batch-size "$batch" --tenant "$tenant" --uid bench --limit 0 \
-    --keys "$KEYS" --watch-pid "server=$pid" --watch-pid "redis=$REDIS_PID" --json 2>"$WORK/loadgen.err"); then
+    --keys "$keys" --watch-pid "server=$pid" --watch-pid "redis=$REDIS_PID" --json 2>"$WORK/loadgen.err"); then
     log "loadgen failed against $target at $c in flight:"
     cat "$WORK/loadgen.err" >&2
     echo "$out" >&2
@@ -168,7 +170,7 @@ run_one() {
     -v server="$(json_num server "$out")" -v lg="$(json_num loadgen "$out")" \
     -v machine="$(json_num machine "$out")" -v rwin="$(json_num redis "$out")" \
     -v all="$(json_num all_decisions "$out")" -v before="$before" -v after="$after" \
-    -v redis="$([[ $target == redis ]] && echo 1 || echo 0)" 'BEGIN {
+    -v redis="$([[ $target == redis* ]] && echo 1 || echo 0)" 'BEGIN {
       split(errs, e, " "); split(before, b, " "); split(after, a, " ")
       decided = d * dur
       server_us = decided > 0 ? server * 1e6 / decided : 0
@@ -194,6 +196,7 @@ label_of() {
     noop) echo "no-op server (ceiling)" ;;
     memory) echo "traffikd memory" ;;
     redis) echo "traffikd Redis" ;;
+    redis_hot) echo "traffikd Redis, one hot key" ;;
     batch*) echo "traffikd memory, batch of ${1#batch}" ;;
   esac
 }
@@ -242,10 +245,10 @@ for c in $CONCURRENCIES; do
     kv "${n}_server_cpu_us" "$(m server_us)"
     kv "${n}_loadgen_cores" "$(m loadgen_cores)"
     kv "${n}_others_cores" "$(m others_cores)"
-    if [[ $target == redis ]]; then
-      kv "redis${c}_redis_cpu_us" "$(m redis_cpu_us)"
-      kv "redis${c}_script_us" "$(m script_us)"
-      kv "redis${c}_script_calls_per_decision" "$(m script_calls)"
+    if [[ $target == redis* ]]; then
+      kv "${target}${c}_redis_cpu_us" "$(m redis_cpu_us)"
+      kv "${target}${c}_script_us" "$(m script_us)"
+      kv "${target}${c}_script_calls_per_decision" "$(m script_calls)"
     fi
     if [[ $target != noop && $target != batch* ]]; then
       kv "${target}${c}_ratio" "$(div "$(m decisions)" "${MED[noop,$c,calls]:--}")"
@@ -304,7 +307,7 @@ Run at $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(nproc) cores ($(uname -m)), load a
 Placement: $PLACEMENT.
 
 Load generator: closed loop, ShouldThrottle on the configured throttle \`bench\` (1000000 per
-1s, never throttles), $KEYS distinct identifiers round robin, $CHANNELS channel(s), $THREADS
+1s, never throttles), $KEYS distinct identifiers round robin (the "one hot key" row: 1), $CHANNELS channel(s), $THREADS
 completion-queue thread(s), warmup $WARMUP, measured $DURATION, deadline 1 s. Every column is the
 median over $ROUNDS interleaved runs (no-op and traffikd alternate). Latency in microseconds (OK
 calls). Ratio = decisions/s divided by the no-op server's calls/s at the same concurrency
