@@ -462,7 +462,7 @@ TEST_F(RedisBackendTest, EachScriptRepeatedKeyKeepsStoredState) {
 // (the production script, on Redis' clock), the key holds 10 tokens taken and
 // expires when the last take has refilled (not the first's), and a key seen
 // once is written as before.
-TEST_F(RedisBackendTest, EachScriptWritesARepeatedKeyOncePerCall) {
+TEST_F(RedisBackendTest, EachScriptWritesARepeatedKeyTwicePerCall) {
   const Rate rate{100, 60'000};  // a token refills in 600 ms
   std::vector<BucketOp> ops;
   for (int i = 0; i < 10; ++i) ops.push_back({"hot:{h}", rate, 1});

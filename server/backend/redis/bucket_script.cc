@@ -249,8 +249,8 @@ constexpr char kDecideEach[] = R"lua(
 -- written at most twice per call, not once per item: its first item writes at
 -- once (which settles that the key holds a string: a failed NX or WRONGTYPE
 -- shows there), the later items only record their state in `pend`, and the
--- last state recorded per key is written when the items are done. That is the state
--- and expiry the items' own writes would have left (one clock for the call),
+-- last state recorded per key is written when the items are done. That is
+-- the state and expiry the items' own writes would have left (one clock),
 -- and that write cannot fail: the key holds this call's string, and Redis
 -- refuses a script's writes for OOM only before its first one. An item that
 -- takes the slow path writes its key's pending state first (settle), so its
@@ -422,9 +422,8 @@ local function decide_each(now, modes)
     end
   end
   if pend then
-    for key, value in pairs(pend) do
-      if value then rcall('SET', key, value, 'PX', pend_px[key]) else rcall('DEL', key) end
-    end
+    -- settle() clears the visited entry: Lua allows that during pairs().
+    for key in pairs(pend) do settle(key) end
   end
   return out
 end
