@@ -59,13 +59,15 @@ bench_start_redis() {  # [PREFIX...]
   return 1
 }
 
-# Waits up to 10 s for traffikd (pid PID, stderr in FILE) to log its gRPC
-# address; sets ADDR to it ("" if it exited or never said it).
 # Writes $WORK/traffik.yaml for the load generator: 127.0.0.1 on a free port,
 # no metrics listener, the throttle `bench` (1,000,000 per 1s: never throttles),
-# the default tenant `default` on BACKEND and one more tenant per NAME=BACKEND.
+# the default tenant `default` on BACKEND (with `redis: pool_size: $POOL_SIZE`
+# when POOL_SIZE is set) and one more tenant per NAME=BACKEND.
 bench_write_config() {  # BACKEND [NAME=BACKEND...]
-  local more="" t
+  local more="" pool="" t
+  if [[ -n ${POOL_SIZE:-} ]]; then
+    pool=$'\n'"    redis:"$'\n'"      pool_size: $POOL_SIZE"
+  fi
   for t in "${@:2}"; do more+=$'\n'"  - name: ${t%%=*}"$'\n'"    backend: ${t#*=}"; done
   cat >"$WORK/traffik.yaml" <<YAML
 listen: "127.0.0.1:0"
@@ -76,7 +78,7 @@ throttles:
     period: 1s
 tenants:
   - name: default
-    backend: $1$more
+    backend: $1$pool$more
 default_tenant: default
 YAML
 }
@@ -90,6 +92,8 @@ bench_start_traffikd() {
   bench_wait_listening "$TRAFFIKD_PID" "$WORK/traffikd.err"
 }
 
+# Waits up to 10 s for traffikd (pid PID, stderr in FILE) to log its gRPC
+# address; sets ADDR to it ("" if it exited or never said it).
 bench_wait_listening() {  # PID FILE
   ADDR=
   for _ in $(seq 100); do

@@ -31,7 +31,8 @@
 # tenant; its ratio is decisions/s over the single-call memory figure) CHANNELS=4 THREADS=2 (load generator
 # connections and completion-queue threads; run_all.sh picks them from its
 # scaling table) KEYS=1000 (distinct identifiers; 1 = one hot key)
-# RB_REQUESTS=200000 (redis-benchmark -n) PIN=0 (1: the load generator and
+# RB_REQUESTS=200000 (redis-benchmark -n) POOL_SIZE= (if set, the Redis
+# tenant's `redis: pool_size`; traffikd's default, 2, otherwise) PIN=0 (1: the load generator and
 # redis-benchmark on CPU LOADGEN_CPU=0, every server and Redis on SERVER_CPU=1)
 # DATA_FILE= (if set, one TSV row per target and concurrency is appended:
 # target concurrency calls_per_s decisions_per_s p50_us p99_us
