@@ -212,6 +212,9 @@ class RedisE2eTest : public ::testing::Test {
 // ------------------------------------------------------ shared buckets
 
 // Two traffikd replicas on one Redis, one configured throttle of 100 per hour.
+// A 5 s Redis command timeout: these tests are about exactness, and under a
+// sanitizer on a busy host a coalesced call can take longer than the default
+// 250 ms (a timed-out call fails its decisions).
 std::string SharedConfig(const std::string& redis_url) {
   return absl::StrCat(R"yaml(
 throttles:
@@ -221,7 +224,10 @@ throttles:
 tenants:
   - name: default
     backend: )yaml",
-                      redis_url, "\n");
+                      redis_url, R"yaml(
+    redis:
+      timeout: 5s
+)yaml");
 }
 
 // Verifies two traffikd processes sharing one Redis enforce one limit exactly:
