@@ -5,6 +5,7 @@
 #include "engine/engine.h"
 #include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "metrics/metrics.h"
+#include "service/arena_allocator.h"
 
 namespace traffik {
 
@@ -28,7 +29,9 @@ class EnvoyRateLimitServiceImpl final
     : public ::envoy::service::ratelimit::v3::RateLimitService::CallbackService {
  public:
   EnvoyRateLimitServiceImpl(const Engine& engine, Metrics& metrics)
-      : engine_(engine), metrics_(metrics) {}
+      : engine_(engine), metrics_(metrics) {
+    SetMessageAllocatorFor_ShouldRateLimit(&messages_);
+  }
   EnvoyRateLimitServiceImpl(const EnvoyRateLimitServiceImpl&) = delete;
   EnvoyRateLimitServiceImpl& operator=(const EnvoyRateLimitServiceImpl&) = delete;
 
@@ -40,6 +43,10 @@ class EnvoyRateLimitServiceImpl final
  private:
   const Engine& engine_;
   Metrics& metrics_;
+  // Each call's request and response on a pooled protobuf arena.
+  ArenaMessageAllocator<::envoy::service::ratelimit::v3::RateLimitRequest,
+                        ::envoy::service::ratelimit::v3::RateLimitResponse>
+      messages_;
 };
 
 }  // namespace traffik

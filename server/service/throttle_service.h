@@ -3,6 +3,7 @@
 #include "absl/strings/string_view.h"
 #include "engine/engine.h"
 #include "metrics/metrics.h"
+#include "service/arena_allocator.h"
 #include "traffik/v1/throttle.grpc.pb.h"
 
 namespace traffik {
@@ -19,7 +20,10 @@ namespace traffik {
 class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackService {
  public:
   ThrottleServiceImpl(const Engine& engine, Metrics& metrics)
-      : engine_(engine), metrics_(metrics) {}
+      : engine_(engine), metrics_(metrics) {
+    SetMessageAllocatorFor_ShouldThrottle(&single_messages_);
+    SetMessageAllocatorFor_ShouldThrottleBatch(&batch_messages_);
+  }
   ThrottleServiceImpl(const ThrottleServiceImpl&) = delete;
   ThrottleServiceImpl& operator=(const ThrottleServiceImpl&) = delete;
 
@@ -40,6 +44,13 @@ class ThrottleServiceImpl final : public traffik::v1::ThrottleService::CallbackS
 
   const Engine& engine_;
   Metrics& metrics_;
+  // Each call's request and response on a pooled protobuf arena.
+  ArenaMessageAllocator<traffik::v1::ShouldThrottleRequest,
+                        traffik::v1::ShouldThrottleResponse>
+      single_messages_;
+  ArenaMessageAllocator<traffik::v1::ShouldThrottleBatchRequest,
+                        traffik::v1::ShouldThrottleBatchResponse>
+      batch_messages_;
 };
 
 // Translates the proto to the engine's view of it (no copies).
