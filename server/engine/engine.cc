@@ -167,7 +167,8 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
         absl::StrCat("unknown tenant ", QuoteForMessage(request.tenant)));
   }
 
-  const std::string uid = QuoteForMessage(request.throttle_uid);
+  // Quoted only for an error message: a decision builds no string but its key.
+  const auto uid = [&request] { return QuoteForMessage(request.throttle_uid); };
   auto it = tenant->throttles.find(request.throttle_uid);
   bool is_inline = false;
   if (it != tenant->throttles.end()) {
@@ -177,22 +178,22 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
   } else if (request.has_spec) {
     if (!tenant->allow_inline_specs) {
       return absl::PermissionDeniedError(
-          absl::StrCat("throttle ", uid, " is not configured and tenant ",
+          absl::StrCat("throttle ", uid(), " is not configured and tenant ",
                        QuoteForMessage(tenant->name), " does not allow inline specs"));
     }
     if (request.spec_limit == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("spec.limit is 0 for throttle ", uid, "; it must be at least 1"));
+      return absl::InvalidArgumentError(absl::StrCat("spec.limit is 0 for throttle ",
+                                                     uid(), "; it must be at least 1"));
     }
     if (request.spec_period_ms == 0) {
       return absl::InvalidArgumentError(absl::StrCat("spec.period_ms is 0 for throttle ",
-                                                     uid, "; it must be at least 1"));
+                                                     uid(), "; it must be at least 1"));
     }
     out->rate = Rate{ScaledCapacity(request.spec_limit, tenant->quota_multiplier),
                      request.spec_period_ms};
     if (!IsValidRate(out->rate)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "spec for throttle ", uid, " is too large: limit (", out->rate.capacity,
+          "spec for throttle ", uid(), " is too large: limit (", out->rate.capacity,
           " after the quota multiplier) * period_ms (", request.spec_period_ms,
           ") must be at most ", kMaxScaledCapacityText));
     }
@@ -200,14 +201,14 @@ absl::Status Engine::Prepare(const HitRequest& request, PreparedHit* out) const 
     is_inline = true;
   } else {
     return absl::NotFoundError(
-        absl::StrCat("unknown throttle ", uid, ": not configured and no spec given"));
+        absl::StrCat("unknown throttle ", uid(), ": not configured and no spec given"));
   }
 
   out->cost = request.cost == 0 ? 1 : request.cost;
   if (out->cost > out->rate.capacity) {
     return absl::OutOfRangeError(
         absl::StrCat("cost ", out->cost, " exceeds the capacity ", out->rate.capacity,
-                     " of throttle ", uid, "; the hit could never be allowed"));
+                     " of throttle ", uid(), "; the hit could never be allowed"));
   }
   out->backend = tenant->backend;
   out->partition = tenant->partition;
@@ -589,8 +590,9 @@ absl::Status PrepareBatch(const Engine& engine, absl::Span<const HitRequest> req
       groups.emplace_back();
     }
     groups[g].push_back(i);
-    state.ops.push_back(
-        BucketOp{hit.key, hit.rate, hit.cost, hit.partition, requests[i].peek});
+    // The key moves: Prepare builds the next one afresh.
+    state.ops.push_back(BucketOp{std::move(hit.key), hit.rate, hit.cost, hit.partition,
+                                 requests[i].peek});
     state.counters.push_back(hit.counters);
     state.tenants.push_back(hit.tenant);
     state.peek.push_back(requests[i].peek ? 1 : 0);
@@ -882,6 +884,23 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     return;
   }
   state->pending.store(static_cast<int>(groups.size()));
+  if (groups.size() == 1) {
+    // The usual batch: one backend, the ops as they are (no copy of the keys).
+    backends[0]->DecideBatch(
+        state->ops, [state](absl::StatusOr<std::vector<Decision>> result) {
+          if (!result.ok()) {
+            std::vector<size_t> all(state->ops.size());
+            for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+            state->OnError(all, result.status());
+          } else {
+            for (size_t i = 0; i < state->results.size() && i < result->size(); ++i) {
+              state->results[i] = (*result)[i];
+            }
+          }
+          if (state->pending.fetch_sub(1) == 1) state->Finish();
+        });
+    return;
+  }
   for (size_t g = 0; g < groups.size(); ++g) {
     std::vector<size_t> indices = std::move(groups[g]);
     std::vector<BucketOp> group_ops;

@@ -573,6 +573,29 @@ TEST_F(BackendErrorPolicyTest, BatchFollowsEachTenantsPolicy) {
   EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
 }
 
+// Verifies a batch whose items are all on one failing backend (the engine's
+// one-backend path, which hands the backend the prepared ops as they are)
+// follows the tenant's policy: fail-open answers every item allowed, fail
+// closed fails the batch UNAVAILABLE.
+TEST_F(BackendErrorPolicyTest, BatchOnOneFailingBackendFollowsItsPolicy) {
+  std::vector<HitRequest> reqs(3);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].identifier = "user:" + std::to_string(i);
+    reqs[i].throttle_uid = "api";
+    reqs[i].tenant = "open";
+  }
+  absl::StatusOr<std::vector<Decision>> out = absl::InternalError("not run");
+  engine_->ShouldThrottleBatch(
+      reqs, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 3u);
+  for (const Decision& d : *out) EXPECT_TRUE(d.allowed);
+  for (HitRequest& r : reqs) r.tenant = "strict";
+  engine_->ShouldThrottleBatch(
+      reqs, [&](absl::StatusOr<std::vector<Decision>> d) { out = std::move(d); });
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable);
+}
+
 // Verifies an all-or-nothing batch must stay on one backend: tenants on
 // different backends are refused INVALID_ARGUMENT and nothing is taken.
 TEST_F(BackendErrorPolicyTest, AllOrNothingSpansBackends) {
