@@ -578,9 +578,10 @@ TEST_F(BackendErrorPolicyTest, BatchFollowsEachTenantsPolicy) {
 // follows the tenant's policy: fail-open answers every item allowed, fail
 // closed fails the batch UNAVAILABLE.
 TEST_F(BackendErrorPolicyTest, BatchOnOneFailingBackendFollowsItsPolicy) {
-  std::vector<HitRequest> reqs(3);
+  const std::vector<std::string> ids = {"user:0", "user:1", "user:2"};
+  std::vector<HitRequest> reqs(ids.size());
   for (size_t i = 0; i < reqs.size(); ++i) {
-    reqs[i].identifier = "user:" + std::to_string(i);
+    reqs[i].identifier = ids[i];  // a view: ids outlives the calls
     reqs[i].throttle_uid = "api";
     reqs[i].tenant = "open";
   }
