@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "google/protobuf/arena.h"
 #include "grpcpp/support/message_allocator.h"
 
@@ -45,7 +45,7 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Request, Respo
   grpc::MessageHolder<Request, Response>* AllocateMessages() override {
     std::unique_ptr<Holder> holder;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (!free_.empty()) {
         holder = std::move(free_.back());
         free_.pop_back();
@@ -58,7 +58,7 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Request, Respo
 
   // Arenas kept for reuse now (for tests).
   size_t pooled() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return free_.size();
   }
 
@@ -96,7 +96,7 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Request, Respo
 
   void Recycle(std::unique_ptr<Holder> holder) {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (free_.size() < max_pooled_) {
         free_.push_back(std::move(holder));
         return;
@@ -107,7 +107,7 @@ class ArenaMessageAllocator final : public grpc::MessageAllocator<Request, Respo
   }
 
   const size_t max_pooled_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;  // traffik::Mutex: visible to ThreadSanitizer
   std::vector<std::unique_ptr<Holder>> free_ ABSL_GUARDED_BY(mu_);
 };
 
