@@ -884,40 +884,28 @@ void Engine::ShouldThrottleBatch(absl::Span<const HitRequest> requests,
     return;
   }
   state->pending.store(static_cast<int>(groups.size()));
-  if (groups.size() == 1) {
-    // The usual batch: one backend, the ops as they are (no copy of the keys).
-    backends[0]->DecideBatch(
-        state->ops, [state](absl::StatusOr<std::vector<Decision>> result) {
-          if (!result.ok()) {
-            std::vector<size_t> all(state->ops.size());
-            for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-            state->OnError(all, result.status());
-          } else {
-            for (size_t i = 0; i < state->results.size() && i < result->size(); ++i) {
-              state->results[i] = (*result)[i];
-            }
-          }
-          if (state->pending.fetch_sub(1) == 1) state->Finish();
-        });
-    return;
-  }
   for (size_t g = 0; g < groups.size(); ++g) {
     std::vector<size_t> indices = std::move(groups[g]);
+    // The usual batch is on one backend: its ops as they are (no key copies).
     std::vector<BucketOp> group_ops;
-    group_ops.reserve(indices.size());
-    for (size_t i : indices) group_ops.push_back(state->ops[i]);
-    backends[g]->DecideBatch(
-        group_ops, [state, indices = std::move(indices)](
-                       absl::StatusOr<std::vector<Decision>> result) mutable {
-          if (!result.ok()) {
-            state->OnError(indices, result.status());
-          } else {
-            for (size_t k = 0; k < indices.size() && k < result->size(); ++k) {
-              state->results[indices[k]] = (*result)[k];
-            }
-          }
-          if (state->pending.fetch_sub(1) == 1) state->Finish();
-        });
+    if (groups.size() > 1) {
+      group_ops.reserve(indices.size());
+      for (size_t i : indices) group_ops.push_back(state->ops[i]);
+    }
+    backends[g]->DecideBatch(groups.size() > 1 ? absl::MakeConstSpan(group_ops)
+                                               : absl::MakeConstSpan(state->ops),
+                             [state, indices = std::move(indices)](
+                                 absl::StatusOr<std::vector<Decision>> result) mutable {
+                               if (!result.ok()) {
+                                 state->OnError(indices, result.status());
+                               } else {
+                                 for (size_t k = 0;
+                                      k < indices.size() && k < result->size(); ++k) {
+                                   state->results[indices[k]] = (*result)[k];
+                                 }
+                               }
+                               if (state->pending.fetch_sub(1) == 1) state->Finish();
+                             });
   }
 }
 
